@@ -1,0 +1,50 @@
+"""Errors and disconnect reasons: the vocabulary sessions report failures in.
+
+Pure Python on purpose: these cross the boundary to user code (handlers, logs,
+`on_disconnected`) and are created only on the rare failure path.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class ProtocolError(Exception):
+    """The peer broke the wire protocol; its session is closed, nobody else is touched."""
+
+
+class UnknownPacketError(ProtocolError):
+    def __init__(self, pkt_id: int) -> None:
+        super().__init__(f"unknown packet id {pkt_id}")
+        self.pkt_id = pkt_id
+
+
+class MalformedPacketError(ProtocolError):
+    def __init__(self, pkt_id: int, detail: str) -> None:
+        super().__init__(f"malformed payload for packet id {pkt_id}: {detail}")
+        self.pkt_id = pkt_id
+        self.detail = detail
+
+
+class DisconnectReason(enum.Enum):
+    """Why a session ended. The value is the text used in logs and metrics."""
+
+    PEER_CLOSED = "peer closed"
+    CONNECTION_ERROR = "connection error"
+    PROTOCOL_ERROR = "protocol error"
+    HANDLER_ERROR = "handler error"
+    SLOW_CONSUMER = "slow consumer"
+    SERVER_FULL = "server full"
+    CLOSED = "closed locally"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    """What `on_disconnected` receives: the kind of ending plus a human detail."""
+
+    kind: DisconnectReason
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.detail}" if self.detail else self.kind.value

@@ -1,0 +1,60 @@
+"""Event loop choice: uvloop where installed, stdlib asyncio always available.
+
+The choice is, in order: the explicit argument, the NETCORE_LOOP environment
+variable (``uvloop`` or ``asyncio``), then uvloop if it imports, else asyncio.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Coroutine
+
+LOOP_ENV = "NETCORE_LOOP"
+LOOP_KINDS = ("uvloop", "asyncio")
+
+
+def uvloop_available() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_loop_kind(kind: str | None = None) -> str:
+    kind = kind or os.environ.get(LOOP_ENV) or ("uvloop" if uvloop_available() else "asyncio")
+    if kind not in LOOP_KINDS:
+        raise ValueError(f"unknown event loop {kind!r}: choose one of {', '.join(LOOP_KINDS)}")
+    if kind == "uvloop" and not uvloop_available():
+        raise RuntimeError("uvloop was asked for but is not installed (pip install uvloop)")
+    return kind
+
+
+def new_event_loop(kind: str | None = None) -> asyncio.AbstractEventLoop:
+    if resolve_loop_kind(kind) == "uvloop":
+        import uvloop
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run(main: Coroutine[Any, Any, Any], kind: str | None = None) -> Any:
+    """asyncio.run on the chosen loop (asyncio.Runner needs 3.11; we support 3.10)."""
+    loop = new_event_loop(kind)
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            _cancel_all_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

@@ -1,0 +1,122 @@
+# cython: language_level=3
+from cpython.buffer cimport PyBUF_WRITE
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memmove
+
+from netcore.framing cimport FrameReader
+
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    #define NETCORE_TLS __declspec(thread)
+    #else
+    #define NETCORE_TLS __thread
+    #endif
+    static NETCORE_TLS unsigned char *netcore_scratch = NULL;
+    static NETCORE_TLS void *netcore_scratch_owner = NULL;
+
+    /* The calling thread's scratch area, allocated on first use. */
+    static unsigned char *netcore_scratch_get(size_t size) {
+        if (netcore_scratch == NULL) netcore_scratch = (unsigned char *)malloc(size);
+        return netcore_scratch;
+    }
+    static void *netcore_scratch_owner_get(void) { return netcore_scratch_owner; }
+    static void netcore_scratch_owner_set(void *o) { netcore_scratch_owner = o; }
+    """
+    unsigned char* netcore_scratch_get(size_t size) nogil
+    void* netcore_scratch_owner_get() nogil
+    void netcore_scratch_owner_set(void* o) nogil
+
+
+cdef class RecvBuffer:
+
+    cdef object get_buffer(self):
+        cdef unsigned char* scratch
+        cdef Py_ssize_t need
+        if self.own_len <= SMALL_TAIL:
+            scratch = netcore_scratch_get(SCRATCH_SIZE)
+            if scratch == NULL:
+                raise MemoryError()
+            if self.own_len:
+                memcpy(scratch, self.own, self.own_len)
+            netcore_scratch_owner_set(<void*>self)
+            self.reading_scratch = True
+            self.read_base = scratch
+            self.read_pre = self.own_len
+            return PyMemoryView_FromMemory(<char*>scratch + self.own_len,
+                                           SCRATCH_SIZE - self.own_len, PyBUF_WRITE)
+        # A large partial packet: keep_tail sized `own` to hold all of it.
+        self.reading_scratch = False
+        self.read_base = self.own
+        self.read_pre = self.own_len
+        return PyMemoryView_FromMemory(<char*>self.own + self.own_len,
+                                       self.own_cap - self.own_len, PyBUF_WRITE)
+
+    cdef int begin(self, Py_ssize_t nbytes, FrameReader* r) except -1:
+        if nbytes < 0 or self.read_base == NULL:
+            raise RuntimeError("buffer_updated without get_buffer")
+        if self.reading_scratch:
+            if netcore_scratch_owner_get() != <void*>self:
+                raise RuntimeError("receive scratch was lent to another session")
+            if nbytes > SCRATCH_SIZE - self.read_pre:
+                raise RuntimeError("read overran the receive buffer")
+            # The tail now lives in front of the read; own is free to reuse.
+            self.own_len = 0
+        elif nbytes > self.own_cap - self.own_len:
+            raise RuntimeError("read overran the receive buffer")
+        else:
+            self.own_len += nbytes
+        r.buf = self.read_base
+        r.len = self.read_pre + nbytes
+        r.pos = 0
+        self.read_base = NULL
+        return 0
+
+    cdef int keep_tail(self, FrameReader* r, Py_ssize_t packet_size) except -1:
+        """Keep the unparsed bytes r.buf[r.pos:r.len] for the next read.
+
+        packet_size is the full size of the partial packet when its header is
+        known (0 otherwise); a large tail gets room for exactly that packet.
+        """
+        cdef Py_ssize_t tail = r.len - r.pos
+        cdef Py_ssize_t cap
+        cdef unsigned char* grown
+        cdef bint in_own = r.buf == self.own
+        if tail == 0:
+            self.release()
+            return 0
+        if in_own:
+            if r.pos:
+                memmove(self.own, self.own + r.pos, tail)
+            self.own_len = tail
+            if tail < self.own_cap:
+                return 0
+            # A raw stream consumed nothing from a full buffer: the caller
+            # bounds the tail, here we only make room for the next read.
+            packet_size = 0
+        if tail <= SMALL_TAIL:
+            cap = SMALL_TAIL            # parked only; the next read copies it to scratch
+        elif packet_size > tail:
+            cap = packet_size           # the rest of this packet is read straight in
+        else:
+            cap = tail + MIN_OWN        # raw stream with no known size: leave read room
+        if self.own_cap != cap:
+            grown = <unsigned char*>realloc(self.own, cap)
+            if grown == NULL:
+                raise MemoryError()
+            self.own = grown
+            self.own_cap = cap
+        if not in_own:
+            memcpy(self.own, r.buf + r.pos, tail)
+        self.own_len = tail
+        return 0
+
+    cdef void release(self) noexcept:
+        free(self.own)
+        self.own = NULL
+        self.own_len = 0
+        self.own_cap = 0
+
+    def __dealloc__(self):
+        free(self.own)

@@ -1,0 +1,46 @@
+# Pooled send buffers, in the spirit of the original SendBufferManager.
+#
+# A packet is written once: open a region in the pool's current chunk, write
+# header + payload, close it with the written size. The resulting SendBuffer
+# is immutable and may be queued to any number of sessions; they all hold a
+# reference to the same bytes, so a broadcast never copies per recipient.
+#
+# A chunk goes back to the pool when the last SendBuffer into it dies
+# (reference counted in `live`), so steady traffic cycles through a handful of
+# chunks and allocates nothing. A packet larger than a chunk gets a chunk of
+# its own that is freed with it (the original crashed past 6000 bytes).
+
+cdef enum:
+    DEFAULT_CHUNK_SIZE = 65536
+    MAX_FREE_CHUNKS = 64            # bounds idle pool memory at 4 MiB
+
+
+cdef class SendBufferChunk:
+    cdef unsigned char* data
+    cdef Py_ssize_t capacity
+    cdef Py_ssize_t used
+    cdef Py_ssize_t live            # SendBuffers pointing into this chunk
+    cdef SendBufferPool pool        # None for a one-off oversize chunk
+
+
+cdef class SendBuffer:
+    cdef SendBufferChunk chunk
+    cdef unsigned char* data
+    cdef readonly Py_ssize_t size   # bytes written (after close)
+    cdef Py_ssize_t capacity        # bytes opened
+    cdef bint is_open
+    cdef int close(self, Py_ssize_t written) except -1
+
+
+cdef class SendBufferPool:
+    cdef readonly Py_ssize_t chunk_size
+    cdef readonly Py_ssize_t chunks_created
+    cdef readonly Py_ssize_t oversize_created
+    cdef SendBufferChunk current
+    cdef list free_chunks
+    cdef SendBuffer open(self, Py_ssize_t alloc_size)
+    cdef SendBufferChunk _take_chunk(self)
+    cdef void _recycle(self, SendBufferChunk chunk) noexcept
+
+
+cpdef SendBuffer make_packet(unsigned int pkt_id, object payload)

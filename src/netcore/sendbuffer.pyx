@@ -1,0 +1,143 @@
+# cython: language_level=3
+from cpython.buffer cimport (
+    PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer,
+)
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from netcore.framing cimport HEADER_SIZE, MAX_WIRE_SIZE, write_header
+
+
+cdef class SendBufferChunk:
+
+    def __cinit__(self, Py_ssize_t capacity, SendBufferPool pool):
+        self.data = <unsigned char*>malloc(capacity)
+        if self.data == NULL:
+            raise MemoryError()
+        self.capacity = capacity
+        self.pool = pool
+
+    def __dealloc__(self):
+        free(self.data)
+
+
+cdef class SendBuffer:
+    """One packet's bytes, shared read-only by every session it is queued to.
+
+    Supports the buffer protocol: bytes(buf) and memoryview(buf) are the wire bytes.
+    """
+
+    cdef int close(self, Py_ssize_t written) except -1:
+        if not self.is_open:
+            raise RuntimeError("send buffer is already closed")
+        if written < 0 or written > self.capacity:
+            raise ValueError(f"wrote {written} bytes into a {self.capacity}-byte region")
+        self.is_open = False
+        self.size = written
+        # Give back the unwritten end of the region when nothing was opened after it.
+        if self.data + self.capacity == self.chunk.data + self.chunk.used:
+            self.chunk.used -= self.capacity - written
+        return 0
+
+    def __len__(self):
+        return self.size
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("send buffers are read-only")
+        PyBuffer_FillInfo(view, self, self.data, self.size, 1, flags)
+
+    def __dealloc__(self):
+        cdef SendBufferChunk chunk = self.chunk
+        if chunk is None:
+            return
+        chunk.live -= 1
+        if chunk.live == 0 and chunk.pool is not None:
+            chunk.pool._recycle(chunk)
+
+
+cdef class SendBufferPool:
+    """Hands out regions of pooled chunks; one pool per thread of sending code."""
+
+    def __cinit__(self, Py_ssize_t chunk_size=DEFAULT_CHUNK_SIZE):
+        if chunk_size < HEADER_SIZE:
+            raise ValueError("chunk_size must hold at least a header")
+        self.chunk_size = chunk_size
+        self.free_chunks = []
+
+    @property
+    def free_count(self):
+        return len(self.free_chunks)
+
+    cdef SendBuffer open(self, Py_ssize_t alloc_size):
+        """A writable region of alloc_size bytes; close() it with what was written."""
+        cdef SendBufferChunk chunk
+        cdef SendBuffer buf = SendBuffer.__new__(SendBuffer)
+        if alloc_size > self.chunk_size:
+            chunk = SendBufferChunk(alloc_size, None)
+            self.oversize_created += 1
+        else:
+            chunk = self.current
+            if chunk is None or chunk.capacity - chunk.used < alloc_size:
+                chunk = self._take_chunk()
+        buf.chunk = chunk
+        buf.data = chunk.data + chunk.used
+        buf.capacity = alloc_size
+        buf.is_open = True
+        chunk.used += alloc_size        # reserved now, so regions never overlap
+        chunk.live += 1
+        return buf
+
+    def open_region(self, Py_ssize_t alloc_size):
+        """Python access to open(), for tests and tools."""
+        return self.open(alloc_size)
+
+    cdef SendBufferChunk _take_chunk(self):
+        cdef SendBufferChunk old = self.current
+        cdef SendBufferChunk chunk
+        if self.free_chunks:
+            chunk = self.free_chunks.pop()
+        else:
+            chunk = SendBufferChunk(self.chunk_size, self)
+            self.chunks_created += 1
+        self.current = chunk
+        if old is not None and old.live == 0:
+            self._recycle(old)
+        return chunk
+
+    cdef void _recycle(self, SendBufferChunk chunk) noexcept:
+        # The current chunk restarts from its beginning; a retired one goes
+        # back to the free list (or is dropped once enough are kept).
+        chunk.used = 0
+        if chunk is self.current:
+            return
+        if len(self.free_chunks) < MAX_FREE_CHUNKS:
+            self.free_chunks.append(chunk)
+
+
+cdef SendBufferPool _default_pool = SendBufferPool()
+
+
+def default_pool():
+    """The process-wide pool that make_packet uses."""
+    return _default_pool
+
+
+cpdef SendBuffer make_packet(unsigned int pkt_id, object payload):
+    """Header + payload (any bytes-like) in a pooled send buffer."""
+    cdef Py_buffer view
+    cdef SendBuffer buf
+    if pkt_id > 0xFFFF:
+        raise ValueError(f"packet id {pkt_id} does not fit the uint16 id field")
+    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    try:
+        if view.len + HEADER_SIZE > MAX_WIRE_SIZE:
+            raise ValueError(f"packet of {view.len + HEADER_SIZE} bytes does not fit "
+                             f"the uint16 size field")
+        buf = _default_pool.open(view.len + HEADER_SIZE)
+        write_header(buf.data, view.len + HEADER_SIZE, pkt_id)
+        memcpy(buf.data + HEADER_SIZE, view.buf, view.len)
+        buf.close(view.len + HEADER_SIZE)
+    finally:
+        PyBuffer_Release(&view)
+    return buf

@@ -1,0 +1,23 @@
+# A session's outgoing packets between two flushes.
+#
+# Queuing is a list append of a shared SendBuffer: no copy, no allocation per
+# recipient. At flush time the whole queue leaves as ONE joined bytes object,
+# i.e. one transport.write (one send syscall when the socket has room) per
+# session per event-loop iteration, however many packets were queued. One
+# join (a memcpy per packet into one allocation) measured cheaper than handing
+# the transport a list of views: stdlib transports refuse non-bytes objects
+# and copy anyway when the socket is full.
+
+from netcore.sendbuffer cimport SendBuffer
+
+cdef class SendQueue:
+    cdef list items
+    cdef readonly Py_ssize_t nbytes
+
+    cdef inline int push(self, SendBuffer buf) except -1:
+        self.items.append(buf)
+        self.nbytes += buf.size
+        return 0
+
+    cdef bytes take_joined(self)
+    cdef void clear(self) noexcept

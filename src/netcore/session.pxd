@@ -1,0 +1,72 @@
+# Sessions: one per TCP connection, the asyncio protocol object itself.
+#
+# Session       transport, lifecycle and the send queue; raw byte receive.
+# PacketSession the 4-byte-header framing on top: one on_recv_packet per packet.
+#
+# Receive path (no copy per read): the transport asks get_buffer() for room,
+# reads into it, and calls buffer_updated(n); the RecvBuffer hands that span to
+# _process, which parses every whole packet and leaves the partial tail to
+# keep_tail (moved at most once). Payloads reach user code as bytes they may keep.
+#
+# Send path: send() appends a shared SendBuffer to the session's SendQueue and
+# marks the session dirty in its SendFlusher; once per event-loop iteration the
+# flusher writes every dirty session's queue in one transport.write each. The
+# queue is bounded (max_pending_bytes): past it the session is a slow consumer
+# and is aborted, so a reader that stalls costs the server a bounded amount of
+# memory and never delays anyone else. While the transport is paused (its own
+# buffer over WRITE_HIGH_WATER) packets wait in the queue, counted against the
+# same bound.
+
+from netcore.framing cimport FrameReader
+from netcore.recvbuffer cimport RecvBuffer
+from netcore.sendbuffer cimport SendBuffer
+from netcore.sendqueue cimport SendQueue
+
+cdef enum:
+    DEFAULT_MAX_PENDING_BYTES = 1048576
+    WRITE_HIGH_WATER = 65536
+
+
+cdef class SendFlusher:
+    cdef object loop
+    cdef list dirty
+    cdef list spare
+    cdef bint scheduled
+    cdef object run_cb
+    cdef int add(self, Session s) except -1
+
+
+cdef class Session:
+    cdef readonly object transport
+    cdef readonly object service
+    cdef readonly unsigned long long session_id
+    cdef readonly object peername
+    cdef readonly Py_ssize_t max_packet_size
+    cdef readonly Py_ssize_t max_pending_bytes
+    cdef readonly object close_reason        # a netcore.errors.Disconnect once closing
+    cdef readonly object closed              # future resolved after on_disconnected
+    cdef readonly unsigned long long packets_received
+    cdef readonly unsigned long long packets_sent
+    cdef readonly unsigned long long bytes_sent
+    cdef readonly unsigned long long writes
+    cdef RecvBuffer rbuf
+    cdef SendQueue queue
+    cdef SendFlusher flusher
+    cdef bint closing
+    cdef bint write_paused
+    cdef bint flush_scheduled
+    cdef bint wants_on_send
+
+    cdef int configure(self, object service, SendFlusher flusher,
+                       Py_ssize_t max_packet_size, Py_ssize_t max_pending_bytes) except -1
+    cdef int enqueue(self, SendBuffer buf) except -1
+    cdef int flush(self) except -1
+    cdef int close(self, object kind, str detail, bint abort) except -1
+    cdef Py_ssize_t process(self, FrameReader* r) except -1
+
+
+cdef class PacketSession(Session):
+    cdef int deliver(self, unsigned int pkt_id, bytes payload) except -1
+
+
+cpdef Py_ssize_t send_to_all(object sessions, SendBuffer buf) except -1

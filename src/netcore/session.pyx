@@ -1,0 +1,319 @@
+# cython: language_level=3
+import asyncio
+import itertools
+import logging
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+
+from netcore.errors import Disconnect, DisconnectReason, ProtocolError
+from netcore.framing import header_error
+
+from netcore.framing cimport (
+    FRAME_OK, FRAME_PARTIAL, HEADER_SIZE, MAX_WIRE_SIZE,
+    FrameHeader, FrameReader, FrameStatus, frame_next,
+)
+from netcore.recvbuffer cimport RecvBuffer
+from netcore.sendbuffer cimport SendBuffer
+from netcore.sendqueue cimport SendQueue
+
+log = logging.getLogger("netcore.session")
+
+cdef object _session_ids = itertools.count(1)
+cdef object PEER_CLOSED = DisconnectReason.PEER_CLOSED
+cdef object CONNECTION_ERROR = DisconnectReason.CONNECTION_ERROR
+cdef object PROTOCOL_ERROR = DisconnectReason.PROTOCOL_ERROR
+cdef object HANDLER_ERROR = DisconnectReason.HANDLER_ERROR
+cdef object SLOW_CONSUMER = DisconnectReason.SLOW_CONSUMER
+cdef object CLOSED = DisconnectReason.CLOSED
+# Reasons that point at a misbehaving peer are worth a warning in the log.
+cdef frozenset _PEER_FAULTS = frozenset([PROTOCOL_ERROR, HANDLER_ERROR, SLOW_CONSUMER])
+
+
+cdef class SendFlusher:
+    """Writes every dirty session's queue once per event-loop iteration.
+
+    One call_soon per iteration for all sessions of a service, not one per
+    session: at 2,000 sessions that is the difference between one handle and
+    2,000 handles on the loop's ready queue.
+    """
+
+    def __cinit__(self, loop):
+        self.loop = loop
+        self.dirty = []
+        self.spare = []
+        self.run_cb = self.run
+
+    cdef int add(self, Session s) except -1:
+        self.dirty.append(s)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.run_cb)
+        return 0
+
+    def run(self):
+        cdef list batch = self.dirty
+        cdef Py_ssize_t i
+        cdef Session s
+        self.scheduled = False
+        self.dirty = self.spare      # sessions dirtied during this run go to the next one
+        for i in range(PyList_GET_SIZE(batch)):
+            s = <Session>PyList_GET_ITEM(batch, i)
+            try:
+                s.flush()
+            except Exception as exc:
+                s.close(CONNECTION_ERROR, f"write failed: {exc!r}", True)
+        del batch[:]
+        self.spare = batch
+
+
+cdef class Session:
+    """A connection: lifecycle callbacks, send queue, raw byte receive.
+
+    Subclass (in Python) and override on_connected, on_recv, on_send and
+    on_disconnected. Use it as an asyncio protocol: the public classes in
+    `netcore` mix in asyncio.BufferedProtocol.
+    """
+
+    def __cinit__(self):
+        self.session_id = next(_session_ids)
+        self.rbuf = RecvBuffer.__new__(RecvBuffer)
+        self.queue = SendQueue.__new__(SendQueue)
+        self.max_packet_size = MAX_WIRE_SIZE
+        self.max_pending_bytes = DEFAULT_MAX_PENDING_BYTES
+        self.wants_on_send = type(self).on_send is not Session.on_send
+
+    cdef int configure(self, object service, SendFlusher flusher,
+                       Py_ssize_t max_packet_size, Py_ssize_t max_pending_bytes) except -1:
+        if max_packet_size < HEADER_SIZE or max_packet_size > MAX_WIRE_SIZE:
+            raise ValueError(f"max_packet_size must be in [{HEADER_SIZE}, {MAX_WIRE_SIZE}]")
+        self.service = service
+        self.flusher = flusher
+        self.max_packet_size = max_packet_size
+        self.max_pending_bytes = max_pending_bytes
+        return 0
+
+    # -- user callbacks -------------------------------------------------
+
+    def on_connected(self):
+        pass
+
+    def on_recv(self, data):
+        """Raw bytes received. Return how many were consumed; the rest is
+        offered again, in front of the next bytes."""
+        return len(data)
+
+    def on_send(self, Py_ssize_t nbytes):
+        pass
+
+    def on_disconnected(self, reason):
+        pass
+
+    # -- public API -------------------------------------------------------
+
+    @property
+    def connected(self):
+        return self.transport is not None and not self.closing
+
+    @property
+    def pending_bytes(self):
+        """Bytes queued in this session and not yet handed to the transport."""
+        return self.queue.nbytes
+
+    def send(self, SendBuffer buf not None):
+        """Queue a packet; it leaves with the next flush. Dropped when closing."""
+        self.enqueue(buf)
+
+    def disconnect(self, reason=CLOSED, str detail="", *, bint abort=False):
+        """Close this session: queued packets are flushed first unless abort."""
+        if not isinstance(reason, DisconnectReason):
+            raise TypeError("reason must be a netcore.DisconnectReason")
+        self.close(reason, detail, abort)
+
+    async def wait_closed(self):
+        if self.closed is not None:
+            await asyncio.shield(self.closed)
+
+    # -- asyncio protocol -------------------------------------------------
+
+    def connection_made(self, transport):
+        loop = asyncio.get_running_loop()
+        self.transport = transport
+        self.peername = transport.get_extra_info("peername")
+        self.closed = loop.create_future()
+        if self.flusher is None:
+            self.flusher = SendFlusher(loop)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        if self.service is not None and not self.service._session_started(self):
+            return
+        self.on_connected()
+
+    def connection_lost(self, exc):
+        reason = self.close_reason
+        if reason is None:
+            reason = (Disconnect(PEER_CLOSED) if exc is None
+                      else Disconnect(CONNECTION_ERROR, str(exc) or type(exc).__name__))
+            self.close_reason = reason
+        self.closing = True
+        self.queue.clear()
+        self.rbuf.release()
+        if reason.kind in _PEER_FAULTS:
+            log.warning("session %d %s disconnected: %s", self.session_id, self.peername, reason)
+        else:
+            log.debug("session %d %s disconnected: %s", self.session_id, self.peername, reason)
+        try:
+            if self.service is not None:
+                self.service._session_ended(self)
+            self.on_disconnected(reason)
+        finally:
+            self.transport = None
+            if not self.closed.done():
+                self.closed.set_result(reason)
+
+    def pause_writing(self):
+        self.write_paused = True
+
+    def resume_writing(self):
+        self.write_paused = False
+        if self.queue.nbytes and not self.flush_scheduled and not self.closing:
+            self.flush_scheduled = True
+            self.flusher.add(self)
+
+    def eof_received(self):
+        # Half-close: what the peer sent before its FIN has been processed;
+        # deliver what is queued for it, then let the transport close.
+        self.flush()
+        return False
+
+    def get_buffer(self, Py_ssize_t sizehint):
+        return self.rbuf.get_buffer()
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        cdef FrameReader r
+        cdef Py_ssize_t partial
+        self.rbuf.begin(nbytes, &r)
+        if self.closing:
+            self.rbuf.release()
+            return
+        partial = self.process(&r)
+        if self.closing:
+            self.rbuf.release()
+        else:
+            self.rbuf.keep_tail(&r, partial)
+
+    # -- C level ----------------------------------------------------------
+
+    cdef Py_ssize_t process(self, FrameReader* r) except -1:
+        """Consume what it can of r; return the size of the partial packet
+        left over when known, else 0."""
+        cdef Py_ssize_t consumed
+        consumed = self.on_recv(PyBytes_FromStringAndSize(<char*>r.buf + r.pos, r.len - r.pos))
+        if consumed < 0 or consumed > r.len - r.pos:
+            raise ValueError(f"on_recv returned {consumed} of {r.len - r.pos} bytes")
+        r.pos += consumed
+        if r.len - r.pos > self.max_packet_size:
+            self.close(PROTOCOL_ERROR,
+                       f"{r.len - r.pos} unconsumed bytes > maximum {self.max_packet_size}", True)
+        return 0
+
+    cdef int enqueue(self, SendBuffer buf) except -1:
+        if self.closing:
+            return 0
+        if self.transport is None:
+            raise ConnectionError("session is not connected")
+        self.queue.push(buf)
+        if self.queue.nbytes > self.max_pending_bytes:
+            self.close(SLOW_CONSUMER,
+                       f"{self.queue.nbytes} bytes pending > {self.max_pending_bytes}", True)
+        elif not self.flush_scheduled and not self.write_paused:
+            self.flush_scheduled = True
+            self.flusher.add(self)
+        return 0
+
+    cdef int flush(self) except -1:
+        cdef Py_ssize_t n = len(self.queue.items)
+        cdef bytes data
+        self.flush_scheduled = False
+        if n == 0 or self.write_paused or self.transport is None:
+            return 0
+        data = self.queue.take_joined()
+        self.transport.write(data)
+        self.writes += 1
+        self.packets_sent += n
+        self.bytes_sent += len(data)
+        if self.wants_on_send:
+            self.on_send(len(data))
+        return 0
+
+    cdef int close(self, object kind, str detail, bint abort) except -1:
+        if self.closing:
+            return 0
+        self.closing = True
+        self.close_reason = Disconnect(kind, detail)
+        if self.transport is None:
+            return 0
+        if abort:
+            self.queue.clear()
+            self.transport.abort()
+        else:
+            # A final flush even while paused: bounded by max_pending_bytes.
+            self.write_paused = False
+            self.flush()
+            self.transport.close()
+        return 0
+
+
+cdef class PacketSession(Session):
+    """A Session speaking the 4-byte-header protocol.
+
+    Override on_recv_packet(pkt_id, payload). A ProtocolError raised from it
+    closes the session as a protocol error; any other exception is logged with
+    its traceback and closes the session as a handler error. Either way only
+    this session is affected.
+    """
+
+    def on_recv_packet(self, unsigned int pkt_id, bytes payload):
+        pass
+
+    cdef Py_ssize_t process(self, FrameReader* r) except -1:
+        cdef FrameHeader h
+        cdef FrameStatus st
+        cdef bytes payload
+        while not self.closing:
+            st = frame_next(r, self.max_packet_size, &h)
+            if st == FRAME_OK:
+                payload = PyBytes_FromStringAndSize(
+                    <char*>r.buf + r.pos + HEADER_SIZE, h.size - HEADER_SIZE)
+                r.pos += h.size
+                self.packets_received += 1
+                self.deliver(h.pkt_id, payload)
+            elif st == FRAME_PARTIAL:
+                return h.size if r.len - r.pos >= HEADER_SIZE else 0
+            else:
+                self.close(PROTOCOL_ERROR, header_error(h.size, self.max_packet_size), True)
+        return 0
+
+    cdef int deliver(self, unsigned int pkt_id, bytes payload) except -1:
+        try:
+            self.on_recv_packet(pkt_id, payload)
+        except ProtocolError as exc:
+            self.close(PROTOCOL_ERROR, str(exc), True)
+        except Exception as exc:
+            log.exception("session %d: handler for packet %d raised", self.session_id, pkt_id)
+            self.close(HANDLER_ERROR, f"packet {pkt_id}: {exc!r}", True)
+        return 0
+
+
+cpdef Py_ssize_t send_to_all(object sessions, SendBuffer buf) except -1:
+    """Queue one buffer to every session of a list (or any iterable): the
+    fan-out primitive. A C loop, no Python call per recipient."""
+    cdef Py_ssize_t i, n
+    cdef list seq
+    if type(sessions) is list:
+        seq = <list>sessions
+    else:
+        seq = list(sessions)
+    n = PyList_GET_SIZE(seq)
+    for i in range(n):
+        (<Session?>PyList_GET_ITEM(seq, i)).enqueue(buf)
+    return n
