@@ -36,6 +36,7 @@ cdef class SendBufferPool:
     cdef readonly Py_ssize_t chunk_size
     cdef readonly Py_ssize_t chunks_created
     cdef readonly Py_ssize_t oversize_created
+    cdef readonly unsigned long long regions_opened   # one per packet written
     cdef SendBufferChunk current
     cdef list free_chunks
     cdef SendBuffer open(self, Py_ssize_t alloc_size)
@@ -44,3 +45,4 @@ cdef class SendBufferPool:
 
 
 cpdef SendBuffer make_packet(unsigned int pkt_id, object payload)
+cdef SendBuffer _write_packet(SendBufferPool pool, unsigned int pkt_id, object payload)

@@ -73,6 +73,9 @@ cdef class SendBufferPool:
         """A writable region of alloc_size bytes; close() it with what was written."""
         cdef SendBufferChunk chunk
         cdef SendBuffer buf = SendBuffer.__new__(SendBuffer)
+        if alloc_size < 0:
+            raise ValueError("alloc_size must be >= 0")
+        self.regions_opened += 1
         if alloc_size > self.chunk_size:
             chunk = SendBufferChunk(alloc_size, None)
             self.oversize_created += 1
@@ -88,9 +91,9 @@ cdef class SendBufferPool:
         chunk.live += 1
         return buf
 
-    def open_region(self, Py_ssize_t alloc_size):
-        """Python access to open(), for tests and tools."""
-        return self.open(alloc_size)
+    def write(self, unsigned int pkt_id, payload):
+        """Python access to the open/write/close cycle: one packet in this pool."""
+        return _write_packet(self, pkt_id, payload)
 
     cdef SendBufferChunk _take_chunk(self):
         cdef SendBufferChunk old = self.current
@@ -125,6 +128,10 @@ def default_pool():
 
 cpdef SendBuffer make_packet(unsigned int pkt_id, object payload):
     """Header + payload (any bytes-like) in a pooled send buffer."""
+    return _write_packet(_default_pool, pkt_id, payload)
+
+
+cdef SendBuffer _write_packet(SendBufferPool pool, unsigned int pkt_id, object payload):
     cdef Py_buffer view
     cdef SendBuffer buf
     if pkt_id > 0xFFFF:
@@ -134,7 +141,7 @@ cpdef SendBuffer make_packet(unsigned int pkt_id, object payload):
         if view.len + HEADER_SIZE > MAX_WIRE_SIZE:
             raise ValueError(f"packet of {view.len + HEADER_SIZE} bytes does not fit "
                              f"the uint16 size field")
-        buf = _default_pool.open(view.len + HEADER_SIZE)
+        buf = pool.open(view.len + HEADER_SIZE)
         write_header(buf.data, view.len + HEADER_SIZE, pkt_id)
         memcpy(buf.data + HEADER_SIZE, view.buf, view.len)
         buf.close(view.len + HEADER_SIZE)

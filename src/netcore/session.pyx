@@ -87,6 +87,8 @@ cdef class Session:
                        Py_ssize_t max_packet_size, Py_ssize_t max_pending_bytes) except -1:
         if max_packet_size < HEADER_SIZE or max_packet_size > MAX_WIRE_SIZE:
             raise ValueError(f"max_packet_size must be in [{HEADER_SIZE}, {MAX_WIRE_SIZE}]")
+        if max_pending_bytes < 1:
+            raise ValueError("max_pending_bytes must be >= 1")
         self.service = service
         self.flusher = flusher
         self.max_packet_size = max_packet_size
@@ -116,6 +118,11 @@ cdef class Session:
         return self.transport is not None and not self.closing
 
     @property
+    def recv_buffer_size(self):
+        """Receive memory this session owns (0 when idle: reads use shared scratch)."""
+        return self.rbuf.own_cap
+
+    @property
     def pending_bytes(self):
         """Bytes queued in this session and not yet handed to the transport."""
         return self.queue.nbytes
@@ -129,6 +136,12 @@ cdef class Session:
         if not isinstance(reason, DisconnectReason):
             raise TypeError("reason must be a netcore.DisconnectReason")
         self.close(reason, detail, abort)
+
+    def set_limits(self, *, max_packet_size=None, max_pending_bytes=None):
+        """Change this session's limits (a service sets them from its own)."""
+        self.configure(self.service, self.flusher,
+                       self.max_packet_size if max_packet_size is None else max_packet_size,
+                       self.max_pending_bytes if max_pending_bytes is None else max_pending_bytes)
 
     async def wait_closed(self):
         if self.closed is not None:

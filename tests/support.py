@@ -1,0 +1,86 @@
+"""Test sessions and helpers over real loopback sockets."""
+import asyncio
+import struct
+
+from netcore import PacketSession, make_packet
+
+
+def packet(pkt_id: int, payload: bytes = b"") -> bytes:
+    """Wire bytes built independently of netcore, as a reference."""
+    return struct.pack("<HH", len(payload) + 4, pkt_id) + payload
+
+
+class Recorder(PacketSession):
+    """Records packets and the disconnect reason; tests wait on them."""
+
+    def __init__(self):
+        self.packets = []
+        self.reason = None
+        self._want = 0
+        self._enough = asyncio.Event()
+        self.up = asyncio.Event()
+        self.gone = asyncio.Event()
+
+    def on_connected(self):
+        self.up.set()
+
+    def on_recv_packet(self, pkt_id, payload):
+        self.packets.append((pkt_id, payload))
+        if len(self.packets) >= self._want:
+            self._enough.set()
+
+    def on_disconnected(self, reason):
+        self.reason = reason
+        self.gone.set()
+        self._enough.set()
+
+    async def wait_packets(self, n, timeout=10.0):
+        self._want = n
+        if len(self.packets) < n:
+            self._enough.clear()
+            await asyncio.wait_for(self._enough.wait(), timeout)
+        assert len(self.packets) >= n, f"got {len(self.packets)} of {n} packets ({self.reason})"
+        return self.packets[:n]
+
+    async def wait_gone(self, timeout=10.0):
+        await asyncio.wait_for(self.gone.wait(), timeout)
+        return self.reason
+
+
+class Echo(Recorder):
+    """Server side: records, then sends every packet back unchanged."""
+
+    def on_recv_packet(self, pkt_id, payload):
+        super().on_recv_packet(pkt_id, payload)
+        self.send(make_packet(pkt_id, payload))
+
+
+class ServerSessions:
+    """A session factory that remembers what it made, so tests can wait for
+    the server side of a connection."""
+
+    def __init__(self, cls=Echo):
+        self.cls = cls
+        self.made = []
+        self._new = asyncio.Event()
+
+    def __call__(self):
+        s = self.cls()
+        self.made.append(s)
+        self._new.set()
+        return s
+
+    async def wait_count(self, n, timeout=10.0):
+        """The first n server sessions, once each is connected."""
+        async def connected():
+            while len(self.made) < n:
+                self._new.clear()
+                await self._new.wait()
+            for s in self.made[:n]:
+                await s.up.wait()
+        await asyncio.wait_for(connected(), timeout)
+        return self.made[:n]
+
+
+async def raw_client(port):
+    return await asyncio.open_connection("127.0.0.1", port)

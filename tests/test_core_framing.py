@@ -1,0 +1,229 @@
+"""Receive side: framing, header validation, the receive buffer."""
+import asyncio
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import netcore
+from netcore import ClientService, DisconnectReason, PacketSession, ServerService, split_frames
+from support import Echo, Recorder, ServerSessions, packet, raw_client
+
+
+def reference_split(data: bytes, max_size: int):
+    """An independent pure-Python reading of the wire format (the oracle)."""
+    out, pos = [], 0
+    while len(data) - pos >= 4:
+        size, pkt_id = struct.unpack_from("<HH", data, pos)
+        if size < 4 or size > max_size:
+            return out, pos, True
+        if size > len(data) - pos:
+            break
+        out.append((pkt_id, data[pos + 4:pos + size]))
+        pos += size
+    return out, pos, False
+
+
+# -- the parser on its own -------------------------------------------------
+
+def test_split_frames_reads_whole_packets_and_stops_at_a_partial_one():
+    data = packet(1000) + packet(1004, b"hello") + packet(1005, b"xy")[:5]
+    packets, consumed, error = split_frames(data)
+    assert packets == [(1000, b""), (1004, b"hello")]
+    assert consumed == 4 + 9
+    assert error is None
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3])
+def test_sizes_below_the_header_are_protocol_errors(size):
+    packets, consumed, error = split_frames(packet(1000, b"ok") + struct.pack("<HH", size, 1000))
+    assert packets == [(1000, b"ok")] and consumed == 6
+    assert error == f"header size {size} < 4"
+
+
+def test_size_above_the_maximum_is_refused_from_the_header_alone():
+    # Only the 4 header bytes of a 5,000-byte packet: refused without its body.
+    _, consumed, error = split_frames(struct.pack("<HH", 5000, 1000), 4096)
+    assert consumed == 0 and error == "header size 5000 > maximum 4096"
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=600), max_size=st.integers(4, 70000))
+def test_split_frames_agrees_with_the_reference_on_any_bytes(data, max_size):
+    packets, consumed, error = split_frames(data, max_size)
+    ref_packets, ref_consumed, ref_error = reference_split(data, max_size)
+    assert (packets, consumed, error is not None) == (ref_packets, ref_consumed, ref_error)
+
+
+# -- a PacketSession driven read by read, exactly as a transport drives it --
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self):
+        super().__init__()
+        self.closed = False
+        self.written = []
+
+    def get_extra_info(self, name, default=None):
+        return ("fake", 0) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        pass
+
+    def write(self, data):
+        self.written.append(bytes(data))
+
+    def close(self):
+        self.closed = True
+
+    def abort(self):
+        self.closed = True
+
+
+def feed(session, data: bytes, cuts):
+    """Deliver `data` in reads ending at `cuts`, through get_buffer/buffer_updated."""
+    pos = 0
+    for end in sorted(set(cuts)) + [len(data)]:
+        while pos < end and not session.close_reason:
+            buf = session.get_buffer(-1)
+            n = min(len(buf), end - pos)
+            assert n > 0, "get_buffer offered no room"
+            buf[:n] = data[pos:pos + n]
+            session.buffer_updated(n)
+            pos += n
+
+
+def drive(data: bytes, cuts, max_size=netcore.MAX_PACKET_SIZE):
+    """A Recorder fed `data` split at `cuts`; returns it once fed."""
+    async def go():
+        s = Recorder()
+        s.set_limits(max_packet_size=max_size)
+        s.connection_made(FakeTransport())
+        feed(s, data, [c % (len(data) + 1) for c in cuts])
+        return s
+    return netcore.run(go(), "asyncio")
+
+
+packet_lists = st.lists(
+    st.tuples(st.integers(0, 0xFFFF), st.binary(max_size=3000)), max_size=12)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pkts=packet_lists, cuts=st.lists(st.integers(0, 40000), max_size=20))
+def test_any_read_split_of_a_valid_stream_yields_the_same_packets(pkts, cuts):
+    s = drive(b"".join(packet(i, p) for i, p in pkts), cuts)
+    assert s.packets == pkts
+    assert s.close_reason is None
+    assert s.recv_buffer_size == 0, "a session with nothing pending keeps no receive memory"
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=2000), cuts=st.lists(st.integers(0, 2000), max_size=30),
+       max_size=st.integers(4, 3000))
+def test_any_bytes_in_any_split_parse_like_the_reference(data, cuts, max_size):
+    ref_packets, _, ref_error = reference_split(data, max_size)
+    s = drive(data, cuts, max_size)
+    assert s.packets == ref_packets
+    if ref_error:
+        assert s.close_reason.kind is DisconnectReason.PROTOCOL_ERROR
+    else:
+        assert s.close_reason is None
+
+
+# -- over real loopback sockets, on every event loop -------------------------
+
+@pytest.mark.parametrize("bad, detail", [
+    (struct.pack("<HH", 0, 1000), "header size 0 < 4"),
+    (struct.pack("<HH", 1, 1000), "header size 1 < 4"),
+    (struct.pack("<HH", 2, 1000), "header size 2 < 4"),
+    (struct.pack("<HH", 3, 1000), "header size 3 < 4"),
+    (struct.pack("<HH", 4097, 1000), "header size 4097 > maximum 4096"),
+])
+def test_a_bad_header_closes_only_that_session(run, bad, detail):
+    async def go():
+        made = ServerSessions()
+        async with ServerService(made, port=0, max_packet_size=4096) as server:
+            good = ClientService(Recorder, port=server.port)
+            (bystander,) = await good.start()
+            await made.wait_count(1)
+            reader, writer = await raw_client(server.port)
+            offender = (await made.wait_count(2))[1]
+            # A valid packet first: it is delivered before the bad header closes the session.
+            writer.write(packet(1004, b"before") + bad + packet(1004, b"after"))
+            reason = await offender.wait_gone()
+            assert reason.kind is DisconnectReason.PROTOCOL_ERROR
+            assert reason.detail == detail
+            assert offender.packets == [(1004, b"before")]
+            assert await reader.read() == b""          # the server closed it
+            # The other session is untouched and still served.
+            bystander.send(netcore.make_packet(1004, b"still here"))
+            assert await bystander.wait_packets(1) == [(1004, b"still here")]
+            assert bystander.reason is None
+            writer.close()
+            await good.close()
+    run(go())
+
+
+def test_a_60k_packet_arrives_whole_and_its_memory_is_given_back(run):
+    async def go():
+        made = ServerSessions()
+        async with ServerService(made) as server:
+            (client,) = await ClientService(Recorder, port=server.port).start()
+            big = bytes(range(256)) * 240           # 61,440 bytes
+            client.send(netcore.make_packet(1004, big))
+            client.send(netcore.make_packet(1005, b"next"))
+            assert await client.wait_packets(2) == [(1004, big), (1005, b"next")]
+            (echo,) = made.made
+            assert echo.packets == [(1004, big), (1005, b"next")]
+            assert echo.recv_buffer_size == 0 and client.recv_buffer_size == 0
+            client.disconnect()
+    run(go())
+
+
+def test_a_packet_drip_fed_one_byte_at_a_time_arrives_whole(run):
+    async def go():
+        made = ServerSessions()
+        async with ServerService(made) as server:
+            reader, writer = await raw_client(server.port)
+            data = packet(1004, b"x" * 700) + packet(1000)
+            for i in range(len(data)):
+                writer.write(data[i:i + 1])
+                await writer.drain()
+            (echo,) = await made.wait_count(1)
+            assert await echo.wait_packets(2) == [(1004, b"x" * 700), (1000, b"")]
+            assert await reader.readexactly(len(data)) == data
+            writer.close()
+    run(go())
+
+
+def test_an_idle_session_owns_no_receive_memory(run):
+    async def go():
+        made = ServerSessions()
+        async with ServerService(made) as server:
+            sessions = await ClientService(Recorder, port=server.port, count=50).start()
+            for s in sessions:
+                s.send(netcore.make_packet(1004, b"hello"))
+            for s in sessions:
+                await s.wait_packets(1)
+            assert all(s.recv_buffer_size == 0 for s in made.made + sessions)
+            # A partial packet is the only thing that takes memory, sized for it.
+            made.cls = ReadSignal
+            _, writer = await raw_client(server.port)
+            writer.write(packet(1004, b"y" * 3000)[:1000])
+            partial = (await made.wait_count(51))[50]
+            await asyncio.wait_for(partial.read.wait(), 10)
+            assert partial.recv_buffer_size == 3004
+            writer.close()
+    run(go())
+
+
+class ReadSignal(Recorder):
+    """Sets `read` after every read the transport hands over."""
+
+    def __init__(self):
+        super().__init__()
+        self.read = asyncio.Event()
+
+    def buffer_updated(self, nbytes):
+        super().buffer_updated(nbytes)
+        self.read.set()

@@ -1,0 +1,120 @@
+"""Send side: the chunk pool, broadcast without copies, coalescing, slow consumers."""
+import asyncio
+import socket
+
+import pytest
+
+import netcore
+from netcore import ClientService, DisconnectReason, SendBufferPool, ServerService, send_to_all
+from support import Recorder, ServerSessions, packet
+
+
+def test_the_pool_recycles_its_chunks_over_a_million_packets():
+    pool = SendBufferPool(4096)
+    in_flight = []
+    for i in range(1_000_000):
+        in_flight.append(pool.write(1005, b"chat message %d" % i))
+        if len(in_flight) == 100:       # a flush drops a batch of buffers at once
+            in_flight.clear()
+    assert pool.regions_opened == 1_000_000
+    assert pool.chunks_created <= 3, "chunks must be reused, not allocated per packet"
+
+
+def test_a_buffer_keeps_its_bytes_while_the_pool_moves_on():
+    pool = SendBufferPool(64)
+    first = pool.write(1000, b"a" * 40)
+    later = [pool.write(1001, bytes([i]) * 40) for i in range(20)]   # forces new chunks
+    assert bytes(first) == packet(1000, b"a" * 40)
+    assert [bytes(b) for b in later] == [packet(1001, bytes([i]) * 40) for i in range(20)]
+
+
+def test_a_packet_larger_than_a_chunk_works():
+    pool = SendBufferPool(1024)
+    big = pool.write(1004, b"z" * 6001)     # the original crashed past 6,000 bytes
+    assert bytes(big) == packet(1004, b"z" * 6001)
+    assert pool.oversize_created == 1
+    small = pool.write(1004, b"after")
+    assert bytes(small) == packet(1004, b"after")
+
+
+def test_packets_that_cannot_be_framed_are_refused():
+    with pytest.raises(ValueError, match="uint16 size"):
+        netcore.make_packet(1004, b"x" * 65532)
+    with pytest.raises(ValueError, match="uint16 id"):
+        netcore.make_packet(70000, b"")
+    assert len(netcore.make_packet(1004, b"x" * 65531)) == 65535
+    assert memoryview(netcore.make_packet(1, b"")).readonly
+
+
+def test_one_serialization_reaches_a_thousand_sessions(run):
+    async def go():
+        made = ServerSessions(Recorder)
+        async with ServerService(made) as server:
+            clients = ClientService(Recorder, port=server.port, count=1000)
+            sessions = await clients.start()
+            assert len(sessions) == 1000 and not clients.failures
+            await made.wait_count(1000)
+            pool = netcore.default_pool()
+            before = pool.regions_opened
+            buf = netcore.make_packet(1005, b"to everyone")
+            assert send_to_all(made.made, buf) == 1000
+            assert pool.regions_opened - before == 1
+            for s in sessions:
+                assert await s.wait_packets(1) == [(1005, b"to everyone")]
+            await clients.close()
+    run(go(), timeout=60)
+
+
+def test_a_burst_in_one_iteration_leaves_in_one_write(run):
+    async def go():
+        made = ServerSessions(Recorder)
+        async with ServerService(made) as server:
+            (client,) = await ClientService(Recorder, port=server.port).start()
+            (peer,) = await made.wait_count(1)
+            writes = peer.writes
+            for i in range(1000):                       # all in one callback
+                peer.send(netcore.make_packet(1005, b"%d" % i))
+            got = await client.wait_packets(1000)
+            assert got == [(1005, b"%d" % i) for i in range(1000)]
+            assert peer.writes - writes == 1
+            assert peer.packets_sent == 1000
+            client.disconnect()
+    run(go())
+
+
+def test_service_broadcast_reaches_every_session(run):
+    async def go():
+        made = ServerSessions(Recorder)
+        async with ServerService(made) as server:
+            sessions = await ClientService(Recorder, port=server.port, count=20).start()
+            await made.wait_count(20)
+            assert server.broadcast(netcore.make_packet(1003, b"all")) == 20
+            for s in sessions:
+                assert await s.wait_packets(1) == [(1003, b"all")]
+    run(go())
+
+
+def test_a_reader_that_stalls_is_cut_off_and_the_others_get_everything(run):
+    async def go():
+        made = ServerSessions(Recorder)
+        async with ServerService(made, max_pending_bytes=256 * 1024) as server:
+            (healthy,) = await ClientService(Recorder, port=server.port).start()
+            await made.wait_count(1)
+            stalled = socket.create_connection(("127.0.0.1", server.port))
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            slow = (await made.wait_count(2))[1]
+            payload = b"p" * 1000
+            sent = 0
+            # Broadcast a round per loop iteration until the stalled reader's
+            # pending bytes pass the bound (kernel buffers fill first).
+            while slow.reason is None:
+                assert sent < 100_000, "the stalled session was never disconnected"
+                send_to_all(made.made, netcore.make_packet(1005, payload))
+                sent += 1
+                await asyncio.sleep(0)      # let the flusher run: one iteration
+            assert slow.reason.kind is DisconnectReason.SLOW_CONSUMER
+            got = await healthy.wait_packets(sent, timeout=30)
+            assert got == [(1005, payload)] * sent
+            assert healthy.reason is None
+            stalled.close()
+    run(go(), timeout=60)
