@@ -1,0 +1,1 @@
+"""Game logic: the packet handlers the generated dispatchers call."""

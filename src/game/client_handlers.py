@@ -1,0 +1,23 @@
+"""Client packet handlers: one `handle_<NAME>(session, pkt)` per received S_* packet.
+
+ClientPacketDispatcher(<this module>) calls them with the parsed packets.Protocol_pb2
+message; dispatch() returns the handler's result.
+"""
+# Stubs are written by tools/gen_handlers.py, which only ever appends stubs for
+# packets that have no handler yet and never changes existing text: fill in the
+# bodies by hand and commit them.
+
+
+def handle_S_LOGIN(session, pkt):
+    """Handle S_LOGIN (packet id 1001) from the server."""
+    raise NotImplementedError("handle_S_LOGIN")
+
+
+def handle_S_ENTER_GAME(session, pkt):
+    """Handle S_ENTER_GAME (packet id 1003) from the server."""
+    raise NotImplementedError("handle_S_ENTER_GAME")
+
+
+def handle_S_CHAT(session, pkt):
+    """Handle S_CHAT (packet id 1005) from the server."""
+    raise NotImplementedError("handle_S_CHAT")

@@ -1,0 +1,1 @@
+"""Wire packets: protobuf modules generated from proto/ and the generated dispatch."""

@@ -1,0 +1,1 @@
+"""Code generators; installed as the `netcore_tools` package (netcore-gen)."""

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Pack tools/gen_handlers.py and its templates into a one-file executable.
+#
+#   bash tools/build_gen_exe.sh [DIST_DIR]    # default DIST_DIR: dist
+#
+# Produces DIST_DIR/netcore-gen, which takes the same arguments as
+# `python tools/gen_handlers.py` and needs no Python install. Set PYTHON to
+# pick the interpreter that has pyinstaller and jinja2 (default: python3).
+set -euo pipefail
+
+tools="$(cd "$(dirname "$0")" && pwd)"
+dist="$(mkdir -p "${1:-dist}" && cd "${1:-dist}" && pwd)"
+# PyInstaller's work files go to a throwaway directory, not the checkout.
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# The templates land at the bundle root's templates/, where gen_handlers
+# looks for them under sys._MEIPASS when frozen.
+"${PYTHON:-python3}" -m PyInstaller --onefile --noconfirm --log-level WARN \
+    --name netcore-gen \
+    --add-data "$tools/templates:templates" \
+    --distpath "$dist" --workpath "$work/build" --specpath "$work" \
+    "$tools/gen_handlers.py"
