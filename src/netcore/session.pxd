@@ -65,8 +65,13 @@ cdef class Session:
     cdef Py_ssize_t process(self, FrameReader* r) except -1
 
 
+# deliver() is the per-packet hook: the payload is only valid during the call.
+# The default makes it a bytes object and calls on_recv_packet; a Cython
+# subclass (a load generator counting millions of packets) can override it
+# to read the payload in place.
 cdef class PacketSession(Session):
-    cdef int deliver(self, unsigned int pkt_id, bytes payload) except -1
+    cdef int deliver(self, unsigned int pkt_id, const unsigned char* payload,
+                     Py_ssize_t size) except -1
 
 
 cpdef Py_ssize_t send_to_all(object sessions, SendBuffer buf) except -1

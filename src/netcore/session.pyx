@@ -291,24 +291,24 @@ cdef class PacketSession(Session):
     cdef Py_ssize_t process(self, FrameReader* r) except -1:
         cdef FrameHeader h
         cdef FrameStatus st
-        cdef bytes payload
+        cdef const unsigned char* p
         while not self.closing:
             st = frame_next(r, self.max_packet_size, &h)
             if st == FRAME_OK:
-                payload = PyBytes_FromStringAndSize(
-                    <char*>r.buf + r.pos + HEADER_SIZE, h.size - HEADER_SIZE)
+                p = r.buf + r.pos
                 r.pos += h.size
                 self.packets_received += 1
-                self.deliver(h.pkt_id, payload)
+                self.deliver(h.pkt_id, p + HEADER_SIZE, h.size - HEADER_SIZE)
             elif st == FRAME_PARTIAL:
                 return h.size if r.len - r.pos >= HEADER_SIZE else 0
             else:
                 self.close(PROTOCOL_ERROR, header_error(h.size, self.max_packet_size), True)
         return 0
 
-    cdef int deliver(self, unsigned int pkt_id, bytes payload) except -1:
+    cdef int deliver(self, unsigned int pkt_id, const unsigned char* payload,
+                     Py_ssize_t size) except -1:
         try:
-            self.on_recv_packet(pkt_id, payload)
+            self.on_recv_packet(pkt_id, PyBytes_FromStringAndSize(<char*>payload, size))
         except ProtocolError as exc:
             self.close(PROTOCOL_ERROR, str(exc), True)
         except Exception as exc:

@@ -26,7 +26,7 @@ from . import Enum_pb2 as Enum__pb2
 from . import Struct_pb2 as Struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0eProtocol.proto\x12\x08Protocol\x1a\nEnum.proto\x1a\x0cStruct.proto\"\t\n\x07\x43_LOGIN\"=\n\x07S_LOGIN\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12!\n\x07players\x18\x02 \x03(\x0b\x32\x10.Protocol.Player\"#\n\x0c\x43_ENTER_GAME\x12\x13\n\x0bplayerIndex\x18\x01 \x01(\x04\"\x1f\n\x0cS_ENTER_GAME\x12\x0f\n\x07success\x18\x01 \x01(\x08\"\x15\n\x06\x43_CHAT\x12\x0b\n\x03msg\x18\x01 \x01(\t\"\'\n\x06S_CHAT\x12\x10\n\x08playerId\x18\x01 \x01(\x04\x12\x0b\n\x03msg\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0eProtocol.proto\x12\x08Protocol\x1a\nEnum.proto\x1a\x0cStruct.proto\",\n\x07\x43_LOGIN\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"=\n\x07S_LOGIN\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12!\n\x07players\x18\x02 \x03(\x0b\x32\x10.Protocol.Player\"3\n\x0c\x43_ENTER_GAME\x12\x13\n\x0bplayerIndex\x18\x01 \x01(\x04\x12\x0e\n\x06roomId\x18\x02 \x01(\r\"1\n\x0cS_ENTER_GAME\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x10\n\x08playerId\x18\x02 \x01(\x04\"\x15\n\x06\x43_CHAT\x12\x0b\n\x03msg\x18\x01 \x01(\t\"\'\n\x06S_CHAT\x12\x10\n\x08playerId\x18\x01 \x01(\x04\x12\x0b\n\x03msg\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'Protocol_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_C_LOGIN']._serialized_start=54
-  _globals['_C_LOGIN']._serialized_end=63
-  _globals['_S_LOGIN']._serialized_start=65
-  _globals['_S_LOGIN']._serialized_end=126
-  _globals['_C_ENTER_GAME']._serialized_start=128
-  _globals['_C_ENTER_GAME']._serialized_end=163
-  _globals['_S_ENTER_GAME']._serialized_start=165
-  _globals['_S_ENTER_GAME']._serialized_end=196
-  _globals['_C_CHAT']._serialized_start=198
-  _globals['_C_CHAT']._serialized_end=219
-  _globals['_S_CHAT']._serialized_start=221
-  _globals['_S_CHAT']._serialized_end=260
+  _globals['_C_LOGIN']._serialized_end=98
+  _globals['_S_LOGIN']._serialized_start=100
+  _globals['_S_LOGIN']._serialized_end=161
+  _globals['_C_ENTER_GAME']._serialized_start=163
+  _globals['_C_ENTER_GAME']._serialized_end=214
+  _globals['_S_ENTER_GAME']._serialized_start=216
+  _globals['_S_ENTER_GAME']._serialized_end=265
+  _globals['_C_CHAT']._serialized_start=267
+  _globals['_C_CHAT']._serialized_end=288
+  _globals['_S_CHAT']._serialized_start=290
+  _globals['_S_CHAT']._serialized_end=329
 # @@protoc_insertion_point(module_scope)

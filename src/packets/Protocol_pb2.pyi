@@ -9,8 +9,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class C_LOGIN(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("account", "password")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    password: str
+    def __init__(self, account: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
 
 class S_LOGIN(_message.Message):
     __slots__ = ("success", "players")
@@ -21,16 +25,20 @@ class S_LOGIN(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., players: _Optional[_Iterable[_Union[_Struct_pb2.Player, _Mapping]]] = ...) -> None: ...
 
 class C_ENTER_GAME(_message.Message):
-    __slots__ = ("playerIndex",)
+    __slots__ = ("playerIndex", "roomId")
     PLAYERINDEX_FIELD_NUMBER: _ClassVar[int]
+    ROOMID_FIELD_NUMBER: _ClassVar[int]
     playerIndex: int
-    def __init__(self, playerIndex: _Optional[int] = ...) -> None: ...
+    roomId: int
+    def __init__(self, playerIndex: _Optional[int] = ..., roomId: _Optional[int] = ...) -> None: ...
 
 class S_ENTER_GAME(_message.Message):
-    __slots__ = ("success",)
+    __slots__ = ("success", "playerId")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    PLAYERID_FIELD_NUMBER: _ClassVar[int]
     success: bool
-    def __init__(self, success: _Optional[bool] = ...) -> None: ...
+    playerId: int
+    def __init__(self, success: _Optional[bool] = ..., playerId: _Optional[int] = ...) -> None: ...
 
 class C_CHAT(_message.Message):
     __slots__ = ("msg",)
