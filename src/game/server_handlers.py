@@ -6,18 +6,81 @@ message; dispatch() returns the handler's result.
 # Stubs are written by tools/gen_handlers.py, which only ever appends stubs for
 # packets that have no handler yet and never changes existing text: fill in the
 # bodies by hand and commit them.
+import logging
+
+from packets.Protocol_pb2 import S_ENTER_GAME, S_LOGIN
+from packets.Struct_pb2 import Player as PlayerInfo
+
+from game.db import guest_characters
+from game.player import Player
+from game.session import State
+
+log = logging.getLogger("game.handlers")
 
 
 def handle_C_LOGIN(session, pkt):
     """Handle C_LOGIN (packet id 1000) from the client."""
-    raise NotImplementedError("handle_C_LOGIN")
+    if session.state is not State.CONNECTED:
+        log.info("session %d: login refused in state %s", session.session_id, session.state.value)
+        session.send_packet(S_LOGIN(success=False))
+        return
+    if not pkt.account:
+        finish_login(session, "", guest_characters())
+        return
+    session.state = State.LOGGING_IN
+    session.server.spawn(_login(session, pkt.account, pkt.password))
+
+
+async def _login(session, account, password):
+    try:
+        characters = await session.server.db.login(account, password)
+    except Exception as exc:   # answered as a refusal; the server keeps running
+        log.error("session %d: login of %r failed in the database: %s",
+                  session.session_id, account, exc)
+        characters = None
+    if not session.connected:
+        return
+    if characters is None:
+        session.state = State.CONNECTED
+        session.send_packet(S_LOGIN(success=False))
+        return
+    finish_login(session, account, characters)
+
+
+def finish_login(session, account, characters):
+    session.account = account
+    session.characters = characters
+    session.state = State.LOGGED_IN
+    session.send_packet(S_LOGIN(success=True, players=[
+        PlayerInfo(id=c.db_id, name=c.name, playerType=c.player_type) for c in characters]))
 
 
 def handle_C_ENTER_GAME(session, pkt):
     """Handle C_ENTER_GAME (packet id 1002) from the client."""
-    raise NotImplementedError("handle_C_ENTER_GAME")
+    if session.state is not State.LOGGED_IN or pkt.playerIndex >= len(session.characters):
+        log.info("session %d: enter refused (state %s, index %d of %d)", session.session_id,
+                 session.state.value, pkt.playerIndex, len(session.characters))
+        session.send_packet(S_ENTER_GAME(success=False))
+        return
+    c = session.characters[pkt.playerIndex]
+    player = Player(session.server.next_player_id(), c.db_id, c.name, c.player_type, session)
+    session.player = player
+    session.state = State.IN_GAME
+    # The reply goes first, so the client knows its id before any chat arrives.
+    session.send_packet(S_ENTER_GAME(success=True, playerId=player.player_id))
+    session.server.rooms.enter(pkt.roomId, player)
 
 
 def handle_C_CHAT(session, pkt):
     """Handle C_CHAT (packet id 1004) from the client."""
-    raise NotImplementedError("handle_C_CHAT")
+    player = session.player
+    if player is None:
+        log.info("session %d: chat dropped in state %s", session.session_id, session.state.value)
+        return
+    msg = pkt.msg   # proto3 strings arrive as valid UTF-8 or fail to parse
+    limit = session.server.config.max_chat_bytes
+    if len(msg) > limit // 4 and len(msg.encode()) > limit:
+        log.info("session %d: chat of %d bytes dropped (max %d)",
+                 session.session_id, len(msg.encode()), limit)
+        return
+    player.room.chat(player, msg)

@@ -1,0 +1,179 @@
+"""The player database: one small interface, SQLite behind it by default.
+
+Handlers only ever see `Database`; a PostgreSQL backend implements the same
+three coroutines. SQLite work runs on a small thread pool (thread-local
+connections, WAL journal) so the event loop never waits on disk or on scrypt.
+"""
+from __future__ import annotations
+
+import abc
+import asyncio
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from game.passwords import DEFAULT_N, hash_password, verify_password
+from packets.Enum_pb2 import PLAYER_TYPE_KNIGHT
+
+SCHEMA_VERSION = 1
+# The original server gave every new account two knights.
+DEFAULT_CHARACTERS = (("Knight1", PLAYER_TYPE_KNIGHT), ("Knight2", PLAYER_TYPE_KNIGHT))
+
+_SCHEMA = """
+CREATE TABLE accounts (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE characters (
+    id INTEGER PRIMARY KEY,
+    account_id INTEGER NOT NULL REFERENCES accounts(id),
+    slot INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    player_type INTEGER NOT NULL,
+    UNIQUE (account_id, slot)
+);
+"""
+
+
+class DatabaseError(Exception):
+    """The database cannot be used; the message says why, for an operator."""
+
+
+@dataclass(frozen=True)
+class Character:
+    db_id: int
+    name: str
+    player_type: int
+
+
+def guest_characters() -> tuple[Character, ...]:
+    """A guest (empty C_LOGIN) plays the default characters; nothing is stored."""
+    return tuple(Character(0, name, ptype) for name, ptype in DEFAULT_CHARACTERS)
+
+
+class Database(abc.ABC):
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def login(self, account: str, password: str) -> tuple[Character, ...] | None:
+        """The account's characters; None for a wrong password. An unknown
+        account is created with the default characters."""
+
+
+class SQLiteDatabase(Database):
+    def __init__(self, path: str | Path, *, workers: int = 4, scrypt_n: int = DEFAULT_N):
+        self.path = str(path)
+        self.scrypt_n = scrypt_n
+        self._workers = workers
+        self._executor: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="netcore-db")
+        try:
+            await self._run(self._migrate)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        executor, self._executor = self._executor, None
+        await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    async def _run(self, fn, *args):
+        if self._executor is None:
+            raise DatabaseError("database is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if not Path(self.path).parent.is_dir():
+                raise DatabaseError(f"cannot open database {self.path}: "
+                                    f"directory {Path(self.path).parent} does not exist")
+            try:
+                conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False,
+                                       isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _migrate(self) -> None:
+        conn = self._conn()
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise DatabaseError(f"database {self.path} has schema version {version}, "
+                                    f"newer than this server's {SCHEMA_VERSION}")
+            if version == 0:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            raise DatabaseError(f"cannot use database {self.path}: {exc}") from exc
+
+    # -- queries --------------------------------------------------------------
+
+    async def login(self, account: str, password: str) -> tuple[Character, ...] | None:
+        return await self._run(self._login, account, password)
+
+    def _login(self, account: str, password: str) -> tuple[Character, ...] | None:
+        conn = self._conn()
+        row = conn.execute("SELECT id, password_hash FROM accounts WHERE name = ?",
+                           (account,)).fetchone()
+        if row is None:
+            row = self._create_account(conn, account, password)
+        elif not verify_password(password, row[1]):
+            row = None
+        if row is None:
+            return None
+        return tuple(Character(*r) for r in conn.execute(
+            "SELECT id, name, player_type FROM characters WHERE account_id = ? ORDER BY slot",
+            (row[0],)))
+
+    def _create_account(self, conn, account, password):
+        stored = hash_password(password, self.scrypt_n)   # outside the write lock
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute("INSERT INTO accounts (name, password_hash) VALUES (?, ?)",
+                               (account, stored))
+            conn.executemany(
+                "INSERT INTO characters (account_id, slot, name, player_type) VALUES (?, ?, ?, ?)",
+                [(cur.lastrowid, slot, name, ptype)
+                 for slot, (name, ptype) in enumerate(DEFAULT_CHARACTERS)])
+            conn.execute("COMMIT")
+            return (cur.lastrowid, stored)
+        except sqlite3.IntegrityError:
+            # Another login created the same account first: use theirs.
+            conn.execute("ROLLBACK")
+            row = conn.execute("SELECT id, password_hash FROM accounts WHERE name = ?",
+                               (account,)).fetchone()
+            return row if verify_password(password, row[1]) else None
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise

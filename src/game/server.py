@@ -1,0 +1,88 @@
+"""GameServer: the game's state (rooms, player ids, database) around a ServerService."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass
+
+from netcore import ServerService
+from packets.server_dispatch import ServerPacketDispatcher
+
+from game import server_handlers
+from game.db import Database
+from game.room import Rooms
+from game.session import GameSession
+
+log = logging.getLogger("game.server")
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 7777
+    db: str = "netcore.db"
+    max_sessions: int = 20000
+    max_chat_bytes: int = 512
+    # Client packets are small; the largest legal one is a maximal chat.
+    max_packet_size: int = 4096
+    max_pending_bytes: int = 1 << 20
+    loop: str | None = None
+    log_level: str = "INFO"
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is not in 0..65535")
+        if self.max_chat_bytes < 1:
+            raise ValueError("max chat length must be >= 1")
+        if self.max_packet_size < self.max_chat_bytes + 16:
+            raise ValueError(f"max packet size {self.max_packet_size} cannot carry a chat of "
+                             f"{self.max_chat_bytes} bytes (needs {self.max_chat_bytes + 16})")
+
+
+class GameServer:
+    def __init__(self, config: ServerConfig, db: Database):
+        config.validate()
+        self.config = config
+        self.db = db
+        self.rooms = Rooms()
+        self.dispatcher = ServerPacketDispatcher(server_handlers)
+        self.service = ServerService(
+            lambda: GameSession(self), config.host, config.port,
+            max_sessions=config.max_sessions, max_packet_size=config.max_packet_size,
+            max_pending_bytes=config.max_pending_bytes)
+        self._player_ids = itertools.count(1)
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def port(self) -> int:
+        return self.service.port
+
+    def next_player_id(self) -> int:
+        return next(self._player_ids)
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Run a coroutine for a session (a login); cancelled on shutdown."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def start(self) -> "GameServer":
+        await self.db.open()
+        await self.service.start()
+        return self
+
+    async def stop(self) -> None:
+        """Stop accepting, deliver what is queued, close sessions, close the database."""
+        await self.service.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.db.close()
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc):
+        await self.stop()

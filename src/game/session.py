@@ -1,0 +1,55 @@
+"""GameSession: one client connection and its place in the session state machine.
+
+    CONNECTED --C_LOGIN--> LOGGING_IN --(database)--> LOGGED_IN --C_ENTER_GAME--> IN_GAME
+
+A packet the current state does not allow gets its defined answer (S_LOGIN or
+S_ENTER_GAME with success=false) or, for chat, is dropped with a log line; it
+never changes the state.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+from typing import TYPE_CHECKING
+
+import netcore
+from packets.server_dispatch import make_send_buffer
+
+if TYPE_CHECKING:
+    from game.db import Character
+    from game.player import Player
+    from game.server import GameServer
+
+log = logging.getLogger("game.session")
+
+
+class State(enum.Enum):
+    CONNECTED = "connected"
+    LOGGING_IN = "logging in"
+    LOGGED_IN = "logged in"
+    IN_GAME = "in game"
+
+
+class GameSession(netcore.PacketSession):
+    def __init__(self, server: "GameServer"):
+        self.server = server
+        self.state = State.CONNECTED
+        self.account: str | None = None
+        self.characters: tuple["Character", ...] = ()
+        self.player: "Player | None" = None
+
+    def on_connected(self) -> None:
+        log.info("session %d connected from %s", self.session_id, self.peername)
+
+    def on_recv_packet(self, pkt_id: int, payload: bytes) -> None:
+        self.server.dispatcher.dispatch(self, pkt_id, payload)
+
+    def on_disconnected(self, reason: netcore.Disconnect) -> None:
+        log.info("session %d disconnected: %s", self.session_id, reason)
+        player, self.player = self.player, None
+        if player is not None:
+            self.server.rooms.leave(player)
+            player.session = None
+
+    def send_packet(self, pkt) -> None:
+        self.send(make_send_buffer(pkt))
