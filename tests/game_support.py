@@ -1,10 +1,8 @@
 """A real netcore-server process and a small, independent test client."""
 import asyncio
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from packets import Protocol_pb2 as pb

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netcore
-from netcore import ClientService, DisconnectReason, PacketSession, ServerService, split_frames
-from support import Echo, Recorder, ServerSessions, packet, raw_client
+from netcore import ClientService, DisconnectReason, ServerService, split_frames
+from support import Recorder, ServerSessions, packet, raw_client
 
 
 def reference_split(data: bytes, max_size: int):

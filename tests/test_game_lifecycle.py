@@ -1,0 +1,110 @@
+"""Server lifetime: clean shutdown under load, no leaked sessions or players, rooms."""
+import asyncio
+import gc
+import signal
+import weakref
+
+
+from netcore import DisconnectReason
+from packets import Protocol_pb2 as pb
+
+import game.server
+from game.db import SQLiteDatabase
+from game.server import GameServer, ServerConfig
+from game.session import GameSession
+from game_support import ServerProcess, connect, in_game
+
+
+def test_sigterm_during_chat_loses_no_accepted_chat(run, tmp_path, loop_kind):
+    server = ServerProcess(tmp_path, loop_kind).start()
+
+    async def go():
+        clients = await in_game(server.port, 4)
+
+        async def chatter(c):
+            i = 0
+            while c.reason is None:
+                c.send_pkt(pb.C_CHAT(msg=f"{c.player_id}:{i}"))
+                i += 1
+                await c.until(lambda: len(c.chats) >= i or c.reason is not None)
+
+        tasks = [asyncio.ensure_future(chatter(c)) for c in clients]
+        await clients[0].wait_chats(200)
+        server.proc.send_signal(signal.SIGTERM)
+        for c in clients:
+            await c.until(lambda: c.reason is not None, timeout=20)
+        await asyncio.gather(*tasks)
+        return clients
+
+    clients = run(go(), timeout=60)
+    assert server.stop() == 0
+    # Every chat the server accepted reached every client still connected:
+    # they all hold the same sequence, whatever moment the signal landed.
+    reference = clients[0].chats
+    assert len(reference) >= 200
+    for c in clients:
+        assert c.chats == reference
+        assert c.reason.kind is DisconnectReason.PEER_CLOSED
+    assert "shutting down: 4 sessions" in server.log_text()
+
+
+class TrackedSession(GameSession):
+    created = 0
+    alive = weakref.WeakSet()
+    players = weakref.WeakSet()
+
+    def __init__(self, server):
+        super().__init__(server)
+        TrackedSession.created += 1
+        TrackedSession.alive.add(self)
+
+    def on_disconnected(self, reason):
+        if self.player is not None:
+            TrackedSession.players.add(self.player)
+        super().on_disconnected(reason)
+
+
+def test_no_session_or_player_survives_10000_cycles(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(game.server, "GameSession", TrackedSession)
+    TrackedSession.created = 0
+    cycles, concurrency = 10_000, 200
+
+    async def cycle(port):
+        (c,) = await connect(port)
+        assert (await c.login()).success
+        assert (await c.enter(0, room=TrackedSession.created % 3)).success
+        c.disconnect()
+        await c.wait_closed()
+
+    async def go():
+        config = ServerConfig(port=0, max_sessions=cycles)
+        async with GameServer(config, SQLiteDatabase(tmp_path / "game.db")) as server:
+            for _ in range(cycles // concurrency):
+                await asyncio.gather(*[cycle(server.port) for _ in range(concurrency)])
+            while len(server.service):                   # server sides still closing
+                await next(iter(server.service.sessions.values())).wait_closed()
+            assert len(server.rooms) == 0, "empty rooms are dropped"
+        gc.collect()
+        assert TrackedSession.created == cycles
+        assert len(TrackedSession.players) == 0 and len(TrackedSession.alive) == 0
+
+    run(go(), timeout=240)
+
+
+def test_rooms_appear_on_entry_and_vanish_when_empty(run, tmp_path):
+    async def go():
+        config = ServerConfig(port=0)
+        async with GameServer(config, SQLiteDatabase(tmp_path / "game.db")) as server:
+            a = await in_game(server.port, 2, room=1)
+            b = await in_game(server.port, 1, room=2)
+            assert len(server.rooms) == 2 and len(server.rooms.get(1)) == 2
+            for c in a:
+                c.disconnect()
+                await c.wait_closed()
+            while server.rooms.get(1) is not None:
+                await next(iter(s for s in server.service.sessions.values()
+                                if s.player and s.player.room.room_id == 1)).wait_closed()
+            assert len(server.rooms) == 1 and len(server.rooms.get(2)) == 1
+            b[0].send_pkt(pb.C_CHAT(msg="alone"))
+            assert await b[0].wait_chats(1) == [(b[0].player_id, "alone")]
+    run(go())
