@@ -101,6 +101,19 @@ def test_fresh_generation_matches_golden(side, tmp_path):
         assert (tmp_path / name).read_bytes() == (GOLDEN / name).read_bytes(), name
 
 
+def test_build_writes_server_handlers_to_game_and_client_handlers_to_dummy(tmp_path):
+    shutil.copytree(ROOT / "proto", tmp_path / "proto")
+    written = gen_handlers.generate_all(tmp_path)
+    src = tmp_path / "src"
+    assert sorted(p.relative_to(src).as_posix() for p in written) == [
+        "dummy/client_handlers.py", "game/server_handlers.py",
+        "packets/client_dispatch.pyx", "packets/server_dispatch.pyx",
+    ]
+    assert (src / "dummy" / "client_handlers.py").read_bytes() == (
+        GOLDEN / "client_handlers.py").read_bytes()
+    assert not (src / "game" / "client_handlers.py").exists()
+
+
 def test_unchanged_output_is_not_rewritten(tmp_path):
     first = generate_side("server", tmp_path)
     assert sorted(p.name for p in first) == ["server_dispatch.pyx", "server_handlers.py"]

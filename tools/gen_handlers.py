@@ -12,8 +12,9 @@ Server side (setup.py runs both sides on every build through generate_all):
         --handlers-out src/game/server_handlers.py --name Server
 
 Client side: --recv S_ --send C_ --dispatch-out src/packets/client_dispatch.pyx
---handlers-out src/game/client_handlers.py --name Client. `pip install .` also
-installs this tool as `netcore-gen`.
+--handlers-out src/dummy/client_handlers.py --name Client (the client side
+is the load generator's, netcore-dummy). `pip install .` also installs this
+tool as `netcore-gen`.
 
 Standalone one-file executable (dist/netcore-gen; needs pyinstaller):
 
@@ -195,13 +196,15 @@ def generate_all(root):
     """Generate both sides of the checkout at `root` (called by setup.py)."""
     root = Path(root)
     written = []
-    for side, recv, send in (("server", "C_", "S_"), ("client", "S_", "C_")):
+    # The server's handlers are the game's; the client's are netcore-dummy's.
+    for side, recv, send, package in (("server", "C_", "S_", "game"),
+                                      ("client", "S_", "C_", "dummy")):
         written += generate(
             root / "proto" / "Protocol.proto",
             recv=recv,
             send=send,
             dispatch_out=root / "src" / "packets" / f"{side}_dispatch.pyx",
-            handlers_out=root / "src" / "game" / f"{side}_handlers.py",
+            handlers_out=root / "src" / package / f"{side}_handlers.py",
             name=side.capitalize(),
         )
     return written

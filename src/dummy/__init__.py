@@ -1,0 +1,1 @@
+"""netcore-dummy: the load generator that drives a netcore game server."""
