@@ -1,0 +1,103 @@
+"""The database layer: off the event loop, consistent, and behind its interface."""
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+
+from packets import Protocol_pb2 as pb
+
+from game.db import SCHEMA_VERSION, DatabaseError, SQLiteDatabase
+from game.passwords import hash_password, verify_password
+from game.server import GameServer, ServerConfig
+from game_support import connect, in_game
+
+
+def test_password_hashes_are_salted_and_verifiable():
+    a, b = hash_password("pw", n=2 ** 10), hash_password("pw", n=2 ** 10)
+    assert a != b and "pw" not in a
+    assert verify_password("pw", a) and not verify_password("pW", a)
+    assert not verify_password("pw", "garbage")
+
+
+def test_the_schema_is_created_once_and_versioned(run, tmp_path):
+    path = tmp_path / "game.db"
+
+    async def go():
+        db = SQLiteDatabase(path, scrypt_n=2 ** 10)
+        await db.open()
+        first = await db.login("bob", "pw")
+        await db.close()
+        db = SQLiteDatabase(path, scrypt_n=2 ** 10)     # a restart: same data
+        await db.open()
+        assert await db.login("bob", "pw") == first
+        assert await db.login("bob", "nope") is None
+        await db.close()
+
+    run(go())
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+
+    async def newer():
+        with pytest.raises(DatabaseError, match="newer than this server"):
+            await SQLiteDatabase(path).open()
+
+    run(newer())
+
+
+def test_queries_run_off_the_event_loop_thread(run, tmp_path, monkeypatch):
+    threads = []
+    real = SQLiteDatabase._login
+
+    def spy(self, account, password):
+        threads.append(threading.get_ident())
+        return real(self, account, password)
+
+    monkeypatch.setattr(SQLiteDatabase, "_login", spy)
+
+    async def go():
+        db = SQLiteDatabase(tmp_path / "game.db", scrypt_n=2 ** 10)
+        await db.open()
+        await asyncio.gather(*[db.login(f"user{i}", "pw") for i in range(20)])
+        await db.close()
+        return threading.get_ident()
+
+    loop_thread = run(go())
+    assert len(threads) == 20 and loop_thread not in threads
+
+
+def test_concurrent_account_creation_makes_one_account(run, tmp_path):
+    async def go():
+        db = SQLiteDatabase(tmp_path / "game.db", scrypt_n=2 ** 10)
+        await db.open()
+        results = await asyncio.gather(*[db.login("same", "pw") for _ in range(8)])
+        await db.close()
+        return results
+
+    results = run(go())
+    assert all(r is not None for r in results) and len({r for r in results}) == 1
+
+
+def test_a_thousand_logins_do_not_stall_chat(run, tmp_path):
+    async def go():
+        config = ServerConfig(port=0)
+        db = SQLiteDatabase(tmp_path / "game.db", scrypt_n=2 ** 10)
+        async with GameServer(config, db) as server:
+            a, b = await in_game(server.port, 2)
+            loginers = await connect(server.port, 1000)
+            for i, c in enumerate(loginers):
+                c.send_pkt(pb.C_LOGIN(account=f"player{i}", password="pw"))
+            # Chat round trips while the logins hash passwords and write rows.
+            for i in range(20):
+                a.send_pkt(pb.C_CHAT(msg=str(i)))
+                await b.wait_chats(i + 1)
+            answered = sum(1 for c in loginers for name, _ in c.inbox if name == "S_LOGIN")
+            for c in loginers:
+                assert (await c.expect("S_LOGIN", timeout=60)).success
+            return answered
+
+    answered = run(go(), timeout=120)
+    assert answered < 1000, "chat had to wait for every login to finish"
