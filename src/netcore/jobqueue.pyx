@@ -1,0 +1,141 @@
+# cython: language_level=3
+import asyncio
+import logging
+import weakref
+
+from cpython.list cimport PyList_GET_SIZE
+from cpython.time cimport PyTime_MonotonicRaw, PyTime_t
+
+log = logging.getLogger("netcore.jobqueue")
+
+
+cdef class JobQueue:
+    """A serial executor of jobs with time-sliced draining and timers."""
+
+    def __init__(self, *, double budget_ms=DEFAULT_BUDGET_US / 1000.0):
+        if budget_ms <= 0:
+            raise ValueError("budget_ms must be > 0")
+        self.jobs = []
+        self.timers = set()
+        self.budget_ns = <PyTime_t>(budget_ms * 1e6)
+        self.run_cb = self._run
+
+    @property
+    def pending(self):
+        """Jobs pushed and not yet run."""
+        return (PyList_GET_SIZE(self.jobs) - self.head) // 2
+
+    def do_async(self, fn, *args):
+        """Push a job: fn(*args) runs after every job pushed before it."""
+        self.push(fn, args)
+
+    def do_timer(self, double delay_ms, fn, *args, double interval_ms=0):
+        """Push fn(*args) after delay_ms; with interval_ms, again at that fixed
+        rate (deadlines do not drift with the time jobs take). Returns a
+        handle whose cancel() stops it."""
+        cdef JobTimer t
+        if self.closed:
+            raise RuntimeError("job queue is closed")
+        if delay_ms < 0 or interval_ms < 0:
+            raise ValueError("delays must be >= 0")
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        t = JobTimer.__new__(JobTimer)
+        t.queue_ref = weakref.ref(self)
+        # A method of this very queue is kept unbound, so a pending timer does
+        # not keep its owner alive: a collected owner's timer never runs.
+        t.bind_owner = getattr(fn, "__self__", None) is self and hasattr(fn, "__func__")
+        t.fn = fn.__func__ if t.bind_owner else fn
+        t.args = args
+        t.interval = interval_ms / 1000.0
+        t.deadline = self.loop.time() + delay_ms / 1000.0
+        t.handle = self.loop.call_at(t.deadline, _fire, t)
+        self.timers.add(t)
+        return t
+
+    def close(self):
+        """Drop pending jobs and cancel every timer; later pushes are refused."""
+        self.closed = True
+        for t in list(self.timers):
+            (<JobTimer>t).cancel()
+        self.jobs = []
+        self.head = 0
+
+    cdef int push(self, object fn, tuple args) except -1:
+        if self.closed:
+            raise RuntimeError("job queue is closed")
+        self.jobs.append(fn)
+        self.jobs.append(args)
+        if not self.scheduled and not self.running:
+            self.schedule()
+        return 0
+
+    cdef int schedule(self) except -1:
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        self.scheduled = True
+        self.loop.call_soon(self.run_cb)
+        return 0
+
+    def _run(self):
+        cdef list jobs = self.jobs
+        cdef PyTime_t deadline = PyTime_MonotonicRaw() + self.budget_ns
+        cdef Py_ssize_t i
+        self.scheduled = False
+        if self.closed:
+            return
+        self.running = True
+        self.slices += 1
+        try:
+            while self.head < PyList_GET_SIZE(jobs):
+                i = self.head
+                fn = jobs[i]
+                args = jobs[i + 1]
+                jobs[i] = None          # release references as jobs complete
+                jobs[i + 1] = None
+                self.head = i + 2
+                try:
+                    fn(*args)
+                except Exception:
+                    self.errors += 1
+                    log.exception("job %r in %r raised", fn, self)
+                self.jobs_run += 1
+                if jobs is not self.jobs or PyTime_MonotonicRaw() >= deadline:
+                    break               # closed by a job, or the slice is spent
+        finally:
+            self.running = False
+        if jobs is not self.jobs:
+            return
+        if self.head == PyList_GET_SIZE(jobs):
+            del jobs[:]
+            self.head = 0
+        else:
+            if self.head > COMPACT_AFTER:
+                del jobs[:self.head]
+                self.head = 0
+            self.schedule()             # the rest runs next iteration, after I/O
+
+
+cdef class JobTimer:
+    def cancel(self):
+        cdef JobQueue q
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self.handle.cancel()
+        q = self.queue_ref()
+        if q is not None:
+            q.timers.discard(self)
+
+
+def _fire(JobTimer t):
+    cdef JobQueue q = t.queue_ref()
+    if q is None or q.closed or t.cancelled:
+        return
+    if t.interval > 0:
+        t.deadline += t.interval
+        t.handle = q.loop.call_at(t.deadline, _fire, t)
+    else:
+        t.cancelled = True
+        q.timers.discard(t)
+    q.push(t.fn, (q,) + t.args if t.bind_owner else t.args)
