@@ -65,7 +65,7 @@ def test_timers_fire_through_the_queue_and_can_be_cancelled(run):
         cancelled.cancel()
         await asyncio.wait_for(done.wait(), 10)
         assert [f if isinstance(f, str) else f[0] for f in fired] == ["t5", "t30"]
-        assert fired[1][1] >= 0.03 and cancelled.cancelled
+        assert fired[1][1] >= 0.03 - 0.002 and cancelled.cancelled   # uvloop clocks in ms
     run(go())
 
 

@@ -34,6 +34,8 @@ def parse_args(argv=None) -> ServerConfig:
     ap.add_argument("--max-packet-size", type=int, default=d.max_packet_size)
     ap.add_argument("--max-pending-bytes", type=int, default=d.max_pending_bytes,
                     help="per-session unsent bytes before it is cut off as a slow consumer")
+    ap.add_argument("--room-announce-seconds", type=float, default=d.room_announce_seconds,
+                    help="every room announces its member count this often (0: off)")
     ap.add_argument("--loop", choices=LOOP_KINDS, help="default: uvloop when installed")
     ap.add_argument("--log-level", default=d.log_level,
                     choices=["DEBUG", "INFO", "WARNING", "ERROR"])

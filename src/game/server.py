@@ -27,6 +27,7 @@ class ServerConfig:
     # Client packets are small; the largest legal one is a maximal chat.
     max_packet_size: int = 4096
     max_pending_bytes: int = 1 << 20
+    room_announce_seconds: float = 0        # a room tick example; 0 is off
     loop: str | None = None
     log_level: str = "INFO"
 
@@ -45,7 +46,7 @@ class GameServer:
         config.validate()
         self.config = config
         self.db = db
-        self.rooms = Rooms()
+        self.rooms = Rooms(config.room_announce_seconds)
         self.dispatcher = ServerPacketDispatcher(server_handlers)
         self.service = ServerService(
             lambda: GameSession(self), config.host, config.port,
@@ -75,7 +76,11 @@ class GameServer:
 
     async def stop(self) -> None:
         """Stop accepting, deliver what is queued, close sessions, close the database."""
+        self.service.stop_accepting()
+        self.service.pause_reading()
+        await self.rooms.drain()        # every accepted packet's jobs run and queue their sends
         await self.service.close()
+        self.rooms.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -66,9 +66,10 @@ def handle_C_ENTER_GAME(session, pkt):
     player = Player(session.server.next_player_id(), c.db_id, c.name, c.player_type, session)
     session.player = player
     session.state = State.IN_GAME
-    # The reply goes first, so the client knows its id before any chat arrives.
+    # The reply is queued first, so the client knows its id before any chat arrives.
     session.send_packet(S_ENTER_GAME(success=True, playerId=player.player_id))
-    session.server.rooms.enter(pkt.roomId, player)
+    room = player.room = session.server.rooms.get_or_create(pkt.roomId)
+    room.do_async(room.enter, player)
 
 
 def handle_C_CHAT(session, pkt):
@@ -83,4 +84,5 @@ def handle_C_CHAT(session, pkt):
         log.info("session %d: chat of %d bytes dropped (max %d)",
                  session.session_id, len(msg.encode()), limit)
         return
-    player.room.chat(player, msg)
+    room = player.room
+    room.do_async(room.chat, player, msg)

@@ -48,8 +48,7 @@ class GameSession(netcore.PacketSession):
         log.info("session %d disconnected: %s", self.session_id, reason)
         player, self.player = self.player, None
         if player is not None:
-            self.server.rooms.leave(player)
-            player.session = None
+            player.room.do_async(player.room.leave, player)
 
     def send_packet(self, pkt) -> None:
         self.send(make_send_buffer(pkt))

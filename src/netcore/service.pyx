@@ -58,6 +58,14 @@ cdef class Service:
     def _session_ended(self, Session s):
         self.sessions.pop(s.session_id, None)
 
+    def pause_reading(self):
+        """Stop reading from every session (a shutdown's first step: what was
+        received is handled, nothing new comes in)."""
+        for s in list(self.sessions.values()):
+            transport = (<Session>s).transport
+            if transport is not None and not transport.is_closing():
+                transport.pause_reading()
+
     async def close_sessions(self, reason=DisconnectReason.SHUTDOWN, float timeout=5.0):
         """Flush and close every session, waiting for them to be gone."""
         sessions = list(self.sessions.values())
@@ -104,10 +112,13 @@ cdef class ServerService(Service):
     def listening(self):
         return self.server is not None and self.server.is_serving()
 
-    async def close(self, reason=DisconnectReason.SHUTDOWN, float timeout=5.0):
-        """Stop accepting, deliver what is queued, close every session."""
+    def stop_accepting(self):
         if self.server is not None:
             self.server.close()
+
+    async def close(self, reason=DisconnectReason.SHUTDOWN, float timeout=5.0):
+        """Stop accepting, deliver what is queued, close every session."""
+        self.stop_accepting()
         await self.close_sessions(reason, timeout)
         if self.server is not None:
             await self.server.wait_closed()

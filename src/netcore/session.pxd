@@ -25,6 +25,11 @@ from netcore.sendqueue cimport SendQueue
 cdef enum:
     DEFAULT_MAX_PENDING_BYTES = 1048576
     WRITE_HIGH_WATER = 65536
+    # A graceful close sends FIN after the queued bytes and reads (discarding)
+    # until the peer closes too, for at most this long. Closing with unread
+    # input instead would make the kernel send RST, and an RST can destroy
+    # the very bytes the close was meant to deliver.
+    LINGER_MS = 3000
 
 
 cdef class SendFlusher:
@@ -52,6 +57,7 @@ cdef class Session:
     cdef RecvBuffer rbuf
     cdef SendQueue queue
     cdef SendFlusher flusher
+    cdef object linger_timer
     cdef bint closing
     cdef bint write_paused
     cdef bint flush_scheduled

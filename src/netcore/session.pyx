@@ -170,6 +170,9 @@ cdef class Session:
         self.closing = True
         self.queue.clear()
         self.rbuf.release()
+        if self.linger_timer is not None:
+            self.linger_timer.cancel()
+            self.linger_timer = None
         if reason.kind in _PEER_FAULTS:
             log.warning("session %d %s disconnected: %s", self.session_id, self.peername, reason)
         else:
@@ -194,7 +197,8 @@ cdef class Session:
 
     def eof_received(self):
         # Half-close: what the peer sent before its FIN has been processed;
-        # deliver what is queued for it, then let the transport close.
+        # deliver what is queued for it, then let the transport close (it
+        # also ends a lingering close of ours).
         self.flush()
         return False
 
@@ -272,7 +276,13 @@ cdef class Session:
             # A final flush even while paused: bounded by max_pending_bytes.
             self.write_paused = False
             self.flush()
-            self.transport.close()
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+                self.transport.resume_reading()
+                self.linger_timer = asyncio.get_running_loop().call_later(
+                    LINGER_MS / 1000.0, self.transport.abort)
+            else:
+                self.transport.close()
         return 0
 
 
