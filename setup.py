@@ -33,7 +33,7 @@ def extensions(package):
 
 setup(
     ext_modules=cythonize(
-        extensions("netcore") + extensions("packets"),
+        extensions("netcore") + extensions("packets") + extensions("dummy"),
         compiler_directives=DIRECTIVES,
         include_path=[os.path.join(HERE, "src")],
     ),
