@@ -6,18 +6,30 @@ message; dispatch() returns the handler's result.
 # Stubs are written by tools/gen_handlers.py, which only ever appends stubs for
 # packets that have no handler yet and never changes existing text: fill in the
 # bodies by hand and commit them.
+from packets.Protocol_pb2 import C_ENTER_GAME
 
 
 def handle_S_LOGIN(session, pkt):
     """Handle S_LOGIN (packet id 1001) from the server."""
-    raise NotImplementedError("handle_S_LOGIN")
+    if not pkt.success:
+        session.fail("login refused")
+    elif not pkt.players:
+        session.fail("login answered with no characters")
+    else:
+        # Every dummy plays its account's first character, in its own room.
+        session.send_packet(C_ENTER_GAME(playerIndex=0, roomId=session.room))
 
 
 def handle_S_ENTER_GAME(session, pkt):
     """Handle S_ENTER_GAME (packet id 1003) from the server."""
-    raise NotImplementedError("handle_S_ENTER_GAME")
+    if pkt.success:
+        session.entered(pkt.playerId)
+    else:
+        session.fail("enter game refused")
 
 
 def handle_S_CHAT(session, pkt):
     """Handle S_CHAT (packet id 1005) from the server."""
-    raise NotImplementedError("handle_S_CHAT")
+    # Only a session without a Tally gets here: with one, S_CHAT is decoded
+    # and checked in C (dummy/tally.pyx) and never becomes a Python object.
+    session.untallied_chats += 1

@@ -1,0 +1,291 @@
+"""One dummy run: ramp the connections up, get every client in game, chat at
+a steady rate, drain, report.
+
+Phases:
+  connect  clients dial at `connect_rate` per second (a ramp, not a stampede
+           of SYNs into the server's backlog); each logs in as a guest and
+           enters room `index % rooms`. A client not in game within
+           `enter_timeout` is failed.
+  chat     every in-game client sends `rate` chats per second for `duration`
+           seconds, the sends of all clients interleaved evenly over time by
+           one pacer (not a timer per client).
+  drain    wait until every expected delivery arrived, or `drain_timeout`.
+A chat sent by a client of room r is expected once at every in-game client of
+room r, the sender included.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import asdict, dataclass, field
+
+from netcore import ClientService
+
+from dummy.session import DummySession
+from dummy.tally import Tally, now_us
+
+MAX_CHAT_SIZE = 512             # the server's default chat limit, in UTF-8 bytes
+PACER_TICK = 0.001              # the pacers fire at most once per millisecond
+CLOSE_TIMEOUT = 5.0
+MAX_ERRORS_KEPT = 5             # failure reasons quoted in the report
+
+
+class DummyError(Exception):
+    """The run could not start (e.g. nothing listens); a one-line message."""
+
+
+@dataclass
+class DummyConfig:
+    host: str = "127.0.0.1"
+    port: int = 7777
+    clients: int = 100
+    rate: float = 1.0               # chats per client per second
+    duration: float = 10.0          # seconds of chatting
+    rooms: int = 1
+    size: int = 32                  # chat msg length in ASCII characters
+    connect_rate: float = 1000.0    # new connections per second
+    enter_timeout: float = 10.0     # connect + login + enter, per client
+    drain_timeout: float = 5.0
+
+    @property
+    def chats_per_client(self) -> int:
+        return max(1, round(self.rate * self.duration))
+
+    def validate(self) -> None:
+        if self.clients < 1:
+            raise ValueError("--clients must be >= 1")
+        if not 1 <= self.rooms <= self.clients:
+            raise ValueError("--rooms must be between 1 and --clients")
+        if self.rate <= 0 or self.duration <= 0 or self.connect_rate <= 0:
+            raise ValueError("--rate, --duration and --connect-rate must be > 0")
+        if not 0 <= self.size <= MAX_CHAT_SIZE:
+            raise ValueError(f"--size must be between 0 and {MAX_CHAT_SIZE} "
+                             f"(the server's chat limit)")
+        if self.enter_timeout <= 0 or self.drain_timeout < 0:
+            raise ValueError("timeouts must be positive")
+
+
+@dataclass
+class Report:
+    clients: int
+    connected: int = 0
+    in_game: int = 0
+    failed: int = 0
+    sent: int = 0
+    expected: int = 0
+    received: int = 0               # every S_CHAT, duplicates and foreign ones included
+    unique: int = 0
+    lost: int = 0                   # expected - unique
+    duplicated: int = 0
+    out_of_order: int = 0
+    wrong_sender: int = 0
+    malformed: int = 0
+    foreign: int = 0
+    deliveries_per_s: float = 0.0   # unique deliveries over the chat phase
+    latency_ms: dict = field(default_factory=dict)   # p50 p90 p99 max
+    errors: list = field(default_factory=list)       # a few failure reasons
+
+    @property
+    def ok(self) -> bool:
+        return (self.failed == 0 and self.lost == 0 and self.duplicated == 0
+                and self.wrong_sender == 0 and self.malformed == 0)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+async def paced(total: int, rate: float, fire) -> None:
+    """Call fire(start, stop) for events [start, stop) as they fall due, event
+    k at k / rate seconds from now. One timer for all events, batched to at
+    most one fire per PACER_TICK; a late wake-up catches up at once."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    done = 0
+    while done < total:
+        due = min(total, int((loop.time() - t0) * rate) + 1)
+        if due > done:
+            fire(done, due)
+            done = due
+        if done < total:
+            await asyncio.sleep(max(t0 + done / rate - loop.time(), PACER_TICK))
+
+
+class DummyRun:
+    def __init__(self, config: DummyConfig):
+        config.validate()
+        self.config = config
+        self.tally = Tally(config.clients)
+        self.indices = itertools.count()
+        self.service = ClientService(self._new_session, config.host, config.port,
+                                     config.clients)
+        self.phase = "connect"
+        self.connected = 0
+        self.failed = 0
+        self.errors: list[str] = []
+        self.players: list[DummySession] = []    # in game, by client index
+        self.room_size: dict[int, int] = {}
+        self.sent = 0
+        self.expected = 0
+        self.chat_start_us = 0
+
+    def _new_session(self):
+        return DummySession(self.tally, next(self.indices), self.config.rooms)
+
+    @property
+    def in_game(self) -> int:
+        return len(self.players)
+
+    def _fail(self, why: str) -> None:
+        self.failed += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(why)
+
+    # -- connect -------------------------------------------------------------------
+
+    async def _dial(self) -> DummySession:
+        return await asyncio.wait_for(self.service.connect_one(), self.config.enter_timeout)
+
+    async def _enter(self, session: DummySession) -> None:
+        self.connected += 1
+        try:
+            await asyncio.wait_for(asyncio.shield(session.ready), self.config.enter_timeout)
+        except asyncio.TimeoutError:
+            session.fail(f"not in game after {self.config.enter_timeout:g}s")
+        if session.ready.result():
+            self.players.append(session)
+        else:
+            self._fail(f"client {session.index}: {session.error}")
+
+    async def _join(self) -> None:
+        try:
+            session = await self._dial()
+        except (OSError, asyncio.TimeoutError) as exc:
+            self._fail(f"connect: {describe(exc)}")
+            return
+        await self._enter(session)
+
+    async def connect(self) -> None:
+        # The first client alone: when nothing listens, say so once and stop.
+        try:
+            first = await self._dial()
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise DummyError(f"cannot connect to {self.config.host}:{self.config.port}: "
+                             f"{describe(exc)}") from None
+        tasks = [asyncio.ensure_future(self._enter(first))]
+
+        def launch(start, stop):
+            tasks.extend(asyncio.ensure_future(self._join()) for _ in range(start, stop))
+
+        # The others dial at connect_rate from now on, each in its own task.
+        await paced(self.config.clients - 1, self.config.connect_rate, launch)
+        await asyncio.gather(*tasks)
+        self.players.sort(key=lambda s: s.index)
+
+    # -- chat ----------------------------------------------------------------------
+
+    def arm(self) -> None:
+        """Tell the tally who is in which room, and every player its room size."""
+        rooms: dict[int, list[DummySession]] = {}
+        for s in self.players:
+            rooms.setdefault(s.room, []).append(s)
+        for room, members in rooms.items():
+            self.room_size[room] = len(members)
+            for slot, s in enumerate(members):
+                self.tally.set_member(s.index, room, slot, s.player_id)
+        for s in self.players:
+            s.arm(self.room_size[s.room])
+
+    def _send(self, start: int, stop: int) -> None:
+        players = self.players
+        n = len(players)
+        stamp = self.tally.stamp()          # one clock read per batch
+        size = self.config.size
+        for m in range(start, stop):
+            s = players[m % n]
+            if s.connected:
+                s.chat(stamp, size)
+                self.sent += 1
+                self.expected += self.room_size[s.room]
+
+    async def chat(self) -> None:
+        self.phase = "chat"
+        n = len(self.players)
+        self.chat_start_us = now_us()
+        await paced(n * self.config.chats_per_client, n * self.config.rate, self._send)
+
+    async def drain(self) -> None:
+        self.phase = "drain"
+        done = asyncio.get_running_loop().create_future()
+        self.tally.expect(self.expected, lambda: done.done() or done.set_result(None))
+        try:
+            await asyncio.wait_for(done, self.config.drain_timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    # -- the whole run ---------------------------------------------------------------
+
+    async def run(self, progress=None) -> Report:
+        ticker = asyncio.ensure_future(self._tick(progress)) if progress else None
+        try:
+            await self.connect()
+            if self.players:
+                self.arm()
+                await self.chat()
+                await self.drain()
+            # Anyone gone before we close has failed, whatever it had done.
+            for s in self.players:
+                if not s.connected:
+                    self._fail(f"client {s.index}: {s.close_reason} during the run")
+            return self.report()
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            self.phase = "close"
+            await self.service.close(timeout=CLOSE_TIMEOUT)
+
+    async def _tick(self, progress) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + 1.0
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += 1.0
+            window = self.tally.window_latency_us(0.99)
+            progress({
+                "phase": self.phase, "connected": self.connected, "in_game": self.in_game,
+                "failed": self.failed, "sent": self.sent, "received": self.tally.unique,
+                "p99_ms": None if window is None else window / 1000,
+            })
+
+    def report(self) -> Report:
+        c = self.tally.counts()
+        t = self.tally
+        elapsed_us = t.last_us - self.chat_start_us if c["unique"] and self.chat_start_us else 0
+        return Report(
+            clients=self.config.clients, connected=self.connected, in_game=self.in_game,
+            failed=self.failed, sent=self.sent, expected=self.expected,
+            received=c["received"], unique=c["unique"], lost=self.expected - c["unique"],
+            duplicated=c["duplicates"], out_of_order=c["out_of_order"],
+            wrong_sender=c["wrong_sender"], malformed=c["malformed"], foreign=c["foreign"],
+            deliveries_per_s=c["unique"] * 1e6 / elapsed_us if elapsed_us > 0 else 0.0,
+            latency_ms={name: t.latency_us(q) / 1000 for name, q in
+                        (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0))},
+            errors=list(self.errors),
+        )
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+async def run_dummy(config: DummyConfig, progress=None) -> Report:
+    """Run the dummy once; progress, when given, is called once a second
+    with a dict of live figures."""
+    return await DummyRun(config).run(progress)

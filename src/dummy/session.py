@@ -1,0 +1,66 @@
+"""DummySession: one simulated player. It logs in as a guest on connect,
+enters its room with the guest's first character, then chats when told to.
+
+S_CHAT is tallied in C by the DummySessionCore base (dummy/tally.pyx); the
+login and enter replies come through the generated client dispatch to the
+handlers in dummy/client_handlers.py, which call back into this class.
+"""
+import asyncio
+
+from packets.Protocol_pb2 import C_CHAT, C_LOGIN
+from packets.client_dispatch import ClientPacketDispatcher, make_send_buffer
+
+from dummy import client_handlers
+from dummy.tally import DummySessionCore, format_chat
+
+
+# The Cython core cannot inherit from a Python class; the BufferedProtocol base
+# is what makes stdlib transports use its zero-copy get_buffer/buffer_updated.
+class DummySession(DummySessionCore, asyncio.BufferedProtocol):
+    """`ready` resolves to True once in game (`player_id` set), or to False
+    with `error` saying why: refused, disconnected, or a bad packet."""
+
+    dispatcher = ClientPacketDispatcher(client_handlers)
+
+    def __init__(self, tally=None, index=0, rooms=1):
+        super().__init__(tally, index, index % rooms)
+        self.ready = asyncio.get_running_loop().create_future()
+        self.player_id = None
+        self.error = None
+        self.seq = 0                    # chats sent so far: the next chat's seq
+        self.untallied_chats = 0        # S_CHATs that reached Python (no Tally)
+
+    # -- netcore callbacks ---------------------------------------------------------
+
+    def on_connected(self):
+        self.send_packet(C_LOGIN())     # empty: the server makes us a guest
+
+    def on_recv_packet(self, pkt_id, payload):
+        self.dispatcher.dispatch(self, pkt_id, payload)
+
+    def on_disconnected(self, reason):
+        self.fail(f"disconnected ({reason})")
+
+    # -- called by the handlers and the run ----------------------------------------
+
+    def send_packet(self, pkt):
+        self.send(make_send_buffer(pkt))
+
+    def entered(self, player_id):
+        self.player_id = player_id
+        if not self.ready.done():
+            self.ready.set_result(True)
+
+    def fail(self, error):
+        """Give up on getting in game (no effect once in game)."""
+        if self.ready.done():
+            return
+        self.error = error
+        self.ready.set_result(False)
+        if self.connected:
+            self.disconnect()
+
+    def chat(self, sent_us, size):
+        """Send the next chat, stamped sent_us (Tally.stamp())."""
+        self.send_packet(C_CHAT(msg=format_chat(self.index, self.seq, sent_us, size)))
+        self.seq += 1
