@@ -97,13 +97,16 @@ def test_rooms_appear_on_entry_and_vanish_when_empty(run, tmp_path):
         async with GameServer(config, SQLiteDatabase(tmp_path / "game.db")) as server:
             a = await in_game(server.port, 2, room=1)
             b = await in_game(server.port, 1, room=2)
+            await server.rooms.drain()
             assert len(server.rooms) == 2 and len(server.rooms.get(1)) == 2
+            room1 = server.rooms.get(1)
+            leaving = [s for s in server.service.sessions.values() if s.player.room is room1]
             for c in a:
                 c.disconnect()
-                await c.wait_closed()
-            while server.rooms.get(1) is not None:
-                await next(iter(s for s in server.service.sessions.values()
-                                if s.player and s.player.room.room_id == 1)).wait_closed()
+            for s in leaving:
+                await s.wait_closed()
+            await server.rooms.drain()
+            assert server.rooms.get(1) is None and room1.closed
             assert len(server.rooms) == 1 and len(server.rooms.get(2)) == 1
             b[0].send_pkt(pb.C_CHAT(msg="alone"))
             assert await b[0].wait_chats(1) == [(b[0].player_id, "alone")]
