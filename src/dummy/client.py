@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from dataclasses import asdict, dataclass, field
 
 from netcore import ClientService
@@ -98,13 +99,14 @@ class Report:
         return {**asdict(self), "ok": self.ok}
 
 
-async def paced(total: int, rate: float, fire) -> None:
+async def paced(total: int, rate: float, fire, first: int = 0, t0: float | None = None) -> None:
     """Call fire(start, stop) for events [start, stop) as they fall due, event
-    k at k / rate seconds from now. One timer for all events, batched to at
-    most one fire per PACER_TICK; a late wake-up catches up at once."""
+    k at t0 + k / rate (t0: loop.time(), default now), from event `first` on.
+    One timer for all events, batched to at most one fire per PACER_TICK; a
+    late wake-up catches up at once."""
     loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    done = 0
+    t0 = loop.time() if t0 is None else t0
+    done = first
     while done < total:
         due = min(total, int((loop.time() - t0) * rate) + 1)
         if due > done:
@@ -170,6 +172,7 @@ class DummyRun:
 
     async def connect(self) -> None:
         # The first client alone: when nothing listens, say so once and stop.
+        t0 = asyncio.get_running_loop().time()
         try:
             first = await self._dial()
         except (OSError, asyncio.TimeoutError) as exc:
@@ -180,8 +183,8 @@ class DummyRun:
         def launch(start, stop):
             tasks.extend(asyncio.ensure_future(self._join()) for _ in range(start, stop))
 
-        # The others dial at connect_rate from now on, each in its own task.
-        await paced(self.config.clients - 1, self.config.connect_rate, launch)
+        # Client k dials at k / connect_rate after the first, in its own task.
+        await paced(self.config.clients, self.config.connect_rate, launch, first=1, t0=t0)
         await asyncio.gather(*tasks)
         self.players.sort(key=lambda s: s.index)
 
@@ -280,8 +283,9 @@ class DummyRun:
 def describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    # asyncio words it "Connect call failed (host, port)", uvloop by errno.
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
     return str(exc) or type(exc).__name__
 
 

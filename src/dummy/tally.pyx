@@ -1,6 +1,5 @@
 # cython: language_level=3
 """S_CHAT decoding and checking in C for netcore-dummy (design in tally.pxd)."""
-from libc.math cimport ceil
 from libc.stdint cimport UINT64_MAX, int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
@@ -230,12 +229,18 @@ cdef uint64_t hist_percentile(const uint64_t* h, const uint64_t* base, double q,
                               uint64_t cap) noexcept:
     """Value at quantile q (0..1] of h - base (base may be NULL); 0 when empty."""
     cdef uint64_t total = 0, cum = 0, rank
+    cdef double x
     cdef Py_ssize_t i
     for i in range(HIST_BUCKETS):
         total += h[i] - (base[i] if base != NULL else 0)
     if total == 0:
         return 0
-    rank = <uint64_t>ceil(q * <double>total)
+    # Nearest rank, ceil(q * total), forgiving the rounding of q * total
+    # (0.9 * 10 is 9.000000000000002, whose ceil would be the 10th value).
+    x = q * <double>total
+    rank = <uint64_t>x
+    if x - <double>rank > x * 1e-9:
+        rank += 1
     rank = 1 if rank < 1 else (total if rank > total else rank)
     for i in range(HIST_BUCKETS):
         cum += h[i] - (base[i] if base != NULL else 0)
@@ -335,7 +340,9 @@ cdef class Tally:
     """What every receiver of a run saw: counters, latency histogram, and the
     table of senders (client index -> room, slot in the room, playerId)."""
 
-    def __cinit__(self, Py_ssize_t n_clients):
+    def __cinit__(self, Py_ssize_t n_clients, epoch_us=None):
+        """epoch_us (a now_us() reading, default now): where send stamps count
+        from; another process stamping chats for this tally passes it along."""
         cdef Py_ssize_t i
         if n_clients < 1:
             raise ValueError("n_clients must be >= 1")
@@ -349,7 +356,7 @@ cdef class Tally:
             self.members[i].slot = -1
             self.members[i].player_id = 0
         self.n_clients = n_clients
-        self.epoch_us = dummy_clock_us()
+        self.epoch_us = dummy_clock_us() if epoch_us is None else epoch_us
         self.target = UINT64_MAX
 
     def __dealloc__(self):
