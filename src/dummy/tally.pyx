@@ -1,6 +1,6 @@
 # cython: language_level=3
 """S_CHAT decoding and checking in C for netcore-dummy (design in tally.pxd)."""
-from libc.stdint cimport UINT64_MAX, int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport UINT32_MAX, UINT64_MAX, int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
@@ -63,7 +63,6 @@ cdef enum:
     WT_I32 = 5
     MAX_VARINT_BYTES = 10
     MAX_GROUP_DEPTH = 100       # protobuf's default recursion limit
-    MAX_TAG = 0xFFFFFFFF        # protobuf tags are uint32 varints
 
 
 cdef inline bint read_varint(const unsigned char** pp, const unsigned char* end,
@@ -92,7 +91,8 @@ cdef inline bint read_tag(const unsigned char** pp, const unsigned char* end,
     """Field number 0 is invalid in a message but skipped inside an unknown
     group: what protobuf (upb) does, and what the fuzz test holds us to."""
     cdef uint64_t tag
-    if not read_varint(pp, end, &tag) or tag > MAX_TAG or (tag >> 3 == 0 and not in_group):
+    # Tags are uint32 varints.
+    if not read_varint(pp, end, &tag) or tag > UINT32_MAX or (tag >> 3 == 0 and not in_group):
         return False
     field[0] = tag >> 3
     wire_type[0] = <int>(tag & 7)
@@ -272,7 +272,7 @@ cdef inline void tally_chat(DummySessionCore s, Tally t, const unsigned char* pa
         t.c.malformed += 1
         return
     if (s.next_seq == NULL or parse_chat_fields(m.msg, m.msg_len, &f) != DECODE_OK
-            or f.seq >= 0xFFFFFFFF):
+            or f.seq >= UINT32_MAX):            # next_seq is a uint32
         t.c.foreign += 1
         return
     if f.sender >= <uint64_t>t.n_clients:
