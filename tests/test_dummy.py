@@ -2,6 +2,7 @@
 against a small fake game server (tests against the real netcore-server live
 with the game's tests)."""
 import asyncio
+import io
 import json
 import math
 import socket
@@ -520,6 +521,20 @@ def test_the_table_names_every_figure(loop_kind, capsys):
         assert f"\n{label} " in out
     assert out.rstrip().endswith("result        OK")
     assert "\r" not in out                                  # no progress off a terminal
+
+
+def test_the_progress_line_rewrites_one_terminal_line():
+    out = io.StringIO()
+    line = cli.ProgressLine(out)
+    snap = {"phase": "chat", "connected": 1200, "in_game": 1199, "failed": 1,
+            "sent": 3400, "received": 1_234_567, "p99_ms": 4.256}
+    line(snap)
+    line({**snap, "p99_ms": None})
+    line.end()
+    first, second = out.getvalue().split("\r")[1:]      # each starts at column 0
+    assert first == ("   chat: 1,200 connected, 1,199 in game, 1 failed, 3,400 sent, "
+                     "1,234,567 received, p99 4.26 ms\x1b[K")   # and clears the rest
+    assert second.endswith("p99 -\x1b[K\n")                # end() leaves it standing
 
 
 def free_port():
