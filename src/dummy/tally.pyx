@@ -1,6 +1,6 @@
 # cython: language_level=3
 """S_CHAT decoding and checking in C for netcore-dummy (design in tally.pxd)."""
-from libc.stdint cimport UINT32_MAX, UINT64_MAX, int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport UINT32_MAX, UINT64_MAX, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
