@@ -43,3 +43,12 @@ def test_the_dummy_fails_clearly_when_no_server_listens(tmp_path):
                               capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
+
+
+def test_hold_keeps_clients_in_game_without_chat_and_times_the_logins(tmp_path, loop_kind):
+    with ServerProcess(tmp_path, loop_kind, "--log-level", "WARNING") as server:
+        code, report = run_dummy(server.port, "--clients", "50", "--rooms", "5", "--hold",
+                                 "--duration", "0.2", "--loop", loop_kind)
+    assert code == 0 and report["ok"]
+    assert report["in_game"] == 50 and report["sent"] == 0 and report["received"] == 0
+    assert report["logins_per_s"] > 0

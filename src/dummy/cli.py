@@ -41,6 +41,8 @@ def parse_args(argv=None):
                     help="seconds a client has to connect, log in and enter")
     ap.add_argument("--drain-timeout", type=float, default=d.drain_timeout,
                     help="seconds to wait for outstanding chats after the last send")
+    ap.add_argument("--hold", action="store_true",
+                    help="get every client in game, then stay idle for --duration (no chat)")
     ap.add_argument("--loop", choices=LOOP_KINDS, help="default: uvloop when installed")
     ap.add_argument("--json", action="store_true",
                     help="print one JSON line on stdout instead of the table")
@@ -49,7 +51,7 @@ def parse_args(argv=None):
         host=args.host, port=args.port, clients=args.clients, rate=args.rate,
         duration=args.duration, rooms=args.rooms, size=args.size,
         connect_rate=args.connect_rate, enter_timeout=args.enter_timeout,
-        drain_timeout=args.drain_timeout)
+        drain_timeout=args.drain_timeout, hold=args.hold)
     try:
         config.validate()
     except ValueError as exc:
@@ -93,6 +95,7 @@ def table(config: DummyConfig, kind: str, r: Report) -> str:
         ("wrong sender", f"{r.wrong_sender:,}"),
         ("malformed", f"{r.malformed:,}"),
         ("deliveries/s", f"{r.deliveries_per_s:,.0f}"),
+        ("logins/s", f"{r.logins_per_s:,.0f}  (login + enter, first dial to last enter)"),
         ("latency ms", "  ".join(f"{k} {lat[k]:.2f}" for k in ("p50", "p90", "p99", "max"))),
         ("result", "OK" if r.ok else "FAILED"),
     ]

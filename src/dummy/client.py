@@ -47,6 +47,7 @@ class DummyConfig:
     connect_rate: float = 1000.0    # new connections per second
     enter_timeout: float = 10.0     # connect + login + enter, per client
     drain_timeout: float = 5.0
+    hold: bool = False              # stay in game idle for `duration`, no chat
 
     @property
     def chats_per_client(self) -> int:
@@ -83,6 +84,7 @@ class Report:
     malformed: int = 0
     foreign: int = 0
     deliveries_per_s: float = 0.0   # unique deliveries over the chat phase
+    logins_per_s: float = 0.0       # clients in game / seconds from first dial to last enter
     latency_ms: dict = field(default_factory=dict)   # p50 p90 p99 max
     errors: list = field(default_factory=list)       # a few failure reasons
 
@@ -133,6 +135,7 @@ class DummyRun:
         self.sent = 0
         self.expected = 0
         self.chat_start_us = 0
+        self.login_seconds = 0.0
 
     def _new_session(self):
         return DummySession(self.tally, next(self.indices), self.config.rooms)
@@ -186,6 +189,7 @@ class DummyRun:
         # Client k dials at k / connect_rate after the first, in its own task.
         await paced(self.config.clients, self.config.connect_rate, launch, first=1, t0=t0)
         await asyncio.gather(*tasks)
+        self.login_seconds = asyncio.get_running_loop().time() - t0
         self.players.sort(key=lambda s: s.index)
 
     # -- chat ----------------------------------------------------------------------
@@ -235,7 +239,10 @@ class DummyRun:
         ticker = asyncio.ensure_future(self._tick(progress)) if progress else None
         try:
             await self.connect()
-            if self.players:
+            if self.config.hold:
+                self.phase = "hold"
+                await asyncio.sleep(self.config.duration)   # idle in game: the point of a hold
+            elif self.players:
                 self.arm()
                 await self.chat()
                 await self.drain()
@@ -274,6 +281,7 @@ class DummyRun:
             duplicated=c["duplicates"], out_of_order=c["out_of_order"],
             wrong_sender=c["wrong_sender"], malformed=c["malformed"], foreign=c["foreign"],
             deliveries_per_s=c["unique"] * 1e6 / elapsed_us if elapsed_us > 0 else 0.0,
+            logins_per_s=self.in_game / self.login_seconds if self.login_seconds > 0 else 0.0,
             latency_ms={name: t.latency_us(q) / 1000 for name, q in
                         (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0))},
             errors=list(self.errors),

@@ -1,0 +1,218 @@
+"""Fan-out benchmark: netcore-server against the baseline, driven by netcore-dummy.
+
+The server runs pinned to core 0, the dummy to core 1 (taskset). For each
+scenario both servers get a fresh process and the same dummy run; the script
+prints deliveries per second, latency p50/p99/max, lost, the server's peak CPU
+(busiest 1 s) and peak RSS, the medians of --repeat runs, and netcore's ratio
+to the baseline. It then reports the largest client count that passes (zero
+loss, p99 < 100 ms) for each server, the idle hold (server RSS per in-game
+client) and the login storm (logins + enters per second).
+
+    python benchmarks/bench_fanout.py                  # the full set, ~25 min
+    python benchmarks/bench_fanout.py --quick          # 100 and 1,000 clients only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+SERVER_CORE, LOAD_CORE = "0", "1"
+
+
+def pinned(core, *cmd):
+    return ["taskset", "-c", core, sys.executable, *cmd]
+
+
+class Server:
+    """A server process on SERVER_CORE, with its CPU and RSS sampled."""
+
+    def __init__(self, kind: str, port: int, workdir: str, baseline_loop: str):
+        if kind == "netcore":
+            cmd = pinned(SERVER_CORE, "-m", "game.cli", "--port", str(port), "--log-level",
+                         "WARNING", "--db", os.path.join(workdir, f"bench-{port}.db"),
+                         "--max-sessions", "30000")
+        else:
+            cmd = pinned(SERVER_CORE, str(HERE / "baseline_server.py"), "--port", str(port),
+                         "--loop", baseline_loop)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+        banner = self.proc.stdout.readline()
+        if "listening" not in banner:
+            raise RuntimeError(f"{kind} server did not start: {banner!r}")
+        self.samples: list[tuple[float, float, int]] = []   # (time, cpu seconds, rss bytes)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def read(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        rss = int(fields[21]) * PAGE
+        return time.monotonic(), cpu, rss
+
+    def _sample(self):
+        while not self._stop.wait(0.25):
+            try:
+                self.samples.append(self.read())
+            except (OSError, IndexError):
+                return
+
+    def rss(self) -> int:
+        return self.read()[2]
+
+    def peak_cpu(self) -> float:
+        """CPU percent of the busiest 1-second window."""
+        best, s = 0.0, self.samples
+        j = 0
+        for i in range(len(s)):
+            while j < len(s) and s[j][0] - s[i][0] < 1.0:
+                j += 1
+            if j < len(s):
+                best = max(best, (s[j][1] - s[i][1]) / (s[j][0] - s[i][0]) * 100)
+        return best
+
+    def peak_rss(self) -> int:
+        return max((r for _, _, r in self.samples), default=0)
+
+    def stop(self):
+        self._stop.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def dummy(port, clients, rooms, rate, duration, *extra) -> dict:
+    cmd = pinned(LOAD_CORE, "-m", "dummy.cli", "--port", str(port), "--clients", str(clients),
+                 "--rooms", str(rooms), "--rate", str(rate), "--duration", str(duration),
+                 "--connect-rate", "5000", "--json", *extra)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    lines = out.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"dummy printed nothing: {out.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def passes(r: dict) -> bool:
+    return r["ok"] and r["lost"] == 0 and r["latency_ms"].get("p99", 1e9) < 100
+
+
+def scenario(kind, clients, rooms, args, port):
+    runs = []
+    for _ in range(args.repeat):
+        server = Server(kind, port, args.workdir, args.baseline_loop)
+        try:
+            r = dummy(port, clients, rooms, args.rate, args.duration)
+            r["cpu"], r["rss"] = server.peak_cpu(), server.peak_rss()
+        finally:
+            server.stop()
+        runs.append(r)
+        port += 1
+    med = lambda f: statistics.median(f(r) for r in runs)   # noqa: E731
+    return {
+        "deliveries": med(lambda r: r["deliveries_per_s"]),
+        "p50": med(lambda r: r["latency_ms"].get("p50", float("nan"))),
+        "p99": med(lambda r: r["latency_ms"].get("p99", float("nan"))),
+        "max": med(lambda r: r["latency_ms"].get("max", float("nan"))),
+        "lost": med(lambda r: r["lost"] + r["failed"] * 0),
+        "failed": med(lambda r: r["failed"]),
+        "cpu": med(lambda r: r["cpu"]),
+        "rss": med(lambda r: r["rss"]),
+        "pass": sum(passes(r) for r in runs) * 2 > len(runs),
+    }, port
+
+
+def row(kind, clients, rooms, m, base=None):
+    ratio = f"x{m['deliveries'] / base['deliveries']:.2f}" if base and base["deliveries"] else ""
+    print(f"  {kind:8s} {clients:>6,} cl {rooms:>3} rm  {m['deliveries']:>11,.0f} deliv/s {ratio:>7s}"
+          f"  p50 {m['p50']:8.2f}  p99 {m['p99']:8.2f}  max {m['max']:8.2f} ms"
+          f"  lost {m['lost']:>9,.0f}  cpu {m['cpu']:5.1f}%  rss {m['rss'] / 2**20:7.1f} MiB"
+          f"  {'PASS' if m['pass'] else 'FAIL'}", flush=True)
+
+
+def hold(args, port, clients=10_000):
+    """Idle in-game clients: the server's RSS per client."""
+    server = Server("netcore", port, args.workdir, args.baseline_loop)
+    try:
+        before = server.rss()
+        r = dummy(port, clients, 100, args.rate, 1, "--hold")
+        after = server.peak_rss()
+    finally:
+        server.stop()
+    per = (after - before) / max(r["in_game"], 1)
+    print(f"  hold: {r['in_game']:,} in game idle, server RSS {before / 2**20:.1f} -> "
+          f"{after / 2**20:.1f} MiB: {per / 1024:.2f} KiB per client (target <= 5 KB)", flush=True)
+
+
+def storm(args, port, clients=5_000):
+    """Logins plus enters per second for a burst of clients."""
+    rates = []
+    for _ in range(args.repeat):
+        server = Server("netcore", port, args.workdir, args.baseline_loop)
+        try:
+            r = dummy(port, clients, 10, args.rate, 1, "--hold", "--connect-rate", "1000000")
+        finally:
+            server.stop()
+        rates.append(r["logins_per_s"])
+        port += 1
+    print(f"  login storm: {clients:,} clients, login + enter {statistics.median(rates):,.0f}/s "
+          f"(median of {len(rates)}; target >= 20,000/s)", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--rate", type=float, default=1.0)
+    ap.add_argument("--baseline-loop", choices=["asyncio", "uvloop"], default="asyncio")
+    ap.add_argument("--port", type=int, default=7900)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["sweep", "rooms", "hold", "storm"])
+    args = ap.parse_args()
+    counts = [100, 1000] if args.quick else [100, 500, 1000, 1500, 2000, 2500]
+    port = args.port
+    with tempfile.TemporaryDirectory() as workdir:
+        args.workdir = workdir
+        print(f"server on core {SERVER_CORE}, dummy on core {LOAD_CORE}; rate {args.rate}/s, "
+              f"{args.duration:.0f} s per run, median of {args.repeat}; baseline on "
+              f"{args.baseline_loop}, netcore on its default loop", flush=True)
+        largest = {"netcore": 0, "baseline": 0}
+        if "sweep" not in args.skip:
+            for clients in counts:
+                base, port = scenario("baseline", clients, 1, args, port)
+                mine, port = scenario("netcore", clients, 1, args, port)
+                row("baseline", clients, 1, base)
+                row("netcore", clients, 1, mine, base)
+                for kind, m in (("baseline", base), ("netcore", mine)):
+                    if m["pass"]:
+                        largest[kind] = max(largest[kind], clients)
+            print(f"  largest passing client count (one room): netcore {largest['netcore']:,}, "
+                  f"baseline {largest['baseline']:,}", flush=True)
+        if "rooms" not in args.skip and not args.quick:
+            base, port = scenario("baseline", 10_000, 100, args, port)
+            mine, port = scenario("netcore", 10_000, 100, args, port)
+            row("baseline", 10_000, 100, base)
+            row("netcore", 10_000, 100, mine, base)
+        if "hold" not in args.skip:
+            hold(args, port)
+            port += 1
+        if "storm" not in args.skip:
+            storm(args, port)
+
+
+if __name__ == "__main__":
+    main()
