@@ -39,7 +39,8 @@ class ServerProcess:
         return self.log_path.read_text()
 
     def stop(self, sig=signal.SIGTERM, timeout=20.0):
-        if self.proc.poll() is None:
+        """Send sig unless the server has exited (None: send nothing), wait, return its exit code."""
+        if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout)

@@ -37,7 +37,9 @@ def test_sigterm_during_chat_loses_no_accepted_chat(run, tmp_path, loop_kind):
         return clients
 
     clients = run(go(), timeout=60)
-    assert server.stop() == 0
+    # SIGTERM was sent above. A second one that lands after netcore.run has closed the
+    # loop (which restores SIG_DFL) but before the process exits kills it: -15.
+    assert server.stop(sig=None) == 0
     # Every chat the server accepted reached every client still connected:
     # they all hold the same sequence, whatever moment the signal landed.
     reference = clients[0].chats
