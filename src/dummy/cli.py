@@ -16,7 +16,7 @@ import json
 import sys
 
 import netcore
-from netcore.loop import LOOP_KINDS
+from netcore.loop import LOOP_KINDS, tune_gc_for_serving
 
 from dummy.client import DummyConfig, DummyError, Report, run_dummy
 
@@ -109,6 +109,7 @@ def main(argv=None) -> int:
     # With --json stdout carries one JSON line only; progress may use stderr.
     live = sys.stderr if args.json else sys.stdout
     progress = ProgressLine(live) if live.isatty() else None
+    tune_gc_for_serving()
     try:
         report = netcore.run(run_dummy(config, progress), kind)
     except DummyError as exc:

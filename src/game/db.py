@@ -50,9 +50,8 @@ class Character:
     player_type: int
 
 
-def guest_characters() -> tuple[Character, ...]:
-    """A guest (empty C_LOGIN) plays the default characters; nothing is stored."""
-    return tuple(Character(0, name, ptype) for name, ptype in DEFAULT_CHARACTERS)
+# A guest (empty C_LOGIN) plays the default characters; nothing is stored.
+GUEST_CHARACTERS = tuple(Character(0, name, ptype) for name, ptype in DEFAULT_CHARACTERS)
 
 
 class Database(abc.ABC):

@@ -28,6 +28,7 @@ class ServerConfig:
     max_packet_size: int = 4096
     max_pending_bytes: int = 1 << 20
     room_announce_seconds: float = 0        # a room tick example; 0 is off
+    flush_interval_ms: float = 0            # see netcore SendFlusher: pacing under load
     loop: str | None = None
     log_level: str = "INFO"
 
@@ -51,7 +52,8 @@ class GameServer:
         self.service = ServerService(
             lambda: GameSession(self), config.host, config.port,
             max_sessions=config.max_sessions, max_packet_size=config.max_packet_size,
-            max_pending_bytes=config.max_pending_bytes)
+            max_pending_bytes=config.max_pending_bytes,
+            flush_interval_ms=config.flush_interval_ms)
         self._player_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
 

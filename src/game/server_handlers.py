@@ -11,7 +11,10 @@ import logging
 from packets.Protocol_pb2 import S_ENTER_GAME, S_LOGIN
 from packets.Struct_pb2 import Player as PlayerInfo
 
-from game.db import guest_characters
+from netcore import SendBufferPool
+from packets.server_dispatch import PKT_S_LOGIN
+
+from game.db import GUEST_CHARACTERS
 from game.player import Player
 from game.session import State
 
@@ -25,7 +28,10 @@ def handle_C_LOGIN(session, pkt):
         session.send_packet(S_LOGIN(success=False))
         return
     if not pkt.account:
-        finish_login(session, "", guest_characters())
+        session.account = ""
+        session.characters = GUEST_CHARACTERS
+        session.state = State.LOGGED_IN
+        session.send(_GUEST_LOGIN)          # the same bytes for every guest
         return
     session.state = State.LOGGING_IN
     session.server.spawn(_login(session, pkt.account, pkt.password))
@@ -51,8 +57,17 @@ def finish_login(session, account, characters):
     session.account = account
     session.characters = characters
     session.state = State.LOGGED_IN
-    session.send_packet(S_LOGIN(success=True, players=[
-        PlayerInfo(id=c.db_id, name=c.name, playerType=c.player_type) for c in characters]))
+    session.send_packet(login_reply(characters))
+
+
+def login_reply(characters):
+    return S_LOGIN(success=True, players=[
+        PlayerInfo(id=c.db_id, name=c.name, playerType=c.player_type) for c in characters])
+
+
+# Built once in a pool of its own, so the buffer it keeps forever pins no
+# chunk of the shared pool.
+_GUEST_LOGIN = SendBufferPool(256).write(PKT_S_LOGIN, login_reply(GUEST_CHARACTERS).SerializeToString())
 
 
 def handle_C_ENTER_GAME(session, pkt):

@@ -39,7 +39,8 @@ class GameSession(netcore.PacketSession):
         self.player: "Player | None" = None
 
     def on_connected(self) -> None:
-        log.info("session %d connected from %s", self.session_id, self.peername)
+        if log.isEnabledFor(logging.INFO):      # peername costs a syscall: only when logged
+            log.info("session %d connected from %s", self.session_id, self.peername)
 
     def on_recv_packet(self, pkt_id: int, payload: bytes) -> None:
         self.server.dispatcher.dispatch(self, pkt_id, payload)

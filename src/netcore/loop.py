@@ -6,6 +6,7 @@ variable (``uvloop`` or ``asyncio``), then uvloop if it imports, else asyncio.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from typing import Any, Coroutine
 
@@ -58,3 +59,16 @@ def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
         t.cancel()
     if tasks:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+def tune_gc_for_serving(young_threshold: int = 50_000) -> None:
+    """Call once start-up is done, in a long-running server or load generator.
+
+    What start-up allocated lives as long as the process: freeze it out of
+    every collection. And collect the young generation far less often: a
+    login storm allocates sessions by the thousand, all freed by reference
+    counting (netcore breaks its cycles on disconnect), and the default
+    threshold of 700 made the collector a quarter of a storm's CPU time.
+    """
+    gc.freeze()
+    gc.set_threshold(young_threshold, 20, 20)

@@ -16,6 +16,7 @@ cdef class Service:
     cdef readonly Py_ssize_t max_packet_size
     cdef readonly Py_ssize_t max_pending_bytes
     cdef readonly unsigned long long rejected
+    cdef readonly double flush_interval_ms
     cdef SendFlusher flusher
     cdef object new_session(self)
 

@@ -15,13 +15,17 @@ cdef class Service:
 
     def __init__(self, session_factory, *, Py_ssize_t max_sessions=DEFAULT_MAX_SESSIONS,
                  Py_ssize_t max_packet_size=MAX_WIRE_SIZE,
-                 Py_ssize_t max_pending_bytes=DEFAULT_MAX_PENDING_BYTES):
+                 Py_ssize_t max_pending_bytes=DEFAULT_MAX_PENDING_BYTES,
+                 double flush_interval_ms=0):
         if not callable(session_factory):
             raise TypeError("session_factory must be callable")
         if max_sessions < 1:
             raise ValueError("max_sessions must be >= 1")
         if max_pending_bytes < 1:
             raise ValueError("max_pending_bytes must be >= 1")
+        if flush_interval_ms < 0:
+            raise ValueError("flush_interval_ms must be >= 0")
+        self.flush_interval_ms = flush_interval_ms
         self.session_factory = session_factory
         self.sessions = {}
         self.max_sessions = max_sessions
@@ -38,7 +42,7 @@ cdef class Service:
     cdef object new_session(self):
         cdef Session s
         if self.flusher is None:
-            self.flusher = SendFlusher(asyncio.get_running_loop())
+            self.flusher = SendFlusher(asyncio.get_running_loop(), self.flush_interval_ms)
         obj = self.session_factory()
         if not isinstance(obj, Session):
             raise TypeError(f"session_factory returned {type(obj).__name__}, not a Session")
@@ -86,7 +90,7 @@ cdef class ServerService(Service):
     """Listens and accepts: one session from session_factory per connection."""
 
     def __init__(self, session_factory, str host="127.0.0.1", int port=0, *,
-                 int backlog=1024, **limits):
+                 int backlog=4096, **limits):
         super().__init__(session_factory, **limits)
         self.host = host
         self.port = port
@@ -94,7 +98,7 @@ cdef class ServerService(Service):
 
     async def start(self):
         loop = asyncio.get_running_loop()
-        self.flusher = SendFlusher(loop)
+        self.flusher = SendFlusher(loop, self.flush_interval_ms)
         self.server = await loop.create_server(
             self._accept, self.host, self.port, backlog=self.backlog, reuse_address=True)
         self.port = self.server.sockets[0].getsockname()[1]

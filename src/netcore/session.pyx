@@ -38,16 +38,25 @@ cdef class SendFlusher:
     2,000 handles on the loop's ready queue.
     """
 
-    def __cinit__(self, loop):
+    def __cinit__(self, loop, double interval_ms=0):
+        if interval_ms < 0:
+            raise ValueError("flush interval must be >= 0")
         self.loop = loop
         self.dirty = []
         self.spare = []
+        self.interval = interval_ms / 1000.0
         self.run_cb = self.run
 
     cdef int add(self, Session s) except -1:
+        cdef double due
         self.dirty.append(s)
         if not self.scheduled:
             self.scheduled = True
+            if self.interval > 0:
+                due = self.last_run + self.interval
+                if due > self.loop.time():
+                    self.loop.call_at(due, self.run_cb)
+                    return 0
             self.loop.call_soon(self.run_cb)
         return 0
 
@@ -56,6 +65,9 @@ cdef class SendFlusher:
         cdef Py_ssize_t i
         cdef Session s
         self.scheduled = False
+        self.runs += 1
+        if self.interval > 0:
+            self.last_run = self.loop.time()
         self.dirty = self.spare      # sessions dirtied during this run go to the next one
         for i in range(PyList_GET_SIZE(batch)):
             s = <Session>PyList_GET_ITEM(batch, i)
@@ -114,6 +126,13 @@ cdef class Session:
     # -- public API -------------------------------------------------------
 
     @property
+    def peername(self):
+        """The peer's address (fetched once, on first use)."""
+        if self._peername is None and self.transport is not None:
+            self._peername = self.transport.get_extra_info("peername")
+        return self._peername
+
+    @property
     def connected(self):
         return self.transport is not None and not self.closing
 
@@ -144,18 +163,19 @@ cdef class Session:
                        self.max_pending_bytes if max_pending_bytes is None else max_pending_bytes)
 
     async def wait_closed(self):
-        if self.closed is not None:
-            await asyncio.shield(self.closed)
+        """Return once connection_lost (and so on_disconnected) has run."""
+        if self.lost:
+            return
+        if self.closed is None:
+            self.closed = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self.closed)
 
     # -- asyncio protocol -------------------------------------------------
 
     def connection_made(self, transport):
-        loop = asyncio.get_running_loop()
         self.transport = transport
-        self.peername = transport.get_extra_info("peername")
-        self.closed = loop.create_future()
         if self.flusher is None:
-            self.flusher = SendFlusher(loop)
+            self.flusher = SendFlusher(asyncio.get_running_loop())
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         if self.service is not None and not self.service._session_started(self):
             return
@@ -183,7 +203,8 @@ cdef class Session:
             self.on_disconnected(reason)
         finally:
             self.transport = None
-            if not self.closed.done():
+            self.lost = True
+            if self.closed is not None and not self.closed.done():
                 self.closed.set_result(reason)
 
     def pause_writing(self):
@@ -269,6 +290,8 @@ cdef class Session:
         self.close_reason = Disconnect(kind, detail)
         if self.transport is None:
             return 0
+        if kind in _PEER_FAULTS:
+            self.peername           # fetched while the socket is open: the log names the peer
         if abort:
             self.queue.clear()
             self.transport.abort()
