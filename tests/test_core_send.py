@@ -118,3 +118,28 @@ def test_a_reader_that_stalls_is_cut_off_and_the_others_get_everything(run):
             assert healthy.reason is None
             stalled.close()
     run(go(), timeout=60)
+
+
+def test_a_paced_flusher_batches_under_load_and_not_when_idle(run):
+    async def go():
+        loop = asyncio.get_running_loop()
+        made = ServerSessions(Recorder)
+        async with ServerService(made, flush_interval_ms=20) as server:
+            (client,) = await ClientService(Recorder, port=server.port).start()
+            (peer,) = await made.wait_count(1)
+            # Idle: the first packet still leaves in the next iteration, not 20 ms later.
+            writes = peer.writes
+            peer.send(netcore.make_packet(1005, b"first"))
+            await client.wait_packets(1)
+            assert peer.writes - writes == 1
+            # Under load, a packet per iteration: writes are at least 20 ms apart.
+            writes, start = peer.writes, loop.time()
+            for i in range(300):
+                peer.send(netcore.make_packet(1005, b"%d" % i))
+                await asyncio.sleep(0)          # one loop iteration per packet
+            got = await client.wait_packets(301)
+            elapsed = loop.time() - start
+            assert [p for _, p in got[1:]] == [b"%d" % i for i in range(300)]
+            assert peer.writes - writes <= elapsed / 0.020 + 2
+            assert peer.writes - writes < 300
+    run(go())
