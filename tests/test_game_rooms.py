@@ -55,3 +55,25 @@ def test_a_room_tick_announces_its_member_count(run, tmp_path):
             await server.rooms.drain()              # runs the leave job, which drops the room
             assert server.rooms.get(5) is None and room.closed
     run(go())
+
+
+def test_a_chat_is_serialized_once_whatever_the_room_size(run, tmp_path, monkeypatch):
+    import game.room
+    calls = []
+    real = game.room.make_send_buffer
+
+    def counting(pkt):
+        calls.append(type(pkt).__name__)
+        return real(pkt)
+
+    monkeypatch.setattr(game.room, "make_send_buffer", counting)
+
+    async def go():
+        config = ServerConfig(port=0)
+        async with GameServer(config, SQLiteDatabase(tmp_path / "game.db")) as server:
+            members = await in_game(server.port, 40, room=3)
+            members[0].send_pkt(pb.C_CHAT(msg="once"))
+            for c in members:
+                assert await c.wait_chats(1) == [(members[0].player_id, "once")]
+    run(go())
+    assert calls == ["S_CHAT"]
