@@ -46,6 +46,7 @@ def parse_args(argv=None):
     ap.add_argument("--loop", choices=LOOP_KINDS, help="default: uvloop when installed")
     ap.add_argument("--json", action="store_true",
                     help="print one JSON line on stdout instead of the table")
+    ap.add_argument("--version", action="version", version=f"netcore-dummy {netcore.__version__}")
     args = ap.parse_args(argv)
     config = DummyConfig(
         host=args.host, port=args.port, clients=args.clients, rate=args.rate,

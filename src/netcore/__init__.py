@@ -7,6 +7,7 @@ Subclass `PacketSession` and override its `on_*` callbacks; run sessions with
 import asyncio
 
 from netcore import session as _session
+from netcore._version import __version__
 from netcore.errors import (
     Disconnect,
     DisconnectReason,
@@ -20,8 +21,6 @@ from netcore.loop import new_event_loop, resolve_loop_kind, run
 from netcore.sendbuffer import SendBuffer, SendBufferPool, default_pool, make_packet
 from netcore.service import ClientService, ServerService
 from netcore.session import send_to_all
-
-__version__ = "0.1.0"
 
 
 # The Cython cores cannot inherit from a Python class; these add the
