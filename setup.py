@@ -31,10 +31,15 @@ def extensions(package):
     ]
 
 
+# Compile the extensions in parallel, one per core (`build_ext -j N` still
+# overrides); MSVC builds stay serial.
+PARALLEL = {"build_ext": {"parallel": os.cpu_count() or 1}} if os.name != "nt" else {}
+
 setup(
     ext_modules=cythonize(
         extensions("netcore") + extensions("packets") + extensions("dummy"),
         compiler_directives=DIRECTIVES,
         include_path=[os.path.join(HERE, "src")],
     ),
+    options=PARALLEL,
 )
