@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Pack netcore-server into a one-file executable.
+#
+#   bash tools/build_server_exe.sh [DIST_DIR]    # default DIST_DIR: dist
+#
+# Produces DIST_DIR/netcore-server, which takes the same arguments as the
+# installed `netcore-server` and needs no Python install. It bundles what the
+# chosen interpreter imports: netcore must be installed there (`pip install .`,
+# so that its compiled extensions exist) together with pyinstaller; uvloop is
+# bundled when that interpreter has it. Set PYTHON to pick the interpreter
+# (default: python3). The executable runs on machines like the one it was
+# built on (same OS and CPU, a glibc at least as new).
+set -euo pipefail
+
+dist="$(mkdir -p "${1:-dist}" && cd "${1:-dist}" && pwd)"
+py="${PYTHON:-python3}"
+# PyInstaller's work files go to a throwaway directory, not the checkout.
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+"$py" -c "import netcore.session, packets.server_dispatch" || {
+    echo "build_server_exe: netcore is not installed (compiled) for $py: pip install . first" >&2
+    exit 1
+}
+
+cat > "$work/netcore_server.py" <<'EOF'
+import sys
+
+from game.cli import main
+
+sys.exit(main())
+EOF
+
+# The compiled modules import one another (and packets.*_pb2) from C, where
+# PyInstaller's import analysis cannot see them: collect the packages whole.
+# uvloop and protobuf are found through their Python imports and hooks.
+"$py" -m PyInstaller --onefile --noconfirm --log-level WARN \
+    --name netcore-server \
+    --collect-submodules netcore \
+    --collect-submodules packets \
+    --collect-submodules game \
+    --distpath "$dist" --workpath "$work/build" --specpath "$work" \
+    "$work/netcore_server.py"
+echo "build_server_exe: wrote $dist/netcore-server"
