@@ -1,8 +1,12 @@
 """Shared fixtures: every networking test runs once per supported event loop."""
 import asyncio
-import resource
 
 import pytest
+
+try:
+    import resource
+except ImportError:        # Windows: no rlimits to raise
+    resource = None
 
 import netcore
 from netcore.loop import uvloop_available
@@ -11,6 +15,8 @@ LOOP_KINDS = ["asyncio", "uvloop"]
 
 
 def pytest_configure(config):
+    if resource is None:
+        return
     # A thousand loopback clients are 2,000 descriptors in one process.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 8192 if hard == resource.RLIM_INFINITY else min(hard, 8192)
