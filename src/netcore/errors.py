@@ -35,6 +35,9 @@ class DisconnectReason(enum.Enum):
     HANDLER_ERROR = "handler error"
     SLOW_CONSUMER = "slow consumer"
     SERVER_FULL = "server full"
+    RATE_LIMITED = "rate limited"
+    LOGIN_TIMEOUT = "login timeout"
+    IDLE_TIMEOUT = "idle timeout"
     CLOSED = "closed locally"
     SHUTDOWN = "shutdown"
 

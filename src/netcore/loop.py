@@ -72,3 +72,29 @@ def tune_gc_for_serving(young_threshold: int = 50_000) -> None:
     """
     gc.freeze()
     gc.set_threshold(young_threshold, 20, 20)
+
+
+def raise_open_files_limit(want: int) -> int | None:
+    """Raise this process's soft limit on open files to `want` if it is lower,
+    as far as the hard limit allows; return the soft limit now in force, or
+    None when it is unlimited or the platform has none (Windows).
+
+    Every connection is a descriptor, and the usual default of 1024 would
+    otherwise cap a server at about a thousand clients, whatever its
+    max_sessions says.
+    """
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    if soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):      # macOS caps the soft limit below "unlimited"
+            pass
+    return soft

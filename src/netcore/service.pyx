@@ -1,14 +1,140 @@
 # cython: language_level=3
 import asyncio
+import errno
 import logging
+import math
+import os
+import socket
+import time
 
 from netcore.errors import DisconnectReason
 
+from cpython.dict cimport PyDict_Next
+from cpython.object cimport PyObject
+from cpython.time cimport PyTime_MonotonicRaw, PyTime_t
+
 from netcore.framing cimport MAX_WIRE_SIZE
 from netcore.sendbuffer cimport SendBuffer
-from netcore.session cimport DEFAULT_MAX_PENDING_BYTES, SendFlusher, Session, send_to_all
+from netcore.session cimport (
+    DEFAULT_MAX_PENDING_BYTES, RateLimit, SendFlusher, Session, default_burst, rate_init,
+    send_to_all,
+)
 
 log = logging.getLogger("netcore.service")
+
+cdef object LOGIN_TIMEOUT = DisconnectReason.LOGIN_TIMEOUT
+cdef object IDLE_TIMEOUT = DisconnectReason.IDLE_TIMEOUT
+cdef tuple _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
+
+
+cdef PyTime_t _seconds_ns(str name, double seconds) except -1:
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0")
+    return <PyTime_t>(seconds * 1e9)
+
+
+class ListenSocket(socket.socket):
+    """A listening socket that sheds connections when the process is out of
+    file descriptors instead of failing its accept (see service.pxd)."""
+
+    __slots__ = ("_spare", "_shed", "_shed_logged_at")
+
+    def __init__(self, *args, **kwargs):
+        socket.socket.__init__(self, *args, **kwargs)
+        self._spare = -1
+        self._shed = 0
+        self._shed_logged_at = -1e9
+
+    def listen(self, *args):
+        # Called by the selector and proactor loops when they start serving,
+        # never by uvloop, which has a spare of its own.
+        if self._spare < 0:
+            self._spare = _open_spare()
+        socket.socket.listen(self, *args)
+
+    def accept(self):
+        try:
+            return socket.socket.accept(self)
+        except OSError as exc:
+            if exc.errno not in _OUT_OF_FDS:
+                raise
+        self._shed_pending()
+        # What the loop expects when nothing is pending: it stops accepting
+        # until the socket is readable again, and has nothing to log.
+        raise BlockingIOError(errno.EAGAIN, "out of file descriptors: pending connections shed")
+
+    def _shed_pending(self):
+        cdef Py_ssize_t n = 0
+        if self._spare >= 0:
+            os.close(self._spare)
+            self._spare = -1
+        while True:
+            try:
+                conn, _ = socket.socket.accept(self)
+            except ConnectionAbortedError:
+                continue
+            except OSError:
+                # EAGAIN: all shed. EMFILE: another thread took the spare's
+                # descriptor; until one is free again the loop finds the socket
+                # readable and comes back every iteration (a spin, but one that
+                # still serves every other socket).
+                break
+            conn.close()
+            n += 1
+        self._spare = _open_spare()
+        self._shed += n
+        now = time.monotonic()
+        if self._shed and now - self._shed_logged_at >= SHED_LOG_INTERVAL_MS / 1000.0:
+            log.warning("out of file descriptors: closed %d connections that could not be "
+                        "accepted (raise the open-files limit, or lower max sessions)",
+                        self._shed)
+            self._shed = 0
+            self._shed_logged_at = now
+
+    def close(self):
+        if self._spare >= 0:
+            os.close(self._spare)
+            self._spare = -1
+        socket.socket.close(self)
+
+
+def _open_spare():
+    try:
+        return os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return -1       # out of descriptors already: the next listen() or shed retries
+
+
+async def _listen_sockets(str host, int port):
+    """Bound (not yet listening) sockets for every address of host, as
+    loop.create_server would make them."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host or None, port, family=socket.AF_UNSPEC,
+                                   type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    socks, seen = [], set()
+    try:
+        for family, socktype, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = ListenSocket(family, socktype, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise OSError(exc.errno, f"error while attempting to bind on address "
+                                         f"{address!r}: {exc.strerror.lower()}") from None
+            sock.setblocking(False)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    if not socks:
+        raise OSError(f"no address to listen on for {host!r}")
+    return socks
 
 
 cdef class Service:
@@ -16,7 +142,14 @@ cdef class Service:
     def __init__(self, session_factory, *, Py_ssize_t max_sessions=DEFAULT_MAX_SESSIONS,
                  Py_ssize_t max_packet_size=MAX_WIRE_SIZE,
                  Py_ssize_t max_pending_bytes=DEFAULT_MAX_PENDING_BYTES,
-                 double flush_interval_ms=0):
+                 double flush_interval_ms=0, double packet_rate=0, Py_ssize_t packet_burst=0,
+                 double login_timeout=0, double idle_timeout=0):
+        """packet_rate: packets/s each session may send, 0 for no limit, with
+        bursts of packet_burst (0: one second's worth). login_timeout: seconds
+        a session has to call mark_logged_in(). idle_timeout: seconds without
+        a packet after that (or after connecting, with no login_timeout).
+        Each 0 is off."""
+        cdef RateLimit check
         if not callable(session_factory):
             raise TypeError("session_factory must be callable")
         if max_sessions < 1:
@@ -25,12 +158,20 @@ cdef class Service:
             raise ValueError("max_pending_bytes must be >= 1")
         if flush_interval_ms < 0:
             raise ValueError("flush_interval_ms must be >= 0")
+        packet_burst = default_burst(packet_rate, packet_burst)
+        rate_init(&check, packet_rate, packet_burst)    # refuse a bad limit now, not per session
+        self.login_timeout_ns = _seconds_ns("login_timeout", login_timeout)
+        self.idle_timeout_ns = _seconds_ns("idle_timeout", idle_timeout)
         self.flush_interval_ms = flush_interval_ms
         self.session_factory = session_factory
         self.sessions = {}
         self.max_sessions = max_sessions
         self.max_packet_size = max_packet_size
         self.max_pending_bytes = max_pending_bytes
+        self.packet_rate = packet_rate
+        self.packet_burst = packet_burst if packet_rate > 0 else 0
+        self.login_timeout = login_timeout
+        self.idle_timeout = idle_timeout
 
     def __len__(self):
         return len(self.sessions)
@@ -47,8 +188,61 @@ cdef class Service:
         if not isinstance(obj, Session):
             raise TypeError(f"session_factory returned {type(obj).__name__}, not a Session")
         s = <Session>obj
-        s.configure(self, self.flusher, self.max_packet_size, self.max_pending_bytes)
+        s.configure(self, self.flusher, self.max_packet_size, self.max_pending_bytes,
+                    self.packet_rate, self.packet_burst)
         return s
+
+    cdef int start_sweeping(self, object loop) except -1:
+        cdef PyTime_t shortest
+        if self.sweep_handle is not None or not (self.login_timeout_ns or self.idle_timeout_ns):
+            return 0
+        if not self.login_timeout_ns or (self.idle_timeout_ns
+                                         and self.idle_timeout_ns < self.login_timeout_ns):
+            shortest = self.idle_timeout_ns
+        else:
+            shortest = self.login_timeout_ns
+        self.sweep_interval = min(max(shortest / 1e9 / SWEEP_DIVISIONS, MIN_SWEEP_MS / 1000.0),
+                                  MAX_SWEEP_MS / 1000.0)
+        self.loop = loop
+        self.sweep_cb = self._sweep
+        self.sweep_handle = loop.call_later(self.sweep_interval, self.sweep_cb)
+        return 0
+
+    cdef void stop_sweeping(self) noexcept:
+        if self.sweep_handle is not None:
+            self.sweep_handle.cancel()
+            self.sweep_handle = None
+
+    def _sweep(self):
+        """Close every session past its login deadline or idle timeout."""
+        cdef PyTime_t now = PyTime_MonotonicRaw()
+        cdef Py_ssize_t pos = 0
+        cdef PyObject* key
+        cdef PyObject* value
+        cdef Session s
+        cdef list late = None
+        cdef list idle = None
+        self.sweep_handle = self.loop.call_later(self.sweep_interval, self.sweep_cb)
+        while PyDict_Next(self.sessions, &pos, &key, &value):
+            s = <Session>value
+            if s.closing:
+                continue
+            if self.login_timeout_ns and not s.logged_in:
+                if now - s.connected_ns >= self.login_timeout_ns:
+                    if late is None:
+                        late = []
+                    late.append(s)
+            elif self.idle_timeout_ns and now - s.last_recv_ns >= self.idle_timeout_ns:
+                if idle is None:
+                    idle = []
+                idle.append(s)
+        # Closed after the walk: a close may end up changing the dict.
+        if late is not None:
+            for s in late:
+                s.close(LOGIN_TIMEOUT, f"not logged in within {self.login_timeout:g} s", False)
+        if idle is not None:
+            for s in idle:
+                s.close(IDLE_TIMEOUT, f"no packet for {self.idle_timeout:g} s", False)
 
     def _session_started(self, Session s):
         """Called from connection_made: register, or refuse when full."""
@@ -99,9 +293,21 @@ cdef class ServerService(Service):
     async def start(self):
         loop = asyncio.get_running_loop()
         self.flusher = SendFlusher(loop, self.flush_interval_ms)
-        self.server = await loop.create_server(
-            self._accept, self.host, self.port, backlog=self.backlog, reuse_address=True)
-        self.port = self.server.sockets[0].getsockname()[1]
+        socks = await _listen_sockets(self.host, self.port)
+        self.servers = []
+        try:
+            for sock in socks:
+                self.servers.append(await loop.create_server(
+                    self._accept, sock=sock, backlog=self.backlog))
+        except BaseException:
+            for server in self.servers:
+                server.close()
+            for sock in socks:
+                sock.close()
+            self.servers = None
+            raise
+        self.port = socks[0].getsockname()[1]
+        self.start_sweeping(loop)
         log.info("listening on %s:%d", self.host, self.port)
         return self
 
@@ -114,19 +320,22 @@ cdef class ServerService(Service):
 
     @property
     def listening(self):
-        return self.server is not None and self.server.is_serving()
+        return self.servers is not None and any(s.is_serving() for s in self.servers)
 
     def stop_accepting(self):
-        if self.server is not None:
-            self.server.close()
+        if self.servers is not None:
+            for server in self.servers:
+                server.close()
 
     async def close(self, reason=DisconnectReason.SHUTDOWN, float timeout=5.0):
         """Stop accepting, deliver what is queued, close every session."""
         self.stop_accepting()
+        self.stop_sweeping()
         await self.close_sessions(reason, timeout)
-        if self.server is not None:
-            await self.server.wait_closed()
-            self.server = None
+        if self.servers is not None:
+            for server in self.servers:
+                await server.wait_closed()
+            self.servers = None
 
     async def __aenter__(self):
         return await self.start()
@@ -171,10 +380,12 @@ cdef class ClientService(Service):
                     self.failures.append(exc)
                     return None
 
+        self.start_sweeping(asyncio.get_running_loop())
         results = await asyncio.gather(*[one() for _ in range(self.count)])
         return [s for s in results if s is not None]
 
     async def close(self, reason=DisconnectReason.CLOSED, float timeout=5.0):
+        self.stop_sweeping()
         await self.close_sessions(reason, timeout)
 
     async def __aenter__(self):

@@ -17,6 +17,8 @@
 # buffer over WRITE_HIGH_WATER) packets wait in the queue, counted against the
 # same bound.
 
+from cpython.time cimport PyTime_t
+
 from netcore.framing cimport FrameReader
 from netcore.recvbuffer cimport RecvBuffer
 from netcore.sendbuffer cimport SendBuffer
@@ -30,6 +32,37 @@ cdef enum:
     # input instead would make the kernel send RST, and an RST can destroy
     # the very bytes the close was meant to deliver.
     LINGER_MS = 3000
+
+
+# Inbound rate limit: a token bucket per session, `burst` packets deep,
+# refilled at `rate` packets/s; a packet that finds it empty closes the session
+# (RATE_LIMITED) before it is delivered. Kept as GCRA, the same bucket in one
+# int64: `tat` is the time the bucket will be full again, and a packet is
+# admitted when that is at most (burst - 1) intervals ahead of now. So the
+# per-packet cost is two compares and an add, with no floating point whose
+# rounding would make the limit depend on how reads happen to be split.
+#
+# `now` is read once per socket read, not per packet: every packet of one read
+# arrived together, and a flood comes in 256 KiB reads of thousands of packets.
+# That clock read (tens of ns next to a read syscall of microseconds) also
+# stamps last_recv_ns for the idle sweep, so it is taken on every read.
+cdef struct RateLimit:
+    PyTime_t interval           # ns per packet: 1e9 / rate; 0 is no limit
+    PyTime_t tolerance          # (burst - 1) * interval
+    PyTime_t tat                # when the bucket is full again (0: full)
+
+
+cdef int rate_init(RateLimit* rl, double packet_rate, Py_ssize_t packet_burst) except -1
+cpdef Py_ssize_t default_burst(double packet_rate, Py_ssize_t packet_burst) except -1
+
+
+cdef inline bint rate_admit(RateLimit* rl, PyTime_t now) noexcept:
+    if rl.tat < now:
+        rl.tat = now            # quiet long enough: a full bucket
+    elif rl.tat - now > rl.tolerance:
+        return False
+    rl.tat += rl.interval
+    return True
 
 
 # Flush pacing: with interval 0 the flusher runs in the next loop iteration.
@@ -58,6 +91,15 @@ cdef class Session:
     cdef object _peername                   # fetched on first use: a syscall per connection
     cdef readonly Py_ssize_t max_packet_size
     cdef readonly Py_ssize_t max_pending_bytes
+    cdef readonly double packet_rate        # packets/s; 0: no limit
+    cdef readonly Py_ssize_t packet_burst
+    cdef RateLimit rate
+    # Deadlines, checked by the service's sweep rather than a timer each: a
+    # session stays under its login deadline until mark_logged_in(), then
+    # (or from the start, when there is no login deadline) under the idle one.
+    cdef readonly bint logged_in
+    cdef PyTime_t connected_ns              # monotonic, at connection_made
+    cdef PyTime_t last_recv_ns              # the last read that completed a packet
     cdef readonly object close_reason        # a netcore.errors.Disconnect once closing
     cdef object closed                      # future for wait_closed, made on first use
     cdef bint lost                          # connection_lost has run
@@ -75,7 +117,8 @@ cdef class Session:
     cdef bint wants_on_send
 
     cdef int configure(self, object service, SendFlusher flusher,
-                       Py_ssize_t max_packet_size, Py_ssize_t max_pending_bytes) except -1
+                       Py_ssize_t max_packet_size, Py_ssize_t max_pending_bytes,
+                       double packet_rate, Py_ssize_t packet_burst) except -1
     cdef int enqueue(self, SendBuffer buf) except -1
     cdef int flush(self) except -1
     cdef int close(self, object kind, str detail, bint abort) except -1

@@ -5,6 +5,8 @@ import logging
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.time cimport PyTime_MonotonicRaw, PyTime_t
+from libc.math cimport ceil, llround
 
 from netcore.errors import Disconnect, DisconnectReason, ProtocolError
 from netcore.framing import header_error
@@ -16,6 +18,7 @@ from netcore.framing cimport (
 from netcore.recvbuffer cimport RecvBuffer
 from netcore.sendbuffer cimport SendBuffer
 from netcore.sendqueue cimport SendQueue
+from netcore.session cimport RateLimit, rate_admit
 
 log = logging.getLogger("netcore.session")
 
@@ -25,9 +28,66 @@ cdef object CONNECTION_ERROR = DisconnectReason.CONNECTION_ERROR
 cdef object PROTOCOL_ERROR = DisconnectReason.PROTOCOL_ERROR
 cdef object HANDLER_ERROR = DisconnectReason.HANDLER_ERROR
 cdef object SLOW_CONSUMER = DisconnectReason.SLOW_CONSUMER
+cdef object RATE_LIMITED = DisconnectReason.RATE_LIMITED
 cdef object CLOSED = DisconnectReason.CLOSED
 # Reasons that point at a misbehaving peer are worth a warning in the log.
-cdef frozenset _PEER_FAULTS = frozenset([PROTOCOL_ERROR, HANDLER_ERROR, SLOW_CONSUMER])
+cdef frozenset _PEER_FAULTS = frozenset([PROTOCOL_ERROR, HANDLER_ERROR, SLOW_CONSUMER,
+                                         RATE_LIMITED])
+# TAT is kept below this, so that TAT + interval never overflows an int64.
+cdef PyTime_t _MAX_RATE_SPAN = (<PyTime_t>1) << 62
+
+
+cdef int rate_init(RateLimit* rl, double packet_rate, Py_ssize_t packet_burst) except -1:
+    cdef PyTime_t interval
+    if not packet_rate >= 0:                # NaN too
+        raise ValueError("packet_rate must be >= 0")
+    rl.tat = 0
+    if packet_rate == 0:
+        rl.interval = rl.tolerance = 0
+        return 0
+    if packet_burst < 1:
+        raise ValueError("packet_burst must be >= 1 when there is a packet rate")
+    if 1e9 / packet_rate >= <double>_MAX_RATE_SPAN:
+        raise ValueError(f"packet_rate {packet_rate:g} is too small to count in nanoseconds")
+    interval = <PyTime_t>llround(1e9 / packet_rate)
+    if interval < 1:
+        interval = 1
+    if packet_burst > _MAX_RATE_SPAN // interval:
+        raise ValueError(f"packet_burst {packet_burst} at {packet_rate:g} packets/s "
+                         f"spans more time than the clock can count")
+    rl.interval = interval
+    rl.tolerance = (packet_burst - 1) * interval
+    return 0
+
+
+cpdef Py_ssize_t default_burst(double packet_rate, Py_ssize_t packet_burst) except -1:
+    """packet_burst, or one second's worth of packet_rate (at least 1) for 0."""
+    if packet_rate > 0 and packet_burst == 0:
+        return <Py_ssize_t>min(max(ceil(packet_rate), 1.0), <double>_MAX_RATE_SPAN)
+    return packet_burst
+
+
+def rate_limit_admits(double packet_rate, Py_ssize_t packet_burst, reads):
+    """What a session with this limit admits from `reads`, (time_ns, packets)
+    pairs in time order: the number of packets delivered from each read. The
+    first refused packet closes the session, so nothing is admitted after it.
+    The session's own arithmetic, for tests and for sizing a limit against the
+    reads of a recorded client."""
+    cdef RateLimit rl
+    cdef Py_ssize_t k, n
+    cdef PyTime_t now
+    cdef bint closed = False
+    rate_init(&rl, packet_rate, packet_burst)
+    out = []
+    for now, n in reads:
+        k = 0
+        while not closed and k < n:
+            if rl.interval and not rate_admit(&rl, now):
+                closed = True
+            else:
+                k += 1
+        out.append(k)
+    return out
 
 
 cdef class SendFlusher:
@@ -96,15 +156,19 @@ cdef class Session:
         self.wants_on_send = type(self).on_send is not Session.on_send
 
     cdef int configure(self, object service, SendFlusher flusher,
-                       Py_ssize_t max_packet_size, Py_ssize_t max_pending_bytes) except -1:
+                       Py_ssize_t max_packet_size, Py_ssize_t max_pending_bytes,
+                       double packet_rate, Py_ssize_t packet_burst) except -1:
         if max_packet_size < HEADER_SIZE or max_packet_size > MAX_WIRE_SIZE:
             raise ValueError(f"max_packet_size must be in [{HEADER_SIZE}, {MAX_WIRE_SIZE}]")
         if max_pending_bytes < 1:
             raise ValueError("max_pending_bytes must be >= 1")
+        rate_init(&self.rate, packet_rate, packet_burst)
         self.service = service
         self.flusher = flusher
         self.max_packet_size = max_packet_size
         self.max_pending_bytes = max_pending_bytes
+        self.packet_rate = packet_rate
+        self.packet_burst = packet_burst if packet_rate > 0 else 0
         return 0
 
     # -- user callbacks -------------------------------------------------
@@ -156,11 +220,23 @@ cdef class Session:
             raise TypeError("reason must be a netcore.DisconnectReason")
         self.close(reason, detail, abort)
 
-    def set_limits(self, *, max_packet_size=None, max_pending_bytes=None):
-        """Change this session's limits (a service sets them from its own)."""
+    def set_limits(self, *, max_packet_size=None, max_pending_bytes=None,
+                   packet_rate=None, packet_burst=None):
+        """Change this session's limits (a service sets them from its own).
+        A new packet rate starts from a full bucket; a burst of 0 is one
+        second's worth."""
+        rate = self.packet_rate if packet_rate is None else packet_rate
+        burst = self.packet_burst if packet_burst is None else packet_burst
         self.configure(self.service, self.flusher,
                        self.max_packet_size if max_packet_size is None else max_packet_size,
-                       self.max_pending_bytes if max_pending_bytes is None else max_pending_bytes)
+                       self.max_pending_bytes if max_pending_bytes is None else max_pending_bytes,
+                       rate, default_burst(rate, burst))
+
+    def mark_logged_in(self):
+        """The login deadline is met: from now on the idle timeout applies."""
+        if not self.logged_in:
+            self.logged_in = True
+            self.last_recv_ns = PyTime_MonotonicRaw()
 
     async def wait_closed(self):
         """Return once connection_lost (and so on_disconnected) has run."""
@@ -174,6 +250,7 @@ cdef class Session:
 
     def connection_made(self, transport):
         self.transport = transport
+        self.connected_ns = self.last_recv_ns = PyTime_MonotonicRaw()
         if self.flusher is None:
             self.flusher = SendFlusher(asyncio.get_running_loop())
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
@@ -248,6 +325,8 @@ cdef class Session:
         consumed = self.on_recv(PyBytes_FromStringAndSize(<char*>r.buf + r.pos, r.len - r.pos))
         if consumed < 0 or consumed > r.len - r.pos:
             raise ValueError(f"on_recv returned {consumed} of {r.len - r.pos} bytes")
+        if consumed:
+            self.last_recv_ns = PyTime_MonotonicRaw()
         r.pos += consumed
         if r.len - r.pos > self.max_packet_size:
             self.close(PROTOCOL_ERROR,
@@ -325,18 +404,29 @@ cdef class PacketSession(Session):
         cdef FrameHeader h
         cdef FrameStatus st
         cdef const unsigned char* p
+        cdef PyTime_t now = PyTime_MonotonicRaw()
+        cdef unsigned long long before = self.packets_received
+        cdef Py_ssize_t partial = 0
         while not self.closing:
             st = frame_next(r, self.max_packet_size, &h)
             if st == FRAME_OK:
+                if self.rate.interval and not rate_admit(&self.rate, now):
+                    self.close(RATE_LIMITED, f"more than {self.packet_rate:g} packets/s "
+                                             f"(burst {self.packet_burst})", True)
+                    break
                 p = r.buf + r.pos
                 r.pos += h.size
                 self.packets_received += 1
                 self.deliver(h.pkt_id, p + HEADER_SIZE, h.size - HEADER_SIZE)
             elif st == FRAME_PARTIAL:
-                return h.size if r.len - r.pos >= HEADER_SIZE else 0
+                if r.len - r.pos >= HEADER_SIZE:
+                    partial = h.size
+                break
             else:
                 self.close(PROTOCOL_ERROR, header_error(h.size, self.max_packet_size), True)
-        return 0
+        if self.packets_received != before:
+            self.last_recv_ns = now
+        return partial
 
     cdef int deliver(self, unsigned int pkt_id, const unsigned char* payload,
                      Py_ssize_t size) except -1:
