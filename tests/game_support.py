@@ -18,11 +18,12 @@ MESSAGE_BY_ID = {pkt_id: getattr(pb, name) for name, pkt_id in PACKET_IDS.items(
 class ServerProcess:
     """`python -m game.cli` (what netcore-server runs) on a free port."""
 
-    def __init__(self, tmp_path: Path, loop_kind: str, *args: str):
+    def __init__(self, tmp_path: Path, loop_kind: str, *args: str, preexec_fn=None):
         self.log_path = tmp_path / "server.log"
         self.db = tmp_path / "game.db"
         self.args = [sys.executable, "-m", "game.cli", "--port", "0", "--db", str(self.db),
                      "--loop", loop_kind, *args]
+        self.preexec_fn = preexec_fn        # run in the child before exec (limits, privileges)
         self.proc = None
         self.port = None
         self.banner = None
@@ -32,7 +33,8 @@ class ServerProcess:
             pytest.skip("POSIX only: netcore-server stops on SIGTERM through "
                         "loop.add_signal_handler, which Windows event loops lack")
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     preexec_fn=self.preexec_fn)
         self.banner = self.proc.stdout.readline()     # blocks until it listens (or dies)
         if "listening on" not in self.banner:
             self.proc.wait(timeout)
@@ -122,6 +124,15 @@ async def connect(port, count=1):
     sessions = await service.start()
     assert len(sessions) == count, service.failures
     return sessions
+
+
+async def leave(*clients):
+    """Close clients and wait until they are gone. Left open when a test's loop
+    ends, they would keep a server's closing sessions lingering for an answer."""
+    for c in clients:
+        c.disconnect()
+    for c in clients:
+        await c.wait_closed()
 
 
 async def in_game(port, count=1, room=0):

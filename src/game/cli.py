@@ -15,12 +15,16 @@ import signal
 import sys
 
 import netcore
-from netcore.loop import LOOP_KINDS, tune_gc_for_serving
+from netcore.loop import LOOP_KINDS, raise_open_files_limit, tune_gc_for_serving
 
 from game.db import DatabaseError, SQLiteDatabase
 from game.server import GameServer, ServerConfig
 
 log = logging.getLogger("game.cli")
+
+# Descriptors the process needs besides one per session: the database and its
+# journal per worker thread, the event loop, logs, a refused connection or two.
+FD_HEADROOM = 64
 
 
 def parse_args(argv=None) -> ServerConfig:
@@ -34,6 +38,17 @@ def parse_args(argv=None) -> ServerConfig:
     ap.add_argument("--max-packet-size", type=int, default=d.max_packet_size)
     ap.add_argument("--max-pending-bytes", type=int, default=d.max_pending_bytes,
                     help="per-session unsent bytes before it is cut off as a slow consumer")
+    ap.add_argument("--packet-rate", type=float, default=d.packet_rate,
+                    help="packets/s each client may send; more closes it as rate limited "
+                         "(0: no limit)")
+    ap.add_argument("--packet-burst", type=int, default=d.packet_burst,
+                    help="packets a client may send at once above the rate")
+    ap.add_argument("--login-timeout", type=float, default=d.login_timeout,
+                    help="seconds a connection has to log in (0: no limit)")
+    ap.add_argument("--idle-timeout", type=float, default=d.idle_timeout,
+                    help="seconds a logged-in client may send nothing (0: no limit)")
+    ap.add_argument("--db-busy-timeout", type=float, default=d.db_busy_timeout,
+                    help="seconds to wait for a database lock held by another process")
     ap.add_argument("--flush-interval-ms", type=float, default=d.flush_interval_ms,
                     help="under load, write to each client at most this often (0: every loop "
                          "iteration); trades up to this much latency for far fewer syscalls")
@@ -53,7 +68,12 @@ def parse_args(argv=None) -> ServerConfig:
 
 
 async def serve(config: ServerConfig, kind: str) -> int:
-    server = GameServer(config, SQLiteDatabase(config.db))
+    limit = raise_open_files_limit(config.max_sessions + FD_HEADROOM)
+    if limit is not None and limit < config.max_sessions:
+        log.warning("the open-files limit is %d, below max sessions %d: connections past "
+                    "about %d are closed at once", limit, config.max_sessions,
+                    max(limit - FD_HEADROOM, 0))
+    server = GameServer(config, SQLiteDatabase(config.db, busy_timeout=config.db_busy_timeout))
     try:
         await server.start()
     except (DatabaseError, OSError) as exc:

@@ -68,9 +68,11 @@ class Database(abc.ABC):
 
 
 class SQLiteDatabase(Database):
-    def __init__(self, path: str | Path, *, workers: int = 4, scrypt_n: int = DEFAULT_N):
+    def __init__(self, path: str | Path, *, workers: int = 4, scrypt_n: int = DEFAULT_N,
+                 busy_timeout: float = 10.0):
         self.path = str(path)
         self.scrypt_n = scrypt_n
+        self.busy_timeout = busy_timeout
         self._workers = workers
         self._executor: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -109,8 +111,8 @@ class SQLiteDatabase(Database):
                 raise DatabaseError(f"cannot open database {self.path}: "
                                     f"directory {Path(self.path).parent} does not exist")
             try:
-                conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False,
-                                       isolation_level=None)
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
+                                       check_same_thread=False, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
                 # WAL + NORMAL: a killed process never corrupts the database;
                 # only a power cut can drop the last commits. No fsync per login.
@@ -130,9 +132,20 @@ class SQLiteDatabase(Database):
             if version > SCHEMA_VERSION:
                 raise DatabaseError(f"database {self.path} has schema version {version}, "
                                     f"newer than this server's {SCHEMA_VERSION}")
+            # A write transaction either way: it makes a new file's schema all
+            # at once, and on an existing file it shows now, not at the first
+            # new account, that the file is read-only or locked by another
+            # process (which holds us for busy_timeout first).
+            conn.execute("BEGIN IMMEDIATE")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]   # under the lock
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             if version == 0:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("COMMIT")
+            else:
+                conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.rollback()

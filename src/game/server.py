@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 from dataclasses import dataclass
 
 from netcore import ServerService
@@ -27,6 +28,14 @@ class ServerConfig:
     # Client packets are small; the largest legal one is a maximal chat.
     max_packet_size: int = 4096
     max_pending_bytes: int = 1 << 20
+    # Per client, packets/s in bursts of up to packet_burst (rate 0: no limit):
+    # a chat flood is cut after its burst, while players, and netcore-dummy at
+    # its 1 chat/s, stay far below.
+    packet_rate: float = 100.0
+    packet_burst: int = 200
+    login_timeout: float = 10.0             # seconds from connect to a login; 0 is none
+    idle_timeout: float = 0.0               # seconds without a packet once logged in; 0 is none
+    db_busy_timeout: float = 10.0           # seconds to wait for a lock another process holds
     room_announce_seconds: float = 0        # a room tick example; 0 is off
     flush_interval_ms: float = 0            # see netcore SendFlusher: pacing under load
     loop: str | None = None
@@ -35,6 +44,14 @@ class ServerConfig:
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not in 0..65535")
+        if self.max_sessions < 1:
+            raise ValueError("max sessions must be >= 1")
+        for name in ("packet_rate", "login_timeout", "idle_timeout", "db_busy_timeout"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name.replace('_', ' ')} must be a number >= 0, not {value}")
+        if self.packet_rate > 0 and self.packet_burst < 1:
+            raise ValueError("packet burst must be >= 1 when there is a packet rate")
         if self.max_chat_bytes < 1:
             raise ValueError("max chat length must be >= 1")
         if self.max_packet_size < self.max_chat_bytes + 16:
@@ -53,7 +70,9 @@ class GameServer:
             lambda: GameSession(self), config.host, config.port,
             max_sessions=config.max_sessions, max_packet_size=config.max_packet_size,
             max_pending_bytes=config.max_pending_bytes,
-            flush_interval_ms=config.flush_interval_ms)
+            flush_interval_ms=config.flush_interval_ms,
+            packet_rate=config.packet_rate, packet_burst=config.packet_burst,
+            login_timeout=config.login_timeout, idle_timeout=config.idle_timeout)
         self._player_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
 

@@ -31,6 +31,7 @@ def handle_C_LOGIN(session, pkt):
         session.account = ""
         session.characters = GUEST_CHARACTERS
         session.state = State.LOGGED_IN
+        session.mark_logged_in()
         session.send(_GUEST_LOGIN)          # the same bytes for every guest
         return
     session.state = State.LOGGING_IN
@@ -57,6 +58,7 @@ def finish_login(session, account, characters):
     session.account = account
     session.characters = characters
     session.state = State.LOGGED_IN
+    session.mark_logged_in()
     session.send_packet(login_reply(characters))
 
 
