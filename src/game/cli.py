@@ -1,7 +1,8 @@
 """netcore-server: the chat game server.
 
-    netcore-server [--host 127.0.0.1] [--port 7777] [--db PATH] [--max-sessions N]
-                   [--loop uvloop|asyncio] [--log-level INFO]
+    netcore-server [--config server.toml] [--print-config] [--host 127.0.0.1]
+                   [--port 7777] [--db PATH] [--max-sessions N] [--loop uvloop|asyncio]
+                   [--log-level INFO] [--metrics-port N] ... (--help lists every limit)
 
 Prints one line once it listens. SIGINT/SIGTERM stop it cleanly: no new
 connections, queued packets delivered, sessions closed, database closed, exit 0.
@@ -17,6 +18,9 @@ import sys
 import netcore
 from netcore.loop import LOOP_KINDS, raise_open_files_limit, tune_gc_for_serving
 
+from game.config import ConfigError, load_file
+from game.config import build as build_config
+from game.config import render as render_config
 from game.db import DatabaseError, SQLiteDatabase
 from game.server import GameServer, ServerConfig
 
@@ -27,44 +31,60 @@ log = logging.getLogger("game.cli")
 FD_HEADROOM = 64
 
 
-def parse_args(argv=None) -> ServerConfig:
+# (flag, ServerConfig field, type, help); each default comes from ServerConfig.
+FLAGS = [
+    ("--host", "host", str, "address to listen on"),
+    ("--port", "port", int, "0 picks a free port"),
+    ("--db", "db", str, "SQLite file, created on first run"),
+    ("--max-sessions", "max_sessions", int, "connections served at once; more are refused"),
+    ("--max-chat-bytes", "max_chat_bytes", int, "longest chat, in UTF-8 bytes"),
+    ("--max-packet-size", "max_packet_size", int, "largest packet a client may send"),
+    ("--max-pending-bytes", "max_pending_bytes", int,
+     "per-session unsent bytes before it is cut off as a slow consumer"),
+    ("--packet-rate", "packet_rate", float,
+     "packets/s each client may send; more closes it as rate limited (0: no limit)"),
+    ("--packet-burst", "packet_burst", int, "packets a client may send at once above the rate"),
+    ("--login-timeout", "login_timeout", float, "seconds a connection has to log in (0: no limit)"),
+    ("--idle-timeout", "idle_timeout", float,
+     "seconds a logged-in client may send nothing (0: no limit)"),
+    ("--db-busy-timeout", "db_busy_timeout", float,
+     "seconds to wait for a database lock held by another process"),
+    ("--flush-interval-ms", "flush_interval_ms", float,
+     "under load, write to each client at most this often (0: every loop iteration); "
+     "trades up to this much latency for far fewer syscalls"),
+    ("--room-announce-seconds", "room_announce_seconds", float,
+     "every room announces its member count this often (0: off)"),
+    ("--metrics-port", "metrics_port", int, "serve Prometheus metrics on this port (0: off)"),
+    ("--metrics-host", "metrics_host", str, "address of the metrics endpoint"),
+]
+
+
+def parse_args(argv=None) -> tuple[ServerConfig, bool]:
+    """The effective configuration (defaults < --config file < flags), and
+    whether --print-config was asked for."""
     d = ServerConfig()
     ap = argparse.ArgumentParser(prog="netcore-server", description="The netcore chat game server.")
-    ap.add_argument("--host", default=d.host)
-    ap.add_argument("--port", type=int, default=d.port, help="0 picks a free port")
-    ap.add_argument("--db", default=d.db, help="SQLite file, created on first run")
-    ap.add_argument("--max-sessions", type=int, default=d.max_sessions)
-    ap.add_argument("--max-chat-bytes", type=int, default=d.max_chat_bytes)
-    ap.add_argument("--max-packet-size", type=int, default=d.max_packet_size)
-    ap.add_argument("--max-pending-bytes", type=int, default=d.max_pending_bytes,
-                    help="per-session unsent bytes before it is cut off as a slow consumer")
-    ap.add_argument("--packet-rate", type=float, default=d.packet_rate,
-                    help="packets/s each client may send; more closes it as rate limited "
-                         "(0: no limit)")
-    ap.add_argument("--packet-burst", type=int, default=d.packet_burst,
-                    help="packets a client may send at once above the rate")
-    ap.add_argument("--login-timeout", type=float, default=d.login_timeout,
-                    help="seconds a connection has to log in (0: no limit)")
-    ap.add_argument("--idle-timeout", type=float, default=d.idle_timeout,
-                    help="seconds a logged-in client may send nothing (0: no limit)")
-    ap.add_argument("--db-busy-timeout", type=float, default=d.db_busy_timeout,
-                    help="seconds to wait for a database lock held by another process")
-    ap.add_argument("--flush-interval-ms", type=float, default=d.flush_interval_ms,
-                    help="under load, write to each client at most this often (0: every loop "
-                         "iteration); trades up to this much latency for far fewer syscalls")
-    ap.add_argument("--room-announce-seconds", type=float, default=d.room_announce_seconds,
-                    help="every room announces its member count this often (0: off)")
-    ap.add_argument("--loop", choices=LOOP_KINDS, help="default: uvloop when installed")
-    ap.add_argument("--log-level", default=d.log_level,
-                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    ap.add_argument("--config", metavar="TOML", help="a file of settings; flags override it")
+    ap.add_argument("--print-config", action="store_true",
+                    help="print the effective configuration as TOML and exit")
+    # Flags default to "not given", so that only those on the command line
+    # override the file.
+    for flag, field, kind, text in FLAGS:
+        ap.add_argument(flag, dest=field, type=kind, default=argparse.SUPPRESS,
+                        help=f"{text} (default: {getattr(d, field)})")
+    ap.add_argument("--loop", choices=LOOP_KINDS, default=argparse.SUPPRESS,
+                    help="default: uvloop when installed")
+    ap.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                    default=argparse.SUPPRESS, help=f"(default: {d.log_level})")
     ap.add_argument("--version", action="version", version=f"netcore-server {netcore.__version__}")
-    args = ap.parse_args(argv)
-    config = ServerConfig(**{k: v for k, v in vars(args).items()})
+    args = vars(ap.parse_args(argv))
+    config_path, print_only = args.pop("config"), args.pop("print_config")
     try:
+        config = build_config(load_file(config_path) if config_path else {}, args)
         config.validate()
-    except ValueError as exc:
+    except (ConfigError, ValueError, TypeError) as exc:
         ap.error(str(exc))
-    return config
+    return config, print_only
 
 
 async def serve(config: ServerConfig, kind: str) -> int:
@@ -95,7 +115,10 @@ async def serve(config: ServerConfig, kind: str) -> int:
 
 
 def main(argv=None) -> int:
-    config = parse_args(argv)
+    config, print_only = parse_args(argv)
+    if print_only:
+        print(render_config(config), end="")
+        return 0
     logging.basicConfig(level=config.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kind = netcore.resolve_loop_kind(config.loop)

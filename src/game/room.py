@@ -70,6 +70,9 @@ class Rooms:
     def get(self, room_id: int) -> Room | None:
         return self._rooms.get(room_id)
 
+    def all(self) -> list[Room]:
+        return list(self._rooms.values())
+
     def get_or_create(self, room_id: int) -> Room:
         room = self._rooms.get(room_id)
         if room is None:

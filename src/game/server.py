@@ -12,6 +12,7 @@ from packets.server_dispatch import ServerPacketDispatcher
 
 from game import server_handlers
 from game.db import Database
+from game.metrics import MetricsServer
 from game.room import Rooms
 from game.session import GameSession
 
@@ -36,14 +37,17 @@ class ServerConfig:
     login_timeout: float = 10.0             # seconds from connect to a login; 0 is none
     idle_timeout: float = 0.0               # seconds without a packet once logged in; 0 is none
     db_busy_timeout: float = 10.0           # seconds to wait for a lock another process holds
-    room_announce_seconds: float = 0        # a room tick example; 0 is off
-    flush_interval_ms: float = 0            # see netcore SendFlusher: pacing under load
+    room_announce_seconds: float = 0.0      # a room tick example; 0 is off
+    flush_interval_ms: float = 0.0          # see netcore SendFlusher: pacing under load
+    metrics_port: int = 0                   # Prometheus /metrics; 0 is off
+    metrics_host: str = "127.0.0.1"
     loop: str | None = None
     log_level: str = "INFO"
 
     def validate(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port {self.port} is not in 0..65535")
+        for name in ("port", "metrics_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name.replace('_', ' ')} {getattr(self, name)} is not in 0..65535")
         if self.max_sessions < 1:
             raise ValueError("max sessions must be >= 1")
         for name in ("packet_rate", "login_timeout", "idle_timeout", "db_busy_timeout"):
@@ -73,6 +77,7 @@ class GameServer:
             flush_interval_ms=config.flush_interval_ms,
             packet_rate=config.packet_rate, packet_burst=config.packet_burst,
             login_timeout=config.login_timeout, idle_timeout=config.idle_timeout)
+        self.metrics = None
         self._player_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
 
@@ -93,6 +98,10 @@ class GameServer:
     async def start(self) -> "GameServer":
         await self.db.open()
         await self.service.start()
+        if self.config.metrics_port:
+            self.metrics = MetricsServer(self, self.config.metrics_host, self.config.metrics_port)
+            self.metrics.start()
+            log.info("metrics on http://%s:%d/metrics", self.config.metrics_host, self.metrics.port)
         return self
 
     async def stop(self) -> None:
@@ -106,6 +115,8 @@ class GameServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.db.close()
+        if self.metrics is not None:
+            self.metrics.stop()
 
     async def __aenter__(self):
         return await self.start()

@@ -39,6 +39,8 @@ cdef class JobQueue:
     cdef readonly unsigned long long jobs_run
     cdef readonly unsigned long long slices
     cdef readonly unsigned long long errors
+    cdef PyTime_t scheduled_ns              # when the pending slice was scheduled
+    cdef PyTime_t max_delay_ns              # longest schedule-to-run wait since take_max_delay
     cdef set timers
     cdef object run_cb
 

@@ -25,6 +25,13 @@ cdef class JobQueue:
         """Jobs pushed and not yet run."""
         return (PyList_GET_SIZE(self.jobs) - self.head) // 2
 
+    def take_max_delay(self):
+        """The longest a slice waited between being scheduled and running
+        since the last call, in seconds (and start a new measurement)."""
+        cdef PyTime_t d = self.max_delay_ns
+        self.max_delay_ns = 0
+        return d / 1e9
+
     def do_async(self, fn, *args):
         """Push a job: fn(*args) runs after every job pushed before it."""
         self.push(fn, args)
@@ -74,14 +81,18 @@ cdef class JobQueue:
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
         self.scheduled = True
+        self.scheduled_ns = PyTime_MonotonicRaw()
         self.loop.call_soon(self.run_cb)
         return 0
 
     def _run(self):
         cdef list jobs = self.jobs
-        cdef PyTime_t deadline = PyTime_MonotonicRaw() + self.budget_ns
+        cdef PyTime_t now = PyTime_MonotonicRaw()
+        cdef PyTime_t deadline = now + self.budget_ns
         cdef Py_ssize_t i
         self.scheduled = False
+        if now - self.scheduled_ns > self.max_delay_ns:
+            self.max_delay_ns = now - self.scheduled_ns
         if self.closed:
             return
         self.running = True

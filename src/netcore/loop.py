@@ -98,3 +98,38 @@ def raise_open_files_limit(want: int) -> int | None:
         except (ValueError, OSError):      # macOS caps the soft limit below "unlimited"
             pass
     return soft
+
+
+class LagMonitor:
+    """Measures how late the event loop runs a heartbeat callback.
+
+    Every `interval` seconds a callback is due; how late it actually runs is
+    the time the loop spent on other work: the latency every client sees on
+    top of the network. take_max() returns the worst since its last call.
+    """
+
+    def __init__(self, interval: float = 0.1):
+        self.interval = interval
+        self.max_lag = 0.0
+        self._due = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._due = loop.time() + self.interval
+        self._handle = loop.call_at(self._due, self._beat, loop)
+
+    def _beat(self, loop) -> None:
+        now = loop.time()
+        self.max_lag = max(self.max_lag, now - self._due)
+        self._due = now + self.interval
+        self._handle = loop.call_at(self._due, self._beat, loop)
+
+    def take_max(self) -> float:
+        lag, self.max_lag = self.max_lag, 0.0
+        return lag
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

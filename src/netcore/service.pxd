@@ -31,6 +31,7 @@
 from cpython.time cimport PyTime_t
 
 from netcore.session cimport SendFlusher
+from netcore.stats cimport PacketStats
 
 cdef enum:
     DEFAULT_MAX_SESSIONS = 20000
@@ -51,6 +52,8 @@ cdef class Service:
     cdef readonly double login_timeout      # seconds; 0: none
     cdef readonly double idle_timeout       # seconds; 0: none
     cdef readonly unsigned long long rejected
+    cdef readonly PacketStats packet_stats  # packets and bytes in and out, by id
+    cdef readonly dict disconnects          # reason text -> sessions ended so
     cdef readonly double flush_interval_ms
     cdef PyTime_t login_timeout_ns
     cdef PyTime_t idle_timeout_ns

@@ -15,6 +15,7 @@ from cpython.time cimport PyTime_MonotonicRaw, PyTime_t
 
 from netcore.framing cimport MAX_WIRE_SIZE
 from netcore.sendbuffer cimport SendBuffer
+from netcore.stats cimport PacketStats
 from netcore.session cimport (
     DEFAULT_MAX_PENDING_BYTES, RateLimit, SendFlusher, Session, default_burst, rate_init,
     send_to_all,
@@ -165,6 +166,8 @@ cdef class Service:
         self.flush_interval_ms = flush_interval_ms
         self.session_factory = session_factory
         self.sessions = {}
+        self.packet_stats = PacketStats()
+        self.disconnects = {}
         self.max_sessions = max_sessions
         self.max_packet_size = max_packet_size
         self.max_pending_bytes = max_pending_bytes
@@ -190,6 +193,7 @@ cdef class Service:
         s = <Session>obj
         s.configure(self, self.flusher, self.max_packet_size, self.max_pending_bytes,
                     self.packet_rate, self.packet_burst)
+        s.stats = self.packet_stats
         return s
 
     cdef int start_sweeping(self, object loop) except -1:
@@ -255,6 +259,8 @@ cdef class Service:
 
     def _session_ended(self, Session s):
         self.sessions.pop(s.session_id, None)
+        kind = s.close_reason.kind.value
+        self.disconnects[kind] = self.disconnects.get(kind, 0) + 1
 
     def pause_reading(self):
         """Stop reading from every session (a shutdown's first step: what was

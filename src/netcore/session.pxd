@@ -23,6 +23,7 @@ from netcore.framing cimport FrameReader
 from netcore.recvbuffer cimport RecvBuffer
 from netcore.sendbuffer cimport SendBuffer
 from netcore.sendqueue cimport SendQueue
+from netcore.stats cimport PacketStats
 
 cdef enum:
     DEFAULT_MAX_PENDING_BYTES = 1048576
@@ -110,6 +111,7 @@ cdef class Session:
     cdef RecvBuffer rbuf
     cdef SendQueue queue
     cdef SendFlusher flusher
+    cdef PacketStats stats                  # the service's counters; None: not counted
     cdef object linger_timer
     cdef bint closing
     cdef bint write_paused

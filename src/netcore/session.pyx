@@ -18,6 +18,7 @@ from netcore.framing cimport (
 from netcore.recvbuffer cimport RecvBuffer
 from netcore.sendbuffer cimport SendBuffer
 from netcore.sendqueue cimport SendQueue
+from netcore.stats cimport PacketStats
 from netcore.session cimport RateLimit, rate_admit
 
 log = logging.getLogger("netcore.session")
@@ -339,6 +340,8 @@ cdef class Session:
         if self.transport is None:
             raise ConnectionError("session is not connected")
         self.queue.push(buf)
+        if self.stats is not None and buf.size >= HEADER_SIZE:
+            self.stats.count_out(buf.data[2] | (buf.data[3] << 8), buf.size)
         if self.queue.nbytes > self.max_pending_bytes:
             self.close(SLOW_CONSUMER,
                        f"{self.queue.nbytes} bytes pending > {self.max_pending_bytes}", True)
@@ -417,6 +420,8 @@ cdef class PacketSession(Session):
                 p = r.buf + r.pos
                 r.pos += h.size
                 self.packets_received += 1
+                if self.stats is not None:
+                    self.stats.count_in(h.pkt_id, h.size)
                 self.deliver(h.pkt_id, p + HEADER_SIZE, h.size - HEADER_SIZE)
             elif st == FRAME_PARTIAL:
                 if r.len - r.pos >= HEADER_SIZE:
