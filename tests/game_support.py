@@ -30,8 +30,8 @@ class ServerProcess:
 
     def start(self, timeout=20.0):
         if sys.platform == "win32":
-            pytest.skip("POSIX only: netcore-server stops on SIGTERM through "
-                        "loop.add_signal_handler, which Windows event loops lack")
+            pytest.skip("POSIX only: these tests stop the server with SIGTERM, which "
+                        "Windows carries out as TerminateProcess, not as a signal")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      preexec_fn=self.preexec_fn)

@@ -103,7 +103,10 @@ async def serve(config: ServerConfig, kind: str) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:     # Windows loops: a plain handler hands over to the loop
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
     tune_gc_for_serving()
     print(f"netcore-server {netcore.__version__} listening on {config.host}:{server.port} "
           f"({kind}, database {config.db})", flush=True)
