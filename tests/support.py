@@ -84,3 +84,43 @@ class ServerSessions:
 
 async def raw_client(port):
     return await asyncio.open_connection("127.0.0.1", port)
+
+
+class FakeTransport(asyncio.Transport):
+    """Just enough transport to drive a session by hand, read by read."""
+
+    def __init__(self):
+        super().__init__()
+        self.closed = False
+        self.aborted = False
+        self.written = []
+
+    def get_extra_info(self, name, default=None):
+        return ("fake", 0) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        pass
+
+    def write(self, data):
+        self.written.append(bytes(data))
+
+    def close(self):
+        self.closed = True
+
+    def abort(self):
+        self.closed = self.aborted = True
+
+
+def feed(session, data: bytes, cuts=()):
+    """Deliver `data` in reads ending at `cuts` (taken modulo len(data) + 1),
+    through get_buffer/buffer_updated as a transport does, until the session
+    closes."""
+    pos = 0
+    for end in sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]:
+        while pos < end and not session.close_reason:
+            buf = session.get_buffer(-1)
+            n = min(len(buf), end - pos)
+            assert n > 0, "get_buffer offered no room"
+            buf[:n] = data[pos:pos + n]
+            session.buffer_updated(n)
+            pos += n

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import netcore
 from netcore import ClientService, DisconnectReason, ServerService, split_frames
-from support import Recorder, ServerSessions, packet, raw_client
+from support import FakeTransport, Recorder, ServerSessions, feed, packet, raw_client
 
 
 def reference_split(data: bytes, max_size: int):
@@ -58,48 +58,13 @@ def test_split_frames_agrees_with_the_reference_on_any_bytes(data, max_size):
 
 # -- a PacketSession driven read by read, exactly as a transport drives it --
 
-class FakeTransport(asyncio.Transport):
-    def __init__(self):
-        super().__init__()
-        self.closed = False
-        self.written = []
-
-    def get_extra_info(self, name, default=None):
-        return ("fake", 0) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        pass
-
-    def write(self, data):
-        self.written.append(bytes(data))
-
-    def close(self):
-        self.closed = True
-
-    def abort(self):
-        self.closed = True
-
-
-def feed(session, data: bytes, cuts):
-    """Deliver `data` in reads ending at `cuts`, through get_buffer/buffer_updated."""
-    pos = 0
-    for end in sorted(set(cuts)) + [len(data)]:
-        while pos < end and not session.close_reason:
-            buf = session.get_buffer(-1)
-            n = min(len(buf), end - pos)
-            assert n > 0, "get_buffer offered no room"
-            buf[:n] = data[pos:pos + n]
-            session.buffer_updated(n)
-            pos += n
-
-
 def drive(data: bytes, cuts, max_size=netcore.MAX_PACKET_SIZE):
     """A Recorder fed `data` split at `cuts`; returns it once fed."""
     async def go():
         s = Recorder()
         s.set_limits(max_packet_size=max_size)
         s.connection_made(FakeTransport())
-        feed(s, data, [c % (len(data) + 1) for c in cuts])
+        feed(s, data, cuts)
         return s
     return netcore.run(go(), "asyncio")
 

@@ -22,7 +22,7 @@ from packets import Protocol_pb2 as pb
 from packets.Struct_pb2 import Player
 from packets import server_dispatch
 from packets.client_dispatch import PKT_S_CHAT, PKT_S_ENTER_GAME
-from support import packet
+from support import FakeTransport, feed, packet
 
 DETERMINISTIC = settings(max_examples=300, deadline=None, derandomize=True,
                          suppress_health_check=[HealthCheck.too_slow])
@@ -160,35 +160,6 @@ def test_the_msg_format_round_trips_and_pads_to_size():
 
 
 # -- the tally, fed through a session as a transport feeds it ---------------
-
-class FakeTransport(asyncio.Transport):
-    def get_extra_info(self, name, default=None):
-        return ("fake", 0) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        pass
-
-    def write(self, data):
-        pass
-
-    def close(self):
-        pass
-
-    def abort(self):
-        pass
-
-
-def feed(session, data, cuts=()):
-    """Deliver data in reads ending at cuts, through get_buffer/buffer_updated."""
-    pos = 0
-    for end in sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]:
-        while pos < end:
-            buf = session.get_buffer(-1)
-            n = min(len(buf), end - pos)
-            buf[:n] = data[pos:pos + n]
-            session.buffer_updated(n)
-            pos += n
-
 
 # Room 0 holds clients 0, 1 and 2; client 3 is in room 1; client 4 never got in.
 PLAYER_IDS = {0: 100, 1: 101, 2: 102, 3: 103}

@@ -2,8 +2,6 @@
 the session cap, running out of file descriptors."""
 import asyncio
 import math
-import os
-import struct
 import sys
 import time
 from fractions import Fraction
@@ -20,7 +18,7 @@ from packets.client_dispatch import make_send_buffer
 
 from game.cli import parse_args
 from game_support import ServerProcess, connect, in_game, leave
-from support import Recorder, ServerSessions, packet, raw_client
+from support import FakeTransport, Recorder, ServerSessions, packet, raw_client
 
 T0 = 10 ** 15          # a monotonic clock reading well after boot, in ns
 
@@ -121,24 +119,6 @@ def test_the_server_limits_by_default_and_0_turns_a_limit_off():
 
 
 # -- a PacketSession fed read by read, as a transport feeds it -------------------
-
-class FakeTransport(asyncio.Transport):
-    def __init__(self):
-        super().__init__()
-        self.aborted = False
-
-    def get_extra_info(self, name, default=None):
-        return ("fake", 0) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        pass
-
-    def write(self, data):
-        pass
-
-    def abort(self):
-        self.aborted = True
-
 
 def fed(rate, burst, *reads):
     """A Recorder limited to rate/burst, fed each of `reads` (bytes) as one read."""
