@@ -3,8 +3,8 @@ tests/test_core_framing.py, on far more inputs than CI can afford.
 
 Every input is a byte stream, a way to cut it into reads and a maximum
 packet size. It is fed to a real PacketSession (the tests' Recorder over
-their FakeTransport) exactly as a transport feeds it: get_buffer() then
-buffer_updated(n), read by read. The property, the tests' own:
+their FakeTransport, by their feed()) exactly as a transport feeds it:
+get_buffer() then buffer_updated(n), read by read. The property, the tests' own:
   - the packets delivered are exactly those of the independent pure-Python
     reference parser (reference_split), in order, up to the first bad header;
   - a bad header closes the session as a protocol error, and nothing else
@@ -29,7 +29,8 @@ maximum packet size drawn from 4 to 65535.
 
     python benchmarks/fuzz_recv.py [--inputs 1000000] [--seed N] [--hang-seconds 10]
 
-Needs the test dependencies (it imports tests/test_core_framing.py). Exit
+Needs the test dependencies (it imports tests/support.py and the reference
+parser of tests/test_core_framing.py). Exit
 status 1 if any input broke the property; the first few are printed with
 their seed and index so that they can be replayed (--only INDEX).
 """
@@ -49,8 +50,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import netcore  # noqa: E402
 from netcore import DisconnectReason, split_frames  # noqa: E402
-from support import Recorder, packet  # noqa: E402
-from test_core_framing import FakeTransport, feed, reference_split  # noqa: E402
+from support import FakeTransport, Recorder, feed, packet  # noqa: E402
+from test_core_framing import reference_split  # noqa: E402
 
 KINDS = ("valid", "corrupt", "mutated", "random")
 MAX_FAILURES_SHOWN = 5
