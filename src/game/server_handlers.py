@@ -11,7 +11,7 @@ import logging
 from packets.Protocol_pb2 import S_ENTER_GAME, S_LOGIN
 from packets.Struct_pb2 import Player as PlayerInfo
 
-from netcore import SendBufferPool
+from netcore import DisconnectReason, SendBufferPool
 from packets.server_dispatch import PKT_S_LOGIN
 
 from game.db import GUEST_CHARACTERS
@@ -50,8 +50,10 @@ async def _login(session, account, password):
     if characters is None:
         session.state = State.CONNECTED
         session.send_packet(S_LOGIN(success=False))
-        return
-    finish_login(session, account, characters)
+    else:
+        finish_login(session, account, characters)
+    if session.half_closed:                 # the peer sent its FIN after this login
+        session.disconnect(DisconnectReason.PEER_CLOSED, "after the login answer")
 
 
 def finish_login(session, account, characters):

@@ -51,5 +51,10 @@ class GameSession(netcore.PacketSession):
         if player is not None:
             player.room.do_async(player.room.leave, player)
 
+    def on_eof(self) -> bool:
+        # A login sent before the FIN is still answered (the database replies
+        # later); _login closes the session once the answer is queued.
+        return self.state is State.LOGGING_IN
+
     def send_packet(self, pkt) -> None:
         self.send(make_send_buffer(pkt))

@@ -114,6 +114,7 @@ cdef class Session:
     cdef PacketStats stats                  # the service's counters; None: not counted
     cdef object linger_timer
     cdef bint closing
+    cdef bint eof_seen                      # the peer half-closed: nothing more to read
     cdef bint write_paused
     cdef bint flush_scheduled
     cdef bint wants_on_send

@@ -198,6 +198,11 @@ cdef class Session:
         return self._peername
 
     @property
+    def half_closed(self):
+        """The peer has sent its FIN (it reads on; it sends nothing more)."""
+        return self.eof_seen
+
+    @property
     def connected(self):
         return self.transport is not None and not self.closing
 
@@ -294,11 +299,21 @@ cdef class Session:
             self.flush_scheduled = True
             self.flusher.add(self)
 
+    def on_eof(self):
+        """The peer half-closed: everything it sent has been handled. Return
+        True to keep the session open for sending (answers still on their way,
+        e.g. from the database), then disconnect() when done; the default
+        closes now, after what is queued."""
+        return False
+
     def eof_received(self):
-        # Half-close: what the peer sent before its FIN has been processed;
-        # deliver what is queued for it, then let the transport close (it
-        # also ends a lingering close of ours).
+        # What the peer sent before its FIN has been processed; deliver what
+        # is queued for it, then let the transport close (it also ends a
+        # lingering close of ours) unless the session has answers to come.
+        self.eof_seen = True
         self.flush()
+        if not self.closing and self.on_eof():
+            return True
         return False
 
     def get_buffer(self, Py_ssize_t sizehint):
@@ -381,7 +396,7 @@ cdef class Session:
             # A final flush even while paused: bounded by max_pending_bytes.
             self.write_paused = False
             self.flush()
-            if self.transport.can_write_eof():
+            if self.transport.can_write_eof() and not self.eof_seen:
                 self.transport.write_eof()
                 self.transport.resume_reading()
                 self.linger_timer = asyncio.get_running_loop().call_later(

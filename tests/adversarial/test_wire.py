@@ -146,9 +146,6 @@ def test_a_chat_then_half_close_is_delivered_to_everyone(arena, case):
     case.assert_reason(c.port, "peer closed")
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: on EOF the session closes at once, so a "
-                   "request whose answer comes later (an account login, answered after the "
-                   "database) is never answered, though it was sent before the FIN")
 def test_a_login_then_half_close_is_still_answered(arena, case):
     async def go():
         c = await offender(arena.server.port)
