@@ -93,7 +93,14 @@ class FakeTransport(asyncio.Transport):
         super().__init__()
         self.closed = False
         self.aborted = False
+        self.reading = True
         self.written = []
+
+    def pause_reading(self):
+        self.reading = False
+
+    def resume_reading(self):
+        self.reading = True
 
     def get_extra_info(self, name, default=None):
         return ("fake", 0) if name == "peername" else default

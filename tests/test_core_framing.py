@@ -192,3 +192,27 @@ class ReadSignal(Recorder):
     def buffer_updated(self, nbytes):
         super().buffer_updated(nbytes)
         self.read.set()
+
+
+def test_a_read_of_many_packets_is_handled_a_cap_at_a_time():
+    async def go():
+        s = Recorder()
+        s.set_limits(max_packets_per_read=10)
+        t = FakeTransport()
+        s.connection_made(t)
+        data = b"".join(packet(1004, b"%d" % i) for i in range(95)) + packet(1005, b"x" * 900)[:50]
+        buf = s.get_buffer(-1)
+        buf[:len(data)] = data
+        s.buffer_updated(len(data))
+        assert len(s.packets) == 10 and not t.reading     # the rest waits, reading paused
+        turns = 0
+        while not t.reading:                              # one cap per loop iteration
+            await asyncio.sleep(0)
+            turns += 1
+        assert [p for _, p in s.packets] == [b"%d" % i for i in range(95)]
+        assert 9 <= turns <= 11
+        feed(s, packet(1005, b"x" * 900)[50:])            # the partial packet completes
+        assert s.packets[-1] == (1005, b"x" * 900) and len(s.packets) == 96
+        assert s.recv_buffer_size == 0 and s.close_reason is None
+        return s
+    netcore.run(go(), "asyncio")

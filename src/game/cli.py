@@ -44,6 +44,8 @@ FLAGS = [
     ("--packet-rate", "packet_rate", float,
      "packets/s each client may send; more closes it as rate limited (0: no limit)"),
     ("--packet-burst", "packet_burst", int, "packets a client may send at once above the rate"),
+    ("--max-packets-per-read", "max_packets_per_read", int,
+     "packets of one client handled per read before others get a turn (0: no cap)"),
     ("--login-timeout", "login_timeout", float, "seconds a connection has to log in (0: no limit)"),
     ("--idle-timeout", "idle_timeout", float,
      "seconds a logged-in client may send nothing (0: no limit)"),

@@ -34,6 +34,9 @@ class ServerConfig:
     # its 1 chat/s, stay far below.
     packet_rate: float = 100.0
     packet_burst: int = 200
+    # Packets handled per client read before the rest waits a loop iteration:
+    # a flooding client gets its turn, not the whole loop. Players send a few.
+    max_packets_per_read: int = 64
     login_timeout: float = 10.0             # seconds from connect to a login; 0 is none
     idle_timeout: float = 0.0               # seconds without a packet once logged in; 0 is none
     db_busy_timeout: float = 10.0           # seconds to wait for a lock another process holds
@@ -50,6 +53,8 @@ class ServerConfig:
                 raise ValueError(f"{name.replace('_', ' ')} {getattr(self, name)} is not in 0..65535")
         if self.max_sessions < 1:
             raise ValueError("max sessions must be >= 1")
+        if self.max_packets_per_read < 0:
+            raise ValueError("max packets per read must be >= 0")
         for name in ("packet_rate", "login_timeout", "idle_timeout", "db_busy_timeout"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
@@ -76,7 +81,8 @@ class GameServer:
             max_pending_bytes=config.max_pending_bytes,
             flush_interval_ms=config.flush_interval_ms,
             packet_rate=config.packet_rate, packet_burst=config.packet_burst,
-            login_timeout=config.login_timeout, idle_timeout=config.idle_timeout)
+            login_timeout=config.login_timeout, idle_timeout=config.idle_timeout,
+            max_packets_per_read=config.max_packets_per_read)
         self.metrics = None
         self._player_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()

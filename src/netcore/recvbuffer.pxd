@@ -35,4 +35,5 @@ cdef class RecvBuffer:
     cdef object get_buffer(self)
     cdef int begin(self, Py_ssize_t nbytes, FrameReader* r) except -1
     cdef int keep_tail(self, FrameReader* r, Py_ssize_t packet_size) except -1
+    cdef void resume(self, FrameReader* r) noexcept
     cdef void release(self) noexcept

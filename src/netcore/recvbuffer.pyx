@@ -112,6 +112,12 @@ cdef class RecvBuffer:
         self.own_len = tail
         return 0
 
+    cdef void resume(self, FrameReader* r) noexcept:
+        """A cursor over what keep_tail kept, to parse it again without a read."""
+        r.buf = self.own
+        r.len = self.own_len
+        r.pos = 0
+
     cdef void release(self) noexcept:
         free(self.own)
         self.own = NULL

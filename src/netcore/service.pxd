@@ -52,6 +52,7 @@ cdef class Service:
     cdef readonly double login_timeout      # seconds; 0: none
     cdef readonly double idle_timeout       # seconds; 0: none
     cdef readonly unsigned long long rejected
+    cdef readonly Py_ssize_t max_packets_per_read    # per session per read; 0: no cap
     cdef readonly PacketStats packet_stats  # packets and bytes in and out, by id
     cdef readonly dict disconnects          # reason text -> sessions ended so
     cdef readonly double flush_interval_ms

@@ -144,7 +144,8 @@ cdef class Service:
                  Py_ssize_t max_packet_size=MAX_WIRE_SIZE,
                  Py_ssize_t max_pending_bytes=DEFAULT_MAX_PENDING_BYTES,
                  double flush_interval_ms=0, double packet_rate=0, Py_ssize_t packet_burst=0,
-                 double login_timeout=0, double idle_timeout=0):
+                 double login_timeout=0, double idle_timeout=0,
+                 Py_ssize_t max_packets_per_read=0):
         """packet_rate: packets/s each session may send, 0 for no limit, with
         bursts of packet_burst (0: one second's worth). login_timeout: seconds
         a session has to call mark_logged_in(). idle_timeout: seconds without
@@ -159,6 +160,9 @@ cdef class Service:
             raise ValueError("max_pending_bytes must be >= 1")
         if flush_interval_ms < 0:
             raise ValueError("flush_interval_ms must be >= 0")
+        if max_packets_per_read < 0:
+            raise ValueError("max_packets_per_read must be >= 0")
+        self.max_packets_per_read = max_packets_per_read
         packet_burst = default_burst(packet_rate, packet_burst)
         rate_init(&check, packet_rate, packet_burst)    # refuse a bad limit now, not per session
         self.login_timeout_ns = _seconds_ns("login_timeout", login_timeout)
@@ -194,6 +198,7 @@ cdef class Service:
         s.configure(self, self.flusher, self.max_packet_size, self.max_pending_bytes,
                     self.packet_rate, self.packet_burst)
         s.stats = self.packet_stats
+        s.max_packets_per_read = self.max_packets_per_read
         return s
 
     cdef int start_sweeping(self, object loop) except -1:

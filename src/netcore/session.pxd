@@ -112,6 +112,14 @@ cdef class Session:
     cdef SendQueue queue
     cdef SendFlusher flusher
     cdef PacketStats stats                  # the service's counters; None: not counted
+    # Fairness under a flood: at most this many packets are handled per read
+    # (0: no cap). The rest waits in the receive buffer with reading paused
+    # and is handled in the next loop iterations, so one client's 256 KiB read
+    # of tiny packets cannot hold the loop, nor pile up its room's job queue,
+    # while everyone else waits.
+    cdef readonly Py_ssize_t max_packets_per_read
+    cdef bint backlogged                    # stopped at the cap with packets left
+    cdef object drain_cb
     cdef object linger_timer
     cdef bint closing
     cdef bint eof_seen                      # the peer half-closed: nothing more to read

@@ -227,10 +227,14 @@ cdef class Session:
         self.close(reason, detail, abort)
 
     def set_limits(self, *, max_packet_size=None, max_pending_bytes=None,
-                   packet_rate=None, packet_burst=None):
+                   packet_rate=None, packet_burst=None, max_packets_per_read=None):
         """Change this session's limits (a service sets them from its own).
         A new packet rate starts from a full bucket; a burst of 0 is one
         second's worth."""
+        if max_packets_per_read is not None:
+            if max_packets_per_read < 0:
+                raise ValueError("max_packets_per_read must be >= 0")
+            self.max_packets_per_read = max_packets_per_read
         rate = self.packet_rate if packet_rate is None else packet_rate
         burst = self.packet_burst if packet_burst is None else packet_burst
         self.configure(self.service, self.flusher,
@@ -329,8 +333,32 @@ cdef class Session:
         partial = self.process(&r)
         if self.closing:
             self.rbuf.release()
+            return
+        self.rbuf.keep_tail(&r, partial)
+        if self.backlogged:
+            self.transport.pause_reading()
+            if self.drain_cb is None:
+                self.drain_cb = self._drain_backlog
+            asyncio.get_running_loop().call_soon(self.drain_cb)
+
+    def _drain_backlog(self):
+        """Handle the next packets a capped read left behind, one cap's worth
+        per loop iteration; read again once they are all handled."""
+        cdef FrameReader r
+        cdef Py_ssize_t partial
+        self.backlogged = False
+        if self.closing or self.transport is None:
+            return
+        self.rbuf.resume(&r)
+        partial = self.process(&r)
+        if self.closing:
+            self.rbuf.release()
+            return
+        self.rbuf.keep_tail(&r, partial)
+        if self.backlogged:
+            asyncio.get_running_loop().call_soon(self.drain_cb)
         else:
-            self.rbuf.keep_tail(&r, partial)
+            self.transport.resume_reading()
 
     # -- C level ----------------------------------------------------------
 
@@ -425,9 +453,13 @@ cdef class PacketSession(Session):
         cdef PyTime_t now = PyTime_MonotonicRaw()
         cdef unsigned long long before = self.packets_received
         cdef Py_ssize_t partial = 0
+        cdef Py_ssize_t budget = self.max_packets_per_read
         while not self.closing:
             st = frame_next(r, self.max_packet_size, &h)
             if st == FRAME_OK:
+                if budget and self.packets_received - before >= <unsigned long long>budget:
+                    self.backlogged = True      # the rest waits for the next iteration
+                    break
                 if self.rate.interval and not rate_admit(&self.rate, now):
                     self.close(RATE_LIMITED, f"more than {self.packet_rate:g} packets/s "
                                              f"(burst {self.packet_burst})", True)
