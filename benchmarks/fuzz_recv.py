@@ -25,7 +25,12 @@ rather than dying on a random first header:
   mutated   a valid stream with bytes flipped, inserted, dropped or cut short
   random    arbitrary bytes
 each cut at 0-30 random points (or a byte at a time when short), with a
-maximum packet size drawn from 4 to 65535.
+maximum packet size drawn from 4 to 65535. A third of the inputs go to a
+session with max_packets_per_read 1-16, mostly small, and mostly in 0-3
+reads (netcore-server runs with 64): it
+handles that many packets of a read, pauses reading and handles the rest a
+cap per loop iteration, so those are fed like a transport would, a read
+only while reading, and the loop runs until it reads again.
 
     python benchmarks/fuzz_recv.py [--inputs 1000000] [--seed N] [--hang-seconds 10]
 
@@ -37,6 +42,7 @@ their seed and index so that they can be replayed (--only INDEX).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import faulthandler
 import os
 import random
@@ -55,6 +61,10 @@ from test_core_framing import reference_split  # noqa: E402
 
 KINDS = ("valid", "corrupt", "mutated", "random")
 MAX_FAILURES_SHOWN = 5
+CAPPED_SHARE = 1 / 3        # inputs fed to a session with a max_packets_per_read
+CAPS = (1, 1, 2, 2, 3, 4, 8, 16)
+HANG_SECONDS = 10.0
+STATS = {"deferred": 0}      # capped inputs whose session left packets for a later iteration
 
 
 def payload_size(rng: random.Random) -> int:
@@ -84,7 +94,7 @@ def valid_packets(rng: random.Random, max_size: int):
 
 
 def make_input(rng: random.Random):
-    """(kind, data, cuts, max_size, expect_clean) for one input."""
+    """(kind, data, cuts, max_size, expect_clean, cap) for one input."""
     kind = KINDS[rng.randrange(4)]
     max_size = max_size_for(rng, payload_size(rng) + 4)
     if kind == "random":
@@ -112,14 +122,45 @@ def make_input(rng: random.Random):
                 else:
                     del b[pos:]
             data = bytes(b)
+    cap = rng.choice(CAPS) if rng.random() < CAPPED_SHARE else 0
     if len(data) <= 64 and rng.random() < 0.2:
         cuts = list(range(1, len(data)))     # a byte at a time
     else:
-        cuts = [rng.randrange(0, len(data) + 1) for _ in range(rng.randrange(0, 31))]
-    return kind, data, cuts, max_size, kind == "valid"
+        # A capped session defers only when a read holds more packets than
+        # its cap: mostly few reads for those.
+        most = 4 if cap and rng.random() < 0.7 else 31
+        cuts = [rng.randrange(0, len(data) + 1) for _ in range(rng.randrange(0, most))]
+    return kind, data, cuts, max_size, kind == "valid", cap
 
 
-def check(data: bytes, cuts, max_size: int, expect_clean: bool) -> str | None:
+async def feed_capped(s, t: FakeTransport, data: bytes, cuts) -> bool:
+    """feed(), for a session that handles at most max_packets_per_read packets
+    of a read and leaves the rest to later loop iterations with reading
+    paused: like a transport, deliver the next read only while reading, and
+    at the end let the loop run until the session reads again (or closed).
+    True when the session did leave packets for later at least once."""
+    pos = 0
+    deferred = False
+    for end in sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]:
+        while pos < end and not s.close_reason:
+            while not t.reading and not s.close_reason:
+                deferred = True
+                await asyncio.sleep(0)
+            if s.close_reason:
+                break
+            buf = s.get_buffer(-1)
+            n = min(len(buf), end - pos)
+            assert n > 0, "get_buffer offered no room"
+            buf[:n] = data[pos:pos + n]
+            s.buffer_updated(n)
+            pos += n
+    while not t.reading and not s.close_reason:
+        deferred = True
+        await asyncio.sleep(0)
+    return deferred
+
+
+async def check(data: bytes, cuts, max_size: int, expect_clean: bool, cap: int) -> str | None:
     """None when the property holds, else what broke."""
     ref_packets, ref_consumed, ref_error = reference_split(data, max_size)
     packets, consumed, error = split_frames(data, max_size)
@@ -127,9 +168,13 @@ def check(data: bytes, cuts, max_size: int, expect_clean: bool) -> str | None:
         return (f"split_frames: {len(packets)} packets, consumed {consumed}, error {error!r}; "
                 f"reference: {len(ref_packets)}, {ref_consumed}, {ref_error}")
     s = Recorder()
-    s.set_limits(max_packet_size=max_size)
-    s.connection_made(FakeTransport())
-    feed(s, data, cuts)
+    s.set_limits(max_packet_size=max_size, max_packets_per_read=cap)
+    t = FakeTransport()
+    s.connection_made(t)
+    if cap:
+        STATS["deferred"] += await asyncio.wait_for(feed_capped(s, t, data, cuts), HANG_SECONDS)
+    else:
+        feed(s, data, cuts)
     if s.packets != ref_packets:
         return f"session delivered {len(s.packets)} packets, reference {len(ref_packets)}"
     if ref_error:
@@ -145,13 +190,13 @@ def check(data: bytes, cuts, max_size: int, expect_clean: bool) -> str | None:
 async def fuzz(args) -> int:
     rng = random.Random(args.seed)
     by_kind = dict.fromkeys(KINDS, 0)
-    closed = delivered = total_bytes = 0
+    closed = delivered = total_bytes = capped = 0
     failures = []
     slowest = 0.0
     t0 = time.perf_counter()
     last_report = t0
     for index in range(args.inputs):
-        kind, data, cuts, max_size, clean = make_input(rng)
+        kind, data, cuts, max_size, clean, cap = make_input(rng)
         if args.only is not None and index != args.only:
             if index > args.only:
                 break
@@ -160,19 +205,22 @@ async def fuzz(args) -> int:
             faulthandler.dump_traceback_later(args.hang_seconds, exit=True)
         t = time.perf_counter()
         try:
-            why = check(data, cuts, max_size, clean)
+            why = await check(data, cuts, max_size, clean, cap)
+        except asyncio.TimeoutError:
+            why = f"capped feed did not finish in {HANG_SECONDS} s"
         except Exception as exc:                    # a crash of the property itself
             why = f"raised {exc!r}"
         slowest = max(slowest, time.perf_counter() - t)
         by_kind[kind] += 1
+        capped += bool(cap)
         total_bytes += len(data)
         ref_packets, _, ref_error = reference_split(data, max_size) if args.stats else ([], 0, 0)
         delivered += len(ref_packets)
         closed += bool(ref_error)
         if why is not None:
-            failures.append((index, kind, len(data), len(cuts), max_size, why))
+            failures.append((index, kind, len(data), len(cuts), max_size, cap, why))
             if args.only is not None:
-                print(f"data={data!r}\ncuts={sorted(set(cuts))}\nmax_size={max_size}")
+                print(f"data={data!r}\ncuts={sorted(set(cuts))}\nmax_size={max_size}\ncap={cap}")
         now = time.perf_counter()
         if args.progress and now - last_report > 10:
             last_report = now
@@ -184,11 +232,14 @@ async def fuzz(args) -> int:
     print(f"fuzz_recv: {n:,} inputs in {elapsed:.1f} s ({n / elapsed:,.0f}/s), seed {args.seed}, "
           f"failures={len(failures)}")
     print("  kinds: " + ", ".join(f"{k} {v:,}" for k, v in by_kind.items())
-          + f"; {total_bytes / 1e6:,.1f} MB fed; slowest input {slowest * 1000:.1f} ms")
+          + f"; {capped:,} with max_packets_per_read 1-16 ({STATS['deferred']:,} of them "
+          f"deferring packets); {total_bytes / 1e6:,.1f} MB fed; "
+          f"slowest input {slowest * 1000:.1f} ms")
     if args.stats:
         print(f"  reference: {delivered:,} packets delivered, {closed:,} inputs end in a bad header")
-    for index, kind, size, ncuts, max_size, why in failures[:MAX_FAILURES_SHOWN]:
-        print(f"  FAILED input {index} ({kind}, {size} bytes, {ncuts} cuts, max {max_size}): {why}"
+    for index, kind, size, ncuts, max_size, cap, why in failures[:MAX_FAILURES_SHOWN]:
+        print(f"  FAILED input {index} ({kind}, {size} bytes, {ncuts} cuts, max {max_size}, "
+              f"cap {cap}): {why}"
               f"  -- replay: --seed {args.seed} --only {index}")
     return 1 if failures else 0
 
