@@ -134,6 +134,7 @@ cdef class Session:
     cdef int flush(self) except -1
     cdef int close(self, object kind, str detail, bint abort) except -1
     cdef Py_ssize_t process(self, FrameReader* r) except -1
+    cdef int consume(self, FrameReader* r) except -1
 
 
 # deliver() is the per-packet hook: the payload is only valid during the call.

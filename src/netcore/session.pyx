@@ -325,17 +325,12 @@ cdef class Session:
 
     def buffer_updated(self, Py_ssize_t nbytes):
         cdef FrameReader r
-        cdef Py_ssize_t partial
         self.rbuf.begin(nbytes, &r)
         if self.closing:
             self.rbuf.release()
             return
-        partial = self.process(&r)
-        if self.closing:
-            self.rbuf.release()
-            return
-        self.rbuf.keep_tail(&r, partial)
-        if self.backlogged:
+        self.consume(&r)
+        if self.backlogged and not self.closing:
             self.transport.pause_reading()
             if self.drain_cb is None:
                 self.drain_cb = self._drain_backlog
@@ -345,20 +340,27 @@ cdef class Session:
         """Handle the next packets a capped read left behind, one cap's worth
         per loop iteration; read again once they are all handled."""
         cdef FrameReader r
-        cdef Py_ssize_t partial
         self.backlogged = False
         if self.closing or self.transport is None:
             return
         self.rbuf.resume(&r)
-        partial = self.process(&r)
+        self.consume(&r)
         if self.closing:
-            self.rbuf.release()
             return
-        self.rbuf.keep_tail(&r, partial)
         if self.backlogged:
             asyncio.get_running_loop().call_soon(self.drain_cb)
         else:
             self.transport.resume_reading()
+
+    cdef int consume(self, FrameReader* r) except -1:
+        """Parse what r holds, then keep its unparsed tail for later, or drop
+        everything when parsing closed the session."""
+        cdef Py_ssize_t partial = self.process(r)
+        if self.closing:
+            self.rbuf.release()
+        else:
+            self.rbuf.keep_tail(r, partial)
+        return 0
 
     # -- C level ----------------------------------------------------------
 
