@@ -1,7 +1,7 @@
 """Build: run the handler generator, then cythonize netcore and the generated dispatch.
 
 The generator runs first so that `pip install .` never needs a hand-run step: the
-dispatch modules in src/packets are products of proto/Protocol.proto.
+dispatch modules in src/netcore_packets are products of proto/Protocol.proto.
 """
 import os
 import sys
@@ -37,7 +37,7 @@ PARALLEL = {"build_ext": {"parallel": os.cpu_count() or 1}} if os.name != "nt" e
 
 setup(
     ext_modules=cythonize(
-        extensions("netcore") + extensions("packets") + extensions("dummy"),
+        extensions("netcore") + extensions("netcore_packets") + extensions("netcore_dummy"),
         compiler_directives=DIRECTIVES,
         include_path=[os.path.join(HERE, "src")],
     ),

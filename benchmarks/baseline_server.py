@@ -12,9 +12,9 @@ import itertools
 import struct
 import sys
 
-from packets import Protocol_pb2 as pb
-from packets.Enum_pb2 import PLAYER_TYPE_KNIGHT
-from packets.Struct_pb2 import Player
+from netcore_packets import Protocol_pb2 as pb
+from netcore_packets.Enum_pb2 import PLAYER_TYPE_KNIGHT
+from netcore_packets.Struct_pb2 import Player
 
 C_LOGIN, S_LOGIN, C_ENTER_GAME, S_ENTER_GAME, C_CHAT, S_CHAT = range(1000, 1006)
 player_ids = itertools.count(1)

@@ -27,11 +27,11 @@ import sys
 import time
 
 import netcore
-from dummy import DummySession, Tally
-from dummy.tally import format_chat
+from netcore_dummy import DummySession, Tally
+from netcore_dummy.tally import format_chat
 from netcore import PacketSession
-from packets import Protocol_pb2 as pb
-from packets.client_dispatch import PKT_S_CHAT
+from netcore_packets import Protocol_pb2 as pb
+from netcore_packets.client_dispatch import PKT_S_CHAT
 
 SEND_CHUNK = 1 << 18
 FIRST_PLAYER_ID = 1000

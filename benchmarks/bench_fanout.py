@@ -39,7 +39,7 @@ class Server:
 
     def __init__(self, kind: str, port: int, workdir: str, baseline_loop: str):
         if kind == "netcore":
-            cmd = pinned(SERVER_CORE, "-m", "game.cli", "--port", str(port), "--log-level",
+            cmd = pinned(SERVER_CORE, "-m", "netcore_game.cli", "--port", str(port), "--log-level",
                          "WARNING", "--db", os.path.join(workdir, f"bench-{port}.db"),
                          "--max-sessions", "30000")
         else:
@@ -97,7 +97,7 @@ class Server:
 
 
 def dummy(port, clients, rooms, rate, duration, *extra) -> dict:
-    cmd = pinned(LOAD_CORE, "-m", "dummy.cli", "--port", str(port), "--clients", str(clients),
+    cmd = pinned(LOAD_CORE, "-m", "netcore_dummy.cli", "--port", str(port), "--clients", str(clients),
                  "--rooms", str(rooms), "--rate", str(rate), "--duration", str(duration),
                  "--connect-rate", "5000", "--json", *extra)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -47,8 +47,8 @@ from pathlib import Path
 import netcore
 from netcore import PacketSession, make_packet
 from netcore.loop import tune_gc_for_serving
-from packets import Protocol_pb2 as pb
-from packets.client_dispatch import PACKET_IDS
+from netcore_packets import Protocol_pb2 as pb
+from netcore_packets.client_dispatch import PACKET_IDS
 
 C_LOGIN, C_ENTER_GAME, C_CHAT = (PACKET_IDS[n] for n in ("C_LOGIN", "C_ENTER_GAME", "C_CHAT"))
 S_LOGIN, S_ENTER_GAME, S_CHAT = (PACKET_IDS[n] for n in ("S_LOGIN", "S_ENTER_GAME", "S_CHAT"))
@@ -79,7 +79,7 @@ def start_server(tmp: Path, loop: str, core: int | None):
     pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
     with open(tmp / "server.log", "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "game.cli", "--port", "0", "--db", str(tmp / "soak.db"),
+            [sys.executable, "-m", "netcore_game.cli", "--port", "0", "--db", str(tmp / "soak.db"),
              "--loop", loop, "--log-level", "WARNING"],
             stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=pin)
     banner = proc.stdout.readline()

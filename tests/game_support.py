@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from packets import Protocol_pb2 as pb
-from packets.client_dispatch import PACKET_IDS, make_send_buffer
+from netcore_packets import Protocol_pb2 as pb
+from netcore_packets.client_dispatch import PACKET_IDS, make_send_buffer
 
 from netcore import ClientService, PacketSession
 
@@ -16,12 +16,12 @@ MESSAGE_BY_ID = {pkt_id: getattr(pb, name) for name, pkt_id in PACKET_IDS.items(
 
 
 class ServerProcess:
-    """`python -m game.cli` (what netcore-server runs) on a free port."""
+    """`python -m netcore_game.cli` (what netcore-server runs) on a free port."""
 
     def __init__(self, tmp_path: Path, loop_kind: str, *args: str, preexec_fn=None):
         self.log_path = tmp_path / "server.log"
         self.db = tmp_path / "game.db"
-        self.args = [sys.executable, "-m", "game.cli", "--port", "0", "--db", str(self.db),
+        self.args = [sys.executable, "-m", "netcore_game.cli", "--port", "0", "--db", str(self.db),
                      "--loop", loop_kind, *args]
         self.preexec_fn = preexec_fn        # run in the child before exec (limits, privileges)
         self.proc = None

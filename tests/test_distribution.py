@@ -83,12 +83,30 @@ def assert_nothing_lost(code, report):
     assert report["ok"] and code == 0
 
 
+def is_netcore_name(name):
+    return name == "netcore" or name.startswith("netcore_")
+
+
+def test_the_installed_distribution_claims_only_netcore_top_level_names():
+    import importlib.metadata as md
+    dist = md.distribution("netcore")
+    top_level = dist.read_text("top_level.txt").split()
+    assert "netcore" in top_level
+    assert [t for t in top_level if not is_netcore_name(t)] == []
+    for generic in ("game", "packets", "dummy"):
+        assert generic not in top_level
+    # Every console script points into a netcore package.
+    scripts = [ep for ep in dist.entry_points if ep.group == "console_scripts"]
+    assert {ep.name for ep in scripts} >= {"netcore-server", "netcore-dummy", "netcore-gen"}
+    assert all(is_netcore_name(ep.value.split(".")[0]) for ep in scripts), scripts
+
+
 def extension_modules():
     """package/module of every compiled extension a build must produce."""
-    names = [f"{p.parent.name}/{p.stem}" for package in ("netcore", "dummy")
+    names = [f"{p.parent.name}/{p.stem}" for package in ("netcore", "netcore_dummy")
              for p in sorted((ROOT / "src" / package).glob("*.pyx"))]
     # Generated from proto/Protocol.proto at build time; not in the checkout or the sdist.
-    return names + ["packets/client_dispatch", "packets/server_dispatch"]
+    return names + ["netcore_packets/client_dispatch", "netcore_packets/server_dispatch"]
 
 
 @pytest.mark.slow
@@ -124,20 +142,23 @@ def test_the_wheel_built_from_the_sdist_serves_without_cython_or_a_compiler(tmp_
     needed = {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md",
               "tools/gen_handlers.py", "tools/__init__.py", "src/netcore/_version.py"}
     needed |= {p.relative_to(ROOT).as_posix() for pattern in (
-        "proto/*.proto", "tools/templates/*.j2", "src/*/*.pxd", "src/packets/*_pb2.py",
-        "src/netcore/*.pyx", "src/dummy/*.pyx", "src/game/*_handlers.py",
-        "src/dummy/*_handlers.py") for p in ROOT.glob(pattern)}
+        "proto/*.proto", "tools/templates/*.j2", "src/*/*.pxd", "src/netcore_packets/*_pb2.py",
+        "src/netcore/*.pyx", "src/netcore_dummy/*.pyx", "src/netcore_game/*_handlers.py",
+        "src/netcore_dummy/*_handlers.py") for p in ROOT.glob(pattern)}
     assert needed <= in_sdist, sorted(needed - in_sdist)
     assert not [n for n in in_sdist if n.endswith((".c", ".so"))]
-    assert not [n for n in in_sdist if re.fullmatch(r"src/packets/\w+_dispatch\.pyx", n)]
+    assert not [n for n in in_sdist if re.fullmatch(r"src/netcore_packets/\w+_dispatch\.pyx", n)]
 
     # The wheel carries every extension compiled, and the .pxd files for cimport.
     with zipfile.ZipFile(wheel) as zf:
         in_wheel = set(zf.namelist())
     for module in extension_modules():
         assert [n for n in in_wheel if n.startswith(module + ".") and n.endswith(".so")], module
-    assert {"netcore/session.pxd", "netcore/framing.pxd", "dummy/tally.pxd"} <= in_wheel
+    assert {"netcore/session.pxd", "netcore/framing.pxd", "netcore_dummy/tally.pxd"} <= in_wheel
     assert not [n for n in in_wheel if n.endswith(".c")]
+    # Only netcore's own top-level names: a game's package called `game` is safe beside it.
+    top = {n.split("/")[0] for n in in_wheel if not n.split("/")[0].endswith(".dist-info")}
+    assert top and all(is_netcore_name(t) for t in top), sorted(top)
 
     # A fresh environment with nothing but the wheel and its dependencies (binary only,
     # so nothing can compile), and no compiler or other tool on PATH.
@@ -154,8 +175,8 @@ def test_the_wheel_built_from_the_sdist_serves_without_cython_or_a_compiler(tmp_
                                env=env, cwd=tmp_path)
     assert no_cython.returncode != 0 and "No module named 'Cython'" in no_cython.stderr
     where = run([python, "-c", "import importlib, importlib.metadata as md\n"
-                 "for m in ('netcore', 'netcore.session', 'packets.server_dispatch', "
-                 "'dummy.tally'):\n    print(importlib.import_module(m).__file__)\n"
+                 "for m in ('netcore', 'netcore.session', 'netcore_packets.server_dispatch', "
+                 "'netcore_dummy.tally'):\n    print(importlib.import_module(m).__file__)\n"
                  "print(md.version('netcore'))"], env=env, cwd=tmp_path).stdout.split()
     assert all(Path(f).is_relative_to(venv) for f in where[:4]), where
     assert all(f.endswith(".so") for f in where[1:4]), where
@@ -190,7 +211,7 @@ def test_the_one_file_server_executable_serves_the_python_dummy_without_loss(tmp
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     with serving([str(exe)], tmp_path, env) as (server, port, banner):
         assert f"({loop}," in banner        # bundled where the building Python has it
-        code, report = run_dummy([sys.executable, "-m", "dummy.cli"], port, dict(os.environ),
+        code, report = run_dummy([sys.executable, "-m", "netcore_dummy.cli"], port, dict(os.environ),
                                  tmp_path)
         assert stop(server) == 0
     assert_nothing_lost(code, report)

@@ -15,13 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netcore
-from dummy import DummyConfig, DummySession, Tally, cli, run_dummy, tally
-from dummy.client import paced
+from netcore_dummy import DummyConfig, DummySession, Tally, cli, run_dummy, tally
+from netcore_dummy.client import paced
 from netcore import PacketSession, ServerService, send_to_all
-from packets import Protocol_pb2 as pb
-from packets.Struct_pb2 import Player
-from packets import server_dispatch
-from packets.client_dispatch import PKT_S_CHAT, PKT_S_ENTER_GAME
+from netcore_packets import Protocol_pb2 as pb
+from netcore_packets.Struct_pb2 import Player
+from netcore_packets import server_dispatch
+from netcore_packets.client_dispatch import PKT_S_CHAT, PKT_S_ENTER_GAME
 from support import FakeTransport, feed, packet
 
 DETERMINISTIC = settings(max_examples=300, deadline=None, derandomize=True,

@@ -9,7 +9,7 @@ from game_support import ServerProcess
 
 def run_dummy(port, *args, timeout=120):
     proc = subprocess.run(
-        [sys.executable, "-m", "dummy.cli", "--port", str(port), "--json", *args],
+        [sys.executable, "-m", "netcore_dummy.cli", "--port", str(port), "--json", *args],
         capture_output=True, text=True, timeout=timeout)
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, proc.stdout + proc.stderr
@@ -38,7 +38,7 @@ def test_the_dummy_fails_clearly_when_no_server_listens(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]           # bound, not listening: connection refused
-        proc = subprocess.run([sys.executable, "-m", "dummy.cli", "--port", str(port),
+        proc = subprocess.run([sys.executable, "-m", "netcore_dummy.cli", "--port", str(port),
                                "--clients", "3", "--duration", "1"],
                               capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0

@@ -12,11 +12,11 @@ import sys
 import pytest
 
 import netcore
-from packets import Protocol_pb2 as pb
+from netcore_packets import Protocol_pb2 as pb
 
-import game.server_handlers
-from game.db import SQLiteDatabase
-from game.server import GameServer, ServerConfig
+import netcore_game.server_handlers
+from netcore_game.db import SQLiteDatabase
+from netcore_game.server import GameServer, ServerConfig
 from game_support import ServerProcess, connect, in_game, leave
 
 # What the database does is the same on every loop: these run on one.
@@ -168,8 +168,8 @@ def test_a_database_locked_mid_run_refuses_new_accounts_until_released(tmp_path)
 # -- a handler that raises -------------------------------------------------------------
 
 def test_a_handler_that_raises_closes_its_session_only(run, tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="game.session")
-    real = game.server_handlers.handle_C_CHAT
+    caplog.set_level(logging.INFO, logger="netcore_game.session")
+    real = netcore_game.server_handlers.handle_C_CHAT
 
     def handle_C_CHAT(session, pkt):
         if pkt.msg == "boom":
@@ -177,7 +177,7 @@ def test_a_handler_that_raises_closes_its_session_only(run, tmp_path, monkeypatc
         return real(session, pkt)
 
     # Before the server exists: its dispatcher takes the handlers when made.
-    monkeypatch.setattr(game.server_handlers, "handle_C_CHAT", handle_C_CHAT)
+    monkeypatch.setattr(netcore_game.server_handlers, "handle_C_CHAT", handle_C_CHAT)
 
     async def go():
         async with GameServer(ServerConfig(port=0), SQLiteDatabase(tmp_path / "game.db")) as server:

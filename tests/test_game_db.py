@@ -5,11 +5,11 @@ import threading
 
 import pytest
 
-from packets import Protocol_pb2 as pb
+from netcore_packets import Protocol_pb2 as pb
 
-from game.db import SCHEMA_VERSION, DatabaseError, SQLiteDatabase
-from game.passwords import hash_password, verify_password
-from game.server import GameServer, ServerConfig
+from netcore_game.db import SCHEMA_VERSION, DatabaseError, SQLiteDatabase
+from netcore_game.passwords import hash_password, verify_password
+from netcore_game.server import GameServer, ServerConfig
 from game_support import connect, in_game
 
 

@@ -2,8 +2,8 @@
 import pytest
 
 from netcore import make_packet
-from packets import Protocol_pb2 as pb
-from packets.Enum_pb2 import PLAYER_TYPE_KNIGHT
+from netcore_packets import Protocol_pb2 as pb
+from netcore_packets.Enum_pb2 import PLAYER_TYPE_KNIGHT
 
 from game_support import ServerProcess, connect, in_game
 
@@ -145,7 +145,7 @@ def test_connects_and_disconnect_reasons_are_logged(run, server):
     run(go())
     server.stop()
     log = server.log_text()
-    assert " INFO game.session: session " in log and "connected from ('127.0.0.1'," in log
+    assert " INFO netcore_game.session: session " in log and "connected from ('127.0.0.1'," in log
     assert "disconnected: peer closed" in log
 
 

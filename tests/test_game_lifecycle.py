@@ -6,12 +6,12 @@ import weakref
 
 
 from netcore import DisconnectReason
-from packets import Protocol_pb2 as pb
+from netcore_packets import Protocol_pb2 as pb
 
-import game.server
-from game.db import SQLiteDatabase
-from game.server import GameServer, ServerConfig
-from game.session import GameSession
+import netcore_game.server
+from netcore_game.db import SQLiteDatabase
+from netcore_game.server import GameServer, ServerConfig
+from netcore_game.session import GameSession
 from game_support import ServerProcess, connect, in_game
 
 
@@ -67,7 +67,7 @@ class TrackedSession(GameSession):
 
 
 def test_no_session_or_player_survives_10000_cycles(run, tmp_path, monkeypatch):
-    monkeypatch.setattr(game.server, "GameSession", TrackedSession)
+    monkeypatch.setattr(netcore_game.server, "GameSession", TrackedSession)
     TrackedSession.created = 0
     cycles, concurrency = 10_000, 200
 

@@ -1,11 +1,11 @@
 """Rooms as job queues under concurrent chat, and a room's own tick."""
 import asyncio
 
-from packets import Protocol_pb2 as pb
+from netcore_packets import Protocol_pb2 as pb
 
-from game.db import SQLiteDatabase
-from game.room import SYSTEM_PLAYER_ID
-from game.server import GameServer, ServerConfig
+from netcore_game.db import SQLiteDatabase
+from netcore_game.room import SYSTEM_PLAYER_ID
+from netcore_game.server import GameServer, ServerConfig
 from game_support import ServerProcess, in_game
 
 
@@ -58,15 +58,15 @@ def test_a_room_tick_announces_its_member_count(run, tmp_path):
 
 
 def test_a_chat_is_serialized_once_whatever_the_room_size(run, tmp_path, monkeypatch):
-    import game.room
+    import netcore_game.room
     calls = []
-    real = game.room.make_send_buffer
+    real = netcore_game.room.make_send_buffer
 
     def counting(pkt):
         calls.append(type(pkt).__name__)
         return real(pkt)
 
-    monkeypatch.setattr(game.room, "make_send_buffer", counting)
+    monkeypatch.setattr(netcore_game.room, "make_send_buffer", counting)
 
     async def go():
         config = ServerConfig(port=0)

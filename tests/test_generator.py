@@ -106,12 +106,12 @@ def test_build_writes_server_handlers_to_game_and_client_handlers_to_dummy(tmp_p
     written = gen_handlers.generate_all(tmp_path)
     src = tmp_path / "src"
     assert sorted(p.relative_to(src).as_posix() for p in written) == [
-        "dummy/client_handlers.py", "game/server_handlers.py",
-        "packets/client_dispatch.pyx", "packets/server_dispatch.pyx",
+        "netcore_dummy/client_handlers.py", "netcore_game/server_handlers.py",
+        "netcore_packets/client_dispatch.pyx", "netcore_packets/server_dispatch.pyx",
     ]
-    assert (src / "dummy" / "client_handlers.py").read_bytes() == (
+    assert (src / "netcore_dummy" / "client_handlers.py").read_bytes() == (
         GOLDEN / "client_handlers.py").read_bytes()
-    assert not (src / "game" / "client_handlers.py").exists()
+    assert not (src / "netcore_game" / "client_handlers.py").exists()
 
 
 def test_unchanged_output_is_not_rewritten(tmp_path):
@@ -149,7 +149,7 @@ def test_pb2_module_option_names_the_message_module(tmp_path):
     generate_side("server", tmp_path, pb2_module="mygame.wire_pb2")
     dispatch = (tmp_path / "server_dispatch.pyx").read_text()
     assert "import mygame.wire_pb2 as _pb\n" in dispatch
-    assert "packets.Protocol_pb2" not in dispatch
+    assert "netcore_packets.Protocol_pb2" not in dispatch
 
 
 # -- handler stubs -----------------------------------------------------------

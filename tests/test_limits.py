@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 import netcore
 from netcore import ClientService, DisconnectReason, ServerService
 from netcore.session import rate_limit_admits
-from packets import Protocol_pb2 as pb
-from packets.client_dispatch import make_send_buffer
+from netcore_packets import Protocol_pb2 as pb
+from netcore_packets.client_dispatch import make_send_buffer
 
-from game.cli import parse_args
+from netcore_game.cli import parse_args
 from game_support import ServerProcess, connect, in_game, leave
 from support import FakeTransport, Recorder, ServerSessions, packet, raw_client
 

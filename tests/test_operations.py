@@ -8,15 +8,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from netcore import make_packet
-from packets import Protocol_pb2 as pb
+from netcore_packets import Protocol_pb2 as pb
 
-from game.config import ConfigError, build, load_file, render
-from game.server import ServerConfig
+from netcore_game.config import ConfigError, build, load_file, render
+from netcore_game.server import ServerConfig
 from game_support import ServerProcess, connect, in_game
 
 
 def server_cli(*args):
-    return subprocess.run([sys.executable, "-m", "game.cli", *args],
+    return subprocess.run([sys.executable, "-m", "netcore_game.cli", *args],
                           capture_output=True, text=True, timeout=60)
 
 

@@ -34,17 +34,17 @@ DETERMINISTIC = settings(derandomize=True, max_examples=200, deadline=None)
 
 @pytest.fixture(scope="module")
 def pb():
-    return importlib.import_module("packets.Protocol_pb2")
+    return importlib.import_module("netcore_packets.Protocol_pb2")
 
 
 @pytest.fixture(scope="module")
 def server():
-    return importlib.import_module("packets.server_dispatch")
+    return importlib.import_module("netcore_packets.server_dispatch")
 
 
 @pytest.fixture(scope="module")
 def client():
-    return importlib.import_module("packets.client_dispatch")
+    return importlib.import_module("netcore_packets.client_dispatch")
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +84,8 @@ def test_exact_packet_bytes(server, client, pb):
     # S_LOGIN{success=true, players=[{id=1, name="a", playerType=MAGE}]}: payload
     # 08 01, then field 2 holding the 7-byte Player 08 01 12 01 61 18 02 = 11 bytes;
     # header (15, 1001) = 0f 00 e9 03.
-    struct_pb2 = importlib.import_module("packets.Struct_pb2")
-    enum_pb2 = importlib.import_module("packets.Enum_pb2")
+    struct_pb2 = importlib.import_module("netcore_packets.Struct_pb2")
+    enum_pb2 = importlib.import_module("netcore_packets.Enum_pb2")
     login = pb.S_LOGIN(success=True, players=[
         struct_pb2.Player(id=1, name="a", playerType=enum_pb2.PLAYER_TYPE_MAGE),
     ])
@@ -142,8 +142,8 @@ def test_missing_handler_fails_at_construction(server):
 
 
 # The server's handlers belong to the game, the client's to netcore-dummy.
-@pytest.mark.parametrize("side, module", [("server", "game.server_handlers"),
-                                          ("client", "dummy.client_handlers")])
+@pytest.mark.parametrize("side, module", [("server", "netcore_game.server_handlers"),
+                                          ("client", "netcore_dummy.client_handlers")])
 def test_handler_modules_cover_every_received_packet(side, module, request):
     dispatch = request.getfixturevalue(side)
     handlers = importlib.import_module(module)
@@ -179,8 +179,8 @@ def test_committed_pb2_modules_are_up_to_date(tmp_path):
         reason="grpc_tools (grpcio-tools) is not installed, so the pb2 modules "
                "cannot be regenerated to check them")
     generated = gen_proto.generate(tmp_path)
-    committed = sorted((ROOT / "src" / "packets").glob("*_pb2.py*"))
+    committed = sorted((ROOT / "src" / "netcore_packets").glob("*_pb2.py*"))
     assert [p.name for p in generated] == [p.name for p in committed]
     stale = [p.name for p in generated
-             if p.read_bytes() != (ROOT / "src" / "packets" / p.name).read_bytes()]
+             if p.read_bytes() != (ROOT / "src" / "netcore_packets" / p.name).read_bytes()]
     assert not stale, f"run `python tools/gen_proto.py` and commit: {stale} are stale"

@@ -18,7 +18,7 @@ py="${PYTHON:-python3}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-"$py" -c "import netcore.session, packets.server_dispatch" || {
+"$py" -c "import netcore.session, netcore_packets.server_dispatch" || {
     echo "build_server_exe: netcore is not installed (compiled) for $py: pip install . first" >&2
     exit 1
 }
@@ -26,7 +26,7 @@ trap 'rm -rf "$work"' EXIT
 cat > "$work/netcore_server.py" <<'EOF'
 import sys
 
-from game.cli import main
+from netcore_game.cli import main
 
 sys.exit(main())
 EOF

@@ -8,11 +8,11 @@ client); other messages take no id.
 Server side (setup.py runs both sides on every build through generate_all):
 
     python tools/gen_handlers.py --proto proto/Protocol.proto --recv C_ --send S_ \\
-        --dispatch-out src/packets/server_dispatch.pyx \\
-        --handlers-out src/game/server_handlers.py --name Server
+        --dispatch-out src/netcore_packets/server_dispatch.pyx \\
+        --handlers-out src/netcore_game/server_handlers.py --name Server
 
-Client side: --recv S_ --send C_ --dispatch-out src/packets/client_dispatch.pyx
---handlers-out src/dummy/client_handlers.py --name Client (the client side
+Client side: --recv S_ --send C_ --dispatch-out src/netcore_packets/client_dispatch.pyx
+--handlers-out src/netcore_dummy/client_handlers.py --name Client (the client side
 is the load generator's, netcore-dummy). `pip install .` also installs this
 tool as `netcore-gen`.
 
@@ -36,7 +36,7 @@ import jinja2
 FIRST_ID = 1000
 PACKET_PREFIXES = ("C_", "S_")
 PEERS = {"C_": "client", "S_": "server"}
-DEFAULT_PB2_MODULE = "packets.Protocol_pb2"
+DEFAULT_PB2_MODULE = "netcore_packets.Protocol_pb2"
 
 _TOKEN = re.compile(
     r"""
@@ -197,13 +197,13 @@ def generate_all(root):
     root = Path(root)
     written = []
     # The server's handlers are the game's; the client's are netcore-dummy's.
-    for side, recv, send, package in (("server", "C_", "S_", "game"),
-                                      ("client", "S_", "C_", "dummy")):
+    for side, recv, send, package in (("server", "C_", "S_", "netcore_game"),
+                                      ("client", "S_", "C_", "netcore_dummy")):
         written += generate(
             root / "proto" / "Protocol.proto",
             recv=recv,
             send=send,
-            dispatch_out=root / "src" / "packets" / f"{side}_dispatch.pyx",
+            dispatch_out=root / "src" / "netcore_packets" / f"{side}_dispatch.pyx",
             handlers_out=root / "src" / package / f"{side}_handlers.py",
             name=side.capitalize(),
         )

@@ -1,12 +1,12 @@
-"""Regenerate the committed protobuf modules in src/packets from proto/*.proto.
+"""Regenerate the committed protobuf modules in src/netcore_packets from proto/*.proto.
 
     python tools/gen_proto.py
 
 Runs grpc_tools' bundled protoc (so the gencode version follows the pinned
 grpcio-tools, not whatever protoc is on PATH) with --python_out and --pyi_out,
 then makes the gencode's imports of its sibling modules package-relative:
-protoc writes `import Enum_pb2 as Enum__pb2`, which only works with src/packets
-itself on sys.path, not inside the `packets` package.
+protoc writes `import Enum_pb2 as Enum__pb2`, which only works with src/netcore_packets
+itself on sys.path, not inside the `netcore_packets` package.
 """
 import re
 import subprocess
@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
-PACKETS_DIR = ROOT / "src" / "packets"
+PACKETS_DIR = ROOT / "src" / "netcore_packets"
 
 
 def make_imports_relative(source, modules):

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import netcore
 from netcore import ClientService
-from packets import Protocol_pb2 as pb
+from netcore_packets import Protocol_pb2 as pb
 
 from game_support import GameClient, ServerProcess, connect
 
@@ -199,21 +199,21 @@ class Case:
         """reasons(), from the log as it is now (no fence)."""
         log = self.log()
         sid = self.session_id(port, log)
-        return re.findall(rf"game\.session: session {sid} disconnected: (.*)", log)
+        return re.findall(rf"netcore_game\.session: session {sid} disconnected: (.*)", log)
 
     def session_lines(self, port: int) -> list[str]:
         """The game's log messages about the session from `port`, in order
         (as of finish()), without their time stamps."""
         assert self.log_text is not None, "call finish() first: it is the fence"
         sid = self.session_id(port)
-        return re.findall(rf" INFO game\.\w+: (session {sid}[: ].*)", self.log_text)
+        return re.findall(rf" INFO netcore_game\.\w+: (session {sid}[: ].*)", self.log_text)
 
     def reasons(self, port: int) -> list[str]:
         """How the game had logged the end of the session from `port` when
         finish() ran (its fence makes sure the server had got that far)."""
         assert self.log_text is not None, "call finish() first: it is the fence"
         sid = self.session_id(port)
-        return re.findall(rf"game\.session: session {sid} disconnected: (.*)", self.log_text)
+        return re.findall(rf"netcore_game\.session: session {sid} disconnected: (.*)", self.log_text)
 
     def assert_reason(self, port: int, reason: str) -> None:
         got = self.reasons(port)

@@ -36,8 +36,8 @@ from google.protobuf.message import DecodeError
 
 import netcore
 from netcore import ClientService, PacketSession, make_packet
-from packets import Protocol_pb2 as pb
-from packets.client_dispatch import PACKET_IDS
+from netcore_packets import Protocol_pb2 as pb
+from netcore_packets.client_dispatch import PACKET_IDS
 
 C_LOGIN, C_ENTER_GAME, C_CHAT = PACKET_IDS["C_LOGIN"], PACKET_IDS["C_ENTER_GAME"], PACKET_IDS["C_CHAT"]
 S_LOGIN, S_ENTER_GAME, S_CHAT = PACKET_IDS["S_LOGIN"], PACKET_IDS["S_ENTER_GAME"], PACKET_IDS["S_CHAT"]

@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from packets import Protocol_pb2 as pb
-from packets.client_dispatch import PACKET_IDS
+from netcore_packets import Protocol_pb2 as pb
+from netcore_packets.client_dispatch import PACKET_IDS
 
 from arena import BYSTANDER_RATE, BYSTANDER_SIZE, closed_by_server, eventually, offender
 from game_support import GameClient
@@ -175,7 +175,7 @@ def sessions_by_port(log: str) -> dict[int, int]:
 
 def ended_sessions(log: str) -> dict[int, str]:
     return {int(sid): why for sid, why in
-            re.findall(r"game\.session: session (\d+) disconnected: (.*)", log)}
+            re.findall(r"netcore_game\.session: session (\d+) disconnected: (.*)", log)}
 
 
 def test_two_thousand_idle_connections_cost_the_others_nothing(arena, case):

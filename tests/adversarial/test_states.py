@@ -9,8 +9,8 @@ exact-once check) or the offender hearing a bystander twice.
 """
 import pytest
 
-from packets import Protocol_pb2 as pb
-from packets.client_dispatch import PACKET_IDS
+from netcore_packets import Protocol_pb2 as pb
+from netcore_packets.client_dispatch import PACKET_IDS
 
 from arena import assert_heard_bystanders_once_in_order, offender
 from support import packet

@@ -12,8 +12,8 @@ import struct
 
 import pytest
 
-from packets import Protocol_pb2 as pb
-from packets.client_dispatch import PACKET_IDS
+from netcore_packets import Protocol_pb2 as pb
+from netcore_packets.client_dispatch import PACKET_IDS
 
 from arena import closed_by_server, offender
 from support import packet

@@ -7,7 +7,7 @@ from google.protobuf.message import DecodeError
 from netcore.errors import MalformedPacketError, UnknownPacketError
 from netcore.sendbuffer cimport SendBuffer, make_packet
 
-import packets.Protocol_pb2 as _pb
+import netcore_packets.Protocol_pb2 as _pb
 
 # cpdef makes each id both a C constant for Cython code and a plain int
 # attribute of this module for Python code.

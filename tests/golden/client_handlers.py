@@ -1,6 +1,6 @@
 """Client packet handlers: one `handle_<NAME>(session, pkt)` per received S_* packet.
 
-ClientPacketDispatcher(<this module>) calls them with the parsed packets.Protocol_pb2
+ClientPacketDispatcher(<this module>) calls them with the parsed netcore_packets.Protocol_pb2
 message; dispatch() returns the handler's result.
 """
 # Stubs are written by tools/gen_handlers.py, which only ever appends stubs for

@@ -43,7 +43,7 @@ from netcore.framing cimport FrameReader
 from netcore.session cimport PacketSession
 
 cdef enum:
-    # Must equal packets.client_dispatch.PKT_S_CHAT (checked at import).
+    # Must equal netcore_packets.client_dispatch.PKT_S_CHAT (checked at import).
     S_CHAT_ID = 1005
     # Log-linear histogram: exact below 2 * HIST_SUB us, then HIST_SUB
     # buckets per power of two, so every bucket is within 1/128 (0.8%) of

@@ -18,7 +18,7 @@ import sys
 import netcore
 from netcore.loop import LOOP_KINDS, tune_gc_for_serving
 
-from dummy.client import DummyConfig, DummyError, Report, run_dummy
+from netcore_dummy.client import DummyConfig, DummyError, Report, run_dummy
 
 EXIT_CANNOT_RUN = 2
 

@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:                                   # the stdlib gained tomllib in 3.11
     import tomli as tomllib
 
-from game.server import ServerConfig
+from netcore_game.server import ServerConfig
 
 
 class ConfigError(Exception):

@@ -1,6 +1,6 @@
 """Server packet handlers: one `handle_<NAME>(session, pkt)` per received C_* packet.
 
-ServerPacketDispatcher(<this module>) calls them with the parsed packets.Protocol_pb2
+ServerPacketDispatcher(<this module>) calls them with the parsed netcore_packets.Protocol_pb2
 message; dispatch() returns the handler's result.
 """
 # Stubs are written by tools/gen_handlers.py, which only ever appends stubs for
@@ -8,17 +8,17 @@ message; dispatch() returns the handler's result.
 # bodies by hand and commit them.
 import logging
 
-from packets.Protocol_pb2 import S_ENTER_GAME, S_LOGIN
-from packets.Struct_pb2 import Player as PlayerInfo
+from netcore_packets.Protocol_pb2 import S_ENTER_GAME, S_LOGIN
+from netcore_packets.Struct_pb2 import Player as PlayerInfo
 
 from netcore import DisconnectReason, SendBufferPool
-from packets.server_dispatch import PKT_S_LOGIN
+from netcore_packets.server_dispatch import PKT_S_LOGIN
 
-from game.db import GUEST_CHARACTERS
-from game.player import Player
-from game.session import State
+from netcore_game.db import GUEST_CHARACTERS
+from netcore_game.player import Player
+from netcore_game.session import State
 
-log = logging.getLogger("game.handlers")
+log = logging.getLogger("netcore_game.handlers")
 
 
 def handle_C_LOGIN(session, pkt):

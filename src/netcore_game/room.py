@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 
 from netcore import JobQueue, send_to_all
-from packets.Protocol_pb2 import S_CHAT
-from packets.server_dispatch import make_send_buffer
+from netcore_packets.Protocol_pb2 import S_CHAT
+from netcore_packets.server_dispatch import make_send_buffer
 
-from game.player import Player
+from netcore_game.player import Player
 
 SYSTEM_PLAYER_ID = 0        # S_CHAT from the room itself (announcements)
 

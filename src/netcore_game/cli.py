@@ -18,13 +18,13 @@ import sys
 import netcore
 from netcore.loop import LOOP_KINDS, raise_open_files_limit, tune_gc_for_serving
 
-from game.config import ConfigError, load_file
-from game.config import build as build_config
-from game.config import render as render_config
-from game.db import DatabaseError, SQLiteDatabase
-from game.server import GameServer, ServerConfig
+from netcore_game.config import ConfigError, load_file
+from netcore_game.config import build as build_config
+from netcore_game.config import render as render_config
+from netcore_game.db import DatabaseError, SQLiteDatabase
+from netcore_game.server import GameServer, ServerConfig
 
-log = logging.getLogger("game.cli")
+log = logging.getLogger("netcore_game.cli")
 
 # Descriptors the process needs besides one per session: the database and its
 # journal per worker thread, the event loop, logs, a refused connection or two.

@@ -1,12 +1,12 @@
 """Client packet handlers: one `handle_<NAME>(session, pkt)` per received S_* packet.
 
-ClientPacketDispatcher(<this module>) calls them with the parsed packets.Protocol_pb2
+ClientPacketDispatcher(<this module>) calls them with the parsed netcore_packets.Protocol_pb2
 message; dispatch() returns the handler's result.
 """
 # Stubs are written by tools/gen_handlers.py, which only ever appends stubs for
 # packets that have no handler yet and never changes existing text: fill in the
 # bodies by hand and commit them.
-from packets.Protocol_pb2 import C_ENTER_GAME
+from netcore_packets.Protocol_pb2 import C_ENTER_GAME
 
 
 def handle_S_LOGIN(session, pkt):

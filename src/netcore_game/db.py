@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from game.passwords import DEFAULT_N, hash_password, verify_password
-from packets.Enum_pb2 import PLAYER_TYPE_KNIGHT
+from netcore_game.passwords import DEFAULT_N, hash_password, verify_password
+from netcore_packets.Enum_pb2 import PLAYER_TYPE_KNIGHT
 
 SCHEMA_VERSION = 1
 # The original server gave every new account two knights.

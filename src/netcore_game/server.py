@@ -8,15 +8,15 @@ import math
 from dataclasses import dataclass
 
 from netcore import ServerService
-from packets.server_dispatch import ServerPacketDispatcher
+from netcore_packets.server_dispatch import ServerPacketDispatcher
 
-from game import server_handlers
-from game.db import Database
-from game.metrics import MetricsServer
-from game.room import Rooms
-from game.session import GameSession
+from netcore_game import server_handlers
+from netcore_game.db import Database
+from netcore_game.metrics import MetricsServer
+from netcore_game.room import Rooms
+from netcore_game.session import GameSession
 
-log = logging.getLogger("game.server")
+log = logging.getLogger("netcore_game.server")
 
 
 @dataclass

@@ -9,7 +9,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from netcore.framing cimport FrameReader
 from netcore.session cimport PacketSession
 
-from packets import client_dispatch as _dispatch
+from netcore_packets import client_dispatch as _dispatch
 
 if _dispatch.PKT_S_CHAT != S_CHAT_ID:
     raise ImportError(f"tally.pxd says S_CHAT is {S_CHAT_ID}, the protocol says "
@@ -428,7 +428,7 @@ cdef class Tally:
 
 cdef class DummySessionCore(PacketSession):
     """A PacketSession that tallies S_CHAT in C and hands every other packet
-    to on_recv_packet. Subclassed in Python by dummy.DummySession."""
+    to on_recv_packet. Subclassed in Python by netcore_dummy.DummySession."""
 
     def __init__(self, Tally tally=None, Py_ssize_t index=0, int room=0):
         self.tally = tally

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 
 from netcore import ClientService
 
-from dummy.session import DummySession
-from dummy.tally import Tally, now_us
+from netcore_dummy.session import DummySession
+from netcore_dummy.tally import Tally, now_us
 
 MAX_CHAT_SIZE = 512             # the server's default chat limit, in UTF-8 bytes
 PACER_TICK = 0.001              # the pacers fire at most once per millisecond

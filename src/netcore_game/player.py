@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
-    from game.room import Room
-    from game.session import GameSession
+    from netcore_game.room import Room
+    from netcore_game.session import GameSession
 
 
 @dataclass(eq=False)

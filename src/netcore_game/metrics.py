@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from netcore.loop import LagMonitor
-from packets.server_dispatch import PACKET_IDS
+from netcore_packets.server_dispatch import PACKET_IDS
 
-from game.session import State
+from netcore_game.session import State
 
 PACKET_NAMES = {pkt_id: name for name, pkt_id in PACKET_IDS.items()}
 

@@ -13,14 +13,14 @@ import logging
 from typing import TYPE_CHECKING
 
 import netcore
-from packets.server_dispatch import make_send_buffer
+from netcore_packets.server_dispatch import make_send_buffer
 
 if TYPE_CHECKING:
-    from game.db import Character
-    from game.player import Player
-    from game.server import GameServer
+    from netcore_game.db import Character
+    from netcore_game.player import Player
+    from netcore_game.server import GameServer
 
-log = logging.getLogger("game.session")
+log = logging.getLogger("netcore_game.session")
 
 
 class State(enum.Enum):

@@ -7,11 +7,11 @@ handlers in dummy/client_handlers.py, which call back into this class.
 """
 import asyncio
 
-from packets.Protocol_pb2 import C_CHAT, C_LOGIN
-from packets.client_dispatch import ClientPacketDispatcher, make_send_buffer
+from netcore_packets.Protocol_pb2 import C_CHAT, C_LOGIN
+from netcore_packets.client_dispatch import ClientPacketDispatcher, make_send_buffer
 
-from dummy import client_handlers
-from dummy.tally import DummySessionCore, format_chat
+from netcore_dummy import client_handlers
+from netcore_dummy.tally import DummySessionCore, format_chat
 
 
 # The Cython core cannot inherit from a Python class; the BufferedProtocol base
