@@ -386,7 +386,10 @@ cdef class Session:
             raise ConnectionError("session is not connected")
         self.queue.push(buf)
         if self.stats is not None and buf.size >= HEADER_SIZE:
-            self.stats.count_out(buf.data[2] | (buf.data[3] << 8), buf.size)
+            if buf.frames <= 1:
+                self.stats.count_out(buf.data[2] | (buf.data[3] << 8), buf.size)
+            else:
+                self.stats.count_out_run(buf.data, buf.size)
         if self.queue.nbytes > self.max_pending_bytes:
             self.close(SLOW_CONSUMER,
                        f"{self.queue.nbytes} bytes pending > {self.max_pending_bytes}", True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -23,12 +24,22 @@ from netcore_game.config import build as build_config
 from netcore_game.config import render as render_config
 from netcore_game.db import DatabaseError, SQLiteDatabase
 from netcore_game.server import GameServer, ServerConfig
+from netcore_game import workers
 
 log = logging.getLogger("netcore_game.cli")
 
 # Descriptors the process needs besides one per session: the database and its
 # journal per worker thread, the event loop, logs, a refused connection or two.
 FD_HEADROOM = 64
+
+
+def workers_arg(text: str) -> int:
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number or auto") from None
 
 
 # (flag, ServerConfig field, type, help); each default comes from ServerConfig.
@@ -58,6 +69,13 @@ FLAGS = [
      "every room announces its member count this often (0: off)"),
     ("--metrics-port", "metrics_port", int, "serve Prometheus metrics on this port (0: off)"),
     ("--metrics-host", "metrics_host", str, "address of the metrics endpoint"),
+    ("--workers", "workers", workers_arg,
+     "worker processes sharing the port (auto: one per core); more than 1 joins them over NATS"),
+    ("--node-id", "node_id", str, "this machine's name in the cluster (default: the host name)"),
+    ("--cluster", "cluster", str,
+     "every machine's workers, node=N[,node=N...], the same on every node "
+     "(default: this node alone)"),
+    ("--cluster-prefix", "cluster_prefix", str, "NATS subject prefix of this deployment"),
 ]
 
 
@@ -74,6 +92,9 @@ def parse_args(argv=None) -> tuple[ServerConfig, bool]:
     for flag, field, kind, text in FLAGS:
         ap.add_argument(flag, dest=field, type=kind, default=argparse.SUPPRESS,
                         help=f"{text} (default: {getattr(d, field)})")
+    ap.add_argument("--nats", action="append", metavar="URL", default=argparse.SUPPRESS,
+                    help="a NATS server of the cluster (repeat for several); with --workers "
+                         "above 1 and none given, a private nats-server is started")
     ap.add_argument("--loop", choices=LOOP_KINDS, default=argparse.SUPPRESS,
                     help="default: uvloop when installed")
     ap.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -81,6 +102,8 @@ def parse_args(argv=None) -> tuple[ServerConfig, bool]:
     ap.add_argument("--version", action="version", version=f"netcore-server {netcore.__version__}")
     args = vars(ap.parse_args(argv))
     config_path, print_only = args.pop("config"), args.pop("print_config")
+    if "nats" in args:
+        args["nats"] = ",".join(args["nats"])
     try:
         config = build_config(load_file(config_path) if config_path else {}, args)
         config.validate()
@@ -124,9 +147,16 @@ def main(argv=None) -> int:
     if print_only:
         print(render_config(config), end="")
         return 0
-    logging.basicConfig(level=config.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = workers.is_worker()
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if worker:
+        fmt = f"%(asctime)s %(levelname)s [{os.environ[workers.ENV_SLOT]}] %(name)s: %(message)s"
+    logging.basicConfig(level=config.log_level, format=fmt)
+    if not worker and (config.workers > 1 or config.nats):
+        return workers.run_cluster(config, sys.argv[1:] if argv is None else list(argv))
     kind = netcore.resolve_loop_kind(config.loop)
+    if worker:
+        return netcore.run(workers.serve_worker(config, kind), kind)
     return netcore.run(serve(config, kind), kind)
 
 

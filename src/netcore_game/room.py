@@ -18,12 +18,20 @@ SYSTEM_PLAYER_ID = 0        # S_CHAT from the room itself (announcements)
 
 
 class Room(JobQueue):
+    # Jobs a player connected to another worker may have this room run
+    # (forwarded by the cluster layer; enter and leave always may).
+    REMOTE_JOBS = frozenset({"chat"})
+    member_from_card = staticmethod(Player.from_card)
+
     def __init__(self, room_id: int, rooms: "Rooms"):
         super().__init__()
         self.room_id = room_id
         self.rooms = rooms
         self.players: dict[int, Player] = {}
         self._sessions: list | None = []     # fan-out list, rebuilt after a change
+        # With several workers: this room's stream to the members connected
+        # elsewhere (netcore_cluster.owner.RoomStream); None in one process.
+        self.link = None
 
     def __len__(self) -> int:
         return len(self.players)
@@ -32,11 +40,16 @@ class Room(JobQueue):
 
     def enter(self, player: Player) -> None:
         self.players[player.player_id] = player
+        player.room = self
         self._sessions = None
+        if player.gateway is not None:
+            self.link.joined(player)
 
     def leave(self, player: Player) -> None:
         if self.players.pop(player.player_id, None) is not None:
             self._sessions = None
+            if player.gateway is not None:
+                self.link.left(player)
         player.session = None           # the last link of the player <-> session cycle
         if not self.players and not self.pending:
             self.rooms.drop(self)
@@ -53,16 +66,24 @@ class Room(JobQueue):
     def broadcast(self, buf) -> int:
         """Queue one send buffer to every member, the sender included."""
         if self._sessions is None:
-            self._sessions = [p.session for p in self.players.values()]
+            self._sessions = [p.session for p in self.players.values() if p.session is not None]
+        if self.link is not None:
+            self.link.publish(buf)      # members on other workers: one message per iteration
         return send_to_all(self._sessions, buf)
 
 
 class Rooms:
-    """Rooms by id: created on first use, dropped when the last player has left."""
+    """Rooms by id: created on first use, dropped when the last player has left.
 
-    def __init__(self, announce_seconds: float = 0):
+    With several workers (`cluster`, a netcore_cluster.ClusterLink) a room owned
+    by another worker is a RemoteRoom of the cluster layer, which forwards the
+    same jobs to its owner; only the rooms owned here are kept in this registry.
+    """
+
+    def __init__(self, announce_seconds: float = 0, cluster=None):
         self._rooms: dict[int, Room] = {}
         self.announce_seconds = announce_seconds
+        self.cluster = cluster
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -76,7 +97,11 @@ class Rooms:
     def get_or_create(self, room_id: int) -> Room:
         room = self._rooms.get(room_id)
         if room is None:
+            if self.cluster is not None and not self.cluster.owns(room_id):
+                return self.cluster.remote_room(room_id)
             room = self._rooms[room_id] = Room(room_id, self)
+            if self.cluster is not None:
+                self.cluster.attach(room)
             if self.announce_seconds > 0:
                 ms = self.announce_seconds * 1000
                 room.do_timer(ms, room.announce, interval_ms=ms)
@@ -85,6 +110,8 @@ class Rooms:
     def drop(self, room: Room) -> None:
         if self._rooms.get(room.room_id) is room:
             del self._rooms[room.room_id]
+            if self.cluster is not None:
+                self.cluster.detach(room)
         room.close()
 
     async def drain(self) -> None:

@@ -46,6 +46,15 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     loop: str | None = None
     log_level: str = "INFO"
+    # Scale-out (netcore_cluster): worker processes on this machine, the NATS
+    # servers that join them to each other and to other machines ("" with one
+    # worker: no broker; "" with several: a private nats-server), this node's
+    # name, and every node's worker count when there are several machines.
+    workers: int = 1
+    nats: str = ""
+    node_id: str = ""
+    cluster: str = ""
+    cluster_prefix: str = "netcore"
 
     def validate(self) -> None:
         for name in ("port", "metrics_port"):
@@ -53,6 +62,8 @@ class ServerConfig:
                 raise ValueError(f"{name.replace('_', ' ')} {getattr(self, name)} is not in 0..65535")
         if self.max_sessions < 1:
             raise ValueError("max sessions must be >= 1")
+        if not 1 <= self.workers <= 1024:
+            raise ValueError(f"workers {self.workers}: must be 1..1024")
         if self.max_packets_per_read < 0:
             raise ValueError("max packets per read must be >= 0")
         for name in ("packet_rate", "login_timeout", "idle_timeout", "db_busy_timeout"):
@@ -69,11 +80,16 @@ class ServerConfig:
 
 
 class GameServer:
-    def __init__(self, config: ServerConfig, db: Database):
+    """The game around one ServerService. With `link` (a netcore_cluster
+    ClusterLink) it is one worker of several: rooms owned elsewhere are reached
+    through the link, and the port is shared with the other workers."""
+
+    def __init__(self, config: ServerConfig, db: Database, link=None, player_id_base: int = 0):
         config.validate()
         self.config = config
         self.db = db
-        self.rooms = Rooms(config.room_announce_seconds)
+        self.link = link
+        self.rooms = Rooms(config.room_announce_seconds, cluster=link)
         self.dispatcher = ServerPacketDispatcher(server_handlers)
         self.service = ServerService(
             lambda: GameSession(self), config.host, config.port,
@@ -82,9 +98,11 @@ class GameServer:
             flush_interval_ms=config.flush_interval_ms,
             packet_rate=config.packet_rate, packet_burst=config.packet_burst,
             login_timeout=config.login_timeout, idle_timeout=config.idle_timeout,
-            max_packets_per_read=config.max_packets_per_read)
+            max_packets_per_read=config.max_packets_per_read, reuse_port=link is not None)
         self.metrics = None
-        self._player_ids = itertools.count(1)
+        # In-game ids: unique in the whole cluster (each worker incarnation has
+        # its own base) and never reused while it runs.
+        self._player_ids = itertools.count(player_id_base + 1)
         self._tasks: set[asyncio.Task] = set()
 
     @property
@@ -103,6 +121,8 @@ class GameServer:
 
     async def start(self) -> "GameServer":
         await self.db.open()
+        if self.link is not None:
+            await self.link.start(self.rooms)
         await self.service.start()
         if self.config.metrics_port:
             self.metrics = MetricsServer(self, self.config.metrics_host, self.config.metrics_port)
@@ -110,13 +130,25 @@ class GameServer:
             log.info("metrics on http://%s:%d/metrics", self.config.metrics_host, self.metrics.port)
         return self
 
-    async def stop(self) -> None:
-        """Stop accepting, deliver what is queued, close sessions, close the database."""
+    async def quiesce(self) -> None:
+        """Stop taking input and run what was accepted: every room's jobs, and
+        (with a link) every op forwarded to other workers, acknowledged."""
         self.service.stop_accepting()
         self.service.pause_reading()
+        if self.link is not None:
+            await self.link.quiesce()
         await self.rooms.drain()        # every accepted packet's jobs run and queue their sends
+
+    async def stop(self) -> None:
+        """Stop accepting, deliver what is queued, close sessions, close the database."""
+        await self.quiesce()
+        if self.link is not None:
+            await self.link.drain_incoming()    # what other owners streamed to our players
+            await self.rooms.drain()
         await self.service.close()
         self.rooms.close()
+        if self.link is not None:
+            await self.link.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
