@@ -65,10 +65,12 @@ class RemoteRoom:
 
     # -- the Room interface the game uses ----------------------------------------
 
-    def enter(self, member):            # only ever passed to do_async
+    # Only ever passed to do_async, which forwards them by name.
+    def enter(self, member):
         raise RuntimeError("RemoteRoom jobs run on the owner; push them with do_async")
 
-    leave = enter
+    def leave(self, member):
+        raise RuntimeError("RemoteRoom jobs run on the owner; push them with do_async")
 
     def __getattr__(self, name: str):
         if name.startswith("_"):

@@ -19,6 +19,14 @@ worker says hello with a new epoch: owners drop the members the old one had
 rooms the new one owns and resend what it never acknowledged. Until a
 gateway knows an owner's epoch (a hello, or the answer to its who), it keeps
 the ops for that owner, bounded, and sends none.
+
+Rebuilding. A new incarnation's rooms start empty and are refilled by the
+gateways' JOINs; a chat replayed before every gateway has re-entered its
+members would miss some of them. So each gateway sends a new owner all its
+JOINs, then a SYNC, then everything else; and the new owner runs JOINs at
+once but holds every other op until each other slot of the cluster has sent
+its SYNC (or `rebuild_timeout` has passed: a slot that is down sends none).
+A fresh cluster goes through the same barrier, with nothing to re-enter.
 """
 from __future__ import annotations
 
@@ -69,7 +77,8 @@ class ClusterLink:
     def __init__(self, cmap: ClusterMap, slot: str, servers: list[str], *,
                  prefix: str = "netcore", max_pending_ops: int = 10000,
                  retransmit_after: float = 1.0, give_up_after: float = 30.0,
-                 sub_pending_bytes: int = 64 << 20, epoch: int | None = None):
+                 rebuild_timeout: float = 2.0, sub_pending_bytes: int = 64 << 20,
+                 epoch: int | None = None):
         if slot not in cmap.slots:
             raise ValueError(f"slot {slot} is not in the cluster {cmap}")
         self.cmap = cmap
@@ -90,10 +99,14 @@ class ClusterLink:
         self.applied: dict[tuple, dict[int, int]] = {}      # gateway -> room -> last seq run
         self.remote_members: dict[tuple, set] = {}          # gateway -> {(room, member)}
         self._incarnations = 0
+        # The rebuild barrier: slots whose SYNC we still wait for, and the ops held meanwhile.
+        self.rebuild_timeout = rebuild_timeout
+        self.awaiting_sync = set(cmap.slots) - {slot}
+        self._held: list | None = [] if self.awaiting_sync else None
         # Gateway side.
         self.remote_rooms: dict[int, RemoteRoom] = {}
         self._subs: dict[int, object] = {}
-        self.up: dict[str, list] = {}                       # owner slot -> encoded ops
+        self.up: dict[tuple, list] = {}                     # (owner slot, epoch) -> ops
         # Sending: what this iteration made, then one task sends it in order.
         self._dirty: list[RoomStream] = []
         self._flush_scheduled = False
@@ -124,6 +137,8 @@ class ClusterLink:
         await self.nc.subscribe(f"{self.prefix}.ctl", cb=self._on_ctl_msg)
         self._tasks = [self.loop.create_task(self._sender()),
                        self.loop.create_task(self._retransmitter())]
+        if self.awaiting_sync:
+            self.loop.call_later(self.rebuild_timeout, self._end_rebuild, True)
         self._ctl("hello")
         self._ctl("who")
         await self.nc.flush()
@@ -230,28 +245,50 @@ class ClusterLink:
             self.stats["ops_stale"] += 1          # from a gateway that has restarted since
             return
         gateway = (g_slot, g_epoch)
-        applied = self.applied.setdefault(gateway, {})
         for kind, room_id, seq, member_id, payload in ops:
-            if not self.owns(room_id):
-                self.stats["ops_misrouted"] += 1
-                log.error("cluster: %s sent an op for room %d, which %s owns, not %s: "
-                          "do all nodes have the same --cluster?", g_slot, room_id,
-                          self.placement.owner(room_id), self.slot)
-                continue
-            last = applied.get(room_id, 0)
-            if seq <= last:
-                self.stats["ops_repeated"] += 1
-                stream = self.streams.get(room_id)
-                if stream is not None:              # its ack may have been lost: again
-                    stream.ack(g_slot, g_epoch, last)
-                continue
-            if seq != last + 1:
-                self.stats["ops_out_of_order"] += 1   # resent from last + 1 later
-                continue
-            applied[room_id] = seq
-            self.stats["ops_in"] += 1
-            room = self.rooms.get_or_create(room_id)
-            room.do_async(self._apply, room, kind, gateway, seq, member_id, payload)
+            if kind == wire.SYNC:
+                self.awaiting_sync.discard(g_slot)
+                if not self.awaiting_sync:
+                    self._end_rebuild(False)
+            elif self._held is not None and (kind != wire.JOIN or g_slot not in self.awaiting_sync):
+                self._held.append((gateway, kind, room_id, seq, member_id, payload))
+            else:
+                self._accept(gateway, kind, room_id, seq, member_id, payload)
+
+    def _end_rebuild(self, timed_out: bool) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if timed_out and self.awaiting_sync:
+            log.warning("cluster: no SYNC from %s after %.1f s (down?): running their rooms "
+                        "without them", ",".join(sorted(self.awaiting_sync)), self.rebuild_timeout)
+        self.awaiting_sync.clear()
+        for op in held:
+            if self.known.get(op[0][0]) == op[0][1]:      # its gateway still that incarnation
+                self._accept(*op)
+
+    def _accept(self, gateway, kind, room_id, seq, member_id, payload) -> None:
+        if not self.owns(room_id):
+            self.stats["ops_misrouted"] += 1
+            log.error("cluster: %s sent an op for room %d, which %s owns, not %s: "
+                      "do all nodes have the same --cluster?", gateway[0], room_id,
+                      self.placement.owner(room_id), self.slot)
+            return
+        applied = self.applied.setdefault(gateway, {})
+        last = applied.get(room_id, 0)
+        if seq <= last:
+            self.stats["ops_repeated"] += 1
+            stream = self.streams.get(room_id)
+            if stream is not None:              # its ack may have been lost: again
+                stream.ack(gateway[0], gateway[1], last)
+            return
+        if seq != last + 1:
+            self.stats["ops_out_of_order"] += 1   # resent from last + 1 later
+            return
+        applied[room_id] = seq
+        self.stats["ops_in"] += 1
+        room = self.rooms.get_or_create(room_id)
+        room.do_async(self._apply, room, kind, gateway, seq, member_id, payload)
 
     def _apply(self, room, kind, gateway, seq, member_id, payload) -> None:
         """A job on the owner's room: one op, then its acknowledgement, so that
@@ -314,9 +351,10 @@ class ClusterLink:
             self._send_ops(rr, (op,))
 
     def _send_ops(self, rr: RemoteRoom, ops) -> None:
-        batch = self.up.get(rr.owner)
+        key = (rr.owner, rr.numbered_for)
+        batch = self.up.get(key)
         if batch is None:
-            batch = self.up[rr.owner] = []
+            batch = self.up[key] = []
         for seq, kind, member_id, payload, _ in ops:
             batch.append(wire.up_op(kind, rr.room_id, seq, member_id, payload))
         self._schedule()
@@ -414,14 +452,27 @@ class ClusterLink:
                 self.known.pop(slot, None)
                 self._drop_gateway(slot, None)
                 log.info("cluster: %s is down", slot)
+                if slot in self.awaiting_sync:      # no SYNC will come from it
+                    self.awaiting_sync.discard(slot)
+                    if not self.awaiting_sync:
+                        self._end_rebuild(False)
 
     def _slot_changed(self, slot: str, epoch: int) -> None:
         previous = self.known.get(slot)
         self.known[slot] = epoch
         self._drop_gateway(slot, epoch)
-        for rr in self.remote_rooms.values():
-            if rr.owner == slot and rr.numbered_for != epoch:
-                self._send_ops(rr, rr.renumber(epoch))
+        # Rebuild its rooms: every JOIN of ours first, then SYNC, then the rest.
+        rebuilt = [(rr, rr.renumber(epoch)) for rr in self.remote_rooms.values()
+                   if rr.owner == slot and rr.numbered_for != epoch]
+        batch = self.up.setdefault((slot, epoch), [])
+        for rr, ops in rebuilt:
+            batch.extend(wire.up_op(kind, rr.room_id, seq, mid, payload)
+                         for seq, kind, mid, payload, _ in ops if kind == wire.JOIN)
+        batch.append(wire.up_op(wire.SYNC, 0, 0, 0))
+        for rr, ops in rebuilt:
+            batch.extend(wire.up_op(kind, rr.room_id, seq, mid, payload)
+                         for seq, kind, mid, payload, _ in ops if kind != wire.JOIN)
+        self._schedule()
         if previous is not None:
             self.stats["owner_restarts"] += 1
             log.info("cluster: %s is back (epoch %x)", slot, epoch)
@@ -477,9 +528,8 @@ class ClusterLink:
         self._flush_scheduled = False
         out = self._outbox
         if self.up:
-            for owner, ops in self.up.items():
-                epoch = self.known.get(owner)
-                if epoch:
+            for (owner, epoch), ops in self.up.items():
+                if epoch and epoch == self.known.get(owner):
                     head = wire.up_header(epoch, self.epoch, self.slot)
                     out.append(("pub", f"{self.prefix}.w.{owner}", head + b"".join(ops)))
             self.up = {}

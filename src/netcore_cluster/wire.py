@@ -26,8 +26,9 @@ from __future__ import annotations
 import struct
 from typing import Iterator
 
-# Upstream op kinds.
-JOIN, LEAVE, JOB = 1, 2, 3
+# Upstream op kinds. SYNC ends the JOINs a gateway re-sends to a new owner
+# incarnation (room and seq 0): see link.py, "Rebuilding".
+JOIN, LEAVE, JOB, SYNC = 1, 2, 3, 4
 # Downstream segment kinds.
 DATA, JOINED, LEFT, ACK, UNICAST = 1, 2, 3, 4, 5
 

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import asyncio
 
-from netcore import JobQueue, send_to_all
-from netcore_packets.Protocol_pb2 import S_CHAT
-from netcore_packets.server_dispatch import make_send_buffer
+from netcore import JobQueue, SendBufferPool, send_to_all
+from netcore_packets.Protocol_pb2 import S_CHAT, S_ENTER_GAME
+from netcore_packets.server_dispatch import PKT_S_ENTER_GAME, make_send_buffer
 
 from netcore_game.player import Player
 
 SYSTEM_PLAYER_ID = 0        # S_CHAT from the room itself (announcements)
+# Kept forever: its own pool, so it pins no chunk of the shared one.
+_ENTER_REFUSED = SendBufferPool(64).write(PKT_S_ENTER_GAME,
+                                          S_ENTER_GAME(success=False).SerializeToString())
 
 
 class Room(JobQueue):
     # Jobs a player connected to another worker may have this room run
     # (forwarded by the cluster layer; enter and leave always may).
-    REMOTE_JOBS = frozenset({"chat"})
+    REMOTE_JOBS = frozenset({"chat", "refuse_enter"})
     member_from_card = staticmethod(Player.from_card)
 
     def __init__(self, room_id: int, rooms: "Rooms"):
@@ -39,11 +42,17 @@ class Room(JobQueue):
     # -- jobs: run only from this room's queue ----------------------------------
 
     def enter(self, player: Player) -> None:
-        self.players[player.player_id] = player
+        # The answer goes first, so the player knows its id before any chat arrives.
         player.room = self
+        player.send(make_send_buffer(S_ENTER_GAME(success=True, playerId=player.player_id)))
+        self.players[player.player_id] = player
         self._sessions = None
         if player.gateway is not None:
             self.link.joined(player)
+
+    def refuse_enter(self, player: Player) -> None:
+        """A player in this room asked to enter again."""
+        player.send(_ENTER_REFUSED)
 
     def leave(self, player: Player) -> None:
         if self.players.pop(player.player_id, None) is not None:

@@ -79,14 +79,20 @@ def handle_C_ENTER_GAME(session, pkt):
     if session.state is not State.LOGGED_IN or pkt.playerIndex >= len(session.characters):
         log.info("session %d: enter refused (state %s, index %d of %d)", session.session_id,
                  session.state.value, pkt.playerIndex, len(session.characters))
-        session.send_packet(S_ENTER_GAME(success=False))
+        player = session.player
+        if player is not None:
+            # In game, its room answers: after the answer to its own enter,
+            # wherever that room runs, so answers come in the order asked.
+            player.room.do_async(player.room.refuse_enter, player)
+        else:
+            session.send_packet(S_ENTER_GAME(success=False))
         return
     c = session.characters[pkt.playerIndex]
     player = Player(session.server.next_player_id(), c.db_id, c.name, c.player_type, session)
     session.player = player
     session.state = State.IN_GAME
-    # The reply is queued first, so the client knows its id before any chat arrives.
-    session.send_packet(S_ENTER_GAME(success=True, playerId=player.player_id))
+    # The room answers S_ENTER_GAME when its enter job runs (on whichever
+    # worker owns it): from that answer on, the player gets every packet of the room.
     room = player.room = session.server.rooms.get_or_create(pkt.roomId)
     room.do_async(room.enter, player)
 
