@@ -30,8 +30,13 @@ def nats_executable():
 class NatsProcess:
     """One nats-server; restartable on the same port."""
 
-    def __init__(self, tmp_path: Path, name="nats", port=None, cluster_port=None, routes=()):
+    def __init__(self, tmp_path: Path, name="nats", port=None, cluster_port=None, routes=(),
+                 config=None):
         self.exe = nats_executable()
+        self.config_path = None
+        if config:
+            self.config_path = tmp_path / f"{name}.conf"
+            self.config_path.write_text(config)
         self.port = port or free_port()
         self.cluster_port = cluster_port
         self.routes = list(routes)
@@ -45,6 +50,8 @@ class NatsProcess:
 
     def start(self, timeout=10.0):
         args = [self.exe, "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name]
+        if self.config_path:
+            args += ["-c", str(self.config_path)]
         if self.cluster_port:
             args += ["--cluster_name", "netcore-test",
                      "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]

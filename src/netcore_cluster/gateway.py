@@ -21,7 +21,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from netcore import copy_frames, send_to_all
+from netcore import DisconnectReason, copy_frames, send_to_all
 
 from netcore_cluster import wire
 
@@ -111,6 +111,16 @@ class RemoteRoom:
         member = self.members.get(member_id)
         if member is not None and member.session is not None:
             member.session.send(copy_frames(frames))
+
+    def lost(self, packets: int) -> None:
+        """The stream skipped messages: the members here missed packets of the
+        room. Each is told so by being disconnected, never left silently out of
+        step; what it does next (reconnect, enter again) is the client's."""
+        detail = f"room {self.room_id} lost {packets} packets between workers"
+        for member_id in list(self.confirmed):
+            session = self.members[member_id].session
+            if session is not None:
+                session.disconnect(DisconnectReason.LOST_PACKETS, detail)
 
     def confirm(self, member_id: int) -> None:
         if member_id in self.members:

@@ -116,6 +116,9 @@ class ClusterLink:
         self._tasks: list[asyncio.Task] = []
         self._closing = False
         self.loop = None
+        # Largest body of one message: the broker's max_payload (known once
+        # connected), less room for a header.
+        self.max_message = (1 << 20) - 256
         self.stats = Counter()
         self.forward_delay = Histogram()
 
@@ -132,6 +135,7 @@ class ClusterLink:
             connect_timeout=2, ping_interval=5, max_outstanding_pings=3,
             error_cb=self._on_error, disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected, pending_size=32 << 20)
+        self.max_message = self.nc.max_payload - 256
         await self.nc.subscribe(f"{self.prefix}.w.{self.slot}", cb=self._on_up_msg,
                                 pending_bytes_limit=self.sub_pending_bytes)
         await self.nc.subscribe(f"{self.prefix}.ctl", cb=self._on_ctl_msg)
@@ -246,7 +250,11 @@ class ClusterLink:
             return
         gateway = (g_slot, g_epoch)
         for kind, room_id, seq, member_id, payload in ops:
-            if kind == wire.SYNC:
+            if kind == wire.PING:
+                stream = self.streams.get(room_id)
+                if stream is not None:
+                    stream.ping()
+            elif kind == wire.SYNC:
                 self.awaiting_sync.discard(g_slot)
                 if not self.awaiting_sync:
                     self._end_rebuild(False)
@@ -372,9 +380,11 @@ class ClusterLink:
             lost = before - rr.packets_seen
             self.stats["stream_gaps"] += 1
             self.stats["packets_lost"] += lost
-            log.warning("cluster: room %d: %d messages (%d packets) from %s never arrived",
-                        room_id, seq - rr.expected, lost, rr.owner)
+            log.warning("cluster: room %d: %d messages (%d packets) from %s never arrived; "
+                        "its %d members here are disconnected", room_id, seq - rr.expected,
+                        lost, rr.owner, len(rr.confirmed))
             rr.packets_seen = before
+            rr.lost(lost)
         rr.expected = seq + 1
         me, my_epoch = self.slot, self.epoch
         for seg in segments:
@@ -497,9 +507,29 @@ class ClusterLink:
             self.stats["bad_messages"] += 1
             log.error("cluster: a message on %s does not parse: %s", msg.subject, exc)
 
+    def _ping_streams(self, room_ids=None) -> None:
+        """Ask the owners of these rooms (default: every room we listen to) for a
+        message now: a gap since the last one shows at once, not at the next chat."""
+        for rr in list(self.remote_rooms.values()):
+            if room_ids is None or rr.room_id in room_ids:
+                if rr.numbered_for and rr.numbered_for == self.known.get(rr.owner):
+                    self.up.setdefault((rr.owner, rr.numbered_for), []).append(
+                        wire.up_op(wire.PING, rr.room_id, 0, 0))
+        self._schedule()
+
     async def _on_error(self, exc):
+        # While the broker is away every reconnect attempt fails: say it once,
+        # then at every power of two.
+        from nats.errors import SlowConsumerError
+        if isinstance(exc, SlowConsumerError):  # our pending limit dropped some of a subject
+            self.stats["slow_consumer_drops"] += 1
+            room = exc.subject.rsplit(".", 1)[-1]
+            if room.isdigit():
+                self._ping_streams({int(room)})
         self.stats["broker_errors"] += 1
-        log.warning("cluster: broker: %r", exc)
+        n = self.stats["broker_errors"]
+        if n & (n - 1) == 0 or self.nc is None or self.nc.is_connected:
+            log.warning("cluster: broker error (%d so far): %r", n, exc)
 
     async def _on_disconnected(self):
         if self._closing:
@@ -510,9 +540,11 @@ class ClusterLink:
     async def _on_reconnected(self):
         self.stats["broker_reconnects"] += 1
         log.info("cluster: broker reconnected (%s)", self.nc.connected_url.netloc)
-        # What was in flight may be lost: resend, and ask who is there now.
+        # What was in flight may be lost: resend, see whether the room streams
+        # skipped anything, and ask who is there now.
         for rr in self.remote_rooms.values():
             self._resend(rr)
+        self._ping_streams()
         self._ctl("hello")
         self._ctl("who")
 
@@ -528,17 +560,27 @@ class ClusterLink:
         self._flush_scheduled = False
         out = self._outbox
         if self.up:
+            limit = self.max_message
             for (owner, epoch), ops in self.up.items():
-                if epoch and epoch == self.known.get(owner):
-                    head = wire.up_header(epoch, self.epoch, self.slot)
-                    out.append(("pub", f"{self.prefix}.w.{owner}", head + b"".join(ops)))
+                if not epoch or epoch != self.known.get(owner):
+                    continue
+                head = wire.up_header(epoch, self.epoch, self.slot)
+                subject = f"{self.prefix}.w.{owner}"
+                body, size = [], 0
+                for op in ops:
+                    if body and size + len(op) > limit:
+                        out.append(("pub", subject, head + b"".join(body)))
+                        body, size = [], 0
+                    body.append(op)
+                    size += len(op)
+                out.append(("pub", subject, head + b"".join(body)))
             self.up = {}
         if self._dirty:
             dirty, self._dirty = self._dirty, []
             for stream in dirty:
-                message = stream.take_message()
-                if message is not None:
-                    out.append(("pub", f"{self.prefix}.r.{stream.room_id}", message))
+                subject = f"{self.prefix}.r.{stream.room_id}"
+                for message in stream.take_messages():
+                    out.append(("pub", subject, message))
         if out:
             self._outbox_ready.set()
 

@@ -6,7 +6,9 @@ order the room produced them, the packets it broadcast (already framed), the
 members of other workers that joined or were removed, packets for one such
 member, and the acknowledgements of the gateways' ops. Nothing is published
 for a room with no member elsewhere, except the acknowledgements that a
-gateway's last leave still waits for.
+gateway's last leave still waits for. An iteration that produced more than
+the broker takes in one message (its max_payload) goes out as several, in
+order, each numbered.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ class RoomStream:
         self.packets = 0                # packets produced (DATA and UNICAST frames)
         self.sent = 0                   # of which in messages already taken
         self.remote = 0                 # members on other workers
-        self.parts: list = []           # encoded segments of the next message
+        self.parts: list = []           # (encoded segment, its packets) of the next messages
         self.data: list = []            # SendBuffers of the DATA segment being built
         self.data_bytes = 0
         self.dirty = False
@@ -48,14 +50,15 @@ class RoomStream:
     def unicast(self, member, buf) -> None:
         """A packet for one remote member only."""
         self._close_data()
-        self.parts.append(wire.unicast_segment(member.member_id, buf.frames, bytes(buf)))
+        self.parts.append((wire.unicast_segment(member.member_id, buf.frames, bytes(buf)),
+                           buf.frames))
         self.packets += buf.frames
         self._mark()
 
     def joined(self, member) -> None:
         slot, epoch = member.gateway
         self._close_data()
-        self.parts.append(wire.member_segment(wire.JOINED, member.member_id, epoch, slot))
+        self.parts.append((wire.member_segment(wire.JOINED, member.member_id, epoch, slot), 0))
         self.remote += 1
         self.link.member_joined(self.room_id, member)
         self._mark()
@@ -63,14 +66,19 @@ class RoomStream:
     def left(self, member) -> None:
         slot, epoch = member.gateway
         self._close_data()
-        self.parts.append(wire.member_segment(wire.LEFT, member.member_id, epoch, slot))
+        self.parts.append((wire.member_segment(wire.LEFT, member.member_id, epoch, slot), 0))
         self.remote -= 1
         self.link.member_left(self.room_id, member)
         self._mark()
 
+    def ping(self) -> None:
+        """A message even with nothing in it: its number shows any gap."""
+        self.parts.append((b"", 0))
+        self._mark()
+
     def ack(self, slot: str, epoch: int, seq: int) -> None:
         self._close_data()
-        self.parts.append(wire.ack_segment(seq, epoch, slot))
+        self.parts.append((wire.ack_segment(seq, epoch, slot), 0))
         self._mark()
 
     # -- batching -----------------------------------------------------------------
@@ -81,28 +89,51 @@ class RoomStream:
             self.link.stream_dirty(self)
 
     def _close_data(self) -> None:
-        if self.data:
-            frames = 0
-            for buf in self.data:
-                frames += buf.frames
-            self.parts.append(wire.data_segment_head(frames, self.data_bytes))
-            self.parts.append(b"".join(self.data))
-            self.packets += frames
-            self.data = []
-            self.data_bytes = 0
+        """The broadcasts so far become DATA segments of at most a message each."""
+        if not self.data:
+            return
+        limit = self.link.max_message
+        run, size, frames = [], 0, 0
+        for buf in self.data:
+            n = len(buf)
+            if run and size + n > limit:
+                self._data_segment(run, size, frames)
+                run, size, frames = [], 0, 0
+            run.append(buf)
+            size += n
+            frames += buf.frames
+        self._data_segment(run, size, frames)
+        self.data = []
+        self.data_bytes = 0
 
-    def take_message(self) -> bytes | None:
-        """The next message, or None when nothing is waiting."""
+    def _data_segment(self, bufs, size, frames) -> None:
+        self.parts.append((wire.data_segment_head(frames, size) + b"".join(bufs), frames))
+        self.packets += frames
+
+    def take_messages(self) -> list[bytes]:
+        """What is waiting, as messages no larger than the broker takes."""
         self.dirty = False
         self._close_data()
         if not self.parts:
-            return None
+            return []
+        limit = self.link.max_message
+        messages, body, size, frames = [], [], 0, 0
+        for segment, n in self.parts:
+            if body and size + len(segment) > limit:
+                messages.append(self._message(body, frames))
+                body, size, frames = [], 0, 0
+            body.append(segment)
+            size += len(segment)
+            frames += n
+        messages.append(self._message(body, frames))
+        self.parts = []
+        return messages
+
+    def _message(self, body, frames) -> bytes:
         # packets_before counts what earlier messages carried, so a gateway
         # that misses a message knows how many packets it lost.
         self.seq += 1
         head = wire.down_header(self.room_id, self.link.epoch, self.incarnation, self.seq,
                                 self.sent)
-        self.sent = self.packets
-        body = b"".join(self.parts)
-        self.parts = []
-        return head + body
+        self.sent += frames
+        return head + b"".join(body)

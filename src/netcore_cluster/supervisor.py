@@ -115,7 +115,7 @@ class Supervisor:
             import nats
             self.nc = await nats.connect(self.nats_servers, name="netcore supervisor",
                                          connect_timeout=2, max_reconnect_attempts=-1,
-                                         reconnect_time_wait=0.25)
+                                         reconnect_time_wait=0.25, error_cb=self._broker_error)
         except Exception as exc:
             raise StartError(f"cannot reach NATS at {','.join(self.nats_servers)}: "
                              f"{exc or type(exc).__name__}") from None
@@ -125,6 +125,11 @@ class Supervisor:
             await asyncio.wait_for(self._all_ready(), READY_TIMEOUT)
         except asyncio.TimeoutError:
             raise StartError(f"workers not ready after {READY_TIMEOUT:.0f} s") from None
+
+    async def _broker_error(self, exc) -> None:
+        # The workers report the broker's state; the supervisor only needs it
+        # to say `down`, so it says nothing while reconnect attempts fail.
+        log.debug("broker: %r", exc)
 
     async def _all_ready(self) -> None:
         for w in self.workers:

@@ -27,8 +27,10 @@ import struct
 from typing import Iterator
 
 # Upstream op kinds. SYNC ends the JOINs a gateway re-sends to a new owner
-# incarnation (room and seq 0): see link.py, "Rebuilding".
-JOIN, LEAVE, JOB, SYNC = 1, 2, 3, 4
+# incarnation (room and seq 0): see link.py, "Rebuilding". PING (seq 0) asks
+# the owner for a message on the room's stream, so that a gateway that may
+# have missed some (it reconnected, or its client dropped some) finds out now.
+JOIN, LEAVE, JOB, SYNC, PING = 1, 2, 3, 4, 5
 # Downstream segment kinds.
 DATA, JOINED, LEFT, ACK, UNICAST = 1, 2, 3, 4, 5
 
