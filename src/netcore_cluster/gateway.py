@@ -11,12 +11,16 @@ Reliability. Ops carry a sequence number per (gateway, owner incarnation,
 room) and stay in `pending` until the room's stream acknowledges them; the
 owner runs each op once, in order, and drops repeats and ops past a gap, so
 resending everything unacknowledged (after a timeout, a broker reconnect, or
-a restarted owner) never duplicates and never reorders. A member starts
+a restarted owner) never duplicates and never reorders. A numbering starts
+at a random 62-bit number, its first op flagged FIRST: a RemoteRoom made
+anew (after the last one went idle) needs no agreement with the owner about
+where the old numbering ended, and the owner may forget idle numberings. A member starts
 receiving the room's packets at the JOINED mark the owner put in the stream:
 exactly those produced after its enter ran.
 """
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -27,6 +31,10 @@ from netcore_cluster import wire
 
 if TYPE_CHECKING:
     from netcore_cluster.link import ClusterLink
+
+
+def _first_seq() -> int:
+    return random.getrandbits(62) + 1
 
 
 class _Job:
@@ -48,7 +56,8 @@ class RemoteRoom:
         self._sessions: list | None = []        # fan-out list, rebuilt after a change
         # Ops not yet acknowledged: (seq, kind, member_id, data, first_sent).
         self.pending: deque = deque()
-        self.next_seq = 1
+        self.next_seq = _first_seq()
+        self.fresh = True                       # the next op starts the numbering
         self.numbered_for = 0                   # owner epoch the seqs count for
         self.subscribed = False
         self.closed = False
@@ -145,20 +154,25 @@ class RemoteRoom:
     def renumber(self, epoch: int) -> list:
         """A new owner incarnation: its room starts empty. Every member here
         enters again, then the jobs not yet acknowledged run, in their order."""
-        old = [op for op in self.pending if op[1] == wire.JOB and op[2] in self.members]
+        old = [op for op in self.pending
+               if op[1] & ~wire.FIRST == wire.JOB and op[2] in self.members]
         self.pending.clear()
         self.confirmed.clear()
         self._sessions = None
-        self.next_seq = 1
+        self.next_seq = _first_seq()
+        self.fresh = True
         self.numbered_for = epoch
         now = time.monotonic()
         for mid, member in self.members.items():
             self._append(wire.JOIN, mid, member.to_card(), now)
         for _, kind, mid, data, _ in old:
-            self._append(kind, mid, data, now)
+            self._append(kind & ~wire.FIRST, mid, data, now)
         return list(self.pending)
 
     def _append(self, kind: int, member_id: int, data: bytes, now: float):
+        if self.fresh:
+            kind |= wire.FIRST
+            self.fresh = False
         op = (self.next_seq, kind, member_id, data, now)
         self.next_seq += 1
         self.pending.append(op)

@@ -44,6 +44,13 @@ from netcore_cluster.placement import ClusterMap, Placement
 
 log = logging.getLogger("netcore_cluster")
 
+# A FIRST op whose seq is at most this far below what was applied is a resend
+# of the current numbering, not a new one (new ones start at random in 2**62).
+SAME_NUMBERING = 1 << 32
+# An owner forgets a gateway's numbering in a room it has no member in after
+# this long without ops (far beyond any resend, which gives up after 30 s).
+FORGET_AFTER = 300.0
+
 # Forwarding delay buckets (seconds): op forwarded -> its acknowledgement seen.
 DELAY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                  5.0, 10.0)
@@ -97,6 +104,7 @@ class ClusterLink:
         # Owner side.
         self.streams: dict[int, RoomStream] = {}
         self.applied: dict[tuple, dict[int, int]] = {}      # gateway -> room -> last seq run
+        self._touched: dict[tuple, float] = {}              # (gateway, room) -> last op time
         self.remote_members: dict[tuple, set] = {}          # gateway -> {(room, member)}
         self._incarnations = 0
         # The rebuild barrier: slots whose SYNC we still wait for, and the ops held meanwhile.
@@ -258,7 +266,8 @@ class ClusterLink:
                 self.awaiting_sync.discard(g_slot)
                 if not self.awaiting_sync:
                     self._end_rebuild(False)
-            elif self._held is not None and (kind != wire.JOIN or g_slot not in self.awaiting_sync):
+            elif self._held is not None and (kind & ~wire.FIRST != wire.JOIN
+                                             or g_slot not in self.awaiting_sync):
                 self._held.append((gateway, kind, room_id, seq, member_id, payload))
             else:
                 self._accept(gateway, kind, room_id, seq, member_id, payload)
@@ -284,6 +293,10 @@ class ClusterLink:
             return
         applied = self.applied.setdefault(gateway, {})
         last = applied.get(room_id, 0)
+        if kind & wire.FIRST:
+            kind &= ~wire.FIRST
+            if not seq <= last < seq + SAME_NUMBERING:
+                last = seq - 1      # a new numbering: what we had for it is over
         if seq <= last:
             self.stats["ops_repeated"] += 1
             stream = self.streams.get(room_id)
@@ -294,6 +307,7 @@ class ClusterLink:
             self.stats["ops_out_of_order"] += 1   # resent from last + 1 later
             return
         applied[room_id] = seq
+        self._touched[(gateway, room_id)] = time.monotonic()
         self.stats["ops_in"] += 1
         room = self.rooms.get_or_create(room_id)
         room.do_async(self._apply, room, kind, gateway, seq, member_id, payload)
@@ -319,13 +333,6 @@ class ClusterLink:
             elif mine:
                 getattr(room, name)(member, *args)
         stream.ack(gateway[0], gateway[1], seq)
-        applied = self.applied.get(gateway)
-        if (kind == wire.LEAVE and applied is not None and applied.get(room.room_id) == seq
-                and not any(r == room.room_id
-                            for r, _ in self.remote_members.get(gateway, ()))):
-            # The gateway's last member here left and nothing of its is in
-            # flight: it numbers from 1 again if a member of its comes back.
-            del applied[room.room_id]
 
     def _drop_gateway(self, slot: str, keep_epoch: int | None) -> None:
         """The worker at `slot` is gone (or came back as `keep_epoch`): its members leave."""
@@ -337,6 +344,21 @@ class ClusterLink:
             self.stats["gateways_dropped"] += 1
         for gateway in [g for g in self.applied if g[0] == slot and g[1] != keep_epoch]:
             del self.applied[gateway]
+        for key in [k for k in self._touched if k[0][0] == slot and k[0][1] != keep_epoch]:
+            del self._touched[key]
+
+    def _forget_idle_numberings(self, now: float) -> None:
+        """Numberings of gateways with no member left in the room and no op for
+        FORGET_AFTER: such a gateway's next op there starts anew (FIRST)."""
+        busy = {(g, room) for g, members in self.remote_members.items() for room, _ in members}
+        for key, touched in list(self._touched.items()):
+            if now - touched > FORGET_AFTER and key not in busy:
+                del self._touched[key]
+                rooms = self.applied.get(key[0])
+                if rooms is not None:
+                    rooms.pop(key[1], None)
+                    if not rooms:
+                        del self.applied[key[0]]
 
     @staticmethod
     def _leave_gone(room, member_id, gateway) -> None:
@@ -477,11 +499,11 @@ class ClusterLink:
         batch = self.up.setdefault((slot, epoch), [])
         for rr, ops in rebuilt:
             batch.extend(wire.up_op(kind, rr.room_id, seq, mid, payload)
-                         for seq, kind, mid, payload, _ in ops if kind == wire.JOIN)
+                         for seq, kind, mid, payload, _ in ops if kind & ~wire.FIRST == wire.JOIN)
         batch.append(wire.up_op(wire.SYNC, 0, 0, 0))
         for rr, ops in rebuilt:
             batch.extend(wire.up_op(kind, rr.room_id, seq, mid, payload)
-                         for seq, kind, mid, payload, _ in ops if kind != wire.JOIN)
+                         for seq, kind, mid, payload, _ in ops if kind & ~wire.FIRST != wire.JOIN)
         self._schedule()
         if previous is not None:
             self.stats["owner_restarts"] += 1
@@ -633,3 +655,4 @@ class ClusterLink:
                     self._resend(rr)
             if not self.pending_ops():
                 self._quiet.set()
+            self._forget_idle_numberings(now)

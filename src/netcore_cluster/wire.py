@@ -4,7 +4,7 @@ Upstream, gateway -> owner, on `<prefix>.w.<owner slot>`: the ops one gateway
 has for one owner's rooms since the last event-loop iteration, in one message.
 
     'U' | to_epoch u64 | from_epoch u64 | from_slot str8
-    op*: kind u8 | room u32 | seq u32 | member u64 | data bytes32
+    op*: kind u8 | room u32 | seq u64 | member u64 | data bytes32
 
 Downstream, owner -> gateways, on `<prefix>.r.<room>`: what one room produced
 in one iteration, in the order it produced it, in one message.
@@ -13,7 +13,7 @@ in one iteration, in the order it produced it, in one message.
     segment*: DATA frames u32, bytes32 (whole framed packets, as the clients get them)
             | JOINED member u64, epoch u64, slot str8   (a gateway's member is in)
             | LEFT   member u64, epoch u64, slot str8   (the owner removed it)
-            | ACK    seq u32, epoch u64, slot str8      (a gateway's ops up to seq ran)
+            | ACK    seq u64, epoch u64, slot str8      (a gateway's ops up to seq ran)
             | UNICAST member u64, frames u32, bytes32 (packets for that member only)
 
 Little-endian throughout; str8 is a length byte and ASCII, bytes32 a u32
@@ -31,16 +31,19 @@ from typing import Iterator
 # the owner for a message on the room's stream, so that a gateway that may
 # have missed some (it reconnected, or its client dropped some) finds out now.
 JOIN, LEAVE, JOB, SYNC, PING = 1, 2, 3, 4, 5
+# Flag on the first op of a numbering (a gateway's room, made anew, starts at a
+# random seq): the owner forgets what it had for that gateway and room.
+FIRST = 0x80
 # Downstream segment kinds.
 DATA, JOINED, LEFT, ACK, UNICAST = 1, 2, 3, 4, 5
 
 _UP_HEAD = struct.Struct("<cQQ")
-_OP = struct.Struct("<BIIQI")
+_OP = struct.Struct("<BIQQI")
 _DOWN_HEAD = struct.Struct("<cIQIQQ")
 _U8 = struct.Struct("<B")
 _U32 = struct.Struct("<I")
 _MEMBER = struct.Struct("<BQQ")
-_ACK = struct.Struct("<BIQ")
+_ACK = struct.Struct("<BQQ")
 _UNICAST = struct.Struct("<BQII")
 _DATA = struct.Struct("<BII")
 
