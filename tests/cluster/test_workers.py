@@ -118,3 +118,41 @@ def assert_tagged_once_in_one_order(clients, expected):
     orders = [[m for _, m in c.chats if m in expected] for c in clients]
     assert sorted(orders[0]) == sorted(expected)
     assert all(o == orders[0] for o in orders)
+
+
+def test_workers_share_the_database_and_racing_account_creation_makes_one(run, tmp_path, loop_kind):
+    import sqlite3
+    with ClusterProcess(tmp_path, loop_kind, 2) as server:
+        async def go():
+            clients = await connect(server.port, 40)
+            for c in clients:                   # all at once, across both workers
+                c.send_pkt(pb.C_LOGIN(account="racer", password="pw"))
+            replies = [await c.expect("S_LOGIN") for c in clients]
+            assert all(r.success for r in replies)
+            assert {len(r.players) for r in replies} == {2}
+            slots = {server.slot_of((await c.enter(0, 0)).playerId) for c in clients}
+            assert slots == {"t-0", "t-1"}      # both workers created or found it
+            (wrong,) = await connect(server.port)
+            assert not (await wrong.login("racer", "other")).success
+            await leave(*clients, wrong)
+        run(go(), timeout=60)
+        assert server.stop() == 0
+    db = sqlite3.connect(server.db)
+    assert db.execute("SELECT count(*) FROM accounts WHERE name = 'racer'").fetchone() == (1,)
+    assert db.execute("SELECT count(*) FROM characters").fetchone() == (2,)
+
+
+def test_the_dummy_loads_a_multi_worker_server_unchanged(tmp_path, loop_kind):
+    import json
+    import subprocess
+    import sys
+    with ClusterProcess(tmp_path, loop_kind, 2) as server:
+        proc = subprocess.run(
+            [sys.executable, "-m", "netcore_dummy.cli", "--port", str(server.port), "--json",
+             "--clients", "200", "--rooms", "6", "--duration", "3", "--loop", loop_kind],
+            capture_output=True, text=True, timeout=120)
+        report = json.loads(proc.stdout.splitlines()[-1])
+        assert proc.returncode == 0, proc.stderr
+        assert report["in_game"] == 200 and report["lost"] == 0 and report["duplicated"] == 0
+        assert report["received"] == report["expected"] > 0
+        assert server.stop() == 0
