@@ -31,14 +31,14 @@ from netcore_game.cli import main
 sys.exit(main())
 EOF
 
-# The compiled modules import one another (and packets.*_pb2) from C, where
+# The compiled modules import one another (and netcore_packets.*_pb2) from C, where
 # PyInstaller's import analysis cannot see them: collect the packages whole.
 # uvloop and protobuf are found through their Python imports and hooks.
 "$py" -m PyInstaller --onefile --noconfirm --log-level WARN \
     --name netcore-server \
     --collect-submodules netcore \
-    --collect-submodules packets \
-    --collect-submodules game \
+    --collect-submodules netcore_packets \
+    --collect-submodules netcore_game \
     --distpath "$dist" --workpath "$work/build" --specpath "$work" \
     "$work/netcore_server.py"
 echo "build_server_exe: wrote $dist/netcore-server"
