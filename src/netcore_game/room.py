@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from netcore import JobQueue, send_to_all
+from netcore import JobQueue, LatencyHistogram, send_to_all
 from netcore_packets.Protocol_pb2 import S_CHAT
 from netcore_packets.server_dispatch import make_send_buffer
 
@@ -63,6 +63,8 @@ class Rooms:
     def __init__(self, announce_seconds: float = 0):
         self._rooms: dict[int, Room] = {}
         self.announce_seconds = announce_seconds
+        # Every room's schedule-to-run waits, for the metrics (one histogram for all).
+        self.delay_histogram = LatencyHistogram()
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -77,6 +79,7 @@ class Rooms:
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = Room(room_id, self)
+            room.delay_histogram = self.delay_histogram
             if self.announce_seconds > 0:
                 ms = self.announce_seconds * 1000
                 room.do_timer(ms, room.announce, interval_ms=ms)
