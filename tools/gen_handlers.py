@@ -263,7 +263,7 @@ def version():
         return "unknown"
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(
         prog="netcore-gen", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"netcore-gen {version()}")
@@ -279,6 +279,11 @@ def main(argv=None):
                         help="side name: the dispatcher class is <NAME>PacketDispatcher")
     parser.add_argument("--pb2-module", default=DEFAULT_PB2_MODULE,
                         help="module holding the message classes (default: %(default)s)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.recv == args.send:
         parser.error("--recv and --send must differ")

@@ -196,14 +196,14 @@ async def serve(config: ServerConfig, kind: str) -> int:
 def main(argv=None) -> int:
     """Exit status: 0 after a clean stop (SIGINT/SIGTERM once it serves), 2 for a
     bad setting or a failed start, 130 when interrupted while starting."""
-    invocation = parse(argv)
-    if invocation.print_only:
-        print_config(invocation)
-        return 0
-    config = invocation.config
-    logging.basicConfig(level=config.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        invocation = parse(argv)
+        if invocation.print_only:
+            print_config(invocation)
+            return 0
+        config = invocation.config
+        logging.basicConfig(level=config.log_level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return netcore.run(serve(config, invocation.loop_kind), invocation.loop_kind)
     except KeyboardInterrupt:
         print("netcore-server: interrupted", file=sys.stderr)
