@@ -34,7 +34,9 @@ class CountingClient(PacketSession):
             self.done.set_result(None)
 
 
-async def demo(clients: int, packets: int) -> int:
+async def demo(clients: int, packets: int, kind: str = "") -> int:
+    # Printed once running: a Ctrl-C from here on unwinds the demo (netcore.run).
+    print(f"netcore {netcore.__version__} echo demo on {kind}", flush=True)
     CountingClient.expected = packets
     async with ServerService(EchoSession) as server:
         service = ClientService(CountingClient, port=server.port, count=clients)
@@ -79,8 +81,7 @@ def main(argv=None) -> int:
             kind = netcore.resolve_loop_kind(args.loop)
         except (ValueError, RuntimeError) as exc:
             ap.error(str(exc))
-        print(f"netcore {netcore.__version__} echo demo on {kind}", flush=True)
-        return netcore.run(demo(args.clients, args.packets), kind)
+        return netcore.run(demo(args.clients, args.packets, kind), kind)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

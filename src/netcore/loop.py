@@ -47,26 +47,33 @@ def run(main: Coroutine[Any, Any, Any], kind: str | None = None) -> Any:
     Ctrl-C (SIGINT, where nothing else handles it) cancels `main` and waits for
     it to unwind (its `finally` and `async with` blocks run, so sessions and
     files close), then raises KeyboardInterrupt from run(): a command catches
-    that and exits 130, with no traceback. A second Ctrl-C interrupts at once.
+    that and exits 130, with no traceback. A Ctrl-C that comes before `main`
+    has started cancels it as it starts; a second Ctrl-C interrupts at once.
     """
-    loop = new_event_loop(kind)
     task = None
     interrupted = False
 
     def on_sigint(signum, frame):
         nonlocal interrupted
-        if interrupted or task is None or task.done():
+        if interrupted:
             raise KeyboardInterrupt
         interrupted = True
-        loop.call_soon_threadsafe(task.cancel)
+        if task is not None:
+            task.get_loop().call_soon_threadsafe(task.cancel)
 
+    # Installed first, so that no Ctrl-C lands between creating the loop and
+    # the try that closes it.
     handle_sigint = (threading.current_thread() is threading.main_thread()
                      and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if handle_sigint:
+        signal.signal(signal.SIGINT, on_sigint)
+    loop = None
     try:
+        loop = new_event_loop(kind)
         asyncio.set_event_loop(loop)
         task = loop.create_task(main)
-        if handle_sigint:
-            signal.signal(signal.SIGINT, on_sigint)
+        if interrupted:
+            task.cancel()
         try:
             return loop.run_until_complete(task)
         except asyncio.CancelledError:
@@ -74,14 +81,17 @@ def run(main: Coroutine[Any, Any, Any], kind: str | None = None) -> Any:
                 raise KeyboardInterrupt from None
             raise
     finally:
-        try:
-            if handle_sigint and signal.getsignal(signal.SIGINT) is on_sigint:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-            _cancel_all_tasks(loop)
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+        if handle_sigint and signal.getsignal(signal.SIGINT) is on_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if loop is None:
+            getattr(main, "close", lambda: None)()      # never started: no "never awaited" warning
+        else:
+            try:
+                _cancel_all_tasks(loop)
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
 
 
 def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
