@@ -140,7 +140,8 @@ def test_the_wheel_built_from_the_sdist_serves_without_cython_or_a_compiler(tmp_
     assert all(name.startswith(prefix) for name in listing)
     in_sdist = {name[len(prefix):] for name in listing}
     needed = {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md",
-              "tools/gen_handlers.py", "tools/__init__.py", "src/netcore/_version.py"}
+              "tools/gen_handlers.py", "tools/gen_proto.py", "tools/__init__.py",
+              "src/netcore/_version.py"}
     needed |= {p.relative_to(ROOT).as_posix() for pattern in (
         "proto/*.proto", "tools/templates/*.j2", "src/*/*.pxd", "src/netcore_packets/*_pb2.py",
         "src/netcore/*.pyx", "src/netcore_dummy/*.pyx", "src/netcore_game/*_handlers.py",
