@@ -4,8 +4,13 @@
                    [--port 7777] [--db PATH] [--max-sessions N] [--loop uvloop|asyncio]
                    [--log-level INFO] [--metrics-port N] ... (--help lists every limit)
 
+Every setting is also a key of the --config file and an environment variable
+NETCORE_<NAME>; later wins: default < file < environment < flag.
+
 Prints one line once it listens. SIGINT/SIGTERM stop it cleanly: no new
 connections, queued packets delivered, sessions closed, database closed, exit 0.
+A bad setting or a failed start is one line on stderr and exit status 2; Ctrl-C
+while still starting, exit status 130.
 """
 from __future__ import annotations
 
