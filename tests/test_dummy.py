@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import netcore
 from netcore_dummy import DummyConfig, DummySession, Tally, cli, run_dummy, tally
-from netcore_dummy.client import paced
+from netcore_dummy.client import MAX_ERRORS_KEPT, paced
 from netcore import PacketSession, ServerService, send_to_all
 from netcore_packets import Protocol_pb2 as pb
 from netcore_packets.Struct_pb2 import Player
@@ -344,7 +344,8 @@ class FakeGame:
 
     def handle_C_LOGIN(self, session, pkt):
         self.logins += 1
-        ok = not (self.fault == "refuse_login" and self.logins == 2)
+        ok = not ((self.fault == "refuse_login" and self.logins == 2)
+                  or (self.fault == "refuse_logins" and self.logins >= 2))
         session.send(server_dispatch.make_send_buffer(pb.S_LOGIN(
             success=ok, players=[Player(id=1, name="guest")] if ok else [])))
 
@@ -423,6 +424,15 @@ def test_a_faulty_server_is_reported_and_fails_the_run(run, fault, expect):
         assert r.errors[0].endswith(": login refused")
 
 
+def test_errors_past_the_quoted_few_are_counted_as_not_listed(run):
+    r = run(run_against(FakeGame("refuse_logins")))
+    assert r.failed == 11 and len(r.errors) == MAX_ERRORS_KEPT
+    assert r.errors_not_listed == 11 - MAX_ERRORS_KEPT
+    table = cli.table(small_run(7777), "asyncio", r).splitlines()
+    assert table[-1] == f"error         ... and {11 - MAX_ERRORS_KEPT} more not listed"
+    assert r.as_dict()["errors_not_listed"] == 11 - MAX_ERRORS_KEPT
+
+
 def test_connections_are_ramped_at_the_connect_rate(run):
     async def go():
         game = FakeGame()
@@ -481,6 +491,13 @@ def test_json_is_one_line_and_the_exit_status_says_whether_anything_broke(
     assert report["sent"] == 32 and report["expected"] == 32 * 4
     assert report["loop"] == loop_kind
     assert set(report["latency_ms"]) == {"p50", "p90", "p99", "max"}
+    # A line read on its own says what the run was, and its rates read as figures.
+    assert report["run"] == {"clients": 8, "rooms": 2, "rate": 20.0, "duration": 0.2,
+                             "size": 32, "connect_rate": 1000.0, "hold": False}
+    for rate in ("deliveries_per_s", "logins_per_s"):
+        assert report[rate] == round(report[rate], 1)
+    assert all(v == round(v, 3) for v in report["latency_ms"].values())
+    assert report["errors_not_listed"] == 0
 
 
 def test_the_table_names_every_figure(loop_kind, capsys):

@@ -338,3 +338,88 @@ def test_pyinstaller_exe_matches_script(tmp_path):
         outputs[runner] = {p.name: p.read_bytes() for p in out.iterdir()}
     assert outputs["exe"] == outputs["script"]
     assert outputs["exe"]["server_dispatch.pyx"] == (GOLDEN / "server_dispatch.pyx").read_bytes()
+
+
+# -- what the build says and regenerates ------------------------------------------
+
+def test_the_build_reports_appended_stubs_and_then_nothing(tmp_path):
+    shutil.copytree(ROOT / "proto", tmp_path / "proto")
+    first = []
+    gen_handlers.generate_all(tmp_path, report=first.append)
+    assert "wrote src/netcore_game/server_handlers.py" in first        # a new file
+    with open(tmp_path / "proto" / "Protocol.proto", "a", encoding="utf-8") as f:
+        f.write("\nmessage C_MOVE { float x = 1; }\n")
+    second = []
+    gen_handlers.generate_all(tmp_path, report=second.append)
+    assert sorted(second) == [
+        "appended handle_C_MOVE to src/netcore_game/server_handlers.py",
+        "wrote src/netcore_packets/client_dispatch.pyx",
+        "wrote src/netcore_packets/server_dispatch.pyx",
+    ]
+    third = []
+    assert gen_handlers.generate_all(tmp_path, report=third.append) == [] and third == []
+
+
+def test_cli_says_what_it_appended_and_when_it_is_up_to_date(tmp_path, capsys):
+    argv = ["--proto", str(PROTO), "--recv", "C_", "--send", "S_", "--name", "Server",
+            "--dispatch-out", str(tmp_path / "d.pyx"), "--handlers-out", str(tmp_path / "h.py")]
+    (tmp_path / "h.py").write_text("def handle_C_LOGIN(session, pkt):\n    pass\n")
+    assert gen_handlers.main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"netcore-gen: appended handle_C_ENTER_GAME to {tmp_path / 'h.py'}",
+        f"netcore-gen: appended handle_C_CHAT to {tmp_path / 'h.py'}",
+        f"netcore-gen: wrote {tmp_path / 'd.pyx'}",
+    ]
+    assert gen_handlers.main(argv) == 0
+    assert capsys.readouterr().out == "netcore-gen: up to date\n"
+
+
+def copy_packets(tmp_path):
+    """proto/ and the committed *_pb2.py(i), as a checkout has them."""
+    shutil.copytree(ROOT / "proto", tmp_path / "proto")
+    packets = tmp_path / "packets"
+    packets.mkdir()
+    for path in (ROOT / "src" / "netcore_packets").glob("*_pb2.py*"):
+        shutil.copy2(path, packets / path.name)
+    return tmp_path / "proto", packets
+
+
+def test_committed_pb2_modules_record_the_digest_of_their_proto(tmp_path):
+    proto_dir, packets = copy_packets(tmp_path)
+    assert gen_proto.stale_protos(proto_dir, packets) == []
+    assert gen_proto.regenerate(proto_dir, packets) == []           # nothing to run protoc for
+    with open(proto_dir / "Protocol.proto", "a", encoding="utf-8") as f:
+        f.write("\nmessage C_MOVE { float x = 1; }\n")
+    assert gen_proto.stale_protos(proto_dir, packets) == [proto_dir / "Protocol.proto"]
+
+
+def test_a_stale_pb2_without_grpc_tools_stops_the_build_naming_the_command(tmp_path, monkeypatch):
+    proto_dir, packets = copy_packets(tmp_path)
+    with open(proto_dir / "Protocol.proto", "a", encoding="utf-8") as f:
+        f.write("\nmessage C_MOVE { float x = 1; }\n")
+    monkeypatch.setitem(sys.modules, "grpc_tools", None)            # import fails
+    with pytest.raises(gen_proto.ProtocUnavailable) as info:
+        gen_proto.regenerate(proto_dir, packets)
+    message = str(info.value)
+    assert "\n" not in message and "stale for Protocol.proto" in message
+    assert message.endswith("pip install 'grpcio-tools>=1.85.1,<1.86' && python tools/gen_proto.py")
+
+
+def test_a_changed_proto_regenerates_only_its_modules(tmp_path):
+    pytest.importorskip("grpc_tools.protoc", reason="grpc_tools (grpcio-tools) is not installed")
+    proto_dir, packets = copy_packets(tmp_path)
+    with open(proto_dir / "Protocol.proto", "a", encoding="utf-8") as f:
+        f.write("\nmessage C_MOVE { float x = 1; }\n")
+    written = gen_proto.regenerate(proto_dir, packets)
+    assert sorted(p.name for p in written) == ["Protocol_pb2.py", "Protocol_pb2.pyi"]
+    assert "class C_MOVE" in (packets / "Protocol_pb2.pyi").read_text()
+    assert gen_proto.stale_protos(proto_dir, packets) == []
+
+
+def test_the_fix_command_pins_the_grpcio_tools_the_build_requires():
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert gen_proto.GRPCIO_TOOLS in pyproject["build-system"]["requires"]

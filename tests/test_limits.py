@@ -96,14 +96,14 @@ def test_a_service_defaults_the_burst_to_a_seconds_worth():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--packet-rate", "-1"], "packet rate must be a number >= 0"),
-    (["--packet-rate", "nan"], "packet rate must be a number >= 0"),
-    (["--packet-burst", "0"], "packet burst must be >= 1"),
-    (["--login-timeout", "-0.5"], "login timeout must be a number >= 0"),
-    (["--idle-timeout", "inf"], "idle timeout must be a number >= 0"),
-    (["--db-busy-timeout", "-1"], "db busy timeout must be a number >= 0"),
-    (["--max-sessions", "0"], "max sessions must be >= 1"),
-    (["--packet-rate", "fast"], "invalid float value"),
+    (["--packet-rate", "-1"], "--packet-rate -1: must be >= 0"),
+    (["--packet-rate", "nan"], "--packet-rate nan: must be a finite number"),
+    (["--packet-burst", "0"], "packet-burst 0: must be >= 1 when there is a packet rate"),
+    (["--login-timeout", "-0.5"], "--login-timeout -0.5: must be >= 0"),
+    (["--idle-timeout", "inf"], "--idle-timeout inf: must be a finite number"),
+    (["--db-busy-timeout", "-1"], "--db-busy-timeout -1: must be >= 0"),
+    (["--max-sessions", "0"], "--max-sessions 0: must be >= 1"),
+    (["--packet-rate", "fast"], "--packet-rate fast: must be a number"),
 ])
 def test_the_server_refuses_a_bad_limit(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -15,9 +15,11 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 # The templates land at the bundle root's templates/, where gen_handlers
-# looks for them under sys._MEIPASS when frozen.
+# looks for them under sys._MEIPASS when frozen, and netcore's _version.py
+# at the root, for --version.
 "${PYTHON:-python3}" -m PyInstaller --onefile --noconfirm --log-level WARN \
     --name netcore-gen \
     --add-data "$tools/templates:templates" \
+    --add-data "$tools/../src/netcore/_version.py:." \
     --distpath "$dist" --workpath "$work/build" --specpath "$work" \
     "$tools/gen_handlers.py"

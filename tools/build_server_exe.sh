@@ -31,14 +31,20 @@ from netcore_game.cli import main
 sys.exit(main())
 EOF
 
-# The compiled modules import one another (and packets.*_pb2) from C, where
+# The compiled modules import one another (and netcore_packets.*_pb2) from C, where
 # PyInstaller's import analysis cannot see them: collect the packages whole.
 # uvloop and protobuf are found through their Python imports and hooks.
+# Where the packages are imported from: site-packages, or the checkout's src/
+# for an editable install (`pip install -e .`), whose import hook PyInstaller's
+# analysis does not follow.
+src="$("$py" -c 'import os, netcore_game; print(os.path.dirname(os.path.dirname(netcore_game.__file__)))')"
+
 "$py" -m PyInstaller --onefile --noconfirm --log-level WARN \
     --name netcore-server \
+    --paths "$src" \
     --collect-submodules netcore \
-    --collect-submodules packets \
-    --collect-submodules game \
+    --collect-submodules netcore_packets \
+    --collect-submodules netcore_game \
     --distpath "$dist" --workpath "$work/build" --specpath "$work" \
     "$work/netcore_server.py"
 echo "build_server_exe: wrote $dist/netcore-server"

@@ -150,17 +150,18 @@ def _append_blocks(text, blocks):
     return text
 
 
+def missing_handlers(packets, existing, *, recv, path="<handlers>"):
+    """The received packets that `existing` (None for no file) has no handler for."""
+    defined = _defined_names(existing, path) if existing is not None else set()
+    return [p for p in packets if p.name.startswith(recv) and f"handle_{p.name}" not in defined]
+
+
 def render_handlers(packets, existing, *, recv, name, pb2_module, path="<handlers>"):
     """The handler module: `existing` (None for a new file) plus the missing stubs."""
-    received = [p for p in packets if p.name.startswith(recv)]
-    defined = _defined_names(existing, path) if existing is not None else set()
     context = {"name": name, "recv_prefix": recv, "pb2_module": pb2_module, "peer": PEERS[recv]}
     stub = _ENV.get_template("handler_stub.py.j2")
-    stubs = [
-        stub.render(packet=p, **context)
-        for p in received
-        if f"handle_{p.name}" not in defined
-    ]
+    stubs = [stub.render(packet=p, **context)
+             for p in missing_handlers(packets, existing, recv=recv, path=path)]
     if existing is None:
         existing = _ENV.get_template("handlers_header.py.j2").render(**context)
     return _append_blocks(existing, stubs)
@@ -177,9 +178,17 @@ def write_if_changed(path, text):
     return True
 
 
-def generate(proto, *, recv, send, dispatch_out, handlers_out, name,
-             pb2_module=DEFAULT_PB2_MODULE):
-    """Generate one side; returns the paths that were (re)written."""
+@dataclass
+class Generated:
+    """What one generator run changed: files (re)written, and the handler
+    stubs appended to an existing handler module, as (path, handler name)."""
+    written: list
+    appended: list
+
+
+def generate_side(proto, *, recv, send, dispatch_out, handlers_out, name,
+                  pb2_module=DEFAULT_PB2_MODULE):
+    """Generate one side; returns what was written and which stubs were appended."""
     proto = Path(proto)
     packets = parse_packets(proto.read_text(encoding="utf-8"))
     dispatch = render_dispatch(packets, recv=recv, send=send, name=name,
@@ -188,18 +197,39 @@ def generate(proto, *, recv, send, dispatch_out, handlers_out, name,
     existing = handlers_out.read_text(encoding="utf-8") if handlers_out.exists() else None
     handlers = render_handlers(packets, existing, recv=recv, name=name,
                                pb2_module=pb2_module, path=handlers_out)
+    appended = [] if existing is None else [
+        (handlers_out, f"handle_{p.name}")
+        for p in missing_handlers(packets, existing, recv=recv, path=handlers_out)]
     outputs = [(Path(dispatch_out), dispatch), (handlers_out, handlers)]
-    return [path for path, text in outputs if write_if_changed(path, text)]
+    return Generated([path for path, text in outputs if write_if_changed(path, text)], appended)
 
 
-def generate_all(root):
-    """Generate both sides of the checkout at `root` (called by setup.py)."""
+def generate(proto, **options):
+    """Generate one side (generate_side's options); returns the paths that were (re)written."""
+    return generate_side(proto, **options).written
+
+
+def describe(generated, root=None):
+    """One line per change, paths relative to `root`: what a build or netcore-gen reports."""
+    def show(path):
+        path = Path(path)
+        return path.relative_to(root).as_posix() if root and path.is_relative_to(root) else path
+
+    appended_to = {path for path, _ in generated.appended}
+    lines = [f"appended {handler} to {show(path)}" for path, handler in generated.appended]
+    lines += [f"wrote {show(path)}" for path in generated.written if path not in appended_to]
+    return lines
+
+
+def generate_all(root, report=None):
+    """Generate both sides of the checkout at `root` (called by setup.py); returns
+    the paths written, and passes each change to `report` as one line."""
     root = Path(root)
-    written = []
+    result = Generated([], [])
     # The server's handlers are the game's; the client's are netcore-dummy's.
     for side, recv, send, package in (("server", "C_", "S_", "netcore_game"),
                                       ("client", "S_", "C_", "netcore_dummy")):
-        written += generate(
+        side_result = generate_side(
             root / "proto" / "Protocol.proto",
             recv=recv,
             send=send,
@@ -207,12 +237,36 @@ def generate_all(root):
             handlers_out=root / "src" / package / f"{side}_handlers.py",
             name=side.capitalize(),
         )
-    return written
+        result.written += side_result.written
+        result.appended += side_result.appended
+    if report is not None:
+        for line in describe(result, root):
+            report(line)
+    return result.written
 
 
-def main(argv=None):
+def version():
+    """netcore's version without importing netcore (whose package imports its
+    compiled modules): the installed distribution's, else the checkout's or the
+    one-file executable's _version.py (build_gen_exe.sh bundles it)."""
+    here = Path(getattr(sys, "_MEIPASS", None) or Path(__file__).resolve().parent)
+    for candidate in (here / "_version.py", here.parent / "src" / "netcore" / "_version.py"):
+        if candidate.is_file():
+            match = re.search(r'^__version__ = "([^"]+)"$', candidate.read_text(), re.M)
+            if match:
+                return match.group(1)
+    try:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+        return dist_version("netcore")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser():
     parser = argparse.ArgumentParser(
         prog="netcore-gen", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"netcore-gen {version()}")
     parser.add_argument("--proto", required=True, help="path to Protocol.proto")
     parser.add_argument("--recv", required=True, choices=PACKET_PREFIXES,
                         help="prefix of the packets this side receives")
@@ -225,17 +279,22 @@ def main(argv=None):
                         help="side name: the dispatcher class is <NAME>PacketDispatcher")
     parser.add_argument("--pb2-module", default=DEFAULT_PB2_MODULE,
                         help="module holding the message classes (default: %(default)s)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.recv == args.send:
         parser.error("--recv and --send must differ")
     try:
-        written = generate(args.proto, recv=args.recv, send=args.send,
-                           dispatch_out=args.dispatch_out, handlers_out=args.handlers_out,
-                           name=args.name, pb2_module=args.pb2_module)
+        generated = generate_side(
+            args.proto, recv=args.recv, send=args.send, dispatch_out=args.dispatch_out,
+            handlers_out=args.handlers_out, name=args.name, pb2_module=args.pb2_module)
     except (OSError, ValueError) as exc:
         parser.exit(1, f"netcore-gen: error: {exc}\n")
-    for path in written:
-        print(f"netcore-gen: wrote {path}")
+    for line in describe(generated) or ["up to date"]:
+        print(f"netcore-gen: {line}")
     return 0
 
 

@@ -7,15 +7,31 @@ grpcio-tools, not whatever protoc is on PATH) with --python_out and --pyi_out,
 then makes the gencode's imports of its sibling modules package-relative:
 protoc writes `import Enum_pb2 as Enum__pb2`, which only works with src/netcore_packets
 itself on sys.path, not inside the `netcore_packets` package.
+
+Each *_pb2.py records the sha256 of the .proto it came from (a comment line).
+setup.py calls regenerate() on every build: it runs protoc only when a
+recorded digest no longer matches its .proto, so an unchanged checkout builds
+without protoc and a changed proto/ never ships with stale modules.
 """
+import hashlib
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 PACKETS_DIR = ROOT / "src" / "netcore_packets"
+# What to run when the modules are stale and grpcio-tools is missing (the
+# pin matches [build-system] requires in pyproject.toml).
+GRPCIO_TOOLS = "grpcio-tools>=1.85.1,<1.86"
+FIX_COMMAND = f"pip install '{GRPCIO_TOOLS}' && python tools/gen_proto.py"
+_DIGEST = re.compile(r"^# proto sha256: ([0-9a-f]{64})$", re.M)
+
+
+class ProtocUnavailable(RuntimeError):
+    """The protobuf modules are stale and grpc_tools is not installed to remake them."""
 
 
 def make_imports_relative(source, modules):
@@ -25,6 +41,35 @@ def make_imports_relative(source, modules):
     return re.sub(rf"^from ({names}) import ", r"from .\1 import ", source, flags=re.M)
 
 
+def proto_digest(proto):
+    """sha256 of a .proto's text, line endings normalised (a CRLF checkout matches)."""
+    text = Path(proto).read_bytes().replace(b"\r\n", b"\n")
+    return hashlib.sha256(text).hexdigest()
+
+
+def stamp(source, digest):
+    """`source` (a *_pb2.py) with its proto's digest recorded after the `# source:` line."""
+    line = f"# proto sha256: {digest}\n"
+    match = re.search(r"^# source: .*\n", source, re.M)
+    at = match.end() if match else 0
+    return source[:at] + line + source[at:]
+
+
+def recorded_digest(pb2_py):
+    """The digest a *_pb2.py records, or None (missing file, no stamp)."""
+    try:
+        match = _DIGEST.search(Path(pb2_py).read_text(encoding="utf-8"))
+    except OSError:
+        return None
+    return match.group(1) if match else None
+
+
+def stale_protos(proto_dir=PROTO_DIR, packets_dir=PACKETS_DIR):
+    """The .proto files whose *_pb2.py in `packets_dir` is missing or was made from other text."""
+    return [p for p in sorted(Path(proto_dir).glob("*.proto"))
+            if recorded_digest(Path(packets_dir) / f"{p.stem}_pb2.py") != proto_digest(p)]
+
+
 def generate(out_dir, proto_dir=PROTO_DIR):
     """Generate *_pb2.py and *_pb2.pyi for every .proto in `proto_dir` into `out_dir`.
 
@@ -32,7 +77,8 @@ def generate(out_dir, proto_dir=PROTO_DIR):
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    protos = sorted(p.name for p in Path(proto_dir).glob("*.proto"))
+    proto_dir = Path(proto_dir)
+    protos = sorted(p.name for p in proto_dir.glob("*.proto"))
     if not protos:
         raise FileNotFoundError(f"no .proto files in {proto_dir}")
     # Relative names under `-I .` keep the file names recorded in the
@@ -46,9 +92,35 @@ def generate(out_dir, proto_dir=PROTO_DIR):
     modules = {p[: -len(".proto")] + "_pb2" for p in protos}
     generated = sorted(out_dir / f"{m}{ext}" for m in modules for ext in (".py", ".pyi"))
     for path in generated:
-        text = path.read_text(encoding="utf-8")
-        path.write_text(make_imports_relative(text, modules), encoding="utf-8", newline="\n")
+        text = make_imports_relative(path.read_text(encoding="utf-8"), modules)
+        if path.suffix == ".py":
+            text = stamp(text, proto_digest(proto_dir / (path.name[: -len("_pb2.py")] + ".proto")))
+        path.write_text(text, encoding="utf-8", newline="\n")
     return generated
+
+
+def regenerate(proto_dir=PROTO_DIR, packets_dir=PACKETS_DIR):
+    """Bring `packets_dir` up to date with `proto_dir`: nothing when every
+    digest matches, else protoc into a scratch folder and copy what differs.
+    Returns the paths written; raises ProtocUnavailable without grpc_tools."""
+    if not stale_protos(proto_dir, packets_dir):
+        return []
+    try:
+        import grpc_tools.protoc  # noqa: F401
+    except ImportError:
+        stale = ", ".join(p.name for p in stale_protos(proto_dir, packets_dir))
+        raise ProtocUnavailable(
+            f"{Path(packets_dir).name}/*_pb2.py are stale for {stale} and grpcio-tools "
+            f"is not installed to regenerate them: run {FIX_COMMAND}") from None
+    written = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for path in generate(scratch, proto_dir):
+            target = Path(packets_dir) / path.name
+            data = path.read_bytes()
+            if not target.exists() or target.read_bytes() != data:
+                target.write_bytes(data)
+                written.append(target)
+    return written
 
 
 def main():

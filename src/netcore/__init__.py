@@ -20,6 +20,7 @@ from netcore.jobqueue import JobQueue, JobTimer
 from netcore.loop import new_event_loop, resolve_loop_kind, run
 from netcore.sendbuffer import SendBuffer, SendBufferPool, copy_frames, default_pool, make_packet
 from netcore.service import ClientService, ServerService
+from netcore.stats import LATENCY_BOUNDS, LatencyHistogram
 from netcore.session import send_to_all
 
 
@@ -36,7 +37,7 @@ class PacketSession(_session.PacketSession, asyncio.BufferedProtocol):
 
 __all__ = [
     "ClientService", "Disconnect", "DisconnectReason", "HEADER", "JobQueue", "JobTimer",
-    "MAX_PACKET_SIZE",
+    "LATENCY_BOUNDS", "LatencyHistogram", "MAX_PACKET_SIZE",
     "MalformedPacketError", "PacketSession", "ProtocolError", "SendBuffer",
     "SendBufferPool", "ServerService", "Session", "UnknownPacketError",
     "copy_frames", "default_pool", "make_packet", "new_event_loop", "resolve_loop_kind", "run",

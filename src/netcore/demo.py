@@ -1,6 +1,6 @@
 """Echo demo: a ServerService and N ClientService sessions in one process.
 
-    python -m netcore.demo [--clients 200] [--packets 100] [--loop uvloop|asyncio]
+    python -m netcore.demo [--clients 200] [--packets 100] [--loop uvloop|asyncio] [--version]
 
 Every client sends --packets numbered packets and checks it gets each back in
 order; exits non-zero if anything was lost.
@@ -34,7 +34,9 @@ class CountingClient(PacketSession):
             self.done.set_result(None)
 
 
-async def demo(clients: int, packets: int) -> int:
+async def demo(clients: int, packets: int, kind: str = "") -> int:
+    # Printed once running: a Ctrl-C from here on unwinds the demo (netcore.run).
+    print(f"netcore {netcore.__version__} echo demo on {kind}", flush=True)
     CountingClient.expected = packets
     async with ServerService(EchoSession) as server:
         service = ClientService(CountingClient, port=server.port, count=clients)
@@ -54,15 +56,35 @@ async def demo(clients: int, packets: int) -> int:
         return 0 if ok else 1
 
 
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m netcore.demo",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=200,
+                    help="client sessions (default: %(default)s)")
+    ap.add_argument("--packets", type=int, default=100,
+                    help="packets each client sends (default: %(default)s)")
+    ap.add_argument("--loop", choices=netcore.loop.LOOP_KINDS,
+                    help="event loop (default: NETCORE_LOOP, else uvloop when installed)")
+    ap.add_argument("--version", action="version", version=f"netcore {netcore.__version__}")
+    return ap
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clients", type=int, default=200)
-    ap.add_argument("--packets", type=int, default=100)
-    ap.add_argument("--loop", choices=netcore.loop.LOOP_KINDS)
-    args = ap.parse_args(argv)
-    kind = netcore.resolve_loop_kind(args.loop)
-    print(f"netcore {netcore.__version__} echo demo on {kind}")
-    return netcore.run(demo(args.clients, args.packets), kind)
+    """Exit status: 0 when every packet came back in order, 1 otherwise, 2 for
+    bad arguments, 130 on Ctrl-C (the sessions are closed first)."""
+    try:
+        ap = build_parser()
+        args = ap.parse_args(argv)
+        if args.clients < 1 or args.packets < 1:
+            ap.error("--clients and --packets must be >= 1")
+        try:
+            kind = netcore.resolve_loop_kind(args.loop)
+        except (ValueError, RuntimeError) as exc:
+            ap.error(str(exc))
+        return netcore.run(demo(args.clients, args.packets, kind), kind)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@
 
 from cpython.time cimport PyTime_t
 
+from netcore.stats cimport LatencyHistogram
+
 cdef enum:
     DEFAULT_BUDGET_US = 5000
     COMPACT_AFTER = 1024            # consumed slots before the job list is compacted
@@ -41,6 +43,9 @@ cdef class JobQueue:
     cdef readonly unsigned long long errors
     cdef PyTime_t scheduled_ns              # when the pending slice was scheduled
     cdef PyTime_t max_delay_ns              # longest schedule-to-run wait since take_max_delay
+    # Every slice's schedule-to-run wait, when set (Rooms share one): the
+    # histogram a metrics scrape reads, unlike max_delay_ns, which one reader resets.
+    cdef public LatencyHistogram delay_histogram
     cdef set timers
     cdef object run_cb
 

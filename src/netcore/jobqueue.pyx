@@ -93,6 +93,8 @@ cdef class JobQueue:
         self.scheduled = False
         if now - self.scheduled_ns > self.max_delay_ns:
             self.max_delay_ns = now - self.scheduled_ns
+        if self.delay_histogram is not None:
+            self.delay_histogram.observe_ns(now - self.scheduled_ns)
         if self.closed:
             return
         self.running = True

@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import signal
+import threading
+import time
 from typing import Any, Coroutine
 
 LOOP_ENV = "NETCORE_LOOP"
@@ -39,18 +42,56 @@ def new_event_loop(kind: str | None = None) -> asyncio.AbstractEventLoop:
 
 
 def run(main: Coroutine[Any, Any, Any], kind: str | None = None) -> Any:
-    """asyncio.run on the chosen loop (asyncio.Runner needs 3.11; we support 3.10)."""
-    loop = new_event_loop(kind)
+    """asyncio.run on the chosen loop (asyncio.Runner needs 3.11; we support 3.10).
+
+    Ctrl-C (SIGINT, where nothing else handles it) cancels `main` and waits for
+    it to unwind (its `finally` and `async with` blocks run, so sessions and
+    files close), then raises KeyboardInterrupt from run(): a command catches
+    that and exits 130, with no traceback. A Ctrl-C that comes before `main`
+    has started cancels it as it starts; a second Ctrl-C interrupts at once.
+    """
+    task = None
+    interrupted = False
+
+    def on_sigint(signum, frame):
+        nonlocal interrupted
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted = True
+        if task is not None:
+            task.get_loop().call_soon_threadsafe(task.cancel)
+
+    # Installed first, so that no Ctrl-C lands between creating the loop and
+    # the try that closes it.
+    handle_sigint = (threading.current_thread() is threading.main_thread()
+                     and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if handle_sigint:
+        signal.signal(signal.SIGINT, on_sigint)
+    loop = None
     try:
+        loop = new_event_loop(kind)
         asyncio.set_event_loop(loop)
-        return loop.run_until_complete(main)
-    finally:
+        task = loop.create_task(main)
+        if interrupted:
+            task.cancel()
         try:
-            _cancel_all_tasks(loop)
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
+    finally:
+        if handle_sigint and signal.getsignal(signal.SIGINT) is on_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if loop is None:
+            getattr(main, "close", lambda: None)()      # never started: no "never awaited" warning
+        else:
+            try:
+                _cancel_all_tasks(loop)
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
 
 
 def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
@@ -105,25 +146,37 @@ class LagMonitor:
 
     Every `interval` seconds a callback is due; how late it actually runs is
     the time the loop spent on other work: the latency every client sees on
-    top of the network. take_max() returns the worst since its last call.
+    top of the network. Each lag goes into `histogram` (a LatencyHistogram,
+    when given); take_max() returns the worst since its last call; last_beat
+    (time.monotonic()) says, from any thread, whether the loop still runs.
     """
 
-    def __init__(self, interval: float = 0.1):
+    def __init__(self, interval: float = 0.1, histogram=None):
         self.interval = interval
+        self.histogram = histogram
         self.max_lag = 0.0
+        self.last_beat = time.monotonic()
         self._due = 0.0
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.last_beat = time.monotonic()
         self._due = loop.time() + self.interval
         self._handle = loop.call_at(self._due, self._beat, loop)
 
     def _beat(self, loop) -> None:
         now = loop.time()
-        self.max_lag = max(self.max_lag, now - self._due)
+        lag = max(now - self._due, 0.0)
+        self.max_lag = max(self.max_lag, lag)
+        if self.histogram is not None:
+            self.histogram.observe(lag)
+        self.last_beat = time.monotonic()
         self._due = now + self.interval
         self._handle = loop.call_at(self._due, self._beat, loop)
+
+    def seconds_since_beat(self) -> float:
+        return time.monotonic() - self.last_beat
 
     def take_max(self) -> float:
         lag, self.max_lag = self.max_lag, 0.0

@@ -425,7 +425,8 @@ cdef class Session:
         if abort:
             self.queue.clear()
             self.transport.abort()
-        else:
+            return 0
+        try:
             # A final flush even while paused: bounded by max_pending_bytes.
             self.write_paused = False
             self.flush()
@@ -436,6 +437,11 @@ cdef class Session:
                     LINGER_MS / 1000.0, self.transport.abort)
             else:
                 self.transport.close()
+        except RuntimeError:
+            # uvloop closes the transport of a cancelled create_connection
+            # itself (is_closing() still False) and refuses every later call
+            # on it; its connection_lost, which ends this session, follows.
+            self.queue.clear()
         return 0
 
 

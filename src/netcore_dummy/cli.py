@@ -1,8 +1,9 @@
 """netcore-dummy: load a netcore game server with chatting guest clients.
 
-    netcore-dummy [--host 127.0.0.1] [--port 7777] [--clients 100] [--rate 1.0]
+    netcore-dummy [--host 127.0.0.1] [--port 7777] [--clients 100] [--rate 1]
                   [--duration 10] [--rooms 1] [--size 32] [--connect-rate 1000]
-                  [--loop uvloop|asyncio] [--json]
+                  [--enter-timeout 10] [--drain-timeout 5] [--hold]
+                  [--loop uvloop|asyncio] [--json] [--version]
 
 Exit status: 0 when every client got in game and every expected chat arrived
 exactly once from the right sender; 1 when anything was lost, duplicated,
@@ -13,40 +14,53 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import netcore
-from netcore.loop import LOOP_KINDS, tune_gc_for_serving
+from netcore.loop import LOOP_ENV, LOOP_KINDS, tune_gc_for_serving
 
 from netcore_dummy.client import DummyConfig, DummyError, Report, run_dummy
 
 EXIT_CANNOT_RUN = 2
+EXIT_INTERRUPTED = 130      # Ctrl-C (128 + SIGINT, as shells report it)
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     d = DummyConfig()
     ap = argparse.ArgumentParser(prog="netcore-dummy",
                                  description="Load a netcore game server with chatting clients.")
-    ap.add_argument("--host", default=d.host)
-    ap.add_argument("--port", type=int, default=d.port)
-    ap.add_argument("--clients", type=int, default=d.clients)
-    ap.add_argument("--rate", type=float, default=d.rate, help="chats per client per second")
-    ap.add_argument("--duration", type=float, default=d.duration, help="seconds of chatting")
-    ap.add_argument("--rooms", type=int, default=d.rooms, help="client i enters room i %% rooms")
-    ap.add_argument("--size", type=int, default=d.size,
-                    help="chat length in bytes (ASCII; at most the server's 512)")
-    ap.add_argument("--connect-rate", type=float, default=d.connect_rate,
-                    help="new connections per second")
-    ap.add_argument("--enter-timeout", type=float, default=d.enter_timeout,
-                    help="seconds a client has to connect, log in and enter")
-    ap.add_argument("--drain-timeout", type=float, default=d.drain_timeout,
-                    help="seconds to wait for outstanding chats after the last send")
+
+    def option(flag, text, default, **kwargs):
+        ap.add_argument(flag, default=default, help=f"{text} (default: {default:g})"
+                        if isinstance(default, float) else f"{text} (default: {default})",
+                        **kwargs)
+
+    option("--host", "server address", d.host)
+    option("--port", "server port", d.port, type=int)
+    option("--clients", "clients to connect", d.clients, type=int)
+    option("--rate", "chats per client per second", d.rate, type=float)
+    option("--duration", "seconds of chatting", d.duration, type=float)
+    option("--rooms", "client i enters room i %% rooms", d.rooms, type=int)
+    option("--size", "chat length in bytes (ASCII; at most the server's 512)", d.size, type=int)
+    option("--connect-rate", "new connections per second", d.connect_rate, type=float)
+    option("--enter-timeout", "seconds a client has to connect, log in and enter",
+           d.enter_timeout, type=float)
+    option("--drain-timeout", "seconds to wait for outstanding chats after the last send",
+           d.drain_timeout, type=float)
     ap.add_argument("--hold", action="store_true",
-                    help="get every client in game, then stay idle for --duration (no chat)")
-    ap.add_argument("--loop", choices=LOOP_KINDS, help="default: uvloop when installed")
+                    help="get every client in game, then stay idle for --duration, no chat "
+                         "(default: chat)")
+    ap.add_argument("--loop", choices=LOOP_KINDS,
+                    help="event loop (default: NETCORE_LOOP, else uvloop when installed)")
     ap.add_argument("--json", action="store_true",
-                    help="print one JSON line on stdout instead of the table")
+                    help="print one JSON line on stdout instead of the table (default: table)")
     ap.add_argument("--version", action="version", version=f"netcore-dummy {netcore.__version__}")
+    return ap
+
+
+def parse_args(argv=None):
+    ap = build_parser()
     args = ap.parse_args(argv)
     config = DummyConfig(
         host=args.host, port=args.port, clients=args.clients, rate=args.rate,
@@ -58,6 +72,13 @@ def parse_args(argv=None):
     except ValueError as exc:
         ap.error(str(exc))
     return config, args
+
+
+def run_parameters(config: DummyConfig) -> dict:
+    """What the run was asked to do, for --json: a line read on its own says it."""
+    return {"clients": config.clients, "rooms": config.rooms, "rate": config.rate,
+            "duration": config.duration, "size": config.size,
+            "connect_rate": config.connect_rate, "hold": config.hold}
 
 
 class ProgressLine:
@@ -101,12 +122,27 @@ def table(config: DummyConfig, kind: str, r: Report) -> str:
         ("result", "OK" if r.ok else "FAILED"),
     ]
     rows += [("error", e) for e in r.errors]
+    if r.errors_not_listed:
+        rows.append(("error", f"... and {r.errors_not_listed:,} more not listed"))
     return "\n".join(f"{name:<13} {value}" for name, value in rows)
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\nnetcore-dummy: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv=None) -> int:
     config, args = parse_args(argv)
-    kind = netcore.resolve_loop_kind(args.loop)
+    try:
+        kind = netcore.resolve_loop_kind(args.loop)
+    except (ValueError, RuntimeError) as exc:
+        given = f"--loop {args.loop}" if args.loop else f"{LOOP_ENV}={os.environ.get(LOOP_ENV)}"
+        print(f"netcore-dummy: error: {given}: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     # With --json stdout carries one JSON line only; progress may use stderr.
     live = sys.stderr if args.json else sys.stdout
     progress = ProgressLine(live) if live.isatty() else None
@@ -120,13 +156,11 @@ def main(argv=None) -> int:
             print(json.dumps({"ok": False, "error": str(exc)}))
         print(f"netcore-dummy: error: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN
-    except KeyboardInterrupt:
-        print("\nnetcore-dummy: interrupted", file=sys.stderr)
-        return 130
     if progress:
         progress.end()
     if args.json:
-        print(json.dumps({**report.as_dict(), "loop": kind}, separators=(",", ":")))
+        print(json.dumps({**report.as_dict(), "loop": kind, "run": run_parameters(config)},
+                         separators=(",", ":")))
     else:
         print(table(config, kind, report))
     return report.exit_code

@@ -4,26 +4,34 @@
                    [--port 7777] [--db PATH] [--max-sessions N] [--loop uvloop|asyncio]
                    [--log-level INFO] [--metrics-port N] ... (--help lists every limit)
 
+Every setting is also a key of the --config file and an environment variable
+NETCORE_<NAME>; later wins: default < file < environment < flag.
+
 Prints one line once it listens. SIGINT/SIGTERM stop it cleanly: no new
 connections, queued packets delivered, sessions closed, database closed, exit 0.
+A bad setting or a failed start is one line on stderr and exit status 2; Ctrl-C
+while still starting, exit status 130.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import sys
+from dataclasses import dataclass
+from typing import NoReturn
 
 import netcore
-from netcore.loop import LOOP_KINDS, raise_open_files_limit, tune_gc_for_serving
+from netcore.loop import raise_open_files_limit, tune_gc_for_serving, uvloop_available
 
-from netcore_game.config import ConfigError, load_file
-from netcore_game.config import build as build_config
+from netcore_game.config import ConfigError, Origin, env_texts, load_file, resolve
 from netcore_game.config import render as render_config
 from netcore_game.db import DatabaseError, SQLiteDatabase
-from netcore_game.server import GameServer, ServerConfig
+from netcore_game.server import GameServer, ServerConfig, StartupError
+from netcore_game.settings import fields_of, kind_of
 from netcore_game import workers
 
 log = logging.getLogger("netcore_game.cli")
@@ -31,18 +39,17 @@ log = logging.getLogger("netcore_game.cli")
 # Descriptors the process needs besides one per session: the database and its
 # journal per worker thread, the event loop, logs, a refused connection or two.
 FD_HEADROOM = 64
+EXIT_USAGE = 2              # a bad setting, or the server could not start
+EXIT_INTERRUPTED = 130      # Ctrl-C before it served (128 + SIGINT, as shells report it)
 
 
-def workers_arg(text: str) -> int:
-    if text == "auto":
-        return os.cpu_count() or 1
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: a number or auto") from None
+def default_loop_kind() -> str:
+    return "uvloop" if uvloop_available() else "asyncio"
 
 
-# (flag, ServerConfig field, type, help); each default comes from ServerConfig.
+# (flag, ServerConfig field, type, help); each default comes from ServerConfig,
+# each check of the value from its field's metadata (settings.setting). The
+# type is the field's; it stays here for readers.
 FLAGS = [
     ("--host", "host", str, "address to listen on"),
     ("--port", "port", int, "0 picks a free port"),
@@ -69,7 +76,7 @@ FLAGS = [
      "every room announces its member count this often (0: off)"),
     ("--metrics-port", "metrics_port", int, "serve Prometheus metrics on this port (0: off)"),
     ("--metrics-host", "metrics_host", str, "address of the metrics endpoint"),
-    ("--workers", "workers", workers_arg,
+    ("--workers", "workers", int,
      "worker processes sharing the port (auto: one per core); more than 1 joins them over NATS"),
     ("--node-id", "node_id", str, "this machine's name in the cluster (default: the host name)"),
     ("--cluster", "cluster", str,
@@ -79,37 +86,100 @@ FLAGS = [
 ]
 
 
-def parse_args(argv=None) -> tuple[ServerConfig, bool]:
-    """The effective configuration (defaults < --config file < flags), and
-    whether --print-config was asked for."""
-    d = ServerConfig()
-    ap = argparse.ArgumentParser(prog="netcore-server", description="The netcore chat game server.")
-    ap.add_argument("--config", metavar="TOML", help="a file of settings; flags override it")
+# --loop and --log-level take one of their field's choices (case-insensitive
+# for the log level); every flag's value is checked as its field says.
+FLAGS += [
+    ("--loop", "loop", str, "event loop"),
+    ("--log-level", "log_level", str, "logging threshold"),
+]
+
+
+def _metavar(field) -> str:
+    if field.metadata.get("choices"):
+        return "|".join(field.metadata["choices"])
+    if kind_of(field) in (int, float):
+        return "N"
+    return field.name.upper().split("_")[-1]
+
+
+def _flag_help(field, text: str) -> str:
+    choices = field.metadata.get("choices")
+    default = "uvloop when installed" if field.name == "loop" else field.default
+    return (f"{text}: one of {', '.join(choices)} " if choices else f"{text} ") + (
+        f"(default: {default})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fields = fields_of(ServerConfig)
+    ap = argparse.ArgumentParser(
+        prog="netcore-server", description="The netcore chat game server.",
+        epilog="Every setting can also be a key of the --config file or an environment "
+               "variable NETCORE_<NAME> (NETCORE_MAX_SESSIONS=...); flags win over the "
+               "environment, which wins over the file.")
+    ap.add_argument("--config", metavar="TOML", help="a file of settings (default: none)")
     ap.add_argument("--print-config", action="store_true",
-                    help="print the effective configuration as TOML and exit")
+                    help="print the effective configuration as TOML, with where each value "
+                         "came from, and exit")
     # Flags default to "not given", so that only those on the command line
-    # override the file.
-    for flag, field, kind, text in FLAGS:
-        ap.add_argument(flag, dest=field, type=kind, default=argparse.SUPPRESS,
-                        help=f"{text} (default: {getattr(d, field)})")
+    # override the file and the environment; values are strings until the
+    # field's checks turn them into its type.
+    for flag, field, _kind, text in FLAGS:
+        ap.add_argument(flag, dest=field, metavar=_metavar(fields[field]),
+                        default=argparse.SUPPRESS, help=_flag_help(fields[field], text))
     ap.add_argument("--nats", action="append", metavar="URL", default=argparse.SUPPRESS,
-                    help="a NATS server of the cluster (repeat for several); with --workers "
-                         "above 1 and none given, a private nats-server is started")
-    ap.add_argument("--loop", choices=LOOP_KINDS, default=argparse.SUPPRESS,
-                    help="default: uvloop when installed")
-    ap.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                    default=argparse.SUPPRESS, help=f"(default: {d.log_level})")
+                    help="a NATS server of the cluster (repeat for several; default: none, and "
+                         "with --workers above 1 a private nats-server is started)")
     ap.add_argument("--version", action="version", version=f"netcore-server {netcore.__version__}")
-    args = vars(ap.parse_args(argv))
+    return ap
+
+
+@dataclass
+class Invocation:
+    config: ServerConfig
+    origins: dict[str, Origin]
+    loop_kind: str          # the event loop it runs on, resolved
+    print_only: bool
+
+
+def fail(message: str) -> NoReturn:
+    """A configuration or start-up error: one line on stderr, exit status 2."""
+    print(f"netcore-server: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def parse(argv=None, environ=None) -> Invocation:
+    """The effective configuration (defaults < --config file < environment < flags)."""
+    args = vars(build_parser().parse_args(argv))
     config_path, print_only = args.pop("config"), args.pop("print_config")
     if "nats" in args:
         args["nats"] = ",".join(args["nats"])
     try:
-        config = build_config(load_file(config_path) if config_path else {}, args)
-        config.validate()
-    except (ConfigError, ValueError, TypeError) as exc:
-        ap.error(str(exc))
-    return config, print_only
+        file_values = load_file(config_path) if config_path else {}
+        config, origins = resolve(file_values, env_texts(os.environ if environ is None else environ),
+                                  args, config_path)
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        kind = netcore.resolve_loop_kind(config.loop or default_loop_kind())
+    except (RuntimeError, ValueError) as exc:
+        fail(f"{origins['loop'].show('loop', config.loop)}: {exc}")
+    return Invocation(config, origins, kind, print_only)
+
+
+def parse_args(argv=None) -> tuple[ServerConfig, bool]:
+    """The effective configuration, and whether --print-config was asked for."""
+    invocation = parse(argv)
+    return invocation.config, invocation.print_only
+
+
+def print_config(invocation: Invocation) -> None:
+    config, notes = invocation.config, {}
+    if config.loop is None:
+        installed = "installed" if invocation.loop_kind == "uvloop" else "not installed"
+        notes["loop"] = f"uvloop when installed, and it is {installed}"
+        config = dataclasses.replace(config, loop=invocation.loop_kind)
+    print(f"# netcore-server {netcore.__version__}: the effective configuration")
+    print(render_config(config, invocation.origins, notes), end="")
 
 
 async def serve(config: ServerConfig, kind: str) -> int:
@@ -121,10 +191,9 @@ async def serve(config: ServerConfig, kind: str) -> int:
     server = GameServer(config, SQLiteDatabase(config.db, busy_timeout=config.db_busy_timeout))
     try:
         await server.start()
-    except (DatabaseError, OSError) as exc:
+    except (DatabaseError, StartupError) as exc:
         print(f"netcore-server: {exc}", file=sys.stderr)
-        await server.db.close()
-        return 2
+        return EXIT_USAGE
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -143,21 +212,29 @@ async def serve(config: ServerConfig, kind: str) -> int:
 
 
 def main(argv=None) -> int:
-    config, print_only = parse_args(argv)
-    if print_only:
-        print(render_config(config), end="")
-        return 0
-    worker = workers.is_worker()
-    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    if worker:
-        fmt = f"%(asctime)s %(levelname)s [{os.environ[workers.ENV_SLOT]}] %(name)s: %(message)s"
-    logging.basicConfig(level=config.log_level, format=fmt)
-    if not worker and (config.workers > 1 or config.nats):
-        return workers.run_cluster(config, sys.argv[1:] if argv is None else list(argv))
-    kind = netcore.resolve_loop_kind(config.loop)
-    if worker:
-        return netcore.run(workers.serve_worker(config, kind), kind)
-    return netcore.run(serve(config, kind), kind)
+    """Exit status: 0 after a clean stop (SIGINT/SIGTERM once it serves), 2 for a
+    bad setting or a failed start, 130 when interrupted while starting."""
+    try:
+        invocation = parse(argv)
+        if invocation.print_only:
+            print_config(invocation)
+            return 0
+        config = invocation.config
+        worker = workers.is_worker()
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        if worker:      # each line says which worker wrote it
+            fmt = (f"%(asctime)s %(levelname)s [{os.environ[workers.ENV_SLOT]}] "
+                   f"%(name)s: %(message)s")
+        logging.basicConfig(level=config.log_level, format=fmt)
+        if not worker and (config.workers > 1 or config.nats):
+            return workers.run_cluster(config, sys.argv[1:] if argv is None else list(argv))
+        if worker:
+            return netcore.run(workers.serve_worker(config, invocation.loop_kind),
+                               invocation.loop_kind)
+        return netcore.run(serve(config, invocation.loop_kind), invocation.loop_kind)
+    except KeyboardInterrupt:
+        print("netcore-server: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

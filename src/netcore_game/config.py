@@ -1,14 +1,17 @@
-"""netcore-server's configuration: a TOML file, overridden by command-line flags.
+"""netcore-server's configuration: defaults, a TOML file, the environment, flags.
 
 Every key of the file is a field of ServerConfig with `_` or `-` (both are
-accepted), at the top level or under a `[server]` table:
+accepted), at the top level or under a `[server]` table (not both):
 
     port = 7777
     db = "/var/lib/netcore/game.db"
     max-sessions = 20000
 
-An unknown key or a value of the wrong type is an error that names the key,
-so a typo never silently leaves a limit at its default.
+Every setting can also be given as an environment variable NETCORE_<NAME>
+(NETCORE_MAX_SESSIONS=20000), and as a flag (--max-sessions 20000); later
+wins: default < file < environment < flag. An unknown key, a value of the
+wrong type or one out of its range is an error that names the setting as it
+was given, so a typo never silently leaves a limit at its default.
 """
 from __future__ import annotations
 
@@ -23,26 +26,19 @@ else:                                   # the stdlib gained tomllib in 3.11
     import tomli as tomllib
 
 from netcore_game.server import ServerConfig
+from netcore_game.settings import (
+    DEFAULT,
+    ConfigError,
+    Origin,
+    checked,
+    fields_of,
+    from_text,
+    from_toml,
+    key_of,
+    texts_from_environment,
+)
 
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the file and key."""
-
-
-def _fields() -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(ServerConfig)}
-
-
-def _coerce(path: Path, key: str, value: Any, default: Any) -> Any:
-    kind = type(default)
-    if default is None:             # optional strings such as loop
-        kind = str
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
-        raise ConfigError(f"{path}: {key} must be {kind.__name__}, not {type(value).__name__} "
-                          f"({value!r})")
-    return value
+__all__ = ["ConfigError", "Origin", "build", "load_file", "render", "resolve"]
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -55,16 +51,24 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    entries = [(k, v, "at the top level") for k, v in data.items() if k != "server"]
     if isinstance(data.get("server"), dict):
-        data = {**{k: v for k, v in data.items() if k != "server"}, **data["server"]}
-    fields = _fields()
-    values = {}
-    for raw_key, value in data.items():
+        entries += [(k, v, "under [server]") for k, v in data["server"].items()]
+    elif "server" in data:
+        entries.append(("server", data["server"], "at the top level"))
+    fields = fields_of(ServerConfig)
+    origin = Origin("file", str(path))
+    values, seen = {}, {}
+    for raw_key, value, place in entries:
         key = raw_key.replace("-", "_")
         if key not in fields:
             raise ConfigError(f"{path}: unknown setting {raw_key!r}; known: "
-                              f"{', '.join(sorted(k.replace('_', '-') for k in fields))}")
-        values[key] = _coerce(path, raw_key, value, fields[key].default)
+                              f"{', '.join(sorted(key_of(k) for k in fields))}")
+        if key in seen:
+            raise ConfigError(f"{path}: {key_of(key)} is set twice ({seen[key]} and {raw_key} "
+                              f"{place}): keep one")
+        seen[key] = f"{raw_key} {place}"
+        values[key] = from_toml(fields[key], value, origin)
     return values
 
 
@@ -73,19 +77,60 @@ def build(file_values: dict[str, Any], flag_values: dict[str, Any]) -> ServerCon
     return ServerConfig(**{**file_values, **flag_values})
 
 
-def render(config: ServerConfig) -> str:
-    """The effective configuration as TOML that load_file reads back."""
-    lines = ["[server]"]
+def resolve(file_values: dict[str, Any], env_texts: dict[str, str],
+            flag_texts: dict[str, str], file_path: str | None = None
+            ) -> tuple[ServerConfig, dict[str, Origin]]:
+    """The effective, checked configuration and the origin of each of its values,
+    from the file's values and the texts of environment variables and flags
+    (by field name).
+
+    Each value is checked against its field's metadata first, so that an error
+    names it as given; then ServerConfig.validate checks how values combine."""
+    fields = fields_of(ServerConfig)
+    origins = {name: DEFAULT for name in fields}
+    file_origin = Origin("file", str(file_path or ""))
+    values: dict[str, Any] = dict(file_values)
+    origins.update({name: file_origin for name in file_values})
+    for kind, texts in (("env", env_texts), ("flag", flag_texts)):
+        for name, text in texts.items():
+            origins[name] = Origin(kind, text=text)
+            values[name] = from_text(fields[name], text, origins[name])
+    config = checked(ServerConfig(**values), origins)
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return config, origins
+
+
+def env_texts(environ) -> dict[str, str]:
+    """The NETCORE_<NAME> environment variables that set a ServerConfig field."""
+    return texts_from_environment(ServerConfig, environ)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render(config: ServerConfig, origins: dict[str, Origin] | None = None,
+           notes: dict[str, str] | None = None) -> str:
+    """The effective configuration as TOML that load_file reads back; with
+    `origins`, each line ends in a comment saying where its value came from
+    (and `notes`, by field, anything more, such as how the loop was chosen)."""
+    lines = []
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if value is None:
             continue
-        key = f.name.replace("_", "-")
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, (int, float)):
-            text = repr(value)
-        else:
-            text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-        lines.append(f"{key} = {text}")
-    return "\n".join(lines) + "\n"
+        line = f"{key_of(f.name)} = {_toml_value(value)}"
+        if origins is not None:
+            comment = origins.get(f.name, DEFAULT).describe()
+            if notes and f.name in notes:
+                comment += f": {notes[f.name]}"
+            line = f"{line:<40} # {comment}"
+        lines.append(line)
+    return "[server]\n" + "\n".join(lines) + "\n"

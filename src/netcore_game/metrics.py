@@ -1,85 +1,211 @@
-"""Prometheus metrics for netcore-server, served by prometheus_client.
+"""Prometheus metrics for netcore-server: /metrics, /healthz, and 404 elsewhere.
 
-The collector reads state only when scraped: packet counters live in C
-(netcore.stats), the rest is counted from the live objects. Scrapes run on
-prometheus_client's HTTP thread; every read here is one GIL-atomic copy
-(list(dict.values()), a C counter table) or a plain attribute, so the event
-loop never waits for a scrape and a scrape never sees a half-changed dict.
+The collector reads state only when scraped: packet counters and latency
+histograms live in C (netcore.stats), the rest is counted from the live
+objects. Scrapes run on the HTTP server's threads; every read here is one
+GIL-atomic copy (list(dict.values()), a C counter table) or a plain
+attribute, so the event loop never waits for a scrape and a scrape never sees
+a half-changed dict.
+
+Conventions (a test scrapes and checks them): label values are snake_case
+(state="logging_in", reason="peer_closed"); a labelled series that can move
+exists from the start at 0, and one that never can is not exported (packets
+"in" are counted for the packets a client sends, "out" for those the server
+sends, and ids no handler knows fold into packet="unknown", so a hostile
+client cannot mint series); latencies are histograms, which any number of
+scrapers can read without disturbing each other.
+
+To add a metric, add a method that yields metric families and list it in
+ServerCollector.SECTIONS.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+import json
+import platform
+import socket
+import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    make_wsgi_app,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+
+import netcore
+from netcore import DisconnectReason, LatencyHistogram
 from netcore.loop import LagMonitor
 from netcore_packets.server_dispatch import PACKET_IDS
 
 from netcore_game.session import State
 
-PACKET_NAMES = {pkt_id: name for name, pkt_id in PACKET_IDS.items()}
+# The loop beats every 0.1 s: one that has not for this long is stuck.
+LOOP_STALLED_SECONDS = 5.0
+UNKNOWN_PACKET = "unknown"
+RECEIVED = {pkt_id: name for name, pkt_id in PACKET_IDS.items() if name.startswith("C_")}
+SENT = {pkt_id: name for name, pkt_id in PACKET_IDS.items() if name.startswith("S_")}
+
+
+def label(text: str) -> str:
+    """A label value as Prometheus users write them: "logging in" -> "logging_in"."""
+    return text.replace(" ", "_").replace("-", "_").lower()
+
+
+def histogram(name: str, doc: str, h: LatencyHistogram) -> HistogramMetricFamily:
+    buckets, total = h.snapshot()
+    return HistogramMetricFamily(
+        name, doc, buckets=[("+Inf" if b == float("inf") else repr(b), n) for b, n in buckets],
+        sum_value=total)
 
 
 class ServerCollector:
-    def __init__(self, server, lag: LagMonitor):
+    SECTIONS = ("build_info", "sessions", "rooms", "packets", "disconnects", "send_queue",
+                "latencies")
+
+    def __init__(self, server, lag: LagMonitor, lag_histogram: LatencyHistogram):
         self.server = server
         self.lag = lag
+        self.lag_histogram = lag_histogram
 
     def collect(self):
-        service = self.server.service
-        sessions = list(service.sessions.values())
+        sessions = list(self.server.service.sessions.values())
+        for section in self.SECTIONS:
+            yield from getattr(self, section)(sessions)
 
-        by_state = GaugeMetricFamily("netcore_sessions", "Sessions by state", labels=["state"])
+    def build_info(self, sessions):
+        info = GaugeMetricFamily("netcore_build_info", "The running netcore: always 1",
+                                 labels=["version", "python"])
+        info.add_metric([netcore.__version__, platform.python_version()], 1)
+        yield info
+
+    def sessions(self, sessions):
+        family = GaugeMetricFamily("netcore_sessions", "Sessions by state", labels=["state"])
         counts = {state: 0 for state in State}
         for s in sessions:
             counts[s.state] += 1
         for state, n in counts.items():
-            by_state.add_metric([state.value], n)
-        yield by_state
+            family.add_metric([label(state.value)], n)
+        yield family
 
-        rooms = self.server.rooms.all()
-        yield GaugeMetricFamily("netcore_rooms", "Rooms with players", value=len(rooms))
+    def rooms(self, sessions):
+        yield GaugeMetricFamily("netcore_rooms", "Rooms with players",
+                                value=len(self.server.rooms))
 
-        families = [CounterMetricFamily(name, doc, labels=["packet"]) for name, doc in (
+    def packets(self, sessions):
+        received = [CounterMetricFamily(name, doc, labels=["packet"]) for name, doc in (
             ("netcore_packets_in", "Packets received from clients"),
-            ("netcore_bytes_in", "Bytes of packets received from clients"),
+            ("netcore_bytes_in", "Bytes of packets received from clients"))]
+        sent = [CounterMetricFamily(name, doc, labels=["packet"]) for name, doc in (
             ("netcore_packets_out", "Packets queued to clients (one per recipient)"),
             ("netcore_bytes_out", "Bytes of packets queued to clients"))]
-        for pkt_id, values in sorted(service.packet_stats.snapshot().items()):
-            label = PACKET_NAMES.get(pkt_id, str(pkt_id))
-            for family, value in zip(families, values):
-                family.add_metric([label], value)
-        yield from families
+        counts_in = {name: [0, 0] for name in [*RECEIVED.values(), UNKNOWN_PACKET]}
+        counts_out = {name: [0, 0] for name in SENT.values()}
+        for pkt_id, (p_in, b_in, p_out, b_out) in self.server.service.packet_stats.snapshot().items():
+            into = counts_in[RECEIVED.get(pkt_id, UNKNOWN_PACKET)]
+            into[0] += p_in
+            into[1] += b_in
+            if pkt_id in SENT:
+                counts_out[SENT[pkt_id]][0] += p_out
+                counts_out[SENT[pkt_id]][1] += b_out
+        for counts, families in ((counts_in, received), (counts_out, sent)):
+            for name, values in counts.items():
+                for family, value in zip(families, values):
+                    family.add_metric([name], value)
+            yield from families
 
-        disconnects = CounterMetricFamily("netcore_disconnects", "Sessions ended, by reason",
-                                          labels=["reason"])
-        for reason, n in sorted(dict(service.disconnects).items()):
-            disconnects.add_metric([reason], n)
-        yield disconnects
+    def disconnects(self, sessions):
+        family = CounterMetricFamily("netcore_disconnects", "Sessions ended, by reason",
+                                     labels=["reason"])
+        counts = dict(self.server.service.disconnects)
+        for reason in DisconnectReason:
+            family.add_metric([label(reason.value)], counts.get(reason.value, 0))
+        yield family
 
+    def send_queue(self, sessions):
         yield GaugeMetricFamily("netcore_send_queue_bytes", "Bytes queued, not yet written",
                                 value=sum(s.pending_bytes for s in sessions))
-        yield GaugeMetricFamily("netcore_event_loop_lag_seconds",
-                                "Worst heartbeat delay of the event loop since the last scrape",
-                                value=self.lag.take_max())
-        yield GaugeMetricFamily("netcore_job_queue_delay_seconds",
-                                "Longest a room queue waited to run since the last scrape",
-                                value=max((r.take_max_delay() for r in rooms), default=0.0))
+
+    def latencies(self, sessions):
+        yield histogram("netcore_event_loop_lag_seconds",
+                        "How late the event loop ran a heartbeat due every 0.1 s",
+                        self.lag_histogram)
+        yield histogram("netcore_job_queue_delay_seconds",
+                        "How long a room's queued jobs waited for their turn to run",
+                        self.server.rooms.delay_histogram)
+
+
+class _HTTPServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):       # no line per scrape on stderr
+        pass
 
 
 class MetricsServer:
-    """The /metrics endpoint of one GameServer (a daemon thread)."""
+    """The HTTP endpoint of one GameServer, on daemon threads:
+
+    /metrics  Prometheus text (or OpenMetrics, as the scraper asks)
+    /healthz  200 when the server accepts connections and its event loop runs,
+              else 503; a JSON body says which
+    """
 
     def __init__(self, server, host: str, port: int):
-        self.lag = LagMonitor()
+        self.server = server
+        self.lag_histogram = LatencyHistogram()
+        self.lag = LagMonitor(histogram=self.lag_histogram)
         self.registry = CollectorRegistry()
-        self.registry.register(ServerCollector(server, self.lag))
+        self.registry.register(ServerCollector(server, self.lag, self.lag_histogram))
+        # What the default registry would carry: process (CPU, memory, descriptors),
+        # platform (python_info) and the garbage collector.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.metrics_app = make_wsgi_app(self.registry)
         self.host, self.port = host, port
         self._http = None
+        self._thread = None
+
+    def health(self) -> tuple[bool, dict]:
+        accepting = bool(self.server.service.listening)
+        since = self.lag.seconds_since_beat()
+        loop_alive = since < LOOP_STALLED_SECONDS
+        return accepting and loop_alive, {
+            "accepting": accepting, "loop_alive": loop_alive,
+            "seconds_since_loop_beat": round(since, 3)}
+
+    def app(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return self.metrics_app(environ, start_response)
+        if path == "/healthz":
+            healthy, body = self.health()
+            start_response("200 OK" if healthy else "503 Service Unavailable",
+                           [("Content-Type", "application/json")])
+            return [json.dumps(body).encode() + b"\n"]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: see /metrics or /healthz\n"]
 
     def start(self) -> int:
-        self.lag.start()
-        self._http, _ = start_http_server(self.port, addr=self.host, registry=self.registry)
+        """Bind and serve; an OSError (socket.gaierror for a host that does not
+        resolve) when the address cannot be had."""
+        family = socket.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM)[0][0]
+        server_class = type("_Server", (_HTTPServer,), {"address_family": family})
+        self._http = make_server(self.host, self.port, self.app, server_class, _QuietHandler)
         self.port = self._http.server_port
+        self.lag.start()
+        self._thread = threading.Thread(target=self._http.serve_forever, name="netcore-metrics",
+                                        daemon=True)
+        self._thread.start()
         return self.port
 
     def stop(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from netcore import JobQueue, SendBufferPool, send_to_all
+from netcore import JobQueue, LatencyHistogram, SendBufferPool, send_to_all
 from netcore_packets.Protocol_pb2 import S_CHAT, S_ENTER_GAME
 from netcore_packets.server_dispatch import PKT_S_ENTER_GAME, make_send_buffer
 
@@ -93,6 +93,8 @@ class Rooms:
         self._rooms: dict[int, Room] = {}
         self.announce_seconds = announce_seconds
         self.cluster = cluster
+        # Every room's schedule-to-run waits, for the metrics (one histogram for all).
+        self.delay_histogram = LatencyHistogram()
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -111,6 +113,7 @@ class Rooms:
             room = self._rooms[room_id] = Room(room_id, self)
             if self.cluster is not None:
                 self.cluster.attach(room)
+            room.delay_histogram = self.delay_histogram
             if self.announce_seconds > 0:
                 ms = self.announce_seconds * 1000
                 room.do_timer(ms, room.announce, interval_ms=ms)

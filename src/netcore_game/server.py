@@ -4,10 +4,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
+import os
+import socket
 from dataclasses import dataclass
 
-from netcore import ServerService
+from netcore import HEADER, MAX_PACKET_SIZE, ServerService
+from netcore.loop import LOOP_KINDS
 from netcore_packets.server_dispatch import ServerPacketDispatcher
 
 from netcore_game import server_handlers
@@ -15,68 +17,93 @@ from netcore_game.db import Database
 from netcore_game.metrics import MetricsServer
 from netcore_game.room import Rooms
 from netcore_game.session import GameSession
+from netcore_game.settings import ConfigError, checked, setting
 
 log = logging.getLogger("netcore_game.server")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+# Each field is a setting of netcore-server (a flag, a key of its TOML file and
+# a NETCORE_<NAME> variable); setting() holds the checks of its value, applied
+# wherever it comes from (settings.py). validate() adds how values combine.
+def workers_from_text(text: str) -> int:
+    """`--workers auto`: one per core."""
+    return (os.cpu_count() or 1) if text.strip().lower() == "auto" else int(text)
 
 
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
-    port: int = 7777
+    port: int = setting(7777, min=0, max=65535)
     db: str = "netcore.db"
-    max_sessions: int = 20000
-    max_chat_bytes: int = 512
+    max_sessions: int = setting(20000, min=1)
+    max_chat_bytes: int = setting(512, min=1)
     # Client packets are small; the largest legal one is a maximal chat.
-    max_packet_size: int = 4096
-    max_pending_bytes: int = 1 << 20
+    max_packet_size: int = setting(4096, min=HEADER + 1, max=MAX_PACKET_SIZE)
+    max_pending_bytes: int = setting(1 << 20, min=1)
     # Per client, packets/s in bursts of up to packet_burst (rate 0: no limit):
     # a chat flood is cut after its burst, while players, and netcore-dummy at
     # its 1 chat/s, stay far below.
-    packet_rate: float = 100.0
-    packet_burst: int = 200
+    packet_rate: float = setting(100.0, min=0)
+    packet_burst: int = setting(200, min=0)
     # Packets handled per client read before the rest waits a loop iteration:
     # a flooding client gets its turn, not the whole loop. Players send a few.
-    max_packets_per_read: int = 64
-    login_timeout: float = 10.0             # seconds from connect to a login; 0 is none
-    idle_timeout: float = 0.0               # seconds without a packet once logged in; 0 is none
-    db_busy_timeout: float = 10.0           # seconds to wait for a lock another process holds
-    room_announce_seconds: float = 0.0      # a room tick example; 0 is off
-    flush_interval_ms: float = 0.0          # see netcore SendFlusher: pacing under load
-    metrics_port: int = 0                   # Prometheus /metrics; 0 is off
+    max_packets_per_read: int = setting(64, min=0)
+    login_timeout: float = setting(10.0, min=0)         # seconds from connect to a login; 0 is none
+    idle_timeout: float = setting(0.0, min=0)           # seconds without a packet once logged in
+    db_busy_timeout: float = setting(10.0, min=0)       # seconds to wait for another process's lock
+    room_announce_seconds: float = setting(0.0, min=0)  # a room tick example; 0 is off
+    flush_interval_ms: float = setting(0.0, min=0)      # see netcore SendFlusher: pacing under load
+    metrics_port: int = setting(0, min=0, max=65535)    # Prometheus /metrics; 0 is off
     metrics_host: str = "127.0.0.1"
-    loop: str | None = None
-    log_level: str = "INFO"
+    loop: str | None = setting(None, choices=LOOP_KINDS)    # None: uvloop when installed
+    log_level: str = setting("INFO", choices=LOG_LEVELS, normalize=str.upper)
     # Scale-out (netcore_cluster): worker processes on this machine, the NATS
     # servers that join them to each other and to other machines ("" with one
     # worker: no broker; "" with several: a private nats-server), this node's
     # name, and every node's worker count when there are several machines.
-    workers: int = 1
+    workers: int = setting(1, min=1, max=1024, parse=workers_from_text)
     nats: str = ""
     node_id: str = ""
     cluster: str = ""
     cluster_prefix: str = "netcore"
 
     def validate(self) -> None:
-        for name in ("port", "metrics_port"):
-            if not 0 <= getattr(self, name) <= 65535:
-                raise ValueError(f"{name.replace('_', ' ')} {getattr(self, name)} is not in 0..65535")
-        if self.max_sessions < 1:
-            raise ValueError("max sessions must be >= 1")
-        if not 1 <= self.workers <= 1024:
-            raise ValueError(f"workers {self.workers}: must be 1..1024")
-        if self.max_packets_per_read < 0:
-            raise ValueError("max packets per read must be >= 0")
-        for name in ("packet_rate", "login_timeout", "idle_timeout", "db_busy_timeout"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{name.replace('_', ' ')} must be a number >= 0, not {value}")
+        """Every value within its field's checks (ValueError naming it), and
+        the values fit together."""
+        try:
+            checked(self)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         if self.packet_rate > 0 and self.packet_burst < 1:
-            raise ValueError("packet burst must be >= 1 when there is a packet rate")
-        if self.max_chat_bytes < 1:
-            raise ValueError("max chat length must be >= 1")
+            raise ValueError(f"packet-burst {self.packet_burst}: must be >= 1 when there is a "
+                             f"packet rate")
         if self.max_packet_size < self.max_chat_bytes + 16:
-            raise ValueError(f"max packet size {self.max_packet_size} cannot carry a chat of "
-                             f"{self.max_chat_bytes} bytes (needs {self.max_chat_bytes + 16})")
+            raise ValueError(f"max-packet-size {self.max_packet_size} cannot carry a chat of "
+                             f"max-chat-bytes {self.max_chat_bytes} (needs "
+                             f"{self.max_chat_bytes + 16})")
+
+
+class StartupError(Exception):
+    """The server could not start; the message says what failed, in one line."""
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen_error(what: str, host: str, port: int, exc: OSError) -> StartupError:
+    """`cannot listen on 127.0.0.1:7777 (game port): address already in use`."""
+    if isinstance(exc, socket.gaierror):
+        why = f"host {host!r} does not resolve ({exc.strerror or exc})"
+    elif exc.errno:
+        why = os.strerror(exc.errno)
+    else:
+        why = str(exc)
+    return StartupError(f"cannot listen on {host_port(host, port)} ({what}): "
+                        f"{why[:1].lower()}{why[1:]}")
 
 
 class GameServer:
@@ -120,14 +147,37 @@ class GameServer:
         return task
 
     async def start(self) -> "GameServer":
+        """Open the database, then listen: the metrics port first, so that a
+        server whose metrics cannot be served never accepts a player. Each
+        failure is a StartupError (or DatabaseError) saying what failed, with
+        whatever was started already stopped again."""
         await self.db.open()
-        if self.link is not None:
-            await self.link.start(self.rooms)
-        await self.service.start()
-        if self.config.metrics_port:
-            self.metrics = MetricsServer(self, self.config.metrics_host, self.config.metrics_port)
-            self.metrics.start()
-            log.info("metrics on http://%s:%d/metrics", self.config.metrics_host, self.metrics.port)
+        try:
+            if self.link is not None:
+                await self.link.start(self.rooms)
+            if self.config.metrics_port:
+                self.metrics = MetricsServer(self, self.config.metrics_host,
+                                             self.config.metrics_port)
+                try:
+                    self.metrics.start()
+                except OSError as exc:
+                    raise listen_error("metrics port", self.config.metrics_host,
+                                       self.config.metrics_port, exc) from None
+                log.info("metrics on http://%s/metrics", host_port(self.config.metrics_host,
+                                                                   self.metrics.port))
+            try:
+                await self.service.start()
+            except OSError as exc:
+                raise listen_error("game port", self.config.host, self.config.port,
+                                   exc) from None
+        except BaseException:
+            if self.metrics is not None:
+                self.metrics.stop()
+                self.metrics = None
+            if self.link is not None:
+                await self.link.close()
+            await self.db.close()
+            raise
         return self
 
     async def quiesce(self) -> None:
