@@ -54,6 +54,8 @@ FORGET_AFTER = 300.0
 # Forwarding delay buckets (seconds): op forwarded -> its acknowledgement seen.
 DELAY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                  5.0, 10.0)
+# Packets per room stream message: how well an iteration's broadcasts batch.
+BATCH_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 
 
 class Histogram:
@@ -129,6 +131,7 @@ class ClusterLink:
         self.max_message = (1 << 20) - 256
         self.stats = Counter()
         self.forward_delay = Histogram()
+        self.batch_packets = Histogram(BATCH_BUCKETS)
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -133,6 +133,7 @@ class RoomStream:
         # packets_before counts what earlier messages carried, so a gateway
         # that misses a message knows how many packets it lost.
         self.seq += 1
+        self.link.batch_packets.observe(frames)
         head = wire.down_header(self.room_id, self.link.epoch, self.incarnation, self.seq,
                                 self.sent)
         self.sent += frames

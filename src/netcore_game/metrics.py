@@ -22,10 +22,6 @@ from __future__ import annotations
 
 import json
 import platform
-import socket
-import threading
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -42,6 +38,7 @@ from prometheus_client.core import (
 
 import netcore
 from netcore import DisconnectReason, LatencyHistogram
+from netcore.httpd import HTTPEndpoint
 from netcore.loop import LagMonitor
 from netcore_packets.server_dispatch import PACKET_IDS
 
@@ -68,7 +65,7 @@ def histogram(name: str, doc: str, h: LatencyHistogram) -> HistogramMetricFamily
 
 class ServerCollector:
     SECTIONS = ("build_info", "sessions", "rooms", "packets", "disconnects", "send_queue",
-                "latencies")
+                "latencies", "cluster")
 
     def __init__(self, server, lag: LagMonitor, lag_histogram: LatencyHistogram):
         self.server = server
@@ -142,13 +139,12 @@ class ServerCollector:
                         self.server.rooms.delay_histogram)
 
 
-class _HTTPServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):       # no line per scrape on stderr
-        pass
+    def cluster(self, sessions):
+        """With several workers: this worker's broker figures (netcore_cluster)."""
+        link = getattr(self.server, "link", None)
+        if link is not None:
+            from netcore_cluster.metrics import link_families
+            yield from link_families(link)
 
 
 class MetricsServer:
@@ -171,9 +167,7 @@ class MetricsServer:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.metrics_app = make_wsgi_app(self.registry)
-        self.host, self.port = host, port
-        self._http = None
-        self._thread = None
+        self.http = HTTPEndpoint(self.app, host, port, name="netcore-metrics")
 
     def health(self) -> tuple[bool, dict]:
         accepting = bool(self.server.service.listening)
@@ -195,22 +189,17 @@ class MetricsServer:
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
         return [b"not found: see /metrics or /healthz\n"]
 
+    @property
+    def port(self) -> int:
+        return self.http.port
+
     def start(self) -> int:
         """Bind and serve; an OSError (socket.gaierror for a host that does not
         resolve) when the address cannot be had."""
-        family = socket.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM)[0][0]
-        server_class = type("_Server", (_HTTPServer,), {"address_family": family})
-        self._http = make_server(self.host, self.port, self.app, server_class, _QuietHandler)
-        self.port = self._http.server_port
+        port = self.http.start()
         self.lag.start()
-        self._thread = threading.Thread(target=self._http.serve_forever, name="netcore-metrics",
-                                        daemon=True)
-        self._thread.start()
-        return self.port
+        return port
 
     def stop(self) -> None:
         self.lag.stop()
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
+        self.http.stop()

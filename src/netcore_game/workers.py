@@ -8,6 +8,7 @@ not settings). A worker is the one-process server plus a ClusterLink.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -17,13 +18,15 @@ import sys
 import netcore
 
 from netcore_game.db import DatabaseError, SQLiteDatabase
-from netcore_game.server import GameServer, ServerConfig
+from netcore_game.metrics import MetricsServer
+from netcore_game.server import GameServer, ServerConfig, listen_error
 
 log = logging.getLogger("netcore_game.workers")
 
 ENV_SLOT = "NETCORE_WORKER_SLOT"
 ENV_STATUS_FD = "NETCORE_WORKER_STATUS_FD"
 ENV_INCARNATION = "NETCORE_WORKER_INCARNATION"
+ENV_METRICS = "NETCORE_WORKER_METRICS"      # "1": serve /metrics on a loopback port for the supervisor
 # Player ids: 2**32 per worker incarnation, so that none is ever issued twice
 # while the cluster runs (below 2**53, which JavaScript clients read exactly).
 ID_SPACE_BITS = 32
@@ -54,6 +57,7 @@ def nats_servers(config: ServerConfig) -> list[str]:
 # -- the supervisor ------------------------------------------------------------------
 
 def run_cluster(config: ServerConfig, argv: list[str]) -> int:
+    from netcore_cluster.metrics import MachineMetrics
     from netcore_cluster.supervisor import StartError, Supervisor
     try:
         node, cmap = cluster_map(config)
@@ -74,7 +78,8 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
         if not config.nats:
             args += ["--nats", sup.nats_servers[0]]
         env = {ENV_SLOT: worker.slot, ENV_STATUS_FD: str(status_fd),
-               ENV_INCARNATION: str(worker.incarnation)}
+               ENV_INCARNATION: str(worker.incarnation),
+               ENV_METRICS: "1" if config.metrics_port else "0"}
         return args, env
 
     sup = Supervisor(slots, command, nats_servers=nats_servers(config),
@@ -85,18 +90,31 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        metrics = None
         try:
+            if config.metrics_port:     # the machine's one scrape, before any worker listens
+                metrics = MachineMetrics(sup, node, config.metrics_host, config.metrics_port)
+                try:
+                    metrics.start()
+                except OSError as exc:
+                    raise StartError(str(listen_error("metrics port", config.metrics_host,
+                                                      config.metrics_port, exc))) from None
             await sup.start()
         except StartError as exc:
-            print(f"netcore-server: {exc}", file=sys.stderr)
+            print(f"netcore-server: error: {exc}", file=sys.stderr)
             await sup.stop()
+            if metrics is not None:
+                metrics.stop()
             return 2
         print(f"netcore-server {netcore.__version__} listening on {config.host}:{sup.port} "
               f"({config.workers} workers as node {node} of cluster {cmap}, "
               f"NATS {','.join(sup.nats_servers)}, database {config.db})", flush=True)
         await stop.wait()
         log.info("shutting down %d workers", config.workers)
-        return await sup.stop()
+        code = await sup.stop()
+        if metrics is not None:
+            metrics.stop()
+        return code
 
     return asyncio.run(main())
 
@@ -112,6 +130,10 @@ async def serve_worker(config: ServerConfig, kind: str) -> int:
     index = cmap.slot_index(slot)
     base = ((incarnation % INCARNATIONS_PER_SLOT) * len(cmap.slots) + index) << ID_SPACE_BITS
     link = ClusterLink(cmap, slot, nats_servers(config), prefix=config.cluster_prefix)
+    # The machine's metrics port is the supervisor's; a worker serves its own
+    # on loopback, for the supervisor to scrape.
+    with_metrics = os.environ.pop(ENV_METRICS, "0") == "1"
+    config = dataclasses.replace(config, metrics_port=0)
     server = GameServer(config, SQLiteDatabase(config.db, busy_timeout=config.db_busy_timeout),
                         link=link, player_id_base=base)
     try:
@@ -125,8 +147,12 @@ async def serve_worker(config: ServerConfig, kind: str) -> int:
     loop.add_signal_handler(signal.SIGUSR1, quiesce.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    metrics_port = 0
+    if with_metrics:
+        server.metrics = MetricsServer(server, "127.0.0.1", 0)
+        metrics_port = server.metrics.start()
     status.write("ready " + json.dumps({"port": server.port, "epoch": link.epoch,
-                                        "pid": os.getpid()}) + "\n")
+                                        "pid": os.getpid(), "metrics_port": metrics_port}) + "\n")
     log.info("worker %s (pid %d, %s) serving", slot, os.getpid(), kind)
     quiesced = loop.create_task(_quiesce_on(quiesce, server, status))
     await stop.wait()

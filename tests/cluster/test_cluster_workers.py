@@ -156,3 +156,52 @@ def test_the_dummy_loads_a_multi_worker_server_unchanged(tmp_path, loop_kind):
         assert report["in_game"] == 200 and report["lost"] == 0 and report["duplicated"] == 0
         assert report["received"] == report["expected"] > 0
         assert server.stop() == 0
+
+
+def test_one_scrape_gives_every_worker_and_the_broker_figures(run, tmp_path, loop_kind):
+    import json
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from cluster_support import free_port
+    port = free_port()
+    with ClusterProcess(tmp_path, loop_kind, 2, "--metrics-port", str(port)) as server:
+        room = server.rooms_owned_by("t-1", 1)[0]
+
+        async def go():
+            clients = await clients_on_every_worker(server, room=room, per_worker=2)
+            await chat_rounds(clients, 5)
+            expected = {f"{c.player_id}:{k}" for c in clients for k in range(5)}
+            for c in clients:
+                await c.wait_chats(len(expected))
+            await leave(*clients)
+        run(go(), timeout=60)
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                samples.setdefault(s.name, []).append((s.labels, s.value))
+
+        def value(name, **labels):
+            found = [v for l, v in samples.get(name, []) if labels.items() <= l.items()]
+            assert len(found) == 1, (name, labels, found)
+            return found[0]
+
+        for slot in ("t-0", "t-1"):
+            assert value("netcore_worker_up", worker=slot, node="t") == 1
+            assert value("netcore_cluster_info", worker=slot, slot=slot) == 1
+            assert value("netcore_packets_out_total", worker=slot, packet="S_CHAT") > 0
+        # t-0's players got the room from t-1 through the broker; t-1 ran the ops.
+        assert value("netcore_cluster_deliveries_relayed_total", worker="t-0") == 2 * 20
+        assert value("netcore_cluster_ops_total", worker="t-0", event="forwarded") > 0
+        assert value("netcore_cluster_ops_total", worker="t-1", event="applied") > 0
+        assert value("netcore_cluster_messages_total", worker="t-1", direction="out") > 0
+        assert value("netcore_cluster_forward_delay_seconds_count", worker="t-0") > 0
+        assert value("netcore_cluster_batch_packets_count", worker="t-1") > 0
+        assert value("netcore_worker_restarts_total") == 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            assert json.loads(r.read()) == {"workers": {"t-0": True, "t-1": True}}
+        assert server.stop() == 0
