@@ -63,11 +63,11 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
         node, cmap = cluster_map(config)
         import nats  # noqa: F401  (the cluster extra)
     except ImportError:
-        print('netcore-server: --workers and --nats need nats-py: pip install "netcore[cluster]"',
-              file=sys.stderr)
+        print('netcore-server: error: --workers and --nats need nats-py: '
+              'pip install "netcore[cluster]"', file=sys.stderr)
         return 2
     except ValueError as exc:
-        print(f"netcore-server: {exc}", file=sys.stderr)
+        print(f"netcore-server: error: {exc}", file=sys.stderr)
         return 2
     slots = [f"{node}-{i}" for i in range(config.workers)]
 
