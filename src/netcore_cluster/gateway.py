@@ -20,6 +20,7 @@ exactly those produced after its enter ran.
 """
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections import deque
@@ -31,6 +32,8 @@ from netcore_cluster import wire
 
 if TYPE_CHECKING:
     from netcore_cluster.link import ClusterLink
+
+log = logging.getLogger("netcore_cluster")
 
 
 def _first_seq() -> int:
@@ -93,15 +96,15 @@ class RemoteRoom:
         mid = member.member_id
         if name == "enter":
             self.members[mid] = member
-            self.link.forward(self, wire.JOIN, mid, member.to_card())
+            self.link.gateway.forward(self, wire.JOIN, mid, member.to_card())
         elif name == "leave":
             if self.members.pop(mid, None) is not None:
                 self.confirmed.discard(mid)
                 self._sessions = None
-                self.link.forward(self, wire.LEAVE, mid, b"")
+                self.link.gateway.forward(self, wire.LEAVE, mid, b"")
         elif isinstance(fn, _Job) and fn.room is self:
             if mid in self.members:
-                self.link.forward(self, wire.JOB, mid, wire.encode_job(name, args))
+                self.link.gateway.forward(self, wire.JOB, mid, wire.encode_job(name, args))
         else:
             raise TypeError(f"{fn!r} is not a job of room {self.room_id}")
 
@@ -182,3 +185,160 @@ class RemoteRoom:
     def idle(self) -> bool:
         """Nothing here any more: no member, nothing waiting for the owner."""
         return not self.members and not self.pending
+
+
+class Gateway:
+    """This worker's players in rooms owned by other workers: one RemoteRoom
+    per such room, their ops forwarded (bounded, resent until acknowledged),
+    their rooms' streams fanned out here."""
+
+    def __init__(self, link: "ClusterLink", max_pending_ops: int, retransmit_after: float,
+                 give_up_after: float):
+        self.link = link
+        self.rooms: dict[int, RemoteRoom] = {}
+        self.max_pending_ops = max_pending_ops
+        self.retransmit_after = retransmit_after
+        self.give_up_after = give_up_after
+
+    def room(self, room_id: int) -> RemoteRoom:
+        rr = self.rooms.get(room_id)
+        if rr is None:
+            link = self.link
+            rr = self.rooms[room_id] = RemoteRoom(link, room_id, link.placement.owner(room_id))
+            rr.numbered_for = link.known.get(rr.owner, 0)
+            link.subscribe(room_id)
+        return rr
+
+    def pending_ops(self) -> int:
+        return sum(len(rr.pending) for rr in self.rooms.values())
+
+    # -- ops out ----------------------------------------------------------------------
+
+    def forward(self, rr: RemoteRoom, kind: int, member_id: int, payload: bytes) -> None:
+        stats = self.link.stats
+        if kind == wire.JOB and len(rr.pending) >= self.max_pending_ops:
+            stats["ops_dropped"] += 1       # the owner is away too long: bounded
+            if stats["ops_dropped"] & (stats["ops_dropped"] - 1) == 0:
+                log.warning("cluster: room %d: owner %s unreachable, %d ops dropped so far",
+                            rr.room_id, rr.owner, stats["ops_dropped"])
+            return
+        stats["ops_forwarded"] += 1
+        op = rr._append(kind, member_id, payload, time.monotonic())
+        if self._reachable(rr):
+            self._send(rr, (op,))
+
+    def _reachable(self, rr: RemoteRoom) -> bool:
+        """Its owner's incarnation is the one its ops are numbered for."""
+        return bool(rr.numbered_for) and rr.numbered_for == self.link.known.get(rr.owner)
+
+    def _send(self, rr: RemoteRoom, ops) -> None:
+        self.link.queue_ops(rr.owner, rr.numbered_for,
+                            [wire.up_op(kind, rr.room_id, seq, mid, payload)
+                             for seq, kind, mid, payload, _ in ops])
+
+    def resend(self, rr: RemoteRoom) -> None:
+        if rr.pending and self._reachable(rr):
+            self.link.stats["ops_resent"] += len(rr.pending)
+            self._send(rr, tuple(rr.pending))
+
+    def resend_all(self) -> None:
+        for rr in list(self.rooms.values()):
+            self.resend(rr)
+
+    def ping(self, room_ids=None) -> None:
+        """Ask the owners of these rooms (default: every room we listen to) for a
+        message now: a gap since the last one shows at once, not at the next chat."""
+        for rr in list(self.rooms.values()):
+            if (room_ids is None or rr.room_id in room_ids) and self._reachable(rr):
+                self.link.queue_ops(rr.owner, rr.numbered_for,
+                                    [wire.up_op(wire.PING, rr.room_id, 0, 0)])
+
+    def rebuild(self, slot: str, epoch: int) -> None:
+        """A new incarnation holds `slot`: every JOIN of ours for its rooms first,
+        then SYNC (sent even with nothing to rebuild), then the rest."""
+        rebuilt = [(rr, rr.renumber(epoch)) for rr in self.rooms.values()
+                   if rr.owner == slot and rr.numbered_for != epoch]
+        ops = []
+        for rr, renumbered in rebuilt:
+            ops += [wire.up_op(kind, rr.room_id, seq, mid, payload)
+                    for seq, kind, mid, payload, _ in renumbered
+                    if kind & ~wire.FIRST == wire.JOIN]
+        ops.append(wire.up_op(wire.SYNC, 0, 0, 0))
+        for rr, renumbered in rebuilt:
+            ops += [wire.up_op(kind, rr.room_id, seq, mid, payload)
+                    for seq, kind, mid, payload, _ in renumbered
+                    if kind & ~wire.FIRST != wire.JOIN]
+        self.link.queue_ops(slot, epoch, ops)
+
+    def tick(self, now: float) -> None:
+        """Resend what waits too long; give up on an owner silent for far longer."""
+        for rr in list(self.rooms.values()):
+            if not rr.pending:
+                continue
+            age = now - rr.pending[0][4]
+            if age > self.give_up_after:
+                self.link.stats["ops_given_up"] += len(rr.pending)
+                log.error("cluster: room %d: owner %s silent for %.0f s; %d ops dropped",
+                          rr.room_id, rr.owner, age, len(rr.pending))
+                rr.pending.clear()
+                self.maybe_drop(rr)
+            elif age > self.retransmit_after:
+                self.resend(rr)
+
+    # -- the streams in ---------------------------------------------------------------------
+
+    def on_stream(self, data) -> None:
+        room_id, owner_epoch, incarnation, seq, before, segments = wire.read_down(data)
+        rr = self.rooms.get(room_id)
+        if rr is None:
+            return                          # unsubscribed since: nothing here wants it
+        stats = self.link.stats
+        key = (owner_epoch, incarnation)
+        if rr.stream_key != key:
+            rr.stream_key = key             # a room (re)made on its owner: start here
+            rr.packets_seen = before
+        elif seq != rr.expected:
+            lost = before - rr.packets_seen
+            stats["stream_gaps"] += 1
+            stats["packets_lost"] += lost
+            log.warning("cluster: room %d: %d messages (%d packets) from %s never arrived; "
+                        "its %d members here are disconnected", room_id, seq - rr.expected,
+                        lost, rr.owner, len(rr.confirmed))
+            rr.packets_seen = before
+            rr.lost(lost)
+        rr.expected = seq + 1
+        me, my_epoch = self.link.slot, self.link.epoch
+        for seg in segments:
+            kind = seg[0]
+            if kind == wire.DATA:
+                rr.packets_seen += seg[1]
+                stats["deliveries_relayed"] += rr.fan_out(seg[2]) * seg[1]
+            elif kind == wire.UNICAST:
+                rr.packets_seen += seg[2]
+                rr.unicast(seg[1], seg[3])
+            elif seg[3] == me and seg[2] == my_epoch:
+                if kind == wire.ACK:
+                    self.acked(rr, seg[1])
+                elif kind == wire.JOINED:
+                    rr.confirm(seg[1])
+                else:
+                    rr.removed(seg[1])
+                    self.maybe_drop(rr)
+
+    def acked(self, rr: RemoteRoom, seq: int) -> None:
+        if rr.pending and rr.pending[0][0] <= seq:
+            now = time.monotonic()
+            for op in rr.pending:
+                if op[0] > seq:
+                    break
+                self.link.forward_delay.observe(now - op[4])
+            rr.acked(seq)
+            self.maybe_drop(rr)
+            if not rr.pending:
+                self.link.maybe_quiet()
+
+    def maybe_drop(self, rr: RemoteRoom) -> None:
+        if rr.idle and self.rooms.get(rr.room_id) is rr:
+            del self.rooms[rr.room_id]
+            rr.closed = True
+            self.link.unsubscribe(rr.room_id)

@@ -17,6 +17,30 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from netcore.httpd import HTTPEndpoint
 
+
+class Histogram:
+    """Cumulative buckets, as Prometheus wants them; observed from the loop thread."""
+
+    def __init__(self, buckets):
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.sum += value
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+                return
+        self.counts[-1] += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        out, total = [], 0
+        for bound, n in zip((*map(str, self.buckets), "+Inf"), self.counts):
+            total += n
+            out.append((bound, total))
+        return out
+
 # link.stats keys by metric: (name, help, label, {label value: stats key}).
 _COUNTERS = (
     ("netcore_cluster_messages", "Broker messages", "direction",
@@ -54,11 +78,14 @@ def link_families(link):
     for name, doc, key in _SINGLE:
         yield CounterMetricFamily(name, doc, value=stats.get(key, 0))
     yield GaugeMetricFamily("netcore_cluster_pending_ops",
-                            "Ops forwarded to owners, not yet acknowledged", value=link.pending_ops())
+                            "Ops forwarded to owners, not yet acknowledged",
+                            value=link.gateway.pending_ops())
     yield GaugeMetricFamily("netcore_cluster_remote_rooms",
-                            "Rooms owned elsewhere with players here", value=len(link.remote_rooms))
+                            "Rooms owned elsewhere with players here",
+                            value=len(link.gateway.rooms))
     yield GaugeMetricFamily("netcore_cluster_streamed_rooms",
-                            "Rooms owned here (each with its stream)", value=len(link.streams))
+                            "Rooms owned here (each with its stream)",
+                            value=len(link.owner.streams))
     info = GaugeMetricFamily("netcore_cluster_info", "This worker in its cluster: always 1",
                              labels=["slot", "cluster"])
     info.add_metric([link.slot, str(link.cmap)], 1)

@@ -73,7 +73,7 @@ def test_a_room_stream_reaches_only_workers_with_members(run, nats, tmp_path):
             await chat_rounds(local, 5)
             for c in local:
                 await c.wait_chats(15)
-            assert room not in gateway._subs and room not in gateway.remote_rooms
+            assert room not in gateway._subs and room not in gateway.gateway.rooms
             assert gateway.stats["deliveries_relayed"] == 0
             assert f"netcore.r.{room}" not in {s.subject for s in gateway.nc._subs.values()}
 
@@ -90,9 +90,9 @@ def test_a_room_stream_reaches_only_workers_with_members(run, nats, tmp_path):
 
             # It leaves: the worker unsubscribes, and the owner stops publishing.
             await leave(remote)
-            await wait_until(lambda: room not in gateway.remote_rooms and room not in gateway._subs,
+            await wait_until(lambda: room not in gateway.gateway.rooms and room not in gateway._subs,
                              "the gateway to drop the room")
-            await wait_until(lambda: owner.streams[room].remote == 0, "the owner to see it leave")
+            await wait_until(lambda: owner.owner.streams[room].remote == 0, "the owner to see it leave")
             published = owner.stats["messages_out"]
             await chat_rounds(local, 3, tag="c")
             for c in local:
@@ -120,8 +120,8 @@ def test_members_come_and_go_on_a_remote_room_and_the_owner_agrees(run, nats, tm
                 await leave(*clients)
             await wait_until(lambda: pair.servers["w-0"].rooms.get(room) is None,
                              "the owner to drop the room once all left")
-            assert pair.link("w-0").remote_members == {}
-            assert pair.link("w-1").pending_ops() == 0
+            assert pair.link("w-0").owner.remote_members == {}
+            assert pair.link("w-1").gateway.pending_ops() == 0
     run(go())
 
 
@@ -136,7 +136,7 @@ def test_ops_for_an_owner_that_is_away_are_bounded_and_counted(run, nats, tmp_pa
             for k in range(150):         # within the default packet burst
                 c.send_pkt(pb.C_CHAT(msg=f"m{k}"))
             await wait_until(lambda: gateway.stats["ops_dropped"] == 100, "the bound")
-            assert len(gateway.remote_rooms[room].pending) == 50
+            assert len(gateway.gateway.rooms[room].pending) == 50
             # Back: what was kept is resent, and runs once, in order.
             gateway.known["w-0"] = epoch
             await c.until(lambda: len(c.chats) == 50)
