@@ -30,14 +30,14 @@ def test_connections_past_the_cap_of_one_address_are_refused_and_others_served(r
             b1 = await dial(server.port, "127.0.0.2")
             # The third from 127.0.0.1 is aborted at once; the server never serves it.
             await a3.wait_gone()
+            for c in (a1, a2, b1):          # served: the server has them all by now
+                c.send(netcore.make_packet(7, b"hi"))
+                assert await c.wait_packets(1) == [(7, b"hi")]
             refused = [s for s in made.made if s.close_reason is not None]
             assert [s.close_reason.kind for s in refused] == [DisconnectReason.ADDRESS_FULL]
             assert refused[0].close_reason.detail == "2 sessions from 127.0.0.1"
             assert server.address_sessions == {"127.0.0.1": 2, "127.0.0.2": 1}
             assert server.rejected_by_address == 1 and len(server.sessions) == 3
-            for c in (a1, a2, b1):
-                c.send(netcore.make_packet(7, b"hi"))
-                assert await c.wait_packets(1) == [(7, b"hi")]
             # A place freed is a place again.
             a1.disconnect()
             await a1.wait_gone()
