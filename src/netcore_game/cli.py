@@ -16,6 +16,7 @@ import signal
 import sys
 
 import netcore
+from netcore.logs import configure_peer_lines, start_queued_logging
 from netcore.loop import LOOP_KINDS, raise_open_files_limit, tune_gc_for_serving
 
 from netcore_game.config import ConfigError, load_file
@@ -29,6 +30,7 @@ log = logging.getLogger("netcore_game.cli")
 # Descriptors the process needs besides one per session: the database and its
 # journal per worker thread, the event loop, logs, a refused connection or two.
 FD_HEADROOM = 64
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 # (flag, ServerConfig field, type, help); each default comes from ServerConfig.
@@ -58,6 +60,35 @@ FLAGS = [
      "every room announces its member count this often (0: off)"),
     ("--metrics-port", "metrics_port", int, "serve Prometheus metrics on this port (0: off)"),
     ("--metrics-host", "metrics_host", str, "address of the metrics endpoint"),
+    ("--exempt-networks", "exempt_networks", str,
+     "comma-separated networks no per-address limit counts (\"\": none)"),
+    ("--max-sessions-per-address", "max_sessions_per_address", int,
+     "connections from one address (an IPv6 /64) at once; more are refused (0: no cap)"),
+    ("--keepalive-idle", "keepalive_idle", float,
+     "seconds of silence before TCP keepalive probes find a vanished client (0: off)"),
+    ("--keepalive-interval", "keepalive_interval", float,
+     "seconds between keepalive probes; 3 unanswered end the connection"),
+    ("--max-pending-bytes-total", "max_pending_bytes_total", int,
+     "unsent bytes of all clients together; past it the largest are cut off (0: no bound)"),
+    ("--max-logins-in-flight", "max_logins_in_flight", int,
+     "named logins waiting for the database; more are refused at once"),
+    ("--max-logins-in-flight-per-address", "max_logins_in_flight_per_address", int,
+     "named logins from one address waiting for the database; more are refused at once"),
+    ("--max-failed-logins", "max_failed_logins", int,
+     "wrong passwords on one connection before it is closed (0: no limit)"),
+    ("--address-window", "address_window", float,
+     "seconds over which failed logins and new accounts per address are counted"),
+    ("--max-failed-logins-per-address", "max_failed_logins_per_address", int,
+     "wrong passwords from one address per window; then its named logins wait (0: no limit)"),
+    ("--max-new-accounts-per-address", "max_new_accounts_per_address", int,
+     "accounts created from one address per window; then new names are refused (0: no limit)"),
+    ("--max-room-players", "max_room_players", int, "players in one room; more are refused"),
+    ("--max-room-queue", "max_room_queue", int,
+     "jobs waiting in one room; a chat past it is dropped and counted"),
+    ("--peer-log-rate", "peer_log_rate", float,
+     "log lines/s about single clients, server-wide; the rest are counted (0: no limit)"),
+    ("--log-summary-seconds", "log_summary_seconds", float,
+     "log an INFO summary (sessions, rooms, rates, refusals) this often (0: off)"),
 ]
 
 
@@ -124,10 +155,15 @@ def main(argv=None) -> int:
     if print_only:
         print(render_config(config), end="")
         return 0
-    logging.basicConfig(level=config.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    kind = netcore.resolve_loop_kind(config.loop)
-    return netcore.run(serve(config, kind), kind)
+    # Written by a thread of its own: a slow disk or a stderr pipe nobody
+    # reads holds that thread, never the event loop.
+    logs = start_queued_logging(config.log_level, LOG_FORMAT)
+    configure_peer_lines(config.peer_log_rate)
+    try:
+        kind = netcore.resolve_loop_kind(config.loop)
+        return netcore.run(serve(config, kind), kind)
+    finally:
+        logs.stop()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from netcore import logs as netcore_logs
 from netcore.loop import LagMonitor
 from netcore_packets.server_dispatch import PACKET_IDS
 
@@ -56,8 +57,25 @@ class ServerCollector:
             disconnects.add_metric([reason], n)
         yield disconnects
 
+        refusals = CounterMetricFamily(
+            "netcore_refusals", "Client requests refused: logins, enters, chats dropped",
+            labels=["refused", "reason"])
+        for (what, reason), n in sorted(dict(self.server.refusals.counts).items()):
+            refusals.add_metric([what, reason], n)
+        yield refusals
+        yield CounterMetricFamily("netcore_log_lines_suppressed",
+                                  "Per-client log lines over the --peer-log-rate budget",
+                                  value=netcore_logs.PEER_LINES.suppressed)
+        yield CounterMetricFamily("netcore_log_records_dropped",
+                                  "Log records dropped because the log writer fell behind",
+                                  value=netcore_logs.dropped_records())
+        yield CounterMetricFamily("netcore_slow_consumers_shed",
+                                  "Sessions cut off to keep --max-pending-bytes-total",
+                                  value=service.shed_sessions)
+        yield GaugeMetricFamily("netcore_logins_in_flight", "Named logins waiting for the database",
+                                value=self.server.logins.in_flight)
         yield GaugeMetricFamily("netcore_send_queue_bytes", "Bytes queued, not yet written",
-                                value=sum(s.pending_bytes for s in sessions))
+                                value=service.pending_bytes)
         yield GaugeMetricFamily("netcore_event_loop_lag_seconds",
                                 "Worst heartbeat delay of the event loop since the last scrape",
                                 value=self.lag.take_max())

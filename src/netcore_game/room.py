@@ -3,6 +3,15 @@
 Handlers push jobs (enter, leave, chat) and return; the room runs them one at
 a time, in order, time-sliced with every other room. Every packet that fans
 out goes through Room.broadcast: the seam a multi-process backend replaces.
+
+Bounds. A room admits at most `max_players` (counted when the enter is
+accepted, before its job runs, so the answer is immediate and exact); a
+further enter is refused. Chats wait in the room's queue at most
+`max_queue` jobs deep; past it a chat is dropped and counted, never queued
+(enters and leaves are never dropped: each session makes at most one of
+each). A room lives while it has members, entered or entering: when the last
+one leaves it is dropped at once, whatever ticks or drain jobs are still
+queued (they are dropped with it; a drain waiting on it is released).
 """
 from __future__ import annotations
 
@@ -23,10 +32,21 @@ class Room(JobQueue):
         self.room_id = room_id
         self.rooms = rooms
         self.players: dict[int, Player] = {}
+        self.members = 0                    # admitted: entered, or with an enter queued
         self._sessions: list | None = []     # fan-out list, rebuilt after a change
+        self._drains: list | None = None    # futures of Rooms.drain waiting on this room
 
     def __len__(self) -> int:
         return len(self.players)
+
+    # -- admission: from handlers, before the job is pushed ---------------------------
+
+    def admit(self) -> bool:
+        """Take a member's place for an enter about to be queued; False when full."""
+        if self.members >= self.rooms.max_players:
+            return False
+        self.members += 1
+        return True
 
     # -- jobs: run only from this room's queue ----------------------------------
 
@@ -38,7 +58,8 @@ class Room(JobQueue):
         if self.players.pop(player.player_id, None) is not None:
             self._sessions = None
         player.session = None           # the last link of the player <-> session cycle
-        if not self.players and not self.pending:
+        self.members -= 1
+        if self.members <= 0:
             self.rooms.drop(self)
 
     def chat(self, player: Player, msg: str) -> None:
@@ -57,12 +78,22 @@ class Room(JobQueue):
         return send_to_all(self._sessions, buf)
 
 
+def _drained(room: Room, fut) -> None:
+    if room._drains is not None and fut in room._drains:
+        room._drains.remove(fut)
+    if not fut.done():
+        fut.set_result(None)
+
+
 class Rooms:
     """Rooms by id: created on first use, dropped when the last player has left."""
 
-    def __init__(self, announce_seconds: float = 0):
+    def __init__(self, announce_seconds: float = 0, max_players: int = 5000,
+                 max_queue: int = 10000):
         self._rooms: dict[int, Room] = {}
         self.announce_seconds = announce_seconds
+        self.max_players = max_players
+        self.max_queue = max_queue
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -86,14 +117,21 @@ class Rooms:
         if self._rooms.get(room.room_id) is room:
             del self._rooms[room.room_id]
         room.close()
+        drains, room._drains = room._drains, None
+        for fut in drains or ():
+            if not fut.done():
+                fut.set_result(None)
 
     async def drain(self) -> None:
-        """Wait until every room has run the jobs pushed so far."""
+        """Wait until every room has run the jobs pushed so far (or was dropped)."""
         loop = asyncio.get_running_loop()
         waits = []
         for room in self._rooms.values():
             fut = loop.create_future()
-            room.do_async(fut.set_result, None)
+            if room._drains is None:
+                room._drains = []
+            room._drains.append(fut)
+            room.do_async(_drained, room, fut)
             waits.append(fut)
         await asyncio.gather(*waits)
 

@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
+import time
 from dataclasses import dataclass
 
-from netcore import ServerService
+from netcore import DisconnectReason, ServerService
+from netcore import logs as netcore_logs
+from netcore.addresses import DEFAULT_EXEMPT, parse_networks
 from netcore_packets.server_dispatch import ServerPacketDispatcher
 
 from netcore_game import server_handlers
 from netcore_game.db import Database
+from netcore_game.logins import LoginGate
 from netcore_game.metrics import MetricsServer
+from netcore_game.player import PlayerIdAllocator
+from netcore_game.refusals import Refusals
 from netcore_game.room import Rooms
-from netcore_game.session import GameSession
+from netcore_game.session import GameSession, State
 
 log = logging.getLogger("netcore_game.server")
 
@@ -46,6 +51,29 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     loop: str | None = None
     log_level: str = "INFO"
+    # Per source address (an IPv4 address, an IPv6 /64). Clients from these
+    # networks are not counted by any per-address limit: loopback, where
+    # tests, benchmarks and a proxy on the same host connect from. "" is none.
+    exempt_networks: str = DEFAULT_EXEMPT
+    # A game cafe or a carrier NAT puts many honest players behind one
+    # address: the per-address defaults are generous.
+    max_sessions_per_address: int = 1000    # 0 is no cap
+    # TCP keepalive: a vanished peer is found after idle + 3 * interval
+    # seconds (90 s); a silent but alive one stays (see idle_timeout).
+    keepalive_idle: float = 60.0            # 0 is off
+    keepalive_interval: float = 10.0
+    max_pending_bytes_total: int = 256 << 20   # unsent bytes of all clients; 0 is no bound
+    # Named logins (scrypt on the database pool; see netcore_game.logins).
+    max_logins_in_flight: int = 64
+    max_logins_in_flight_per_address: int = 8
+    max_failed_logins: int = 3              # per connection, then it is closed; 0 is no limit
+    address_window: float = 600.0           # seconds the two budgets below count over
+    max_failed_logins_per_address: int = 100    # 0 is no limit
+    max_new_accounts_per_address: int = 50      # 0 is no limit
+    max_room_players: int = 5000
+    max_room_queue: int = 10000             # jobs waiting in one room; a chat past it is dropped
+    peer_log_rate: float = 20.0             # log lines/s about single clients; 0 is no limit
+    log_summary_seconds: float = 60.0       # an INFO summary this often; 0 is off
 
     def validate(self) -> None:
         for name in ("port", "metrics_port"):
@@ -66,14 +94,46 @@ class ServerConfig:
         if self.max_packet_size < self.max_chat_bytes + 16:
             raise ValueError(f"max packet size {self.max_packet_size} cannot carry a chat of "
                              f"{self.max_chat_bytes} bytes (needs {self.max_chat_bytes + 16})")
+        for name in ("max_sessions_per_address", "max_pending_bytes_total", "max_failed_logins",
+                     "max_failed_logins_per_address", "max_new_accounts_per_address"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', ' ')} must be >= 0 (0: no limit)")
+        for name in ("max_logins_in_flight", "max_logins_in_flight_per_address",
+                     "max_room_players", "max_room_queue"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be >= 1")
+        for name in ("peer_log_rate", "log_summary_seconds"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name.replace('_', ' ')} must be a number >= 0, not {value}")
+        if not (self.address_window > 0 and math.isfinite(self.address_window)):
+            raise ValueError(f"address window must be a number of seconds > 0, "
+                             f"not {self.address_window}")
+        if not (self.keepalive_idle == 0 or (self.keepalive_idle >= 1
+                                             and math.isfinite(self.keepalive_idle))):
+            raise ValueError(f"keepalive idle must be 0 (off) or >= 1 s, not {self.keepalive_idle}")
+        if not (self.keepalive_interval >= 1 and math.isfinite(self.keepalive_interval)):
+            raise ValueError(f"keepalive interval must be >= 1 s, not {self.keepalive_interval}")
+        try:
+            parse_networks(self.exempt_networks)
+        except ValueError as exc:
+            raise ValueError(f"exempt networks: {exc}") from None
 
 
 class GameServer:
-    def __init__(self, config: ServerConfig, db: Database):
+    def __init__(self, config: ServerConfig, db: Database, *,
+                 player_ids: PlayerIdAllocator | None = None):
+        """player_ids: where in-game ids come from (a worker of a multi-process
+        deployment passes one with a first id and stride of its own)."""
         config.validate()
         self.config = config
         self.db = db
-        self.rooms = Rooms(config.room_announce_seconds)
+        self.rooms = Rooms(config.room_announce_seconds, max_players=config.max_room_players,
+                           max_queue=config.max_room_queue)
+        self.player_ids = PlayerIdAllocator() if player_ids is None else player_ids
+        self.logins = LoginGate(config)
+        self.refusals = Refusals()
+        self.logins_done = 0                # logins that succeeded, guests included
         self.dispatcher = ServerPacketDispatcher(server_handlers)
         self.service = ServerService(
             lambda: GameSession(self), config.host, config.port,
@@ -82,17 +142,19 @@ class GameServer:
             flush_interval_ms=config.flush_interval_ms,
             packet_rate=config.packet_rate, packet_burst=config.packet_burst,
             login_timeout=config.login_timeout, idle_timeout=config.idle_timeout,
-            max_packets_per_read=config.max_packets_per_read)
+            max_packets_per_read=config.max_packets_per_read,
+            max_pending_bytes_total=config.max_pending_bytes_total,
+            max_sessions_per_address=config.max_sessions_per_address,
+            exempt_networks=config.exempt_networks,
+            keepalive_idle=config.keepalive_idle, keepalive_interval=config.keepalive_interval)
         self.metrics = None
-        self._player_ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
+        self._summary_task: asyncio.Task | None = None
+        self._last_summary: dict | None = None
 
     @property
     def port(self) -> int:
         return self.service.port
-
-    def next_player_id(self) -> int:
-        return next(self._player_ids)
 
     def spawn(self, coro) -> asyncio.Task:
         """Run a coroutine for a session (a login); cancelled on shutdown."""
@@ -108,10 +170,60 @@ class GameServer:
             self.metrics = MetricsServer(self, self.config.metrics_host, self.config.metrics_port)
             self.metrics.start()
             log.info("metrics on http://%s:%d/metrics", self.config.metrics_host, self.metrics.port)
+        if self.config.log_summary_seconds > 0:
+            self.summary()                  # the baseline the first summary counts from
+            self._summary_task = asyncio.get_running_loop().create_task(self._log_summaries())
         return self
+
+    # -- the periodic summary -------------------------------------------------------------
+
+    def _counters(self) -> dict:
+        packets_in = packets_out = 0
+        for pin, _, pout, _ in self.service.packet_stats.snapshot().values():
+            packets_in += pin
+            packets_out += pout
+        refusals = dict(self.refusals.counts)
+        for kind in (DisconnectReason.SERVER_FULL, DisconnectReason.ADDRESS_FULL):
+            refusals["connect", kind.name.lower()] = self.service.disconnects.get(kind.value, 0)
+        return {"time": time.monotonic(), "logins": self.logins_done, "in": packets_in,
+                "out": packets_out, "refusals": refusals,
+                "suppressed": netcore_logs.PEER_LINES.suppressed,
+                "dropped": netcore_logs.dropped_records(),
+                "shed": self.service.shed_sessions}
+
+    def summary(self) -> str:
+        """One line on what happened since the last call: INFO every
+        log_summary_seconds. Rates are per second over that span."""
+        now, last = self._counters(), self._last_summary
+        self._last_summary = now
+        if last is None:
+            last = {**now, "time": now["time"] - 1e-9, "refusals": {}}
+        span = max(now["time"] - last["time"], 1e-9)
+        in_game = sum(1 for s in list(self.service.sessions.values())
+                      if s.state is State.IN_GAME)
+        refused = ", ".join(f"{what}/{why} {n - last['refusals'].get((what, why), 0)}"
+                            for (what, why), n in sorted(now["refusals"].items())
+                            if n - last["refusals"].get((what, why), 0))
+        line = (f"{len(self.service)} sessions ({in_game} in game), {len(self.rooms)} rooms, "
+                f"{(now['logins'] - last['logins']) / span:.1f} logins/s, packets/s in "
+                f"{(now['in'] - last['in']) / span:.0f} out {(now['out'] - last['out']) / span:.0f}, "
+                f"{self.service.pending_bytes} bytes unsent; refusals: {refused or 'none'}")
+        extra = [f"{now[k] - last[k]} {text}" for k, text in (
+            ("shed", "slow consumers cut off at the server-wide bound"),
+            ("suppressed", "per-client log lines suppressed"),
+            ("dropped", "log records dropped (the log writer fell behind)")) if now[k] - last[k]]
+        return line + ("; " + ", ".join(extra) if extra else "")
+
+    async def _log_summaries(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.log_summary_seconds)
+            log.info("summary: %s", self.summary())
 
     async def stop(self) -> None:
         """Stop accepting, deliver what is queued, close sessions, close the database."""
+        if self._summary_task is not None:
+            self._summary_task.cancel()
+            self._summary_task = None
         self.service.stop_accepting()
         self.service.pause_reading()
         await self.rooms.drain()        # every accepted packet's jobs run and queue their sends
