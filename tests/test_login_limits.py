@@ -130,6 +130,64 @@ def test_named_logins_in_flight_are_bounded_per_address_and_server_wide(run, cap
     assert lines[1].endswith(": login refused: 3 named logins in flight (max 3)")
 
 
+class OneByOneDatabase(Database):
+    """One worker; each login waits until the test lets that one finish."""
+
+    workers = 1
+
+    def __init__(self):
+        self.calls = []
+        self.pending = []
+
+    async def open(self):
+        pass
+
+    async def close(self):
+        pass
+
+    async def login(self, account, password, *, create=True, wanted=None):
+        fut = asyncio.get_running_loop().create_future()
+        self.calls.append(account)
+        self.pending.append(fut)
+        await fut
+        return LoginResult(LoginStatus.OK, GUEST_CHARACTERS)
+
+    def finish_one(self):
+        self.pending.pop(0).set_result(None)
+
+
+def test_addresses_take_turns_for_the_database(run):
+    # A flooding address has eight logins in line; a player from another
+    # address is next once the worker is free, not ninth.
+    db = OneByOneDatabase()
+    config = ServerConfig(port=0, exempt_networks="", max_logins_in_flight_per_address=8)
+
+    async def go():
+        async with GameServer(config, db) as server:
+            flood = [await connect_from(server.port, "127.0.0.1") for _ in range(8)]
+            for i, c in enumerate(flood):
+                c.send_pkt(pb.C_LOGIN(account=f"flood{i}", password="pw"))
+            await eventually(lambda: server.logins.in_flight == 8, "the flood in line")
+            player = await connect_from(server.port, "127.0.0.2")
+            player.send_pkt(pb.C_LOGIN(account="player", password="pw"))
+            await eventually(lambda: server.logins.in_flight == 9, "the player in line")
+            assert db.calls == ["flood0"]
+            db.finish_one()
+            await eventually(lambda: len(db.calls) == 2, "the next login to start")
+            assert db.calls == ["flood0", "player"]
+            db.finish_one()
+            assert (await player.expect("S_LOGIN")).success
+            for n in range(3, 10):              # the rest of the flood, one by one
+                await eventually(lambda: len(db.calls) == n, "the next flood login")
+                db.finish_one()
+            assert db.calls == ["flood0", "player"] + [f"flood{i}" for i in range(1, 8)]
+            for c in flood:
+                assert (await c.expect("S_LOGIN")).success
+            await leave(player, *flood)
+
+    run(go())
+
+
 def test_loopback_is_exempt_from_the_per_address_bound_by_default(run):
     db = HeldDatabase()
     config = ServerConfig(port=0, max_logins_in_flight_per_address=2)

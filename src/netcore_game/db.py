@@ -74,6 +74,11 @@ class LoginResult:
 
 
 class Database(abc.ABC):
+    # Logins it works on at once (its worker threads or connections): the
+    # server hands it no more than this, so that its own queue stays short
+    # and the server decides who goes next (netcore_game.logins).
+    workers: int = 4
+
     @abc.abstractmethod
     async def open(self) -> None: ...
 
@@ -95,7 +100,7 @@ class SQLiteDatabase(Database):
         self.path = str(path)
         self.scrypt_n = scrypt_n
         self.busy_timeout = busy_timeout
-        self._workers = workers
+        self.workers = workers
         self._executor: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -104,7 +109,7 @@ class SQLiteDatabase(Database):
     # -- lifecycle ------------------------------------------------------------
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="netcore-db")
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="netcore-db")
         try:
             await self._run(self._migrate)
         except BaseException:

@@ -15,12 +15,21 @@ cheap way to deny service, and each is admitted through a LoginGate:
   window; past it, a login for an unknown account is refused without any
   hashing, while existing accounts log in as usual.
 
+Admitted logins then take turns for the database's workers (Database.workers
+at a time), round robin over source addresses: a flooding address has its
+few logins in line like any other address, so a returning player from
+elsewhere waits for one worker to come free, not for the flood's queue. A
+login whose client has gone by its turn is not started, and the database
+skips one that goes while it waits for a worker thread (Database.login's
+`wanted`): nothing is hashed for a client that left.
+
 Per-address counts skip exempt networks (netcore.addresses; loopback by
-default). The database skips the hash of a login whose client has gone by
-the time its turn comes (Database.login's `wanted`).
+default); exempt clients share one turn among themselves.
 """
 from __future__ import annotations
 
+import asyncio
+import collections
 import time
 
 from netcore import make_packet
@@ -76,7 +85,12 @@ class AddressBudget:
 class LoginGate:
     """Admission of named logins (see the module docstring)."""
 
-    def __init__(self, config, clock=time.monotonic):
+    def __init__(self, config, workers: int = 4, clock=time.monotonic):
+        self.workers = workers              # logins handed to the database at once
+        self.working = 0
+        self._lanes: dict[str | None, collections.deque] = {}   # waiting logins by address
+        self._turns = 0
+        self._last_turn: dict[str | None, int] = {}   # when each address last got a worker
         self.max_in_flight = config.max_logins_in_flight
         self.max_in_flight_per_address = config.max_logins_in_flight_per_address
         self.failures = AddressBudget(config.max_failed_logins_per_address, config.address_window)
@@ -118,6 +132,56 @@ class LoginGate:
             n = self.in_flight_by_address.pop(key) - 1
             if n:
                 self.in_flight_by_address[key] = n
+            else:
+                self._last_turn.pop(key, None)   # nothing of it in line: no turn to remember
+
+    async def turn(self, key: str | None) -> None:
+        """Wait until a database worker is ours, taking turns with the other
+        addresses that wait; call done() after the database has answered."""
+        if self.working < self.workers and not self._lanes:
+            self.working += 1
+            self._took_turn(key)
+            return
+        fut = asyncio.get_running_loop().create_future()
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = collections.deque()
+        lane.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.done()                 # given the worker, cancelled before using it
+            else:
+                self._forget(key, fut)
+            raise
+
+    def done(self) -> None:
+        """A worker is free: the next address in turn gets it."""
+        self.working -= 1
+        while self.working < self.workers and self._lanes:
+            # The address served longest ago goes next: round robin, in which
+            # an address that just had a worker is at the back.
+            key = min(self._lanes, key=lambda k: self._last_turn.get(k, -1))
+            lane = self._lanes[key]
+            fut = lane.popleft()
+            if not lane:
+                del self._lanes[key]
+            if not fut.done():
+                self.working += 1
+                self._took_turn(key)
+                fut.set_result(None)
+
+    def _took_turn(self, key) -> None:
+        self._turns += 1
+        self._last_turn[key] = self._turns
+
+    def _forget(self, key, fut) -> None:
+        lane = self._lanes.get(key)
+        if lane is not None and fut in lane:
+            lane.remove(fut)
+            if not lane:
+                del self._lanes[key]
 
     def failed(self, key: str | None) -> None:
         self.failures.charge(key, self.clock())

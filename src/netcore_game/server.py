@@ -131,7 +131,7 @@ class GameServer:
         self.rooms = Rooms(config.room_announce_seconds, max_players=config.max_room_players,
                            max_queue=config.max_room_queue)
         self.player_ids = PlayerIdAllocator() if player_ids is None else player_ids
-        self.logins = LoginGate(config)
+        self.logins = LoginGate(config, workers=max(1, db.workers))
         self.refusals = Refusals()
         self.logins_done = 0                # logins that succeeded, guests included
         self.dispatcher = ServerPacketDispatcher(server_handlers)

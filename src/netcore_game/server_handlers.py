@@ -13,7 +13,7 @@ from netcore_packets.Protocol_pb2 import S_ENTER_GAME, S_LOGIN
 from netcore import DisconnectReason
 from netcore.addresses import address_key
 
-from netcore_game.db import GUEST_CHARACTERS, LoginStatus
+from netcore_game.db import GUEST_CHARACTERS, LoginResult, LoginStatus
 from netcore_game.logins import character_tail, login_reply
 from netcore_game.player import Player
 from netcore_game.session import State
@@ -58,8 +58,15 @@ async def _login(session, key, account, password, may_create):
     server = session.server
     gate = server.logins
     try:
-        result = await server.db.login(account, password, create=may_create,
-                                       wanted=lambda: session.connected)
+        await gate.turn(key)
+        try:
+            if session.connected:
+                result = await server.db.login(account, password, create=may_create,
+                                               wanted=lambda: session.connected)
+            else:                           # gone while waiting for its turn
+                result = LoginResult(LoginStatus.SKIPPED)
+        finally:
+            gate.done()
     except Exception as exc:   # answered as a refusal; the server keeps running
         log.error("session %d: login of %r failed in the database: %s",
                   session.session_id, account, exc)

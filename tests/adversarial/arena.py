@@ -51,10 +51,28 @@ BYSTANDER_SIZE = 64             # bytes per chat
 FRESH_ROOM_BASE = 50_000        # the fresh client of case k chats alone in room base + k
 
 
+# The cases read what became of each offender from the server's log: every
+# connect and disconnect (DEBUG) and every refusal, none suppressed. A module's
+# SERVER_ARGS come after these and may override them.
+BASE_SERVER_ARGS = ("--log-level", "DEBUG", "--peer-log-rate", "0")
+
+
+def connected_lines(log: str) -> list[tuple[int, str]]:
+    """(session id, "host:port") of every "connected from" line."""
+    return [(int(sid), addr) for sid, addr in
+            re.findall(r"netcore\.session: session (\d+) connected from (\S+)", log)]
+
+
+def ended_lines(log: str) -> list[tuple[int, str, str]]:
+    """(session id, "host:port", reason) of every disconnect line (one per session)."""
+    return [(int(sid), addr, why) for sid, addr, why in
+            re.findall(r"netcore\.session: session (\d+) from (\S+) disconnected: (.*)", log)]
+
+
 class Arena:
     def __init__(self, tmp_path: Path, loop_kind: str, *server_args: str):
         self.loop_kind = loop_kind
-        self.server = ServerProcess(tmp_path, loop_kind, *server_args)
+        self.server = ServerProcess(tmp_path, loop_kind, *BASE_SERVER_ARGS, *server_args)
         self.bystanders = None
         self.player_ids: list[int] = []
         self.cases = 0
@@ -170,6 +188,12 @@ class Case:
         self._sampling.set()
         self._sampler.join()
 
+    def rebaseline_rss(self) -> None:
+        """Measure RSS growth from now on: for a case whose first step warms
+        memory the server keeps by design (the database pool's scrypt
+        buffers, 16 MiB a worker), so that the bound is on what the abuse adds."""
+        self.rss_before = self.rss_peak = self.arena.rss_kib()
+
     # -- declaring what the bystanders may hear --------------------------------
 
     def expect_chat(self, player_id: int, msg: str) -> None:
@@ -190,16 +214,16 @@ class Case:
 
     def session_id(self, port: int, log: str | None = None) -> int:
         """The server's id for the connection from our local `port`."""
-        found = re.findall(rf"session (\d+) connected from \('127\.0\.0\.1', {port}\)",
-                           self.log_text if log is None else log)
+        found = [sid for sid, addr in connected_lines(self.log_text if log is None else log)
+                 if addr == f"127.0.0.1:{port}"]
         assert len(found) == 1, f"{len(found)} sessions from port {port} in this case's log"
-        return int(found[0])
+        return found[0]
 
     def reasons_now(self, port: int) -> list[str]:
         """reasons(), from the log as it is now (no fence)."""
         log = self.log()
         sid = self.session_id(port, log)
-        return re.findall(rf"netcore_game\.session: session {sid} disconnected: (.*)", log)
+        return [why for s, _, why in ended_lines(log) if s == sid]
 
     def session_lines(self, port: int) -> list[str]:
         """The game's log messages about the session from `port`, in order
@@ -213,7 +237,7 @@ class Case:
         finish() ran (its fence makes sure the server had got that far)."""
         assert self.log_text is not None, "call finish() first: it is the fence"
         sid = self.session_id(port)
-        return re.findall(rf"netcore_game\.session: session {sid} disconnected: (.*)", self.log_text)
+        return [why for s, _, why in ended_lines(self.log_text) if s == sid]
 
     def assert_reason(self, port: int, reason: str) -> None:
         got = self.reasons(port)
