@@ -126,8 +126,9 @@ def test_accepted_sockets_get_keepalive_probes(run, idle, interval, want):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"keepalive_idle": 0.5}, "keepalive_idle must be a number of seconds >= 1 \\(or 0: off\\)"),
+    ({"keepalive_idle": 0.5}, "keepalive_idle must be a number of seconds in 1..32767 \\(or 0: off\\)"),
     ({"keepalive_idle": float("nan")}, "keepalive_idle"),
+    ({"keepalive_idle": 40000}, "keepalive_idle must be a number of seconds in 1..32767"),
     ({"keepalive_idle": 60, "keepalive_interval": 0}, "keepalive_interval must be"),
 ])
 def test_bad_keepalive_settings_are_refused(kwargs, message):

@@ -290,8 +290,14 @@ def test_new_accounts_per_address_are_limited_over_a_window(run, tmp_path, monke
     (["--max-new-accounts-per-address", "-2"], "max new accounts per address must be >= 0"),
     (["--exempt-networks", "10.0.0.0/8,nonsense"],
      "exempt networks: 'nonsense' is not an IP address or network"),
+    (["--max-sessions-per-address", "-1"], "max sessions per address must be >= 0"),
+    (["--max-pending-bytes-total", "-1"], "max pending bytes total must be >= 0"),
+    (["--keepalive-idle", "0.5"], "keepalive idle must be 0 (off) or 1..32767 s"),
+    (["--keepalive-interval", "0"], "keepalive interval must be 1..32767 s"),
+    (["--peer-log-rate", "-1"], "peer log rate must be a number >= 0"),
+    (["--log-summary-seconds", "nan"], "log summary seconds must be a number >= 0"),
 ])
-def test_bad_login_limits_are_refused_at_start(capsys, flags, message):
+def test_bad_limits_are_refused_at_start(capsys, flags, message):
     from netcore_game.cli import parse_args
     with pytest.raises(SystemExit) as exc:
         parse_args(flags)

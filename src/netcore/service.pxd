@@ -59,6 +59,7 @@ cdef enum:
     MAX_SWEEP_MS = 1000
     SHED_LOG_INTERVAL_MS = 1000
     KEEPALIVE_PROBES = 3
+    MAX_KEEPALIVE_S = 32767
 
 
 cdef class Service:

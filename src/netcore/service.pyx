@@ -121,8 +121,9 @@ def _set_keepalive(transport, double idle, double interval):
 
 
 cdef double _keepalive_seconds(str name, double seconds, bint allow_zero) except -1:
-    if not (math.isfinite(seconds) and (seconds >= 1 or (allow_zero and seconds == 0))):
-        raise ValueError(f"{name} must be a number of seconds >= 1"
+    # Linux takes 1..32767 s for both (a larger value fails setsockopt).
+    if not ((1 <= seconds <= MAX_KEEPALIVE_S) or (allow_zero and seconds == 0)):
+        raise ValueError(f"{name} must be a number of seconds in 1..{MAX_KEEPALIVE_S}"
                          f"{' (or 0: off)' if allow_zero else ''}, not {seconds}")
     return seconds
 

@@ -109,11 +109,11 @@ class ServerConfig:
         if not (self.address_window > 0 and math.isfinite(self.address_window)):
             raise ValueError(f"address window must be a number of seconds > 0, "
                              f"not {self.address_window}")
-        if not (self.keepalive_idle == 0 or (self.keepalive_idle >= 1
-                                             and math.isfinite(self.keepalive_idle))):
-            raise ValueError(f"keepalive idle must be 0 (off) or >= 1 s, not {self.keepalive_idle}")
-        if not (self.keepalive_interval >= 1 and math.isfinite(self.keepalive_interval)):
-            raise ValueError(f"keepalive interval must be >= 1 s, not {self.keepalive_interval}")
+        if not (self.keepalive_idle == 0 or 1 <= self.keepalive_idle <= 32767):
+            raise ValueError(f"keepalive idle must be 0 (off) or 1..32767 s, "
+                             f"not {self.keepalive_idle}")
+        if not 1 <= self.keepalive_interval <= 32767:
+            raise ValueError(f"keepalive interval must be 1..32767 s, not {self.keepalive_interval}")
         try:
             parse_networks(self.exempt_networks)
         except ValueError as exc:
