@@ -8,7 +8,9 @@ A case is the window between two bystander checks. Its offender runs in this
   2. a fresh client connects, logs in, enters a room of its own, chats and
      hears its chat: the server still serves newcomers. This round trip is
      also the fence: the server has handled everything the offender sent
-     before it answers, so its log already says what became of the offender;
+     before it answers, so once the fresh client's own disconnect is in the
+     log (written in order by the server's log thread), the log says what
+     became of the offender;
   3. the bystanders close their window: every chat any of them sent reached
      every one of them exactly once and in per-sender order (no loss, no
      duplicate, no gap), none of them was disconnected or got a packet that
@@ -69,10 +71,19 @@ def ended_lines(log: str) -> list[tuple[int, str, str]]:
             re.findall(r"netcore\.session: session (\d+) from (\S+) disconnected: (.*)", log)]
 
 
+def _last_value(args, flag):
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a == flag][-1]
+
+
 class Arena:
     def __init__(self, tmp_path: Path, loop_kind: str, *server_args: str):
         self.loop_kind = loop_kind
-        self.server = ServerProcess(tmp_path, loop_kind, *BASE_SERVER_ARGS, *server_args)
+        args = (*BASE_SERVER_ARGS, *server_args)
+        self.server = ServerProcess(tmp_path, loop_kind, *args)
+        # Whether the log has a line for every connect and disconnect: then
+        # the fresh client's disconnect line is a fence for the log too.
+        self.logs_every_line = (_last_value(args, "--log-level") == "DEBUG"
+                                and float(_last_value(args, "--peer-log-rate")) == 0)
         self.bystanders = None
         self.player_ids: list[int] = []
         self.cases = 0
@@ -263,8 +274,13 @@ class Case:
         arena = self.arena
         assert arena.server.proc.poll() is None, \
             f"server died: exit {arena.server.proc.returncode}\n{self.log()[-3000:]}"
-        await asyncio.wait_for(
+        port = await asyncio.wait_for(
             fresh_client_chats(arena.server.port, FRESH_ROOM_BASE + self.number), 30)
+        if arena.logs_every_line:
+            # The server logs from a thread of its own, in order: once the
+            # fresh client's end is in the file, so is everything before it.
+            await eventually(lambda: f"from 127.0.0.1:{port} disconnected" in self.log(), 15,
+                             "the server's log to catch up with the fresh client")
         self.log_text = self.log()
         self.report = r = await asyncio.get_running_loop().run_in_executor(
             None, arena.command, f"check {check_timeout} {2 * BYSTANDERS}", check_timeout + 30)
@@ -301,8 +317,10 @@ def _quote(chats: collections.Counter) -> str:
     return f"{sum(chats.values())} chats: {shown}"
 
 
-async def fresh_client_chats(port: int, room: int) -> None:
+async def fresh_client_chats(port: int, room: int) -> int:
+    """A newcomer logs in, enters, chats and hears it; returns its local port."""
     (c,) = await connect(port)
+    local = c.transport.get_extra_info("sockname")[1]
     assert (await c.login()).success
     entered = await c.enter(0, room)
     assert entered.success
@@ -310,6 +328,7 @@ async def fresh_client_chats(port: int, room: int) -> None:
     assert await c.wait_chats(1) == [(entered.playerId, "fresh")]
     c.disconnect()
     await c.wait_closed()
+    return local
 
 
 # -- the offender's tools -------------------------------------------------------------

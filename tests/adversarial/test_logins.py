@@ -70,6 +70,7 @@ def test_a_login_flood_from_one_address_locks_nobody_else_out(arena, case):
         await asyncio.gather(*[timed_login(port, "127.0.0.3", f"warm{case.number}-{i}")
                                for i in range(8)])
         case.rebaseline_rss()
+        alone = await timed_login(port, "127.0.0.2", returning)  # one hash, no flood
         progress = [0]
         flood = asyncio.ensure_future(login_flood(port, tag, progress))
         waits = []
@@ -82,10 +83,15 @@ def test_a_login_flood_from_one_address_locks_nobody_else_out(arena, case):
             await leave(guest)
         await flood
         await case.finish()
-        return waits
+        return alone, waits
 
-    waits = case.run(go(), timeout=120)
-    assert max(waits) < RETURNING_WITHIN_S, f"returning player waited {waits}"
+    alone, waits = case.run(go(), timeout=120)
+    # The target is 1 s. On a machine so loaded that one login alone takes a
+    # good part of it, the bound is a few logins' time instead: the player
+    # waits for one worker to come free, then for its own hash, never for
+    # the flood's queue (before the bounds: more than 10 s).
+    bound = max(RETURNING_WITHIN_S, 4 * alone)
+    assert max(waits) < bound, f"returning player waited {waits} s (alone: {alone:.3f} s)"
     log = case.log_text
     assert "named logins in flight from 127.0.0.1 (max 8)" in log
     db = sqlite3.connect(arena.server.db)
