@@ -122,6 +122,7 @@ def test_chat_length_is_checked_in_utf8_bytes(run, server):
         await b.wait_chats(3)
         assert len(b.chats) == 3 and a.reason is None
     run(go())
+    assert server.stop() == 0           # the log is written by a thread: complete once stopped
     assert "chat of 513 bytes dropped (max 512)" in server.log_text()
 
 
@@ -135,6 +136,7 @@ def test_invalid_utf8_closes_the_sender_only(run, server):
         assert await b.wait_chats(1) == [(b.player_id, "still here")]
         assert b.reason is None
     run(go())
+    assert server.stop() == 0           # the log is written by a thread: complete once stopped
     assert "protocol error: malformed payload for packet id 1004" in server.log_text()
 
 

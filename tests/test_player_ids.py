@@ -121,9 +121,16 @@ def test_the_allocator_refuses_ids_past_uint64_and_bad_settings():
     assert last.take(2) == (MAX_PLAYER_ID - 1, MAX_PLAYER_ID)
     with pytest.raises(OverflowError, match="uint64"):
         last.take(1)
-    for first, stride in ((0, 1), (MAX_PLAYER_ID + 1, 1), (1, 0), (1.5, 1)):
+    space = PlayerIdAllocator(first=1 << 32, last=(2 << 32) - 1)   # one worker's range
+    assert space.take(2) == (1 << 32, (1 << 32) + 1)
+    space._next = (2 << 32) - 2
+    assert space.take(2) == ((2 << 32) - 2, (2 << 32) - 1)
+    with pytest.raises(OverflowError, match=f"the last is {(2 << 32) - 1}"):
+        space.take(1)
+    for first, stride, last in ((0, 1, 5), (MAX_PLAYER_ID + 1, 1, MAX_PLAYER_ID), (1, 0, 5),
+                                (1.5, 1, 5), (10, 1, 9), (1, 1, MAX_PLAYER_ID + 1)):
         with pytest.raises(ValueError):
-            PlayerIdAllocator(first=first, stride=stride)
+            PlayerIdAllocator(first=first, stride=stride, last=last)
 
 
 @pytest.mark.parametrize("ids", [(1, 2), (127, 128), (16383, 16384), (2 ** 21 - 1, 2 ** 21),

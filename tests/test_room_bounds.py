@@ -32,7 +32,7 @@ def test_a_full_room_refuses_enter_until_a_place_frees(run, tmp_path):
             b.disconnect()
             await b.wait_closed()
             await server.rooms.drain()                              # b's leave has run
-            assert server.rooms.get(3).members == 1
+            assert len(server.rooms.get(3).players) == 1 and server.rooms.get(3).entering == 0
             entered = await d.enter(1, 3)
             assert entered.success
             a.send_pkt(pb.C_CHAT(msg="hello"))

@@ -18,7 +18,7 @@ from netcore.errors import (
 from netcore.framing import HEADER, MAX_PACKET_SIZE, split_frames
 from netcore.jobqueue import JobQueue, JobTimer
 from netcore.loop import new_event_loop, resolve_loop_kind, run
-from netcore.sendbuffer import SendBuffer, SendBufferPool, default_pool, make_packet
+from netcore.sendbuffer import SendBuffer, SendBufferPool, copy_frames, default_pool, make_packet
 from netcore.service import ClientService, ServerService
 from netcore.session import send_to_all
 
@@ -39,6 +39,6 @@ __all__ = [
     "MAX_PACKET_SIZE",
     "MalformedPacketError", "PacketSession", "ProtocolError", "SendBuffer",
     "SendBufferPool", "ServerService", "Session", "UnknownPacketError",
-    "default_pool", "make_packet", "new_event_loop", "resolve_loop_kind", "run",
+    "copy_frames", "default_pool", "make_packet", "new_event_loop", "resolve_loop_kind", "run",
     "send_to_all", "split_frames",
 ]

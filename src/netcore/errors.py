@@ -41,6 +41,10 @@ class DisconnectReason(enum.Enum):
     IDLE_TIMEOUT = "idle timeout"
     CLOSED = "closed locally"
     SHUTDOWN = "shutdown"
+    # Packets on their way to this session were lost before the server could
+    # queue them (a gap in a room's stream between worker processes): the
+    # client must reconnect to see its room whole again.
+    LOST_PACKETS = "lost packets"
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,10 @@ cdef class SendBuffer:
     cdef unsigned char* data
     cdef readonly Py_ssize_t size   # bytes written (after close)
     cdef Py_ssize_t capacity        # bytes opened
+    # Whole packets in it: 1 for a packet written here, more for a run of
+    # already-framed packets relayed as one (copy_frames: a room's stream from
+    # another worker), which a session queues and writes like any other.
+    cdef readonly Py_ssize_t frames
     cdef bint is_open
     cdef int close(self, Py_ssize_t written) except -1
 
@@ -45,4 +49,5 @@ cdef class SendBufferPool:
 
 
 cpdef SendBuffer make_packet(unsigned int pkt_id, object payload)
+cpdef SendBuffer copy_frames(const unsigned char[::1] data)
 cdef SendBuffer _write_packet(SendBufferPool pool, unsigned int pkt_id, object payload)

@@ -5,7 +5,9 @@ from cpython.buffer cimport (
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from netcore.framing cimport HEADER_SIZE, MAX_WIRE_SIZE, write_header
+from netcore.framing cimport (
+    FRAME_OK, FrameHeader, HEADER_SIZE, MAX_WIRE_SIZE, read_header, write_header,
+)
 
 
 cdef class SendBufferChunk:
@@ -145,6 +147,28 @@ cdef SendBuffer _write_packet(SendBufferPool pool, unsigned int pkt_id, object p
         write_header(buf.data, view.len + HEADER_SIZE, pkt_id)
         memcpy(buf.data + HEADER_SIZE, view.buf, view.len)
         buf.close(view.len + HEADER_SIZE)
+        buf.frames = 1
     finally:
         PyBuffer_Release(&view)
+    return buf
+
+
+cpdef SendBuffer copy_frames(const unsigned char[::1] data):
+    """A run of whole, already-framed packets copied into one pooled send
+    buffer, so that it fans out as one queue entry per recipient. Every header
+    is checked: a run that does not end on a packet boundary raises ValueError."""
+    cdef Py_ssize_t n = data.shape[0], pos = 0, frames = 0
+    cdef FrameHeader h
+    cdef SendBuffer buf
+    if n == 0:
+        raise ValueError("no packets to copy")
+    while pos < n:
+        if read_header(&data[pos], n - pos, MAX_WIRE_SIZE, &h) != FRAME_OK:
+            raise ValueError(f"not a whole packet at offset {pos} of {n}")
+        pos += h.size
+        frames += 1
+    buf = _default_pool.open(n)
+    memcpy(buf.data, &data[0], n)
+    buf.close(n)
+    buf.frames = frames
     return buf

@@ -101,6 +101,7 @@ cdef class ServerService(Service):
     cdef readonly str host
     cdef readonly int port
     cdef readonly int backlog
+    cdef readonly bint reuse_port           # SO_REUSEPORT: workers of one machine share the port
     cdef list servers                       # one asyncio Server per listening socket
 
 

@@ -135,9 +135,13 @@ def _open_spare():
         return -1       # out of descriptors already: the next listen() or shed retries
 
 
-async def _listen_sockets(str host, int port):
+async def _listen_sockets(str host, int port, bint reuse_port=False):
     """Bound (not yet listening) sockets for every address of host, as
-    loop.create_server would make them."""
+    loop.create_server would make them. With reuse_port, several processes
+    listen on the same port and the kernel spreads connections over them
+    (SO_REUSEPORT: Linux, and the BSDs without the spreading)."""
+    if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("this platform has no SO_REUSEPORT: several workers cannot share a port")
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host or None, port, family=socket.AF_UNSPEC,
                                    type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -150,6 +154,8 @@ async def _listen_sockets(str host, int port):
             sock = ListenSocket(family, socktype, proto)
             socks.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
@@ -373,16 +379,17 @@ cdef class ServerService(Service):
     """Listens and accepts: one session from session_factory per connection."""
 
     def __init__(self, session_factory, str host="127.0.0.1", int port=0, *,
-                 int backlog=4096, **limits):
+                 int backlog=4096, bint reuse_port=False, **limits):
         super().__init__(session_factory, **limits)
         self.host = host
         self.port = port
         self.backlog = backlog
+        self.reuse_port = reuse_port
 
     async def start(self):
         loop = asyncio.get_running_loop()
         self.flusher = self.make_flusher(loop)
-        socks = await _listen_sockets(self.host, self.port)
+        socks = await _listen_sockets(self.host, self.port, self.reuse_port)
         self.servers = []
         try:
             for sock in socks:

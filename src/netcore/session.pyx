@@ -34,12 +34,14 @@ cdef object HANDLER_ERROR = DisconnectReason.HANDLER_ERROR
 cdef object SLOW_CONSUMER = DisconnectReason.SLOW_CONSUMER
 cdef object RATE_LIMITED = DisconnectReason.RATE_LIMITED
 cdef object CLOSED = DisconnectReason.CLOSED
-# Reasons that point at a misbehaving peer are worth a warning in the log;
-# limits that refused or ended a session an INFO line; the rest (the peer
-# closed, the network broke, we closed it) is everyday life, at DEBUG. Each
-# ending is logged once, here, through the per-peer line budget (netcore.logs).
+# Reasons that point at a misbehaving peer, or at packets the server lost,
+# are worth a warning in the log; limits that refused or ended a session an
+# INFO line; the rest (the peer closed, the network broke, we closed it) is
+# everyday life, at DEBUG. Each ending is logged once, here, through the
+# per-peer line budget (netcore.logs).
 cdef frozenset _PEER_FAULTS = frozenset([PROTOCOL_ERROR, HANDLER_ERROR, SLOW_CONSUMER,
                                          RATE_LIMITED])
+cdef frozenset _WARNINGS = _PEER_FAULTS | frozenset([DisconnectReason.LOST_PACKETS])
 cdef frozenset _REFUSALS = frozenset([DisconnectReason.SERVER_FULL,
                                       DisconnectReason.ADDRESS_FULL,
                                       DisconnectReason.LOGIN_TIMEOUT,
@@ -321,7 +323,7 @@ cdef class Session:
         if self.linger_timer is not None:
             self.linger_timer.cancel()
             self.linger_timer = None
-        level = (WARNING if reason.kind in _PEER_FAULTS else
+        level = (WARNING if reason.kind in _WARNINGS else
                  INFO if reason.kind in _REFUSALS else DEBUG)
         if peer_line(log, level):
             log.log(level, "session %d from %s disconnected: %s", self.session_id,
@@ -429,7 +431,10 @@ cdef class Session:
         self.queue.push(buf)
         self.flusher.pending_bytes += buf.size
         if self.stats is not None and buf.size >= HEADER_SIZE:
-            self.stats.count_out(buf.data[2] | (buf.data[3] << 8), buf.size)
+            if buf.frames <= 1:
+                self.stats.count_out(buf.data[2] | (buf.data[3] << 8), buf.size)
+            else:
+                self.stats.count_out_run(buf.data, buf.size)
         if self.queue.nbytes > self.max_pending_bytes:
             self.close(SLOW_CONSUMER,
                        f"{self.queue.nbytes} bytes pending > {self.max_pending_bytes}", True)

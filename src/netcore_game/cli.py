@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -24,6 +25,7 @@ from netcore_game.config import build as build_config
 from netcore_game.config import render as render_config
 from netcore_game.db import DatabaseError, SQLiteDatabase
 from netcore_game.server import GameServer, ServerConfig
+from netcore_game import workers
 
 log = logging.getLogger("netcore_game.cli")
 
@@ -31,6 +33,15 @@ log = logging.getLogger("netcore_game.cli")
 # journal per worker thread, the event loop, logs, a refused connection or two.
 FD_HEADROOM = 64
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def workers_arg(text: str) -> int:
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number or auto") from None
 
 
 # (flag, ServerConfig field, type, help); each default comes from ServerConfig.
@@ -89,6 +100,13 @@ FLAGS = [
      "log lines/s about single clients, server-wide; the rest are counted (0: no limit)"),
     ("--log-summary-seconds", "log_summary_seconds", float,
      "log an INFO summary (sessions, rooms, rates, refusals) this often (0: off)"),
+    ("--workers", "workers", workers_arg,
+     "worker processes sharing the port (auto: one per core); more than 1 joins them over NATS"),
+    ("--node-id", "node_id", str, "this machine's name in the cluster (default: the host name)"),
+    ("--cluster", "cluster", str,
+     "every machine's workers, node=N[,node=N...], the same on every node "
+     "(default: this node alone)"),
+    ("--cluster-prefix", "cluster_prefix", str, "NATS subject prefix of this deployment"),
 ]
 
 
@@ -105,6 +123,9 @@ def parse_args(argv=None) -> tuple[ServerConfig, bool]:
     for flag, field, kind, text in FLAGS:
         ap.add_argument(flag, dest=field, type=kind, default=argparse.SUPPRESS,
                         help=f"{text} (default: {getattr(d, field)})")
+    ap.add_argument("--nats", action="append", metavar="URL", default=argparse.SUPPRESS,
+                    help="a NATS server of the cluster (repeat for several); with --workers "
+                         "above 1 and none given, a private nats-server is started")
     ap.add_argument("--loop", choices=LOOP_KINDS, default=argparse.SUPPRESS,
                     help="default: uvloop when installed")
     ap.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -112,6 +133,8 @@ def parse_args(argv=None) -> tuple[ServerConfig, bool]:
     ap.add_argument("--version", action="version", version=f"netcore-server {netcore.__version__}")
     args = vars(ap.parse_args(argv))
     config_path, print_only = args.pop("config"), args.pop("print_config")
+    if "nats" in args:
+        args["nats"] = ",".join(args["nats"])
     try:
         config = build_config(load_file(config_path) if config_path else {}, args)
         config.validate()
@@ -155,12 +178,20 @@ def main(argv=None) -> int:
     if print_only:
         print(render_config(config), end="")
         return 0
+    worker = workers.is_worker()
+    fmt = LOG_FORMAT
+    if worker:
+        fmt = f"%(asctime)s %(levelname)s [{os.environ[workers.ENV_SLOT]}] %(name)s: %(message)s"
     # Written by a thread of its own: a slow disk or a stderr pipe nobody
     # reads holds that thread, never the event loop.
-    logs = start_queued_logging(config.log_level, LOG_FORMAT)
+    logs = start_queued_logging(config.log_level, fmt)
     configure_peer_lines(config.peer_log_rate)
     try:
+        if not worker and (config.workers > 1 or config.nats):
+            return workers.run_cluster(config, sys.argv[1:] if argv is None else list(argv))
         kind = netcore.resolve_loop_kind(config.loop)
+        if worker:
+            return netcore.run(workers.serve_worker(config, kind), kind)
         return netcore.run(serve(config, kind), kind)
     finally:
         logs.stop()

@@ -4,37 +4,52 @@ Handlers push jobs (enter, leave, chat) and return; the room runs them one at
 a time, in order, time-sliced with every other room. Every packet that fans
 out goes through Room.broadcast: the seam a multi-process backend replaces.
 
-Bounds. A room admits at most `max_players` (counted when the enter is
-accepted, before its job runs, so the answer is immediate and exact); a
-further enter is refused. Chats wait in the room's queue at most
+Bounds. A room admits at most `max_players` (players in it plus enters
+accepted here whose job has not run yet, so the answer is immediate and
+exact); a further enter is refused. Chats wait in the room's queue at most
 `max_queue` jobs deep; past it a chat is dropped and counted, never queued
 (enters and leaves are never dropped: each session makes at most one of
-each). A room lives while it has members, entered or entering: when the last
-one leaves it is dropped at once, whatever ticks or drain jobs are still
-queued (they are dropped with it; a drain waiting on it is released).
+each). Both are checked by the handlers of this worker for the rooms it
+owns; a room owned by another worker (netcore_cluster) is bounded there by
+the cluster layer's own limits.
+
+A room with no player, none entering and no job left is dropped: checked
+after every job that can leave it so (a leave, its own tick, a drain), so a
+tick or a drain queued behind the last leave does not keep it alive.
 """
 from __future__ import annotations
 
 import asyncio
 
-from netcore import JobQueue, send_to_all
-from netcore_packets.Protocol_pb2 import S_CHAT
-from netcore_packets.server_dispatch import make_send_buffer
+from netcore import JobQueue, SendBufferPool, send_to_all
+from netcore_packets.Protocol_pb2 import S_CHAT, S_ENTER_GAME
+from netcore_packets.server_dispatch import PKT_S_ENTER_GAME, make_send_buffer
 
 from netcore_game.player import Player
 
 SYSTEM_PLAYER_ID = 0        # S_CHAT from the room itself (announcements)
+# Kept forever: its own pool, so it pins no chunk of the shared one.
+_ENTER_REFUSED = SendBufferPool(64).write(PKT_S_ENTER_GAME,
+                                          S_ENTER_GAME(success=False).SerializeToString())
 
 
 class Room(JobQueue):
+    # Jobs a player connected to another worker may have this room run
+    # (forwarded by the cluster layer; enter and leave always may).
+    REMOTE_JOBS = frozenset({"chat", "refuse_enter"})
+    member_from_card = staticmethod(Player.from_card)
+
     def __init__(self, room_id: int, rooms: "Rooms"):
         super().__init__()
         self.room_id = room_id
         self.rooms = rooms
         self.players: dict[int, Player] = {}
-        self.members = 0                    # admitted: entered, or with an enter queued
+        self.entering = 0                   # enters admitted here whose job has not run
         self._sessions: list | None = []     # fan-out list, rebuilt after a change
         self._drains: list | None = None    # futures of Rooms.drain waiting on this room
+        # With several workers: this room's stream to the members connected
+        # elsewhere (netcore_cluster.owner.RoomStream); None in one process.
+        self.link = None
 
     def __len__(self) -> int:
         return len(self.players)
@@ -42,25 +57,43 @@ class Room(JobQueue):
     # -- admission: from handlers, before the job is pushed ---------------------------
 
     def admit(self) -> bool:
-        """Take a member's place for an enter about to be queued; False when full."""
-        if self.members >= self.rooms.max_players:
+        """Take a place for an enter about to be queued; False when full."""
+        if len(self.players) + self.entering >= self.rooms.max_players:
             return False
-        self.members += 1
+        self.entering += 1
+        return True
+
+    def drop_if_unused(self) -> bool:
+        """Drop the room if nobody is in it or entering and no job is left."""
+        if self.players or self.entering or self.pending:
+            return False
+        self.rooms.drop(self)
         return True
 
     # -- jobs: run only from this room's queue ----------------------------------
 
     def enter(self, player: Player) -> None:
+        if player.gateway is None and self.entering:
+            self.entering -= 1              # admitted by admit() on this worker
+        # The answer goes first, so the player knows its id before any chat arrives.
+        player.room = self
+        player.send(make_send_buffer(S_ENTER_GAME(success=True, playerId=player.player_id)))
         self.players[player.player_id] = player
         self._sessions = None
+        if player.gateway is not None:
+            self.link.joined(player)
+
+    def refuse_enter(self, player: Player) -> None:
+        """A player in this room asked to enter again."""
+        player.send(_ENTER_REFUSED)
 
     def leave(self, player: Player) -> None:
         if self.players.pop(player.player_id, None) is not None:
             self._sessions = None
+            if player.gateway is not None:
+                self.link.left(player)
         player.session = None           # the last link of the player <-> session cycle
-        self.members -= 1
-        if self.members <= 0:
-            self.rooms.drop(self)
+        self.drop_if_unused()
 
     def chat(self, player: Player, msg: str) -> None:
         # Serialized once, whatever the room size.
@@ -68,13 +101,17 @@ class Room(JobQueue):
 
     def announce(self) -> None:
         """The room's own tick: tell everyone how many are here."""
+        if self.drop_if_unused():
+            return
         self.broadcast(make_send_buffer(S_CHAT(
             playerId=SYSTEM_PLAYER_ID, msg=f"room {self.room_id}: {len(self.players)} players")))
 
     def broadcast(self, buf) -> int:
         """Queue one send buffer to every member, the sender included."""
         if self._sessions is None:
-            self._sessions = [p.session for p in self.players.values()]
+            self._sessions = [p.session for p in self.players.values() if p.session is not None]
+        if self.link is not None:
+            self.link.publish(buf)      # members on other workers: one message per iteration
         return send_to_all(self._sessions, buf)
 
 
@@ -83,15 +120,22 @@ def _drained(room: Room, fut) -> None:
         room._drains.remove(fut)
     if not fut.done():
         fut.set_result(None)
+    room.drop_if_unused()
 
 
 class Rooms:
-    """Rooms by id: created on first use, dropped when the last player has left."""
+    """Rooms by id: created on first use, dropped when the last player has left.
 
-    def __init__(self, announce_seconds: float = 0, max_players: int = 5000,
+    With several workers (`cluster`, a netcore_cluster.ClusterLink) a room owned
+    by another worker is a RemoteRoom of the cluster layer, which forwards the
+    same jobs to its owner; only the rooms owned here are kept in this registry.
+    """
+
+    def __init__(self, announce_seconds: float = 0, cluster=None, max_players: int = 5000,
                  max_queue: int = 10000):
         self._rooms: dict[int, Room] = {}
         self.announce_seconds = announce_seconds
+        self.cluster = cluster
         self.max_players = max_players
         self.max_queue = max_queue
 
@@ -107,7 +151,11 @@ class Rooms:
     def get_or_create(self, room_id: int) -> Room:
         room = self._rooms.get(room_id)
         if room is None:
+            if self.cluster is not None and not self.cluster.owns(room_id):
+                return self.cluster.remote_room(room_id)
             room = self._rooms[room_id] = Room(room_id, self)
+            if self.cluster is not None:
+                self.cluster.attach(room)
             if self.announce_seconds > 0:
                 ms = self.announce_seconds * 1000
                 room.do_timer(ms, room.announce, interval_ms=ms)
@@ -116,6 +164,8 @@ class Rooms:
     def drop(self, room: Room) -> None:
         if self._rooms.get(room.room_id) is room:
             del self._rooms[room.room_id]
+            if self.cluster is not None:
+                self.cluster.detach(room)
         room.close()
         drains, room._drains = room._drains, None
         for fut in drains or ():

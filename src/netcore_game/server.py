@@ -74,6 +74,15 @@ class ServerConfig:
     max_room_queue: int = 10000             # jobs waiting in one room; a chat past it is dropped
     peer_log_rate: float = 20.0             # log lines/s about single clients; 0 is no limit
     log_summary_seconds: float = 60.0       # an INFO summary this often; 0 is off
+    # Scale-out (netcore_cluster): worker processes on this machine, the NATS
+    # servers that join them to each other and to other machines ("" with one
+    # worker: no broker; "" with several: a private nats-server), this node's
+    # name, and every node's worker count when there are several machines.
+    workers: int = 1
+    nats: str = ""
+    node_id: str = ""
+    cluster: str = ""
+    cluster_prefix: str = "netcore"
 
     def validate(self) -> None:
         for name in ("port", "metrics_port"):
@@ -81,6 +90,8 @@ class ServerConfig:
                 raise ValueError(f"{name.replace('_', ' ')} {getattr(self, name)} is not in 0..65535")
         if self.max_sessions < 1:
             raise ValueError("max sessions must be >= 1")
+        if not 1 <= self.workers <= 1024:
+            raise ValueError(f"workers {self.workers}: must be 1..1024")
         if self.max_packets_per_read < 0:
             raise ValueError("max packets per read must be >= 0")
         for name in ("packet_rate", "login_timeout", "idle_timeout", "db_busy_timeout"):
@@ -121,16 +132,23 @@ class ServerConfig:
 
 
 class GameServer:
-    def __init__(self, config: ServerConfig, db: Database, *,
-                 player_ids: PlayerIdAllocator | None = None):
-        """player_ids: where in-game ids come from (a worker of a multi-process
-        deployment passes one with a first id and stride of its own)."""
+    """The game around one ServerService. With `link` (a netcore_cluster
+    ClusterLink) it is one worker of several: rooms owned elsewhere are reached
+    through the link, and the port is shared with the other workers."""
+
+    def __init__(self, config: ServerConfig, db: Database, link=None, player_id_base: int = 0,
+                 *, player_ids: PlayerIdAllocator | None = None):
+        """player_ids: where in-game ids come from; by default from
+        player_id_base + 1 on (a worker of several passes an allocator over
+        an id space of its own)."""
         config.validate()
         self.config = config
         self.db = db
-        self.rooms = Rooms(config.room_announce_seconds, max_players=config.max_room_players,
-                           max_queue=config.max_room_queue)
-        self.player_ids = PlayerIdAllocator() if player_ids is None else player_ids
+        self.link = link
+        self.rooms = Rooms(config.room_announce_seconds, cluster=link,
+                           max_players=config.max_room_players, max_queue=config.max_room_queue)
+        self.player_ids = (PlayerIdAllocator(first=player_id_base + 1) if player_ids is None
+                           else player_ids)
         self.logins = LoginGate(config, workers=max(1, db.workers))
         self.refusals = Refusals()
         self.logins_done = 0                # logins that succeeded, guests included
@@ -146,7 +164,8 @@ class GameServer:
             max_pending_bytes_total=config.max_pending_bytes_total,
             max_sessions_per_address=config.max_sessions_per_address,
             exempt_networks=config.exempt_networks,
-            keepalive_idle=config.keepalive_idle, keepalive_interval=config.keepalive_interval)
+            keepalive_idle=config.keepalive_idle, keepalive_interval=config.keepalive_interval,
+            reuse_port=link is not None)
         self.metrics = None
         self._tasks: set[asyncio.Task] = set()
         self._summary_task: asyncio.Task | None = None
@@ -165,6 +184,8 @@ class GameServer:
 
     async def start(self) -> "GameServer":
         await self.db.open()
+        if self.link is not None:
+            await self.link.start(self.rooms)
         await self.service.start()
         if self.config.metrics_port:
             self.metrics = MetricsServer(self, self.config.metrics_host, self.config.metrics_port)
@@ -219,16 +240,28 @@ class GameServer:
             await asyncio.sleep(self.config.log_summary_seconds)
             log.info("summary: %s", self.summary())
 
+    async def quiesce(self) -> None:
+        """Stop taking input and run what was accepted: every room's jobs, and
+        (with a link) every op forwarded to other workers, acknowledged."""
+        self.service.stop_accepting()
+        self.service.pause_reading()
+        if self.link is not None:
+            await self.link.quiesce()
+        await self.rooms.drain()        # every accepted packet's jobs run and queue their sends
+
     async def stop(self) -> None:
         """Stop accepting, deliver what is queued, close sessions, close the database."""
         if self._summary_task is not None:
             self._summary_task.cancel()
             self._summary_task = None
-        self.service.stop_accepting()
-        self.service.pause_reading()
-        await self.rooms.drain()        # every accepted packet's jobs run and queue their sends
+        await self.quiesce()
+        if self.link is not None:
+            await self.link.drain_incoming()    # what other owners streamed to our players
+            await self.rooms.drain()
         await self.service.close()
         self.rooms.close()
+        if self.link is not None:
+            await self.link.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

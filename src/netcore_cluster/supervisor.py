@@ -1,0 +1,257 @@
+"""The supervisor: N worker processes sharing one port, restarted when they die.
+
+    supervisor ──┬── nats-server (private, loopback; unless --nats was given)
+                 ├── worker <node>-0 ─┐
+                 ├── worker <node>-1 ─┼─ each listens on the same port (SO_REUSEPORT);
+                 └── worker <node>-N ─┘  the kernel spreads connections over them
+
+A worker reports on a pipe: `ready` once it listens, `quiesced` once it has
+stopped reading and every op it forwarded has run. The supervisor itself
+serves no client. It holds the port (bound, not listening) for its whole life
+so that a restarting worker finds it free, and tells the cluster when a
+worker died (`down` on <prefix>.ctl) so that owners drop that worker's players
+at once rather than when it comes back.
+
+Shutdown keeps the one-process promise across processes: first every worker
+quiesces (no new input; everything already accepted has been run by its
+room's owner and streamed back), and only then does any worker flush and
+close its connections, so no chat accepted by one worker is lost because its
+room's owner closed first.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger("netcore_cluster.supervisor")
+
+READY_TIMEOUT = 60.0
+QUIESCE_TIMEOUT = 15.0
+EXIT_TIMEOUT = 15.0
+MAX_BACKOFF = 5.0
+STABLE_AFTER = 10.0         # a worker up this long resets its restart backoff
+
+
+class StartError(Exception):
+    """The cluster could not start; the message says what, in one line."""
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to the game port with SO_REUSEPORT and not listening:
+    it picks the port when `port` is 0, proves nobody else serves it, and keeps
+    it ours while workers come and go."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise StartError("--workers needs SO_REUSEPORT (Linux, BSD, macOS); "
+                         "run one worker per port instead")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        raise StartError(f"cannot listen on {host}:{port} (game port): {exc.strerror}") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise StartError(f"cannot listen on {host}:{port} (game port): {reason}") from None
+    return sock
+
+
+@dataclass
+class Worker:
+    slot: str
+    index: int                          # its position on this node
+    incarnation: int = -1               # starts so far
+    proc: asyncio.subprocess.Process | None = None
+    started: float = 0.0
+    failures: int = 0                   # quick deaths in a row: the restart backoff
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    quiesced: asyncio.Event = field(default_factory=asyncio.Event)
+    epoch: int = 0
+    info: dict = field(default_factory=dict)
+
+
+class Supervisor:
+    """Runs each worker slot of this node as `command(worker, status_fd)`,
+    which gives (argv, extra environment)."""
+
+    def __init__(self, slots: list[str], command, *, nats_servers: list[str] | None,
+                 host: str, port: int, prefix: str = "netcore"):
+        self.workers = [Worker(slot, i) for i, slot in enumerate(slots)]
+        self.command = command
+        self.nats_servers = list(nats_servers or [])
+        self.host = host
+        self.port = port
+        self.prefix = prefix
+        self.natsd = None
+        self.nc = None
+        self.port_holder: socket.socket | None = None
+        self.stopping = False
+        self.restarts = 0
+        self._watchers: set[asyncio.Task] = set()
+
+    # -- start ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.port_holder = reserve_port(self.host, self.port)
+        self.port = self.port_holder.getsockname()[1]
+        if not self.nats_servers:
+            from netcore_cluster.natsd import NatsServer, NatsServerMissing
+            try:
+                self.natsd = await NatsServer().start()
+            except NatsServerMissing as exc:
+                raise StartError(str(exc)) from None
+            self.nats_servers = [self.natsd.url]
+        try:
+            import nats
+            self.nc = await nats.connect(self.nats_servers, name="netcore supervisor",
+                                         connect_timeout=2, max_reconnect_attempts=-1,
+                                         reconnect_time_wait=0.25, error_cb=self._broker_error)
+        except Exception as exc:
+            raise StartError(f"cannot reach NATS at {','.join(self.nats_servers)}: "
+                             f"{exc or type(exc).__name__}") from None
+        for w in self.workers:
+            await self._spawn(w)
+        try:
+            await asyncio.wait_for(self._all_ready(), READY_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise StartError(f"workers not ready after {READY_TIMEOUT:.0f} s") from None
+
+    async def _broker_error(self, exc) -> None:
+        # The workers report the broker's state; the supervisor only needs it
+        # to say `down`, so it says nothing while reconnect attempts fail.
+        log.debug("broker: %r", exc)
+
+    async def _all_ready(self) -> None:
+        for w in self.workers:
+            ready = asyncio.ensure_future(w.ready.wait())
+            died = asyncio.ensure_future(w.proc.wait())
+            await asyncio.wait({ready, died}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            died.cancel()
+            if not w.ready.is_set():
+                raise StartError(f"worker {w.slot} exited at start (status "
+                                 f"{w.proc.returncode}); its error is above")
+
+    async def _spawn(self, w: Worker) -> None:
+        w.incarnation += 1
+        w.ready = asyncio.Event()
+        w.quiesced = asyncio.Event()
+        read_fd, write_fd = os.pipe()
+        argv, env = self.command(w, write_fd)
+        try:
+            w.proc = await asyncio.create_subprocess_exec(
+                *argv, env={**os.environ, **env}, pass_fds=(write_fd,),
+                start_new_session=True, stdin=asyncio.subprocess.DEVNULL)
+        finally:
+            os.close(write_fd)
+        w.started = time.monotonic()
+        task = asyncio.get_running_loop().create_task(self._watch(w, w.proc, read_fd))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, w: Worker, proc, read_fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0))
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                word, _, rest = line.decode().strip().partition(" ")
+                if word == "ready":
+                    w.info = json.loads(rest or "{}")
+                    w.epoch = int(w.info.get("epoch", 0))
+                    w.ready.set()
+                elif word == "quiesced":
+                    w.quiesced.set()
+        finally:
+            transport.close()
+        code = await proc.wait()
+        if proc is w.proc and not self.stopping:
+            await self._died(w, code)
+
+    async def _died(self, w: Worker, code: int) -> None:
+        lived = time.monotonic() - w.started
+        w.failures = 0 if lived > STABLE_AFTER else w.failures + 1
+        delay = 0.0 if w.failures <= 1 else min(0.1 * 2 ** (w.failures - 1), MAX_BACKOFF)
+        how = f"signal {-code}" if code < 0 else f"status {code}"
+        log.error("worker %s (pid %d) died (%s) after %.1f s; restarting in %.1f s",
+                  w.slot, w.proc.pid, how, lived, delay)
+        if self.nc is not None and w.epoch:
+            try:        # owners drop its players now, not when it says hello again
+                await self.nc.publish(f"{self.prefix}.ctl", json.dumps(
+                    {"op": "down", "slot": w.slot, "epoch": w.epoch}).encode())
+                await self.nc.flush(timeout=2)
+            except Exception as exc:
+                log.warning("could not tell the cluster that %s died: %r", w.slot, exc)
+        if delay:
+            await asyncio.sleep(delay)
+        if not self.stopping:
+            self.restarts += 1
+            await self._spawn(w)
+
+    # -- stop ----------------------------------------------------------------------
+
+    async def stop(self) -> int:
+        """Quiesce every worker, then close them; 0 when all exited cleanly."""
+        self.stopping = True
+        live = [w for w in self.workers if w.proc is not None and w.proc.returncode is None]
+        for w in live:
+            _signal(w, signal.SIGUSR1)
+        waits = [asyncio.ensure_future(_first(w.quiesced.wait(), w.proc.wait())) for w in live]
+        if waits:
+            done, pending = await asyncio.wait(waits, timeout=QUIESCE_TIMEOUT)
+            for t in pending:
+                t.cancel()
+            if pending:
+                log.warning("%d workers did not quiesce in %.0f s", len(pending), QUIESCE_TIMEOUT)
+        for w in live:
+            _signal(w, signal.SIGTERM)
+        codes = []
+        for w in live:
+            try:
+                codes.append(await asyncio.wait_for(w.proc.wait(), EXIT_TIMEOUT))
+            except asyncio.TimeoutError:
+                log.error("worker %s did not exit in %.0f s: killed", w.slot, EXIT_TIMEOUT)
+                w.proc.kill()
+                codes.append(await w.proc.wait())
+        for task in list(self._watchers):
+            task.cancel()
+        if self.nc is not None:
+            try:
+                await self.nc.close()
+            except Exception:
+                pass
+        if self.natsd is not None:
+            await self.natsd.stop()
+        if self.port_holder is not None:
+            self.port_holder.close()
+        return 0 if all(c == 0 for c in codes) else 1
+
+
+def _signal(w: Worker, sig) -> None:
+    try:
+        w.proc.send_signal(sig)
+    except ProcessLookupError:
+        pass
+
+
+async def _first(*aws):
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

@@ -1,0 +1,144 @@
+"""netcore-server with several workers: the supervisor's side and the worker's side.
+
+`netcore-server --workers N` (or any `--nats`) runs a netcore_cluster
+Supervisor, which starts N copies of this same command as workers, each told
+its slot through the environment (NETCORE_WORKER_SLOT and friends: internal,
+not settings). A worker is the one-process server plus a ClusterLink.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+import netcore
+
+from netcore_game.db import DatabaseError, SQLiteDatabase
+from netcore_game.player import PlayerIdAllocator
+from netcore_game.server import GameServer, ServerConfig
+
+log = logging.getLogger("netcore_game.workers")
+
+ENV_SLOT = "NETCORE_WORKER_SLOT"
+ENV_STATUS_FD = "NETCORE_WORKER_STATUS_FD"
+ENV_INCARNATION = "NETCORE_WORKER_INCARNATION"
+# Player ids: 2**32 per worker incarnation, so that none is ever issued twice
+# while the cluster runs (below 2**53, which JavaScript clients read exactly).
+ID_SPACE_BITS = 32
+INCARNATIONS_PER_SLOT = 2048
+
+
+def is_worker() -> bool:
+    return ENV_SLOT in os.environ
+
+
+def cluster_map(config: ServerConfig):
+    from netcore_cluster.placement import ClusterMap, check_node_id, default_node_id
+    node = check_node_id(config.node_id or default_node_id())
+    if config.cluster:
+        cmap = ClusterMap.parse(config.cluster)
+        if cmap.workers_of(node) != config.workers:
+            raise ValueError(f"--cluster {config.cluster} gives node {node} "
+                             f"{cmap.workers_of(node)} workers, but --workers is {config.workers}")
+    else:
+        cmap = ClusterMap.single(node, config.workers)
+    return node, cmap
+
+
+def nats_servers(config: ServerConfig) -> list[str]:
+    return [u.strip() for u in config.nats.split(",") if u.strip()]
+
+
+# -- the supervisor ------------------------------------------------------------------
+
+def run_cluster(config: ServerConfig, argv: list[str]) -> int:
+    from netcore_cluster.supervisor import StartError, Supervisor
+    try:
+        node, cmap = cluster_map(config)
+        import nats  # noqa: F401  (the cluster extra)
+    except ImportError:
+        print('netcore-server: --workers and --nats need nats-py: pip install "netcore[cluster]"',
+              file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"netcore-server: {exc}", file=sys.stderr)
+        return 2
+    slots = [f"{node}-{i}" for i in range(config.workers)]
+
+    def command(worker, status_fd):
+        """This command again, as the worker of one slot (the later flags win)."""
+        args = [sys.executable, "-m", "netcore_game.cli", *argv, "--port", str(sup.port),
+                "--node-id", node, "--cluster", str(cmap)]
+        if not config.nats:
+            args += ["--nats", sup.nats_servers[0]]
+        env = {ENV_SLOT: worker.slot, ENV_STATUS_FD: str(status_fd),
+               ENV_INCARNATION: str(worker.incarnation)}
+        return args, env
+
+    sup = Supervisor(slots, command, nats_servers=nats_servers(config),
+                     host=config.host, port=config.port, prefix=config.cluster_prefix)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await sup.start()
+        except StartError as exc:
+            print(f"netcore-server: {exc}", file=sys.stderr)
+            await sup.stop()
+            return 2
+        print(f"netcore-server {netcore.__version__} listening on {config.host}:{sup.port} "
+              f"({config.workers} workers as node {node} of cluster {cmap}, "
+              f"NATS {','.join(sup.nats_servers)}, database {config.db})", flush=True)
+        await stop.wait()
+        log.info("shutting down %d workers", config.workers)
+        return await sup.stop()
+
+    return asyncio.run(main())
+
+
+# -- a worker --------------------------------------------------------------------------
+
+async def serve_worker(config: ServerConfig, kind: str) -> int:
+    from netcore_cluster.link import ClusterLink
+    slot = os.environ.pop(ENV_SLOT)
+    status = os.fdopen(int(os.environ.pop(ENV_STATUS_FD)), "w", buffering=1)
+    incarnation = int(os.environ.pop(ENV_INCARNATION, "0"))
+    node, cmap = cluster_map(config)
+    index = cmap.slot_index(slot)
+    base = ((incarnation % INCARNATIONS_PER_SLOT) * len(cmap.slots) + index) << ID_SPACE_BITS
+    link = ClusterLink(cmap, slot, nats_servers(config), prefix=config.cluster_prefix)
+    ids = PlayerIdAllocator(first=base + 1, last=base + (1 << ID_SPACE_BITS) - 1)
+    server = GameServer(config, SQLiteDatabase(config.db, busy_timeout=config.db_busy_timeout),
+                        link=link, player_ids=ids)
+    try:
+        await server.start()
+    except (DatabaseError, OSError, Exception) as exc:
+        print(f"netcore-server: worker {slot}: {exc}", file=sys.stderr)
+        await server.db.close()
+        return 2
+    loop = asyncio.get_running_loop()
+    quiesce, stop = asyncio.Event(), asyncio.Event()
+    loop.add_signal_handler(signal.SIGUSR1, quiesce.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    status.write("ready " + json.dumps({"port": server.port, "epoch": link.epoch,
+                                        "pid": os.getpid()}) + "\n")
+    log.info("worker %s (pid %d, %s) serving", slot, os.getpid(), kind)
+    quiesced = loop.create_task(_quiesce_on(quiesce, server, status))
+    await stop.wait()
+    quiesced.cancel()
+    log.info("worker %s shutting down: %d sessions", slot, len(server.service))
+    await server.stop()
+    return 0
+
+
+async def _quiesce_on(event, server, status):
+    await event.wait()
+    await server.quiesce()
+    status.write("quiesced\n")

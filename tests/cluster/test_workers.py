@@ -1,0 +1,120 @@
+"""netcore-server --workers N: real worker processes, a real nats-server, real clients.
+
+The kernel spreads connections over the workers (SO_REUSEPORT); a player's id
+says which worker it is on, so each test connects until every worker has the
+clients it needs, and knows from the placement which worker owns each room.
+"""
+import os
+import signal
+
+import pytest
+
+from netcore_packets import Protocol_pb2 as pb
+
+from cluster_support import (
+    ClusterProcess, assert_one_order, chat_rounds, clients_on_every_worker, wait_for,
+)
+from game_support import connect, in_game, leave
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX processes")
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_one_room_across_workers_every_chat_once_in_one_order(run, tmp_path, loop_kind, workers):
+    with ClusterProcess(tmp_path, loop_kind, workers) as server:
+        async def go():
+            clients = await clients_on_every_worker(server, room=0, per_worker=4)
+            await chat_rounds(clients, 20)
+            expected = {f"{c.player_id}:{k}" for c in clients for k in range(20)}
+            for c in clients:
+                await c.wait_chats(len(expected))
+            assert_one_order(clients, expected)
+            await leave(*clients)
+        run(go(), timeout=60)
+        assert server.stop() == 0
+
+
+def test_many_rooms_across_three_workers_each_hears_only_its_room(run, tmp_path, loop_kind):
+    with ClusterProcess(tmp_path, loop_kind, 3) as server:
+        # Rooms of every owner, and members of each room on every worker.
+        rooms = [r for slot in server.cmap.slots for r in server.rooms_owned_by(slot, 2)]
+
+        async def go():
+            groups = {r: await clients_on_every_worker(server, room=r, per_worker=2) for r in rooms}
+            everyone = [c for g in groups.values() for c in g]
+            await chat_rounds(everyone, 10)
+            for r, group in groups.items():
+                expected = {f"{c.player_id}:{k}" for c in group for k in range(10)}
+                for c in group:
+                    await c.wait_chats(len(expected))
+                assert_one_order(group, expected)
+                assert all(len(c.chats) == len(expected) for c in group)    # nothing else
+            await leave(*everyone)
+        run(go(), timeout=90)
+        assert server.stop() == 0
+
+
+def test_sigterm_during_cross_worker_chat_delivers_everything_accepted(run, tmp_path, loop_kind):
+    with ClusterProcess(tmp_path, loop_kind, 2) as server:
+        async def go():
+            clients = await clients_on_every_worker(server, room=5, per_worker=5)
+            await chat_rounds(clients, 30)
+            server.proc.send_signal(signal.SIGTERM)          # mid-stream
+            for c in clients:
+                await c.until(lambda c=c: c.reason is not None, timeout=30)
+            return clients
+        clients = run(go(), timeout=60)
+        assert server.stop(None) == 0
+    # Whatever the server accepted, every member got, in the same order.
+    orders = [[m for _, m in c.chats] for c in clients]
+    assert all(o == orders[0] for o in orders)
+    assert len(set(orders[0])) == len(orders[0])
+    sent = {f"{c.player_id}:{k}" for c in clients for k in range(30)}
+    assert set(orders[0]) <= sent
+
+
+def test_a_killed_worker_is_restarted_and_no_other_player_loses_anything(run, tmp_path, loop_kind):
+    with ClusterProcess(tmp_path, loop_kind, 3) as server:
+        victim = server.cmap.slots[1]
+        # A room the victim owns, and one owned elsewhere.
+        owned = server.rooms_owned_by(victim, 1)[0]
+        other = server.rooms_owned_by(server.cmap.slots[2], 1)[0]
+
+        async def go():
+            pids = server.worker_pids()
+            groups = {r: await clients_on_every_worker(server, room=r, per_worker=3)
+                      for r in (owned, other)}
+            survivors = {r: [c for c in g if server.slot_of(c.player_id) != victim]
+                         for r, g in groups.items()}
+            doomed = [c for g in groups.values() for c in g if server.slot_of(c.player_id) == victim]
+            await chat_rounds([c for g in survivors.values() for c in g], 5, tag="a")
+            os.kill(pids[victim], signal.SIGKILL)
+            for c in doomed:        # its own clients are cut off
+                await c.until(lambda c=c: c.reason is not None, timeout=20)
+            # The others keep chatting, in both rooms, while it is down and after.
+            await chat_rounds([c for g in survivors.values() for c in g], 5, tag="b")
+            await wait_for(lambda: server.worker_pids().get(victim, pids[victim]) != pids[victim],
+                           what="the restarted worker")
+            await chat_rounds([c for g in survivors.values() for c in g], 5, tag="c")
+            for r, group in survivors.items():
+                expected = {f"{t}{c.player_id}:{k}" for c in group for t in "abc"
+                            for k in range(5)}
+                for c in group:
+                    await c.until(lambda c=c: sum(m in expected for _, m in c.chats)
+                                  >= len(expected), timeout=30)
+                assert_tagged_once_in_one_order(group, expected)
+            # New connections are served, on the restarted worker too.
+            fresh = await clients_on_every_worker(server, room=owned, per_worker=1)
+            fresh[0].send_pkt(pb.C_CHAT(msg="fresh"))
+            for c in fresh + survivors[owned]:
+                await c.until(lambda c=c: any(m == "fresh" for _, m in c.chats), timeout=20)
+            await leave(*fresh, *[c for g in survivors.values() for c in g])
+        run(go(), timeout=120)
+        assert "died (signal 9)" in server.log_text()
+        assert server.stop() == 0
+
+
+def assert_tagged_once_in_one_order(clients, expected):
+    orders = [[m for _, m in c.chats if m in expected] for c in clients]
+    assert sorted(orders[0]) == sorted(expected)
+    assert all(o == orders[0] for o in orders)
