@@ -186,6 +186,7 @@ class Case:
         self.report: dict | None = None
         self.log_text: str | None = None
         self.rss_after: int | None = None
+        self.fresh_port: int | None = None      # the local port of finish()'s fresh client
 
     def _sample_rss(self):
         """The server's peak RSS over the case, sampled every 10 ms."""
@@ -227,6 +228,8 @@ class Case:
         """The server's id for the connection from our local `port`."""
         found = [sid for sid, addr in connected_lines(self.log_text if log is None else log)
                  if addr == f"127.0.0.1:{port}"]
+        if len(found) > 1 and port == self.fresh_port:
+            found.pop()     # the fresh client of finish() got a port the offender had freed
         assert len(found) == 1, f"{len(found)} sessions from port {port} in this case's log"
         return found[0]
 
@@ -274,7 +277,7 @@ class Case:
         arena = self.arena
         assert arena.server.proc.poll() is None, \
             f"server died: exit {arena.server.proc.returncode}\n{self.log()[-3000:]}"
-        port = await asyncio.wait_for(
+        port = self.fresh_port = await asyncio.wait_for(
             fresh_client_chats(arena.server.port, FRESH_ROOM_BASE + self.number), 30)
         if arena.logs_every_line:
             # The server logs from a thread of its own, in order: once the
