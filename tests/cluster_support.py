@@ -98,12 +98,20 @@ class ClusterProcess(ServerProcess):
         super().start(timeout)
         return self
 
-    def worker_pids(self):
-        """slot -> pid of its latest incarnation, from the workers' log lines."""
-        pids = {}
-        for slot, pid in re.findall(r"worker (\S+) \(pid (\d+), \w+\) serving", self.log_text()):
-            pids[slot] = int(pid)
-        return pids
+    def worker_pids(self, timeout=10.0):
+        """slot -> pid of its latest incarnation, from the workers' log lines.
+        Each worker writes its log from a thread of its own, so its line may
+        follow its ready message: waited for, for every slot of this node."""
+        mine = {s for s in self.cmap.slots if s.startswith(f"{self.node}-")}
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = {}
+            for slot, pid in re.findall(r"worker (\S+) \(pid (\d+), \w+\) serving",
+                                        self.log_text()):
+                pids[slot] = int(pid)
+            if mine <= pids.keys() or time.monotonic() > deadline:
+                return pids
+            time.sleep(0.02)
 
     def slot_of(self, player_id):
         index = (player_id >> ID_SPACE_BITS) % len(self.cmap.slots)

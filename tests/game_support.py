@@ -144,3 +144,11 @@ async def in_game(port, count=1, room=0):
         assert entered.success
         c.player_id = entered.playerId
     return clients
+
+
+async def connect_from(port, host, factory=GameClient):
+    """One client whose connection comes from `host` (loopback has many
+    addresses: 127.0.0.2, 127.0.0.3, ...), as per-address limits see it."""
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(factory, "127.0.0.1", port, local_addr=(host, 0))
+    return client

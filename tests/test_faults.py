@@ -4,6 +4,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -123,10 +124,10 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
 class FailingDatabase(SQLiteDatabase):
     """Fails, in its worker thread as a disk would, for one account."""
 
-    def _login(self, account, password):
+    def _login(self, account, password, *args):
         if account == "doomed":
             raise sqlite3.OperationalError("disk I/O error")
-        return super()._login(account, password)
+        return super()._login(account, password, *args)
 
 
 def test_a_database_error_refuses_that_login_and_nothing_else(run, tmp_path, caplog):
@@ -168,7 +169,7 @@ def test_a_database_locked_mid_run_refuses_new_accounts_until_released(tmp_path)
 # -- a handler that raises -------------------------------------------------------------
 
 def test_a_handler_that_raises_closes_its_session_only(run, tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="netcore_game.session")
+    caplog.set_level(logging.DEBUG)
     real = netcore_game.server_handlers.handle_C_CHAT
 
     def handle_C_CHAT(session, pkt):
@@ -196,35 +197,47 @@ def test_a_handler_that_raises_closes_its_session_only(run, tmp_path, monkeypatc
     sid = run(go())
     assert f"session {sid}: handler for packet 1004 raised" in caplog.text
     assert "RuntimeError: a bug in a handler" in caplog.text          # with its traceback
-    assert (f"session {sid} disconnected: handler error: packet 1004: "
-            f"RuntimeError('a bug in a handler')") in caplog.text
+    # Its end is logged once (by netcore.session, naming the peer as host:port).
+    ends = [r for r in caplog.records if f"session {sid} " in r.getMessage()
+            and "disconnected" in r.getMessage()]
+    assert [(r.name, r.levelname) for r in ends] == [("netcore.session", "WARNING")]
+    assert re.fullmatch(rf"session {sid} from 127\.0\.0\.1:\d+ disconnected: handler error: "
+                        rf"packet 1004: RuntimeError\('a bug in a handler'\)",
+                        ends[0].getMessage())
 
 
 # -- restart and crash consistency ----------------------------------------------------------
 
-def test_characters_survive_a_restart(tmp_path):
-    async def create(port):
-        a, b = await connect(port, 2)
-        ids = [[p.id for p in (await c.login(name, "pw")).players]
-               for c, name in ((a, "alice"), (b, "bob"))]
-        await leave(a, b)
-        return ids
+def character_rows(path):
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT a.name, c.id, c.slot, c.name FROM characters c "
+                          "JOIN accounts a ON a.id = c.account_id ORDER BY c.id").fetchall()
+    finally:
+        db.close()
 
-    async def again(port):
+
+def test_characters_survive_a_restart(tmp_path):
+    # The wire carries in-game ids, new at every login; the database rows are
+    # what must survive: the same accounts and characters, none made twice.
+    async def login_both(port, check_wrong=False):
         a, b, c = await connect(port, 3)
-        assert not (await c.login("alice", "wrong")).success
-        ids = [[p.id for p in (await c.login(name, "pw")).players]
-               for c, name in ((a, "alice"), (b, "bob"))]
+        if check_wrong:     # refused, so the account was there (or it would be made)
+            assert not (await c.login("alice", "wrong")).success
+        names = [[p.name for p in (await x.login(name, "pw")).players]
+                 for x, name in ((a, "alice"), (b, "bob"))]
         await leave(a, b, c)
-        return ids
+        return names
 
     with ServerProcess(tmp_path, LOOP) as first:
-        created = run_once(create(first.port))
+        created = run_once(login_both(first.port))
         assert first.stop() == 0
+    rows = character_rows(tmp_path / "game.db")
     with ServerProcess(tmp_path, LOOP) as second:
-        assert run_once(again(second.port)) == created
+        assert run_once(login_both(second.port, check_wrong=True)) == created
         assert second.stop() == 0
-    assert len({i for ids in created for i in ids}) == 4 and all(len(i) == 2 for i in created)
+    assert created == [["Knight1", "Knight2"]] * 2
+    assert character_rows(tmp_path / "game.db") == rows and len(rows) == 4
 
 
 def test_a_kill_during_account_creation_leaves_a_consistent_database(tmp_path):
@@ -242,7 +255,7 @@ def test_a_kill_during_account_creation_leaves_a_consistent_database(tmp_path):
         for reply in asyncio.as_completed(replies):
             name, msg = await reply
             assert msg.success
-            created[name] = sorted(p.id for p in msg.players)
+            created[name] = [p.name for p in msg.players]
             if len(created) == 20:      # some answered, many still in flight
                 break
         server.proc.send_signal(signal.SIGKILL)
@@ -251,7 +264,8 @@ def test_a_kill_during_account_creation_leaves_a_consistent_database(tmp_path):
         await asyncio.gather(*replies, return_exceptions=True)
         return created
 
-    server = ServerProcess(tmp_path, LOOP).start()
+    # All 150 admitted at once (from loopback, no per-address bound applies).
+    server = ServerProcess(tmp_path, LOOP, "--max-logins-in-flight", str(accounts)).start()
     try:
         created = run_once(storm(server))
     finally:
@@ -265,18 +279,19 @@ def test_a_kill_during_account_creation_leaves_a_consistent_database(tmp_path):
                          GROUP BY a.id""").fetchall()
     assert all(n == 2 and sorted(slots.split(",")) == ["0", "1"] for _, n, slots in rows), rows
     assert db.execute("SELECT count(*) FROM characters").fetchone()[0] == 2 * len(rows)
-    # Every account the server confirmed was committed, with the ids it sent.
-    stored = {name: sorted(i for (i,) in db.execute(
-        "SELECT c.id FROM characters c JOIN accounts a ON a.id = c.account_id "
-        "WHERE a.name = ?", (name,))) for name in created}
+    # Every account the server confirmed was committed, with the characters it sent.
+    stored = {name: [n for (n,) in db.execute(
+        "SELECT c.name FROM characters c JOIN accounts a ON a.id = c.account_id "
+        "WHERE a.name = ? ORDER BY c.slot", (name,))] for name in created}
     db.close()
     assert stored == created and len(rows) < accounts
 
     with ServerProcess(tmp_path, LOOP) as again:
         async def go():
             a, b = await connect(again.port, 2)
-            name, ids = next(iter(created.items()))
-            assert sorted(p.id for p in (await a.login(name, "pw")).players) == ids
+            name, names = next(iter(created.items()))
+            assert not (await a.login(name, "not the password")).success    # it is stored
+            assert [p.name for p in (await a.login(name, "pw")).players] == names
             assert (await b.login("after-the-crash", "pw")).success
             await leave(a, b)
         run_once(go())

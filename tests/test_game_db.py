@@ -7,7 +7,9 @@ import pytest
 
 from netcore_packets import Protocol_pb2 as pb
 
-from netcore_game.db import SCHEMA_VERSION, DatabaseError, SQLiteDatabase
+from netcore_game.db import (
+    SCHEMA_VERSION, DatabaseError, LoginResult, LoginStatus, SQLiteDatabase,
+)
 from netcore_game.passwords import hash_password, verify_password
 from netcore_game.server import GameServer, ServerConfig
 from game_support import connect, in_game
@@ -30,8 +32,10 @@ def test_the_schema_is_created_once_and_versioned(run, tmp_path):
         await db.close()
         db = SQLiteDatabase(path, scrypt_n=2 ** 10)     # a restart: same data
         await db.open()
-        assert await db.login("bob", "pw") == first
-        assert await db.login("bob", "nope") is None
+        assert first.status is LoginStatus.CREATED
+        again = await db.login("bob", "pw")
+        assert again.status is LoginStatus.OK and again.characters == first.characters
+        assert await db.login("bob", "nope") == LoginResult(LoginStatus.WRONG_PASSWORD)
         await db.close()
 
     run(go())
@@ -52,9 +56,9 @@ def test_queries_run_off_the_event_loop_thread(run, tmp_path, monkeypatch):
     threads = []
     real = SQLiteDatabase._login
 
-    def spy(self, account, password):
+    def spy(self, account, password, *args):
         threads.append(threading.get_ident())
-        return real(self, account, password)
+        return real(self, account, password, *args)
 
     monkeypatch.setattr(SQLiteDatabase, "_login", spy)
 
@@ -78,12 +82,14 @@ def test_concurrent_account_creation_makes_one_account(run, tmp_path):
         return results
 
     results = run(go())
-    assert all(r is not None for r in results) and len({r for r in results}) == 1
+    assert [r.status for r in results].count(LoginStatus.CREATED) == 1
+    assert all(r.ok for r in results) and len({r.characters for r in results}) == 1
 
 
 def test_a_thousand_logins_do_not_stall_chat(run, tmp_path):
     async def go():
-        config = ServerConfig(port=0)
+        # Every one of them admitted at once: this is about the database pool.
+        config = ServerConfig(port=0, max_logins_in_flight=1000)
         db = SQLiteDatabase(tmp_path / "game.db", scrypt_n=2 ** 10)
         async with GameServer(config, db) as server:
             a, b = await in_game(server.port, 2)

@@ -35,6 +35,7 @@ class DisconnectReason(enum.Enum):
     HANDLER_ERROR = "handler error"
     SLOW_CONSUMER = "slow consumer"
     SERVER_FULL = "server full"
+    ADDRESS_FULL = "address full"      # the per-source-address connection cap
     RATE_LIMITED = "rate limited"
     LOGIN_TIMEOUT = "login timeout"
     IDLE_TIMEOUT = "idle timeout"

@@ -28,6 +28,25 @@
 # and the log says how many were shed, at most once a second. (uvloop never
 # calls the Python accept(), so it keeps no second spare.)
 
+#
+# Per source address (netcore.addresses: an IPv4 address or an IPv6 /64;
+# exempt networks, loopback by default, are not counted), at most
+# max_sessions_per_address sessions: a further one is aborted at once as
+# ADDRESS_FULL, so one host cannot take every slot of max_sessions. The count
+# is a dict keyed by address, updated at connect and at close: a getpeername
+# and an address parse per connection, nothing per packet.
+#
+# TCP keepalive on accepted sockets (keepalive_idle seconds of silence, then
+# KEEPALIVE_PROBES probes keepalive_interval apart): a peer that vanished
+# without a FIN or RST (a pulled cable, a NAT that forgot the flow) is found
+# and its session ended as a connection error after idle + probes * interval
+# seconds, instead of holding its slot for the kernel's default two hours.
+# A live but silent client answers the probes and stays; that is the idle
+# timeout's business.
+#
+# max_pending_bytes_total bounds the bytes queued in all sessions together;
+# see SendFlusher in session.pxd for who is cut off past it.
+
 from cpython.time cimport PyTime_t
 
 from netcore.session cimport SendFlusher
@@ -39,6 +58,8 @@ cdef enum:
     MIN_SWEEP_MS = 10
     MAX_SWEEP_MS = 1000
     SHED_LOG_INTERVAL_MS = 1000
+    KEEPALIVE_PROBES = 3
+    MAX_KEEPALIVE_S = 32767
 
 
 cdef class Service:
@@ -56,6 +77,13 @@ cdef class Service:
     cdef readonly PacketStats packet_stats  # packets and bytes in and out, by id
     cdef readonly dict disconnects          # reason text -> sessions ended so
     cdef readonly double flush_interval_ms
+    cdef readonly Py_ssize_t max_pending_bytes_total    # all sessions together; 0: no bound
+    cdef readonly Py_ssize_t max_sessions_per_address   # 0: no cap
+    cdef readonly tuple exempt_networks     # not counted per address
+    cdef readonly dict address_sessions     # address key -> sessions open from it
+    cdef readonly unsigned long long rejected_by_address
+    cdef readonly double keepalive_idle     # seconds; 0: no keepalive
+    cdef readonly double keepalive_interval
     cdef PyTime_t login_timeout_ns
     cdef PyTime_t idle_timeout_ns
     cdef object loop
@@ -64,6 +92,7 @@ cdef class Service:
     cdef readonly double sweep_interval     # seconds between sweeps; 0 when there is none
     cdef SendFlusher flusher
     cdef object new_session(self)
+    cdef SendFlusher make_flusher(self, object loop)
     cdef int start_sweeping(self, object loop) except -1
     cdef void stop_sweeping(self) noexcept
 

@@ -7,6 +7,7 @@ import os
 import socket
 import time
 
+from netcore.addresses import DEFAULT_EXEMPT, address_key, parse_networks
 from netcore.errors import DisconnectReason
 
 from cpython.dict cimport PyDict_Next
@@ -25,6 +26,7 @@ log = logging.getLogger("netcore.service")
 
 cdef object LOGIN_TIMEOUT = DisconnectReason.LOGIN_TIMEOUT
 cdef object IDLE_TIMEOUT = DisconnectReason.IDLE_TIMEOUT
+cdef object ADDRESS_FULL = DisconnectReason.ADDRESS_FULL
 cdef tuple _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
 
 
@@ -99,6 +101,33 @@ class ListenSocket(socket.socket):
         socket.socket.close(self)
 
 
+def _set_keepalive(transport, double idle, double interval):
+    """Keepalive probes on an accepted socket (see service.pxd)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, int(math.ceil(idle)))
+        elif hasattr(socket, "TCP_KEEPALIVE"):      # macOS names the idle time so
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPALIVE, int(math.ceil(idle)))
+        if hasattr(socket, "TCP_KEEPINTVL"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, int(math.ceil(interval)))
+        if hasattr(socket, "TCP_KEEPCNT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    except OSError:
+        pass        # the connection is gone already; connection_lost follows
+
+
+cdef double _keepalive_seconds(str name, double seconds, bint allow_zero) except -1:
+    # Linux takes 1..32767 s for both (a larger value fails setsockopt).
+    if not ((1 <= seconds <= MAX_KEEPALIVE_S) or (allow_zero and seconds == 0)):
+        raise ValueError(f"{name} must be a number of seconds in 1..{MAX_KEEPALIVE_S}"
+                         f"{' (or 0: off)' if allow_zero else ''}, not {seconds}")
+    return seconds
+
+
 def _open_spare():
     try:
         return os.open(os.devnull, os.O_RDONLY)
@@ -151,12 +180,18 @@ cdef class Service:
                  Py_ssize_t max_pending_bytes=DEFAULT_MAX_PENDING_BYTES,
                  double flush_interval_ms=0, double packet_rate=0, Py_ssize_t packet_burst=0,
                  double login_timeout=0, double idle_timeout=0,
-                 Py_ssize_t max_packets_per_read=0):
+                 Py_ssize_t max_packets_per_read=0, Py_ssize_t max_pending_bytes_total=0,
+                 Py_ssize_t max_sessions_per_address=0, exempt_networks=DEFAULT_EXEMPT,
+                 double keepalive_idle=0, double keepalive_interval=10):
         """packet_rate: packets/s each session may send, 0 for no limit, with
         bursts of packet_burst (0: one second's worth). login_timeout: seconds
         a session has to call mark_logged_in(). idle_timeout: seconds without
         a packet after that (or after connecting, with no login_timeout).
-        Each 0 is off."""
+        max_pending_bytes_total: unsent bytes of all sessions together.
+        max_sessions_per_address: sessions from one source address, not
+        counting exempt_networks ("127.0.0.0/8,::1" or a list). keepalive_idle:
+        seconds of silence before TCP keepalive probes, keepalive_interval
+        apart. Each 0 is off."""
         cdef RateLimit check
         if not callable(session_factory):
             raise TypeError("session_factory must be callable")
@@ -168,6 +203,17 @@ cdef class Service:
             raise ValueError("flush_interval_ms must be >= 0")
         if max_packets_per_read < 0:
             raise ValueError("max_packets_per_read must be >= 0")
+        if max_pending_bytes_total < 0:
+            raise ValueError("max_pending_bytes_total must be >= 0")
+        if max_sessions_per_address < 0:
+            raise ValueError("max_sessions_per_address must be >= 0")
+        self.keepalive_idle = _keepalive_seconds("keepalive_idle", keepalive_idle, True)
+        self.keepalive_interval = _keepalive_seconds("keepalive_interval", keepalive_interval,
+                                                     False)
+        self.exempt_networks = parse_networks(exempt_networks)
+        self.max_pending_bytes_total = max_pending_bytes_total
+        self.max_sessions_per_address = max_sessions_per_address
+        self.address_sessions = {}
         self.max_packets_per_read = max_packets_per_read
         packet_burst = default_burst(packet_rate, packet_burst)
         rate_init(&check, packet_rate, packet_burst)    # refuse a bad limit now, not per session
@@ -193,10 +239,26 @@ cdef class Service:
         """Queue one buffer to every session; returns how many got it."""
         return send_to_all(list(self.sessions.values()), buf)
 
+    cdef SendFlusher make_flusher(self, object loop):
+        cdef SendFlusher f = SendFlusher(loop, self.flush_interval_ms)
+        f.max_pending_bytes = self.max_pending_bytes_total
+        f.sessions = self.sessions
+        return f
+
+    @property
+    def pending_bytes(self):
+        """Bytes queued in all sessions and not yet handed to a transport."""
+        return self.flusher.pending_bytes if self.flusher is not None else 0
+
+    @property
+    def shed_sessions(self):
+        """Sessions cut off to keep max_pending_bytes_total."""
+        return self.flusher.shed_sessions if self.flusher is not None else 0
+
     cdef object new_session(self):
         cdef Session s
         if self.flusher is None:
-            self.flusher = SendFlusher(asyncio.get_running_loop(), self.flush_interval_ms)
+            self.flusher = self.make_flusher(asyncio.get_running_loop())
         obj = self.session_factory()
         if not isinstance(obj, Session):
             raise TypeError(f"session_factory returned {type(obj).__name__}, not a Session")
@@ -265,11 +327,27 @@ cdef class Service:
             self.rejected += 1
             s.close(DisconnectReason.SERVER_FULL, f"{self.max_sessions} sessions", False)
             return False
+        if self.max_sessions_per_address:
+            key = address_key(s.peername, self.exempt_networks)
+            if key is not None:
+                n = self.address_sessions.get(key, 0)
+                if n >= self.max_sessions_per_address:
+                    self.rejected_by_address += 1
+                    s.close(ADDRESS_FULL, f"{n} sessions from {key}", True)
+                    return False
+                self.address_sessions[key] = n + 1
         self.sessions[s.session_id] = s
+        if self.keepalive_idle:
+            _set_keepalive(s.transport, self.keepalive_idle, self.keepalive_interval)
         return True
 
     def _session_ended(self, Session s):
-        self.sessions.pop(s.session_id, None)
+        if self.sessions.pop(s.session_id, None) is not None and self.max_sessions_per_address:
+            key = address_key(s.peername, self.exempt_networks)
+            if key is not None:
+                n = self.address_sessions.pop(key, 0) - 1
+                if n > 0:
+                    self.address_sessions[key] = n
         kind = s.close_reason.kind.value
         self.disconnects[kind] = self.disconnects.get(kind, 0) + 1
 
@@ -310,7 +388,7 @@ cdef class ServerService(Service):
 
     async def start(self):
         loop = asyncio.get_running_loop()
-        self.flusher = SendFlusher(loop, self.flush_interval_ms)
+        self.flusher = self.make_flusher(loop)
         socks = await _listen_sockets(self.host, self.port, self.reuse_port)
         self.servers = []
         try:

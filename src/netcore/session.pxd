@@ -73,6 +73,16 @@ cdef inline bint rate_admit(RateLimit* rl, PyTime_t now) noexcept:
 # of one packet each into one write of N packets: on loopback a send() costs
 # microseconds of TCP work, and at 1,000 chatting players a write per chat per
 # player is a million syscalls a second.
+#
+# Server-wide bound on unsent bytes: every session of a service shares its
+# flusher, so the flusher keeps the total its sessions hold queued
+# (`pending_bytes`, two integer additions per packet: one at enqueue, one at
+# flush or drop). Past `max_pending_bytes` (0: no bound) shed() walks the
+# service's registry once and aborts the sessions with the largest queues
+# first, as slow consumers, until the total is back under 3/4 of the bound:
+# the hysteresis keeps a server that sits at its bound from walking the
+# registry per packet. Bytes already handed to a transport (at most its high
+# water mark plus one write per session) are not counted.
 cdef class SendFlusher:
     cdef object loop
     cdef list dirty
@@ -82,7 +92,12 @@ cdef class SendFlusher:
     cdef double last_run            # loop time of the last run
     cdef readonly unsigned long long runs
     cdef object run_cb
+    cdef readonly Py_ssize_t pending_bytes      # queued in all sessions of this flusher
+    cdef readonly Py_ssize_t max_pending_bytes  # the bound on pending_bytes; 0: none
+    cdef readonly unsigned long long shed_sessions  # sessions cut off to keep the bound
+    cdef dict sessions                          # the service's registry, for shed()
     cdef int add(self, Session s) except -1
+    cdef int shed(self) except -1
 
 
 cdef class Session:
@@ -133,6 +148,7 @@ cdef class Session:
     cdef int enqueue(self, SendBuffer buf) except -1
     cdef int flush(self) except -1
     cdef int close(self, object kind, str detail, bint abort) except -1
+    cdef void drop_queue(self) noexcept     # clear the queue, keeping the flusher's total
     cdef Py_ssize_t process(self, FrameReader* r) except -1
     cdef int consume(self, FrameReader* r) except -1
 

@@ -4,12 +4,15 @@ import itertools
 import logging
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.dict cimport PyDict_Next
+from cpython.object cimport PyObject
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.time cimport PyTime_MonotonicRaw, PyTime_t
 from libc.math cimport ceil, llround
 
 from netcore.errors import Disconnect, DisconnectReason, ProtocolError
 from netcore.framing import header_error
+from netcore.logs import format_address, peer_line
 
 from netcore.framing cimport (
     FRAME_OK, FRAME_PARTIAL, HEADER_SIZE, MAX_WIRE_SIZE,
@@ -31,9 +34,21 @@ cdef object HANDLER_ERROR = DisconnectReason.HANDLER_ERROR
 cdef object SLOW_CONSUMER = DisconnectReason.SLOW_CONSUMER
 cdef object RATE_LIMITED = DisconnectReason.RATE_LIMITED
 cdef object CLOSED = DisconnectReason.CLOSED
-# Reasons that point at a misbehaving peer are worth a warning in the log.
+# Reasons that point at a misbehaving peer, or at packets the server lost,
+# are worth a warning in the log; limits that refused or ended a session an
+# INFO line; the rest (the peer closed, the network broke, we closed it) is
+# everyday life, at DEBUG. Each ending is logged once, here, through the
+# per-peer line budget (netcore.logs).
 cdef frozenset _PEER_FAULTS = frozenset([PROTOCOL_ERROR, HANDLER_ERROR, SLOW_CONSUMER,
                                          RATE_LIMITED])
+cdef frozenset _WARNINGS = _PEER_FAULTS | frozenset([DisconnectReason.LOST_PACKETS])
+cdef frozenset _REFUSALS = frozenset([DisconnectReason.SERVER_FULL,
+                                      DisconnectReason.ADDRESS_FULL,
+                                      DisconnectReason.LOGIN_TIMEOUT,
+                                      DisconnectReason.IDLE_TIMEOUT])
+cdef int DEBUG = logging.DEBUG
+cdef int INFO = logging.INFO
+cdef int WARNING = logging.WARNING
 # TAT is kept below this, so that TAT + interval never overflows an int64.
 cdef PyTime_t _MAX_RATE_SPAN = (<PyTime_t>1) << 62
 
@@ -138,6 +153,31 @@ cdef class SendFlusher:
                 s.close(CONNECTION_ERROR, f"write failed: {exc!r}", True)
         del batch[:]
         self.spare = batch
+
+    cdef int shed(self) except -1:
+        """The total is past the bound: abort the largest queues first until
+        it is under 3/4 of the bound (see session.pxd)."""
+        cdef Py_ssize_t pos = 0
+        cdef PyObject* key
+        cdef PyObject* value
+        cdef Session s
+        cdef Py_ssize_t target = self.max_pending_bytes - self.max_pending_bytes // 4
+        cdef Py_ssize_t total = self.pending_bytes
+        cdef list queued = []
+        if self.sessions is None:
+            return 0
+        while PyDict_Next(self.sessions, &pos, &key, &value):
+            s = <Session>value
+            if s.queue.nbytes and not s.closing:
+                queued.append((s.queue.nbytes, s.session_id, s))
+        queued.sort(reverse=True)
+        for nbytes, _, s in queued:
+            if self.pending_bytes <= target:
+                break
+            self.shed_sessions += 1
+            s.close(SLOW_CONSUMER, f"{nbytes} bytes pending, among the largest while all "
+                                   f"sessions held {total} > {self.max_pending_bytes}", True)
+        return 0
 
 
 cdef class Session:
@@ -266,6 +306,9 @@ cdef class Session:
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         if self.service is not None and not self.service._session_started(self):
             return
+        if peer_line(log, DEBUG):
+            log.debug("session %d connected from %s", self.session_id,
+                      format_address(self.peername))
         self.on_connected()
 
     def connection_lost(self, exc):
@@ -275,15 +318,16 @@ cdef class Session:
                       else Disconnect(CONNECTION_ERROR, str(exc) or type(exc).__name__))
             self.close_reason = reason
         self.closing = True
-        self.queue.clear()
+        self.drop_queue()
         self.rbuf.release()
         if self.linger_timer is not None:
             self.linger_timer.cancel()
             self.linger_timer = None
-        if reason.kind in _PEER_FAULTS:
-            log.warning("session %d %s disconnected: %s", self.session_id, self.peername, reason)
-        else:
-            log.debug("session %d %s disconnected: %s", self.session_id, self.peername, reason)
+        level = (WARNING if reason.kind in _WARNINGS else
+                 INFO if reason.kind in _REFUSALS else DEBUG)
+        if peer_line(log, level):
+            log.log(level, "session %d from %s disconnected: %s", self.session_id,
+                    format_address(self.peername), reason)
         try:
             if self.service is not None:
                 self.service._session_ended(self)
@@ -385,6 +429,7 @@ cdef class Session:
         if self.transport is None:
             raise ConnectionError("session is not connected")
         self.queue.push(buf)
+        self.flusher.pending_bytes += buf.size
         if self.stats is not None and buf.size >= HEADER_SIZE:
             if buf.frames <= 1:
                 self.stats.count_out(buf.data[2] | (buf.data[3] << 8), buf.size)
@@ -393,10 +438,21 @@ cdef class Session:
         if self.queue.nbytes > self.max_pending_bytes:
             self.close(SLOW_CONSUMER,
                        f"{self.queue.nbytes} bytes pending > {self.max_pending_bytes}", True)
-        elif not self.flush_scheduled and not self.write_paused:
+            return 0
+        if self.flusher.max_pending_bytes and \
+                self.flusher.pending_bytes > self.flusher.max_pending_bytes:
+            self.flusher.shed()
+            if self.closing:
+                return 0
+        if not self.flush_scheduled and not self.write_paused:
             self.flush_scheduled = True
             self.flusher.add(self)
         return 0
+
+    cdef void drop_queue(self) noexcept:
+        if self.flusher is not None:
+            self.flusher.pending_bytes -= self.queue.nbytes
+        self.queue.clear()
 
     cdef int flush(self) except -1:
         cdef Py_ssize_t n = len(self.queue.items)
@@ -405,6 +461,7 @@ cdef class Session:
         if n == 0 or self.write_paused or self.transport is None:
             return 0
         data = self.queue.take_joined()
+        self.flusher.pending_bytes -= len(data)
         self.transport.write(data)
         self.writes += 1
         self.packets_sent += n
@@ -423,7 +480,7 @@ cdef class Session:
         if kind in _PEER_FAULTS:
             self.peername           # fetched while the socket is open: the log names the peer
         if abort:
-            self.queue.clear()
+            self.drop_queue()
             self.transport.abort()
             return 0
         try:
@@ -498,7 +555,8 @@ cdef class PacketSession(Session):
         except ProtocolError as exc:
             self.close(PROTOCOL_ERROR, str(exc), True)
         except Exception as exc:
-            log.exception("session %d: handler for packet %d raised", self.session_id, pkt_id)
+            if peer_line(log, logging.ERROR):
+                log.exception("session %d: handler for packet %d raised", self.session_id, pkt_id)
             self.close(HANDLER_ERROR, f"packet {pkt_id}: {exc!r}", True)
         return 0
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 import netcore
+from netcore.logs import configure_peer_lines, start_queued_logging
 from netcore.loop import raise_open_files_limit, tune_gc_for_serving, uvloop_available
 
 from netcore_game.config import ConfigError, Origin, env_texts, load_file, resolve
@@ -41,6 +42,7 @@ log = logging.getLogger("netcore_game.cli")
 FD_HEADROOM = 64
 EXIT_USAGE = 2              # a bad setting, or the server could not start
 EXIT_INTERRUPTED = 130      # Ctrl-C before it served (128 + SIGINT, as shells report it)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def default_loop_kind() -> str:
@@ -76,6 +78,35 @@ FLAGS = [
      "every room announces its member count this often (0: off)"),
     ("--metrics-port", "metrics_port", int, "serve Prometheus metrics on this port (0: off)"),
     ("--metrics-host", "metrics_host", str, "address of the metrics endpoint"),
+    ("--exempt-networks", "exempt_networks", str,
+     "comma-separated networks no per-address limit counts (\"\": none)"),
+    ("--max-sessions-per-address", "max_sessions_per_address", int,
+     "connections from one address (an IPv6 /64) at once; more are refused (0: no cap)"),
+    ("--keepalive-idle", "keepalive_idle", float,
+     "seconds of silence before TCP keepalive probes find a vanished client (0: off)"),
+    ("--keepalive-interval", "keepalive_interval", float,
+     "seconds between keepalive probes; 3 unanswered end the connection"),
+    ("--max-pending-bytes-total", "max_pending_bytes_total", int,
+     "unsent bytes of all clients together; past it the largest are cut off (0: no bound)"),
+    ("--max-logins-in-flight", "max_logins_in_flight", int,
+     "named logins waiting for the database; more are refused at once"),
+    ("--max-logins-in-flight-per-address", "max_logins_in_flight_per_address", int,
+     "named logins from one address waiting for the database; more are refused at once"),
+    ("--max-failed-logins", "max_failed_logins", int,
+     "wrong passwords on one connection before it is closed (0: no limit)"),
+    ("--address-window", "address_window", float,
+     "seconds over which failed logins and new accounts per address are counted"),
+    ("--max-failed-logins-per-address", "max_failed_logins_per_address", int,
+     "wrong passwords from one address per window; then its named logins wait (0: no limit)"),
+    ("--max-new-accounts-per-address", "max_new_accounts_per_address", int,
+     "accounts created from one address per window; then new names are refused (0: no limit)"),
+    ("--max-room-players", "max_room_players", int, "players in one room; more are refused"),
+    ("--max-room-queue", "max_room_queue", int,
+     "jobs waiting in one room; a chat past it is dropped and counted"),
+    ("--peer-log-rate", "peer_log_rate", float,
+     "log lines/s about single clients, server-wide; the rest are counted (0: no limit)"),
+    ("--log-summary-seconds", "log_summary_seconds", float,
+     "log an INFO summary (sessions, rooms, rates, refusals) this often (0: off)"),
     ("--workers", "workers", int,
      "worker processes sharing the port (auto: one per core); more than 1 joins them over NATS"),
     ("--node-id", "node_id", str, "this machine's name in the cluster (default: the host name)"),
@@ -221,17 +252,23 @@ def main(argv=None) -> int:
             return 0
         config = invocation.config
         worker = workers.is_worker()
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        fmt = LOG_FORMAT
         if worker:      # each line says which worker wrote it
             fmt = (f"%(asctime)s %(levelname)s [{os.environ[workers.ENV_SLOT]}] "
                    f"%(name)s: %(message)s")
-        logging.basicConfig(level=config.log_level, format=fmt)
-        if not worker and (config.workers > 1 or config.nats):
-            return workers.run_cluster(config, sys.argv[1:] if argv is None else list(argv))
-        if worker:
-            return netcore.run(workers.serve_worker(config, invocation.loop_kind),
-                               invocation.loop_kind)
-        return netcore.run(serve(config, invocation.loop_kind), invocation.loop_kind)
+        # Written by a thread of its own: a slow disk or a stderr pipe nobody
+        # reads holds that thread, never the event loop.
+        logs = start_queued_logging(config.log_level, fmt)
+        configure_peer_lines(config.peer_log_rate)
+        try:
+            if not worker and (config.workers > 1 or config.nats):
+                return workers.run_cluster(config, sys.argv[1:] if argv is None else list(argv))
+            if worker:
+                return netcore.run(workers.serve_worker(config, invocation.loop_kind),
+                                   invocation.loop_kind)
+            return netcore.run(serve(config, invocation.loop_kind), invocation.loop_kind)
+        finally:
+            logs.stop()
     except KeyboardInterrupt:
         print("netcore-server: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import enum
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +55,30 @@ class Character:
 GUEST_CHARACTERS = tuple(Character(0, name, ptype) for name, ptype in DEFAULT_CHARACTERS)
 
 
+class LoginStatus(enum.Enum):
+    OK = "ok"                           # the password matched
+    CREATED = "created"                 # a new account, with the default characters
+    WRONG_PASSWORD = "wrong_password"
+    NO_NEW_ACCOUNT = "no_new_account"   # unknown account, and creating one was not allowed
+    SKIPPED = "skipped"                 # no longer wanted when its turn came: nothing hashed
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    status: LoginStatus
+    characters: tuple[Character, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status is LoginStatus.OK or self.status is LoginStatus.CREATED
+
+
 class Database(abc.ABC):
+    # Logins it works on at once (its worker threads or connections): the
+    # server hands it no more than this, so that its own queue stays short
+    # and the server decides who goes next (netcore_game.logins).
+    workers: int = 4
+
     @abc.abstractmethod
     async def open(self) -> None: ...
 
@@ -62,9 +86,12 @@ class Database(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def login(self, account: str, password: str) -> tuple[Character, ...] | None:
-        """The account's characters; None for a wrong password. An unknown
-        account is created with the default characters."""
+    async def login(self, account: str, password: str, *, create: bool = True,
+                    wanted=None) -> LoginResult:
+        """Check a password, or create the account (with the default
+        characters) when it is unknown and `create` allows. `wanted`, when
+        given, is asked (from any thread) just before the expensive work
+        starts: False skips it, for a client that has gone meanwhile."""
 
 
 class SQLiteDatabase(Database):
@@ -73,7 +100,7 @@ class SQLiteDatabase(Database):
         self.path = str(path)
         self.scrypt_n = scrypt_n
         self.busy_timeout = busy_timeout
-        self._workers = workers
+        self.workers = workers
         self._executor: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -82,7 +109,7 @@ class SQLiteDatabase(Database):
     # -- lifecycle ------------------------------------------------------------
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="netcore-db")
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="netcore-db")
         try:
             await self._run(self._migrate)
         except BaseException:
@@ -153,22 +180,32 @@ class SQLiteDatabase(Database):
 
     # -- queries --------------------------------------------------------------
 
-    async def login(self, account: str, password: str) -> tuple[Character, ...] | None:
-        return await self._run(self._login, account, password)
+    async def login(self, account: str, password: str, *, create: bool = True,
+                    wanted=None) -> LoginResult:
+        return await self._run(self._login, account, password, create, wanted)
 
-    def _login(self, account: str, password: str) -> tuple[Character, ...] | None:
+    def _login(self, account: str, password: str, create: bool = True,
+               wanted=None) -> LoginResult:
+        # The pool's queue may hold logins of clients long gone (a flood of
+        # connections that each send one login and leave): each is checked
+        # here, on its turn, before any hashing.
+        if wanted is not None and not wanted():
+            return LoginResult(LoginStatus.SKIPPED)
         conn = self._conn()
         row = conn.execute("SELECT id, password_hash FROM accounts WHERE name = ?",
                            (account,)).fetchone()
+        status = LoginStatus.OK
         if row is None:
-            row = self._create_account(conn, account, password)
+            if not create:
+                return LoginResult(LoginStatus.NO_NEW_ACCOUNT)
+            row, status = self._create_account(conn, account, password)
         elif not verify_password(password, row[1]):
             row = None
         if row is None:
-            return None
-        return tuple(Character(*r) for r in conn.execute(
+            return LoginResult(LoginStatus.WRONG_PASSWORD)
+        return LoginResult(status, tuple(Character(*r) for r in conn.execute(
             "SELECT id, name, player_type FROM characters WHERE account_id = ? ORDER BY slot",
-            (row[0],)))
+            (row[0],))))
 
     def _create_account(self, conn, account, password):
         stored = hash_password(password, self.scrypt_n)   # outside the write lock
@@ -181,13 +218,13 @@ class SQLiteDatabase(Database):
                 [(cur.lastrowid, slot, name, ptype)
                  for slot, (name, ptype) in enumerate(DEFAULT_CHARACTERS)])
             conn.execute("COMMIT")
-            return (cur.lastrowid, stored)
+            return (cur.lastrowid, stored), LoginStatus.CREATED
         except sqlite3.IntegrityError:
             # Another login created the same account first: use theirs.
             conn.execute("ROLLBACK")
             row = conn.execute("SELECT id, password_hash FROM accounts WHERE name = ?",
                                (account,)).fetchone()
-            return row if verify_password(password, row[1]) else None
+            return (row if verify_password(password, row[1]) else None), LoginStatus.OK
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -38,6 +38,7 @@ from prometheus_client.core import (
 
 import netcore
 from netcore import DisconnectReason, LatencyHistogram
+from netcore import logs as netcore_logs
 from netcore.httpd import HTTPEndpoint
 from netcore.loop import LagMonitor
 from netcore_packets.server_dispatch import PACKET_IDS
@@ -65,7 +66,7 @@ def histogram(name: str, doc: str, h: LatencyHistogram) -> HistogramMetricFamily
 
 class ServerCollector:
     SECTIONS = ("build_info", "sessions", "rooms", "packets", "disconnects", "send_queue",
-                "latencies", "cluster")
+                "refusals", "logs", "latencies", "cluster")
 
     def __init__(self, server, lag: LagMonitor, lag_histogram: LatencyHistogram):
         self.server = server
@@ -128,7 +129,28 @@ class ServerCollector:
 
     def send_queue(self, sessions):
         yield GaugeMetricFamily("netcore_send_queue_bytes", "Bytes queued, not yet written",
-                                value=sum(s.pending_bytes for s in sessions))
+                                value=self.server.service.pending_bytes)
+        yield CounterMetricFamily("netcore_slow_consumers_shed",
+                                  "Sessions cut off to keep --max-pending-bytes-total",
+                                  value=self.server.service.shed_sessions)
+
+    def refusals(self, sessions):
+        refusals = CounterMetricFamily(
+            "netcore_refusals", "Client requests refused: logins, enters, chats dropped",
+            labels=["refused", "reason"])
+        for (what, reason), n in sorted(dict(self.server.refusals.counts).items()):
+            refusals.add_metric([what, reason], n)
+        yield refusals
+        yield GaugeMetricFamily("netcore_logins_in_flight", "Named logins waiting for the database",
+                                value=self.server.logins.in_flight)
+
+    def logs(self, sessions):
+        yield CounterMetricFamily("netcore_log_lines_suppressed",
+                                  "Per-client log lines over the --peer-log-rate budget",
+                                  value=netcore_logs.PEER_LINES.suppressed)
+        yield CounterMetricFamily("netcore_log_records_dropped",
+                                  "Log records dropped because the log writer fell behind",
+                                  value=netcore_logs.dropped_records())
 
     def latencies(self, sessions):
         yield histogram("netcore_event_loop_lag_seconds",
@@ -137,7 +159,6 @@ class ServerCollector:
         yield histogram("netcore_job_queue_delay_seconds",
                         "How long a room's queued jobs waited for their turn to run",
                         self.server.rooms.delay_histogram)
-
 
     def cluster(self, sessions):
         """With several workers: this worker's broker figures (netcore_cluster)."""

@@ -45,3 +45,41 @@ class Player:
     def from_card(cls, card: bytes, gateway: tuple) -> "Player":
         player_id, player_type = _CARD.unpack_from(card)
         return cls(player_id, 0, card[_CARD.size:].decode(), player_type, gateway=gateway)
+
+
+MAX_PLAYER_ID = 2 ** 64 - 1     # Protocol.Player.id and S_CHAT.playerId are uint64
+
+
+class PlayerIdAllocator:
+    """In-game player ids: first, first + stride, first + 2 * stride, ...
+
+    The one place ids come from (GameServer.player_ids). An id is issued per
+    character at login, sent in S_LOGIN.players[i].id, and becomes the
+    player's id if the client enters with that character; it is never issued
+    twice while the server runs. Processes that share rooms give each worker
+    an id space of its own: `first=k + 1, stride=n` for worker k of n, or a
+    range `first..last` each (what netcore-server --workers does). 0 is never
+    issued: S_CHAT from the room itself carries it.
+    """
+
+    def __init__(self, first: int = 1, stride: int = 1, last: int = MAX_PLAYER_ID):
+        if not (isinstance(first, int) and 1 <= first <= MAX_PLAYER_ID):
+            raise ValueError(f"first player id must be in 1..{MAX_PLAYER_ID}, not {first!r}")
+        if not (isinstance(stride, int) and stride >= 1):
+            raise ValueError(f"player id stride must be >= 1, not {stride!r}")
+        if not (isinstance(last, int) and first <= last <= MAX_PLAYER_ID):
+            raise ValueError(f"last player id must be in {first}..{MAX_PLAYER_ID}, not {last!r}")
+        self.first = first
+        self.stride = stride
+        self.last = last
+        self._next = first
+
+    def take(self, n: int) -> tuple[int, ...]:
+        """n ids never issued before."""
+        start = self._next
+        end = start + n * self.stride
+        if n and end - self.stride > self.last:
+            raise OverflowError(f"player ids exhausted (the last is {self.last}"
+                                f"{', the uint64 maximum' if self.last == MAX_PLAYER_ID else ''})")
+        self._next = end
+        return tuple(range(start, end, self.stride))

@@ -3,6 +3,19 @@
 Handlers push jobs (enter, leave, chat) and return; the room runs them one at
 a time, in order, time-sliced with every other room. Every packet that fans
 out goes through Room.broadcast: the seam a multi-process backend replaces.
+
+Bounds. A room admits at most `max_players` (players in it plus enters
+accepted here whose job has not run yet, so the answer is immediate and
+exact); a further enter is refused. Chats wait in the room's queue at most
+`max_queue` jobs deep; past it a chat is dropped and counted, never queued
+(enters and leaves are never dropped: each session makes at most one of
+each). Both are checked by the handlers of this worker for the rooms it
+owns; a room owned by another worker (netcore_cluster) is bounded there by
+the cluster layer's own limits.
+
+A room with no player, none entering and no job left is dropped: checked
+after every job that can leave it so (a leave, its own tick, a drain), so a
+tick or a drain queued behind the last leave does not keep it alive.
 """
 from __future__ import annotations
 
@@ -31,7 +44,9 @@ class Room(JobQueue):
         self.room_id = room_id
         self.rooms = rooms
         self.players: dict[int, Player] = {}
+        self.entering = 0                   # enters admitted here whose job has not run
         self._sessions: list | None = []     # fan-out list, rebuilt after a change
+        self._drains: list | None = None    # futures of Rooms.drain waiting on this room
         # With several workers: this room's stream to the members connected
         # elsewhere (netcore_cluster.owner.RoomStream); None in one process.
         self.link = None
@@ -39,9 +54,27 @@ class Room(JobQueue):
     def __len__(self) -> int:
         return len(self.players)
 
+    # -- admission: from handlers, before the job is pushed ---------------------------
+
+    def admit(self) -> bool:
+        """Take a place for an enter about to be queued; False when full."""
+        if len(self.players) + self.entering >= self.rooms.max_players:
+            return False
+        self.entering += 1
+        return True
+
+    def drop_if_unused(self) -> bool:
+        """Drop the room if nobody is in it or entering and no job is left."""
+        if self.players or self.entering or self.pending:
+            return False
+        self.rooms.drop(self)
+        return True
+
     # -- jobs: run only from this room's queue ----------------------------------
 
     def enter(self, player: Player) -> None:
+        if player.gateway is None and self.entering:
+            self.entering -= 1              # admitted by admit() on this worker
         # The answer goes first, so the player knows its id before any chat arrives.
         player.room = self
         player.send(make_send_buffer(S_ENTER_GAME(success=True, playerId=player.player_id)))
@@ -60,8 +93,7 @@ class Room(JobQueue):
             if player.gateway is not None:
                 self.link.left(player)
         player.session = None           # the last link of the player <-> session cycle
-        if not self.players and not self.pending:
-            self.rooms.drop(self)
+        self.drop_if_unused()
 
     def chat(self, player: Player, msg: str) -> None:
         # Serialized once, whatever the room size.
@@ -69,6 +101,8 @@ class Room(JobQueue):
 
     def announce(self) -> None:
         """The room's own tick: tell everyone how many are here."""
+        if self.drop_if_unused():
+            return
         self.broadcast(make_send_buffer(S_CHAT(
             playerId=SYSTEM_PLAYER_ID, msg=f"room {self.room_id}: {len(self.players)} players")))
 
@@ -81,6 +115,14 @@ class Room(JobQueue):
         return send_to_all(self._sessions, buf)
 
 
+def _drained(room: Room, fut) -> None:
+    if room._drains is not None and fut in room._drains:
+        room._drains.remove(fut)
+    if not fut.done():
+        fut.set_result(None)
+    room.drop_if_unused()
+
+
 class Rooms:
     """Rooms by id: created on first use, dropped when the last player has left.
 
@@ -89,10 +131,13 @@ class Rooms:
     same jobs to its owner; only the rooms owned here are kept in this registry.
     """
 
-    def __init__(self, announce_seconds: float = 0, cluster=None):
+    def __init__(self, announce_seconds: float = 0, cluster=None, max_players: int = 5000,
+                 max_queue: int = 10000):
         self._rooms: dict[int, Room] = {}
         self.announce_seconds = announce_seconds
         self.cluster = cluster
+        self.max_players = max_players
+        self.max_queue = max_queue
         # Every room's schedule-to-run waits, for the metrics (one histogram for all).
         self.delay_histogram = LatencyHistogram()
 
@@ -125,14 +170,21 @@ class Rooms:
             if self.cluster is not None:
                 self.cluster.detach(room)
         room.close()
+        drains, room._drains = room._drains, None
+        for fut in drains or ():
+            if not fut.done():
+                fut.set_result(None)
 
     async def drain(self) -> None:
-        """Wait until every room has run the jobs pushed so far."""
+        """Wait until every room has run the jobs pushed so far (or was dropped)."""
         loop = asyncio.get_running_loop()
         waits = []
         for room in self._rooms.values():
             fut = loop.create_future()
-            room.do_async(fut.set_result, None)
+            if room._drains is None:
+                room._drains = []
+            room._drains.append(fut)
+            room.do_async(_drained, room, fut)
             waits.append(fut)
         await asyncio.gather(*waits)
 

@@ -2,21 +2,26 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 
-from netcore import HEADER, MAX_PACKET_SIZE, ServerService
+from netcore import HEADER, MAX_PACKET_SIZE, DisconnectReason, ServerService
+from netcore import logs as netcore_logs
+from netcore.addresses import DEFAULT_EXEMPT, parse_networks
 from netcore.loop import LOOP_KINDS
 from netcore_packets.server_dispatch import ServerPacketDispatcher
 
 from netcore_game import server_handlers
 from netcore_game.db import Database
+from netcore_game.logins import LoginGate
 from netcore_game.metrics import MetricsServer
+from netcore_game.player import PlayerIdAllocator
+from netcore_game.refusals import Refusals
 from netcore_game.room import Rooms
-from netcore_game.session import GameSession
+from netcore_game.session import GameSession, State
 from netcore_game.settings import ConfigError, checked, setting
 
 log = logging.getLogger("netcore_game.server")
@@ -60,6 +65,30 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     loop: str | None = setting(None, choices=LOOP_KINDS)    # None: uvloop when installed
     log_level: str = setting("INFO", choices=LOG_LEVELS, normalize=str.upper)
+    # Per source address (an IPv4 address, an IPv6 /64). Clients from these
+    # networks are not counted by any per-address limit: loopback, where
+    # tests, benchmarks and a proxy on the same host connect from. "" is none.
+    exempt_networks: str = DEFAULT_EXEMPT
+    # A game cafe or a carrier NAT puts many honest players behind one
+    # address: the per-address defaults are generous.
+    max_sessions_per_address: int = setting(1000, min=0)        # 0 is no cap
+    # TCP keepalive: a vanished peer is found after idle + 3 * interval
+    # seconds (90 s); a silent but alive one stays (see idle_timeout).
+    keepalive_idle: float = setting(60.0, min=0, max=32767)    # 0 is off
+    keepalive_interval: float = setting(10.0, min=1, max=32767)
+    max_pending_bytes_total: int = setting(256 << 20, min=0)    # all clients' unsent; 0 no bound
+    # Named logins (scrypt on the database pool; see netcore_game.logins).
+    max_logins_in_flight: int = setting(64, min=1)
+    max_logins_in_flight_per_address: int = setting(8, min=1)
+    max_failed_logins: int = setting(3, min=0)      # per connection, then closed; 0 no limit
+    address_window: float = setting(600.0, min=0)   # seconds the two budgets below count over
+    max_failed_logins_per_address: int = setting(100, min=0)    # 0 is no limit
+    max_new_accounts_per_address: int = setting(50, min=0)      # 0 is no limit
+    max_room_players: int = setting(5000, min=1)
+    max_room_queue: int = setting(10000, min=1)     # jobs waiting in one room; a chat past it
+    #                                                 is dropped
+    peer_log_rate: float = setting(20.0, min=0)     # log lines/s about single clients; 0 none
+    log_summary_seconds: float = setting(60.0, min=0)   # an INFO summary this often; 0 is off
     # Scale-out (netcore_cluster): worker processes on this machine, the NATS
     # servers that join them to each other and to other machines ("" with one
     # worker: no broker; "" with several: a private nats-server), this node's
@@ -84,6 +113,15 @@ class ServerConfig:
             raise ValueError(f"max-packet-size {self.max_packet_size} cannot carry a chat of "
                              f"max-chat-bytes {self.max_chat_bytes} (needs "
                              f"{self.max_chat_bytes + 16})")
+        if self.address_window <= 0:
+            raise ValueError(f"address-window {self.address_window}: must be > 0 seconds")
+        if 0 < self.keepalive_idle < 1:
+            raise ValueError(f"keepalive-idle {self.keepalive_idle}: must be 0 (off) or "
+                             f"1..32767 s")
+        try:
+            parse_networks(self.exempt_networks)
+        except ValueError as exc:
+            raise ValueError(f"exempt-networks {self.exempt_networks!r}: {exc}") from None
 
 
 class StartupError(Exception):
@@ -111,12 +149,22 @@ class GameServer:
     ClusterLink) it is one worker of several: rooms owned elsewhere are reached
     through the link, and the port is shared with the other workers."""
 
-    def __init__(self, config: ServerConfig, db: Database, link=None, player_id_base: int = 0):
+    def __init__(self, config: ServerConfig, db: Database, link=None, player_id_base: int = 0,
+                 *, player_ids: PlayerIdAllocator | None = None):
+        """player_ids: where in-game ids come from; by default from
+        player_id_base + 1 on (a worker of several passes an allocator over
+        an id space of its own)."""
         config.validate()
         self.config = config
         self.db = db
         self.link = link
-        self.rooms = Rooms(config.room_announce_seconds, cluster=link)
+        self.rooms = Rooms(config.room_announce_seconds, cluster=link,
+                           max_players=config.max_room_players, max_queue=config.max_room_queue)
+        self.player_ids = (PlayerIdAllocator(first=player_id_base + 1) if player_ids is None
+                           else player_ids)
+        self.logins = LoginGate(config, workers=max(1, db.workers))
+        self.refusals = Refusals()
+        self.logins_done = 0                # logins that succeeded, guests included
         self.dispatcher = ServerPacketDispatcher(server_handlers)
         self.service = ServerService(
             lambda: GameSession(self), config.host, config.port,
@@ -125,19 +173,20 @@ class GameServer:
             flush_interval_ms=config.flush_interval_ms,
             packet_rate=config.packet_rate, packet_burst=config.packet_burst,
             login_timeout=config.login_timeout, idle_timeout=config.idle_timeout,
-            max_packets_per_read=config.max_packets_per_read, reuse_port=link is not None)
+            max_packets_per_read=config.max_packets_per_read,
+            max_pending_bytes_total=config.max_pending_bytes_total,
+            max_sessions_per_address=config.max_sessions_per_address,
+            exempt_networks=config.exempt_networks,
+            keepalive_idle=config.keepalive_idle, keepalive_interval=config.keepalive_interval,
+            reuse_port=link is not None)
         self.metrics = None
-        # In-game ids: unique in the whole cluster (each worker incarnation has
-        # its own base) and never reused while it runs.
-        self._player_ids = itertools.count(player_id_base + 1)
         self._tasks: set[asyncio.Task] = set()
+        self._summary_task: asyncio.Task | None = None
+        self._last_summary: dict | None = None
 
     @property
     def port(self) -> int:
         return self.service.port
-
-    def next_player_id(self) -> int:
-        return next(self._player_ids)
 
     def spawn(self, coro) -> asyncio.Task:
         """Run a coroutine for a session (a login); cancelled on shutdown."""
@@ -178,7 +227,54 @@ class GameServer:
                 await self.link.close()
             await self.db.close()
             raise
+        if self.config.log_summary_seconds > 0:
+            self.summary()                  # the baseline the first summary counts from
+            self._summary_task = asyncio.get_running_loop().create_task(self._log_summaries())
         return self
+
+    # -- the periodic summary -------------------------------------------------------------
+
+    def _counters(self) -> dict:
+        packets_in = packets_out = 0
+        for pin, _, pout, _ in self.service.packet_stats.snapshot().values():
+            packets_in += pin
+            packets_out += pout
+        refusals = dict(self.refusals.counts)
+        for kind in (DisconnectReason.SERVER_FULL, DisconnectReason.ADDRESS_FULL):
+            refusals["connect", kind.name.lower()] = self.service.disconnects.get(kind.value, 0)
+        return {"time": time.monotonic(), "logins": self.logins_done, "in": packets_in,
+                "out": packets_out, "refusals": refusals,
+                "suppressed": netcore_logs.PEER_LINES.suppressed,
+                "dropped": netcore_logs.dropped_records(),
+                "shed": self.service.shed_sessions}
+
+    def summary(self) -> str:
+        """One line on what happened since the last call: INFO every
+        log_summary_seconds. Rates are per second over that span."""
+        now, last = self._counters(), self._last_summary
+        self._last_summary = now
+        if last is None:
+            last = {**now, "time": now["time"] - 1e-9, "refusals": {}}
+        span = max(now["time"] - last["time"], 1e-9)
+        in_game = sum(1 for s in list(self.service.sessions.values())
+                      if s.state is State.IN_GAME)
+        refused = ", ".join(f"{what}/{why} {n - last['refusals'].get((what, why), 0)}"
+                            for (what, why), n in sorted(now["refusals"].items())
+                            if n - last["refusals"].get((what, why), 0))
+        line = (f"{len(self.service)} sessions ({in_game} in game), {len(self.rooms)} rooms, "
+                f"{(now['logins'] - last['logins']) / span:.1f} logins/s, packets/s in "
+                f"{(now['in'] - last['in']) / span:.0f} out {(now['out'] - last['out']) / span:.0f}, "
+                f"{self.service.pending_bytes} bytes unsent; refusals: {refused or 'none'}")
+        extra = [f"{now[k] - last[k]} {text}" for k, text in (
+            ("shed", "slow consumers cut off at the server-wide bound"),
+            ("suppressed", "per-client log lines suppressed"),
+            ("dropped", "log records dropped (the log writer fell behind)")) if now[k] - last[k]]
+        return line + ("; " + ", ".join(extra) if extra else "")
+
+    async def _log_summaries(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.log_summary_seconds)
+            log.info("summary: %s", self.summary())
 
     async def quiesce(self) -> None:
         """Stop taking input and run what was accepted: every room's jobs, and
@@ -191,6 +287,9 @@ class GameServer:
 
     async def stop(self) -> None:
         """Stop accepting, deliver what is queued, close sessions, close the database."""
+        if self._summary_task is not None:
+            self._summary_task.cancel()
+            self._summary_task = None
         await self.quiesce()
         if self.link is not None:
             await self.link.drain_incoming()    # what other owners streamed to our players

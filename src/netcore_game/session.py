@@ -3,13 +3,13 @@
     CONNECTED --C_LOGIN--> LOGGING_IN --(database)--> LOGGED_IN --C_ENTER_GAME--> IN_GAME
 
 A packet the current state does not allow gets its defined answer (S_LOGIN or
-S_ENTER_GAME with success=false) or, for chat, is dropped with a log line; it
-never changes the state.
+S_ENTER_GAME with success=false) or, for chat, is dropped; each refusal is
+counted and logged (rate limited) by the server's Refusals. It never changes
+the state. Connects and disconnects are logged once, by netcore.session.
 """
 from __future__ import annotations
 
 import enum
-import logging
 from typing import TYPE_CHECKING
 
 import netcore
@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from netcore_game.db import Character
     from netcore_game.player import Player
     from netcore_game.server import GameServer
-
-log = logging.getLogger("netcore_game.session")
 
 
 class State(enum.Enum):
@@ -36,17 +34,14 @@ class GameSession(netcore.PacketSession):
         self.state = State.CONNECTED
         self.account: str | None = None
         self.characters: tuple["Character", ...] = ()
+        self.player_ids: tuple[int, ...] = ()     # issued at login, one per character
         self.player: "Player | None" = None
-
-    def on_connected(self) -> None:
-        if log.isEnabledFor(logging.INFO):      # peername costs a syscall: only when logged
-            log.info("session %d connected from %s", self.session_id, self.peername)
+        self.failed_logins = 0
 
     def on_recv_packet(self, pkt_id: int, payload: bytes) -> None:
         self.server.dispatcher.dispatch(self, pkt_id, payload)
 
     def on_disconnected(self, reason: netcore.Disconnect) -> None:
-        log.info("session %d disconnected: %s", self.session_id, reason)
         player, self.player = self.player, None
         if player is not None:
             player.room.do_async(player.room.leave, player)

@@ -19,6 +19,7 @@ import netcore
 
 from netcore_game.db import DatabaseError, SQLiteDatabase
 from netcore_game.metrics import MetricsServer
+from netcore_game.player import PlayerIdAllocator
 from netcore_game.server import GameServer, ServerConfig, listen_error
 
 log = logging.getLogger("netcore_game.workers")
@@ -130,12 +131,13 @@ async def serve_worker(config: ServerConfig, kind: str) -> int:
     index = cmap.slot_index(slot)
     base = ((incarnation % INCARNATIONS_PER_SLOT) * len(cmap.slots) + index) << ID_SPACE_BITS
     link = ClusterLink(cmap, slot, nats_servers(config), prefix=config.cluster_prefix)
+    ids = PlayerIdAllocator(first=base + 1, last=base + (1 << ID_SPACE_BITS) - 1)
     # The machine's metrics port is the supervisor's; a worker serves its own
     # on loopback, for the supervisor to scrape.
     with_metrics = os.environ.pop(ENV_METRICS, "0") == "1"
     config = dataclasses.replace(config, metrics_port=0)
     server = GameServer(config, SQLiteDatabase(config.db, busy_timeout=config.db_busy_timeout),
-                        link=link, player_id_base=base)
+                        link=link, player_ids=ids)
     try:
         await server.start()
     except (DatabaseError, OSError, Exception) as exc:

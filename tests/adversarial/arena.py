@@ -8,7 +8,9 @@ A case is the window between two bystander checks. Its offender runs in this
   2. a fresh client connects, logs in, enters a room of its own, chats and
      hears its chat: the server still serves newcomers. This round trip is
      also the fence: the server has handled everything the offender sent
-     before it answers, so its log already says what became of the offender;
+     before it answers, so once the fresh client's own disconnect is in the
+     log (written in order by the server's log thread), the log says what
+     became of the offender;
   3. the bystanders close their window: every chat any of them sent reached
      every one of them exactly once and in per-sender order (no loss, no
      duplicate, no gap), none of them was disconnected or got a packet that
@@ -51,10 +53,37 @@ BYSTANDER_SIZE = 64             # bytes per chat
 FRESH_ROOM_BASE = 50_000        # the fresh client of case k chats alone in room base + k
 
 
+# The cases read what became of each offender from the server's log: every
+# connect and disconnect (DEBUG) and every refusal, none suppressed. A module's
+# SERVER_ARGS come after these and may override them.
+BASE_SERVER_ARGS = ("--log-level", "DEBUG", "--peer-log-rate", "0")
+
+
+def connected_lines(log: str) -> list[tuple[int, str]]:
+    """(session id, "host:port") of every "connected from" line."""
+    return [(int(sid), addr) for sid, addr in
+            re.findall(r"netcore\.session: session (\d+) connected from (\S+)", log)]
+
+
+def ended_lines(log: str) -> list[tuple[int, str, str]]:
+    """(session id, "host:port", reason) of every disconnect line (one per session)."""
+    return [(int(sid), addr, why) for sid, addr, why in
+            re.findall(r"netcore\.session: session (\d+) from (\S+) disconnected: (.*)", log)]
+
+
+def _last_value(args, flag):
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a == flag][-1]
+
+
 class Arena:
     def __init__(self, tmp_path: Path, loop_kind: str, *server_args: str):
         self.loop_kind = loop_kind
-        self.server = ServerProcess(tmp_path, loop_kind, *server_args)
+        args = (*BASE_SERVER_ARGS, *server_args)
+        self.server = ServerProcess(tmp_path, loop_kind, *args)
+        # Whether the log has a line for every connect and disconnect: then
+        # the fresh client's disconnect line is a fence for the log too.
+        self.logs_every_line = (_last_value(args, "--log-level") == "DEBUG"
+                                and float(_last_value(args, "--peer-log-rate")) == 0)
         self.bystanders = None
         self.player_ids: list[int] = []
         self.cases = 0
@@ -157,6 +186,7 @@ class Case:
         self.report: dict | None = None
         self.log_text: str | None = None
         self.rss_after: int | None = None
+        self.fresh_port: int | None = None      # the local port of finish()'s fresh client
 
     def _sample_rss(self):
         """The server's peak RSS over the case, sampled every 10 ms."""
@@ -169,6 +199,12 @@ class Case:
     def stop_sampling(self):
         self._sampling.set()
         self._sampler.join()
+
+    def rebaseline_rss(self) -> None:
+        """Measure RSS growth from now on: for a case whose first step warms
+        memory the server keeps by design (the database pool's scrypt
+        buffers, 16 MiB a worker), so that the bound is on what the abuse adds."""
+        self.rss_before = self.rss_peak = self.arena.rss_kib()
 
     # -- declaring what the bystanders may hear --------------------------------
 
@@ -190,16 +226,18 @@ class Case:
 
     def session_id(self, port: int, log: str | None = None) -> int:
         """The server's id for the connection from our local `port`."""
-        found = re.findall(rf"session (\d+) connected from \('127\.0\.0\.1', {port}\)",
-                           self.log_text if log is None else log)
+        found = [sid for sid, addr in connected_lines(self.log_text if log is None else log)
+                 if addr == f"127.0.0.1:{port}"]
+        if len(found) > 1 and port == self.fresh_port:
+            found.pop()     # the fresh client of finish() got a port the offender had freed
         assert len(found) == 1, f"{len(found)} sessions from port {port} in this case's log"
-        return int(found[0])
+        return found[0]
 
     def reasons_now(self, port: int) -> list[str]:
         """reasons(), from the log as it is now (no fence)."""
         log = self.log()
         sid = self.session_id(port, log)
-        return re.findall(rf"netcore_game\.session: session {sid} disconnected: (.*)", log)
+        return [why for s, _, why in ended_lines(log) if s == sid]
 
     def session_lines(self, port: int) -> list[str]:
         """The game's log messages about the session from `port`, in order
@@ -213,7 +251,7 @@ class Case:
         finish() ran (its fence makes sure the server had got that far)."""
         assert self.log_text is not None, "call finish() first: it is the fence"
         sid = self.session_id(port)
-        return re.findall(rf"netcore_game\.session: session {sid} disconnected: (.*)", self.log_text)
+        return [why for s, _, why in ended_lines(self.log_text) if s == sid]
 
     def assert_reason(self, port: int, reason: str) -> None:
         got = self.reasons(port)
@@ -239,8 +277,13 @@ class Case:
         arena = self.arena
         assert arena.server.proc.poll() is None, \
             f"server died: exit {arena.server.proc.returncode}\n{self.log()[-3000:]}"
-        await asyncio.wait_for(
+        port = self.fresh_port = await asyncio.wait_for(
             fresh_client_chats(arena.server.port, FRESH_ROOM_BASE + self.number), 30)
+        if arena.logs_every_line:
+            # The server logs from a thread of its own, in order: once the
+            # fresh client's end is in the file, so is everything before it.
+            await eventually(lambda: f"from 127.0.0.1:{port} disconnected" in self.log(), 15,
+                             "the server's log to catch up with the fresh client")
         self.log_text = self.log()
         self.report = r = await asyncio.get_running_loop().run_in_executor(
             None, arena.command, f"check {check_timeout} {2 * BYSTANDERS}", check_timeout + 30)
@@ -277,8 +320,10 @@ def _quote(chats: collections.Counter) -> str:
     return f"{sum(chats.values())} chats: {shown}"
 
 
-async def fresh_client_chats(port: int, room: int) -> None:
+async def fresh_client_chats(port: int, room: int) -> int:
+    """A newcomer logs in, enters, chats and hears it; returns its local port."""
     (c,) = await connect(port)
+    local = c.transport.get_extra_info("sockname")[1]
     assert (await c.login()).success
     entered = await c.enter(0, room)
     assert entered.success
@@ -286,6 +331,7 @@ async def fresh_client_chats(port: int, room: int) -> None:
     assert await c.wait_chats(1) == [(entered.playerId, "fresh")]
     c.disconnect()
     await c.wait_closed()
+    return local
 
 
 # -- the offender's tools -------------------------------------------------------------

@@ -10,7 +10,10 @@ import pytest
 from netcore_packets import Protocol_pb2 as pb
 from netcore_packets.client_dispatch import PACKET_IDS
 
-from arena import BYSTANDER_RATE, BYSTANDER_SIZE, closed_by_server, eventually, offender
+from arena import (
+    BYSTANDER_RATE, BYSTANDER_SIZE, closed_by_server, connected_lines, ended_lines, eventually,
+    offender,
+)
 from game_support import GameClient
 from support import packet
 
@@ -169,13 +172,12 @@ def test_readers_that_never_read_are_cut_off_as_slow_consumers(arena, case):
 # -- connections that never log in, connections that come and go ------------------------
 
 def sessions_by_port(log: str) -> dict[int, int]:
-    return {int(port): int(sid) for sid, port in
-            re.findall(r"session (\d+) connected from \('127\.0\.0\.1', (\d+)\)", log)}
+    return {int(addr.rsplit(":", 1)[1]): sid for sid, addr in connected_lines(log)
+            if addr.startswith("127.0.0.1:")}
 
 
 def ended_sessions(log: str) -> dict[int, str]:
-    return {int(sid): why for sid, why in
-            re.findall(r"netcore_game\.session: session (\d+) disconnected: (.*)", log)}
+    return {sid: why for sid, _, why in ended_lines(log)}
 
 
 def test_two_thousand_idle_connections_cost_the_others_nothing(arena, case):
@@ -234,8 +236,8 @@ def test_a_storm_of_connect_and_close_leaks_nothing(arena, case, ending):
     def storm_sessions():
         # Every connection of this case so far is the storm's. (Not by port:
         # a connection reset before the server asks for its peer's address
-        # is logged as "connected from None" on uvloop.)
-        return {int(sid) for sid in re.findall(r"session (\d+) connected from", case.log())}
+        # is logged as "connected from unknown" on uvloop.)
+        return {sid for sid, _ in connected_lines(case.log())}
 
     ports = set()
 

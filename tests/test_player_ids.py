@@ -1,0 +1,148 @@
+"""In-game player ids as the original protocol defines them: issued per
+character at login (S_LOGIN.players[i].id), the player's id once it enters
+with that character (S_ENTER_GAME.playerId and every S_CHAT.playerId), never
+issued twice while the server runs; the database id stays on the server."""
+import pytest
+
+from netcore_packets import Protocol_pb2 as pb
+from netcore_packets.Struct_pb2 import Player as PlayerInfo
+
+from netcore_game.db import Character, SQLiteDatabase
+from netcore_game.logins import character_tail, login_reply_payload
+from netcore_game.player import MAX_PLAYER_ID, PlayerIdAllocator
+from netcore_game.server import GameServer, ServerConfig
+from game_support import GameClient, ServerProcess, connect, leave
+
+
+class LoginOnlyClient(GameClient):
+    """A client written from the original protocol: it learns its id from
+    S_LOGIN and never looks at S_ENTER_GAME.playerId."""
+
+    async def enter_as(self, index, room=0):
+        login = self.last_login
+        self.send_pkt(pb.C_ENTER_GAME(playerIndex=index, roomId=room))
+        assert (await self.expect("S_ENTER_GAME")).success
+        self.my_id = login.players[index].id
+
+    async def login(self, account="", password=""):
+        self.last_login = await super().login(account, password)
+        return self.last_login
+
+
+@pytest.fixture
+def server(tmp_path, loop_kind):
+    with ServerProcess(tmp_path, loop_kind) as proc:
+        yield proc
+
+
+@pytest.mark.parametrize("account", ["", "alice"], ids=["guest", "named"])
+def test_the_id_sent_at_login_is_the_id_of_the_player_and_its_chats(run, server, account):
+    async def go():
+        (me,) = await connect(server.port, 1)
+        other, = await connect(server.port, 1)
+        login = await me.login(account, "pw" if account else "")
+        assert login.success and len(login.players) == 2
+        ids = [p.id for p in login.players]
+        assert len(set(ids)) == 2 and 0 not in ids
+        entered = await me.enter(1, room=3)
+        assert entered.success and entered.playerId == ids[1]
+        assert (await other.login()).success and (await other.enter(0, room=3)).success
+        me.send_pkt(pb.C_CHAT(msg="mine"))
+        assert await other.wait_chats(1) == [(ids[1], "mine")]
+        assert await me.wait_chats(1) == [(ids[1], "mine")]
+        await leave(me, other)
+    run(go())
+
+
+def test_a_client_that_reads_only_s_login_recognises_its_own_echo(run, server):
+    async def go():
+        a, b = await connect(server.port, 2)
+        for c in (a, b):
+            c.__class__ = LoginOnlyClient
+        await a.login()
+        await b.login("bob", "pw")
+        await a.enter_as(0, room=9)
+        await b.enter_as(1, room=9)
+        assert a.my_id != b.my_id
+        a.send_pkt(pb.C_CHAT(msg="from a"))
+        b.send_pkt(pb.C_CHAT(msg="from b"))
+        for c in (a, b):
+            got = await c.wait_chats(2)
+            mine = [m for pid, m in got if pid == c.my_id]
+            assert mine == ["from a" if c is a else "from b"]
+        await leave(a, b)
+    run(go())
+
+
+def test_ids_are_never_issued_twice(run, server):
+    async def go():
+        seen = []
+        for round_ in range(3):
+            guests = await connect(server.port, 5)
+            named = await connect(server.port, 2)
+            for c in guests:
+                seen += [p.id for p in (await c.login()).players]
+            for i, c in enumerate(named):        # the same accounts every round
+                seen += [p.id for p in (await c.login(f"acct{i}", "pw")).players]
+            await leave(*guests, *named)
+        return seen
+
+    seen = run(go(), timeout=60)
+    assert len(seen) == 3 * 7 * 2 and len(set(seen)) == len(seen) and 0 not in seen
+
+
+def test_the_database_id_stays_on_the_server(run, tmp_path):
+    # Ids issued from 1,000,000 on, far from any database row id (1, 2, ...).
+    async def go():
+        db = SQLiteDatabase(tmp_path / "game.db", scrypt_n=2 ** 10)
+        async with GameServer(ServerConfig(port=0), db,
+                              player_ids=PlayerIdAllocator(first=1_000_000)) as game:
+            (c,) = await connect(game.port)
+            login = await c.login("carol", "pw")
+            assert [p.id for p in login.players] == [1_000_000, 1_000_001]
+            assert (await c.enter(1)).playerId == 1_000_001
+            (session,) = game.service.sessions.values()
+            assert session.player.player_id == 1_000_001
+            assert session.player.db_id == session.characters[1].db_id
+            assert session.characters[1].db_id not in (1_000_000, 1_000_001)
+            await leave(c)
+    run(go())
+
+
+def test_an_allocator_per_worker_gives_disjoint_ids():
+    workers = [PlayerIdAllocator(first=k + 1, stride=4) for k in range(4)]
+    issued = [i for w in workers for _ in range(50) for i in w.take(2)]
+    assert len(set(issued)) == len(issued) == 400
+    assert sorted(issued) == list(range(1, 401))
+
+
+def test_the_allocator_refuses_ids_past_uint64_and_bad_settings():
+    last = PlayerIdAllocator(first=MAX_PLAYER_ID - 1)
+    assert last.take(2) == (MAX_PLAYER_ID - 1, MAX_PLAYER_ID)
+    with pytest.raises(OverflowError, match="uint64"):
+        last.take(1)
+    space = PlayerIdAllocator(first=1 << 32, last=(2 << 32) - 1)   # one worker's range
+    assert space.take(2) == (1 << 32, (1 << 32) + 1)
+    space._next = (2 << 32) - 2
+    assert space.take(2) == ((2 << 32) - 2, (2 << 32) - 1)
+    with pytest.raises(OverflowError, match=f"the last is {(2 << 32) - 1}"):
+        space.take(1)
+    for first, stride, last in ((0, 1, 5), (MAX_PLAYER_ID + 1, 1, MAX_PLAYER_ID), (1, 0, 5),
+                                (1.5, 1, 5), (10, 1, 9), (1, 1, MAX_PLAYER_ID + 1)):
+        with pytest.raises(ValueError):
+            PlayerIdAllocator(first=first, stride=stride, last=last)
+
+
+@pytest.mark.parametrize("ids", [(1, 2), (127, 128), (16383, 16384), (2 ** 21 - 1, 2 ** 21),
+                                 (2 ** 28 - 1, 2 ** 28), (2 ** 63, MAX_PLAYER_ID)])
+@pytest.mark.parametrize("characters", [
+    (Character(7, "Knight1", 1), Character(8, "Knight2", 1)),
+    (Character(0, "", 0), Character(0, "\u00e9l\u00e8ve" * 40, 3)),     # defaults left out; a long name
+])
+def test_the_hand_built_login_reply_is_what_protobuf_makes(ids, characters):
+    got = login_reply_payload([character_tail(c) for c in characters], ids)
+    want = pb.S_LOGIN(success=True, players=[
+        PlayerInfo(id=i, name=c.name, playerType=c.player_type)
+        for i, c in zip(ids, characters)]).SerializeToString()
+    assert got == want
+    assert [p.id for p in pb.S_LOGIN.FromString(got).players] == list(ids)
