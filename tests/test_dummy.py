@@ -6,6 +6,8 @@ import io
 import json
 import math
 import socket
+import subprocess
+import sys
 import threading
 from fractions import Fraction
 
@@ -148,6 +150,17 @@ def test_well_formed_messages_with_unknown_fields_decode_as_protobuf_does(items)
     payload = encode(items)
     assert protobuf_decode(payload) is not None
     assert tally.decode_chat(payload) == protobuf_decode(payload)
+
+
+def test_the_python_decoders_take_contiguous_memory_only():
+    payload = s_chat(7, "1 2 3 ")
+    for strided in (memoryview(payload)[::-1], memoryview(payload)[::2]):
+        with pytest.raises(BufferError, match="contiguous"):
+            tally.decode_chat(strided)
+        with pytest.raises(BufferError, match="contiguous"):
+            tally.parse_chat(strided)
+    assert tally.decode_chat(bytearray(payload)) == (7, b"1 2 3 ")
+    assert tally.parse_chat(memoryview(b"x1 2 3 ")[1:]) == (1, 2, 3)
 
 
 def test_the_msg_format_round_trips_and_pads_to_size():
@@ -525,11 +538,37 @@ def test_nothing_listening_is_one_clear_line(loop_kind, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--size", "513"], "--size must be between 0 and 512"),
+    (["--size", "-1"], "--size must be between 0 and 512"),
     (["--rooms", "5", "--clients", "4"], "--rooms must be between 1 and --clients"),
-    (["--rate", "0"], "must be > 0"),
+    (["--clients", "0"], "--clients must be between 1 and 65,535"),
+    (["--clients", "65536"], "--clients must be between 1 and 65,535"),
+    (["--clients", str(2 ** 60 + 1)], "--clients must be between 1 and 65,535"),
+    (["--clients", "many"], "invalid int value"),
+    (["--port", "0"], "--port must be between 1 and 65535"),
+    (["--port", "70000"], "--port must be between 1 and 65535"),
+    (["--rate", "0"], "--rate must be a finite number > 0, not 0.0"),
+    (["--rate", "nan"], "--rate must be a finite number > 0, not nan"),
+    (["--duration", "inf"], "--duration must be a finite number > 0, not inf"),
+    (["--connect-rate", "-5"], "--connect-rate must be a finite number > 0, not -5.0"),
+    (["--enter-timeout", "0"], "--enter-timeout must be a finite number > 0, not 0.0"),
+    (["--drain-timeout", "-1"], "--drain-timeout must be a finite number >= 0, not -1.0"),
+    (["--rate", "1e9", "--duration", "10"], "chats per client (the tally numbers them"),
 ])
 def test_bad_arguments_are_refused_before_connecting(capsys, args, message):
     with pytest.raises(SystemExit) as info:
         cli.main(args)
     assert info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_tally_too_large_to_allocate_is_a_memory_error_not_a_crash():
+    # 2**60 + 1 members of 16 bytes: their product wraps around 64 bits to 16,
+    # which malloc(n * size) would have granted, and the table's initialization
+    # would then have written far past it. In a child, so a crash is a failure.
+    code = ("import netcore_dummy.tally as t\n"
+            "try:\n    t.Tally(2 ** 60 + 1)\nexcept MemoryError:\n    print('refused')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, "refused\n"), proc.stderr[-2000:]
+    assert Tally(3).n_clients == 3
