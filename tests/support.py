@@ -93,8 +93,13 @@ class FakeTransport(asyncio.Transport):
         super().__init__()
         self.closed = False
         self.aborted = False
+        self.eof_written = False
         self.reading = True
         self.written = []
+        self.ended = asyncio.Event()        # set by close, abort or write_eof
+
+    def is_closing(self):
+        return self.closed
 
     def pause_reading(self):
         self.reading = False
@@ -111,11 +116,20 @@ class FakeTransport(asyncio.Transport):
     def write(self, data):
         self.written.append(bytes(data))
 
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        self.eof_written = True
+        self.ended.set()
+
     def close(self):
         self.closed = True
+        self.ended.set()
 
     def abort(self):
         self.closed = self.aborted = True
+        self.ended.set()
 
 
 def feed(session, data: bytes, cuts=()):

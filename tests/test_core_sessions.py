@@ -7,7 +7,7 @@ import netcore
 from netcore import (
     ClientService, DisconnectReason, MalformedPacketError, ServerService, Session,
 )
-from support import Echo, Recorder, ServerSessions, packet, raw_client
+from support import Echo, FakeTransport, Recorder, ServerSessions, packet, raw_client
 
 
 def test_echo_through_200_sessions_accounts_for_every_packet(run):
@@ -80,6 +80,23 @@ def test_max_sessions_refuses_the_extra_connection_and_keeps_serving(run):
             a.send(netcore.make_packet(1004, b"ok"))
             assert await a.wait_packets(1) == [(1004, b"ok")]
             writer.close()
+    run(go())
+
+
+def test_a_connection_refused_as_server_full_is_aborted_at_once(run):
+    # Nothing was sent to it: a graceful close would only linger 3 s with a
+    # descriptor that no session count sees.
+    async def go():
+        server = ServerService(Recorder, max_sessions=1)
+        first = server._accept()
+        first.connection_made(FakeTransport())
+        extra = server._accept()
+        t = FakeTransport()
+        extra.connection_made(t)
+        assert t.aborted and not t.eof_written
+        assert extra.close_reason.kind is DisconnectReason.SERVER_FULL
+        assert extra.close_reason.detail == "1 sessions"
+        assert len(server) == 1 and server.rejected == 1
     run(go())
 
 

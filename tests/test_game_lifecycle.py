@@ -93,6 +93,24 @@ def test_no_session_or_player_survives_10000_cycles(run, tmp_path, monkeypatch):
     run(go(), timeout=240)
 
 
+def test_a_leave_after_the_rooms_are_closed_is_not_an_error(run, tmp_path):
+    # Shutdown closes the rooms once the sessions are closed, but a peer that
+    # does not close in time is aborted, and its leave comes after.
+    async def go():
+        errors = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
+        async with GameServer(ServerConfig(port=0), SQLiteDatabase(tmp_path / "game.db")) as server:
+            (c,) = await in_game(server.port, 1, room=3)
+            (s,) = server.service.sessions.values()
+            player = s.player
+            server.rooms.close()
+            c.disconnect()
+            await s.wait_closed()
+            assert [ctx.get("exception") for ctx in errors] == []
+            assert s.player is None and player.session is None
+    run(go())
+
+
 def test_rooms_appear_on_entry_and_vanish_when_empty(run, tmp_path):
     async def go():
         config = ServerConfig(port=0)

@@ -284,6 +284,25 @@ def test_the_idle_timeout_counts_from_the_last_packet(run):
     run(go())
 
 
+def test_a_connection_past_its_login_deadline_is_aborted_at_once(run):
+    # Nothing is owed to a connection that never logged in: its descriptor
+    # and slot are freed now, not after the 3 s linger of a graceful close.
+    async def go():
+        server = await ServerService(Recorder, login_timeout=0.05).start()
+        try:
+            s = server._accept()
+            t = FakeTransport()
+            s.connection_made(t)
+            await asyncio.wait_for(t.ended.wait(), 10)
+            assert t.aborted and not t.eof_written
+            assert s.close_reason.kind is DisconnectReason.LOGIN_TIMEOUT
+            s.connection_lost(None)         # what the transport does once aborted
+            assert len(server) == 0
+        finally:
+            await server.close()
+    run(go())
+
+
 @pytest.mark.parametrize("field", ["login_timeout", "idle_timeout"])
 @pytest.mark.parametrize("value", [-1, math.inf, math.nan])
 def test_a_bad_timeout_is_refused(field, value):

@@ -60,7 +60,6 @@ cdef class Service:
     cdef PyTime_t idle_timeout_ns
     cdef object loop
     cdef object sweep_handle
-    cdef object sweep_cb
     cdef readonly double sweep_interval     # seconds between sweeps; 0 when there is none
     cdef SendFlusher flusher
     cdef object new_session(self)

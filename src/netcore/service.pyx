@@ -213,8 +213,7 @@ cdef class Service:
         self.sweep_interval = min(max(shortest / 1e9 / SWEEP_DIVISIONS, MIN_SWEEP_MS / 1000.0),
                                   MAX_SWEEP_MS / 1000.0)
         self.loop = loop
-        self.sweep_cb = self._sweep
-        self.sweep_handle = loop.call_later(self.sweep_interval, self.sweep_cb)
+        self.sweep_handle = loop.call_later(self.sweep_interval, _sweep_service, self)
         return 0
 
     cdef void stop_sweeping(self) noexcept:
@@ -231,7 +230,7 @@ cdef class Service:
         cdef Session s
         cdef list late = None
         cdef list idle = None
-        self.sweep_handle = self.loop.call_later(self.sweep_interval, self.sweep_cb)
+        self.sweep_handle = self.loop.call_later(self.sweep_interval, _sweep_service, self)
         while PyDict_Next(self.sessions, &pos, &key, &value):
             s = <Session>value
             if s.closing:
@@ -245,10 +244,12 @@ cdef class Service:
                 if idle is None:
                     idle = []
                 idle.append(s)
-        # Closed after the walk: a close may end up changing the dict.
+        # Closed after the walk: a close may end up changing the dict. A
+        # connection that never logged in is owed nothing: aborted, so that
+        # its descriptor and its slot are free now, not after a linger.
         if late is not None:
             for s in late:
-                s.close(LOGIN_TIMEOUT, f"not logged in within {self.login_timeout:g} s", False)
+                s.close(LOGIN_TIMEOUT, f"not logged in within {self.login_timeout:g} s", True)
         if idle is not None:
             for s in idle:
                 s.close(IDLE_TIMEOUT, f"no packet for {self.idle_timeout:g} s", False)
@@ -257,7 +258,9 @@ cdef class Service:
         """Called from connection_made: register, or refuse when full."""
         if len(self.sessions) >= self.max_sessions:
             self.rejected += 1
-            s.close(DisconnectReason.SERVER_FULL, f"{self.max_sessions} sessions", False)
+            # Aborted, not lingered: nothing was sent to it, and a lingering
+            # refused connection would hold a descriptor outside the count.
+            s.close(DisconnectReason.SERVER_FULL, f"{self.max_sessions} sessions", True)
             return False
         self.sessions[s.session_id] = s
         return True
@@ -269,11 +272,10 @@ cdef class Service:
 
     def pause_reading(self):
         """Stop reading from every session (a shutdown's first step: what was
-        received is handled, nothing new comes in)."""
+        received is handled, nothing new comes in, not even after a session
+        has drained the backlog of a capped read)."""
         for s in list(self.sessions.values()):
-            transport = (<Session>s).transport
-            if transport is not None and not transport.is_closing():
-                transport.pause_reading()
+            (<Session>s).pause_reading()
 
     async def close_sessions(self, reason=DisconnectReason.SHUTDOWN, float timeout=5.0):
         """Flush and close every session, waiting for them to be gone."""
@@ -289,6 +291,12 @@ cdef class Service:
                     s.disconnect(reason, "close timed out", abort=True)
             for t in pending:
                 t.cancel()
+
+
+def _sweep_service(Service service):
+    # A module function, not a bound method kept on the service: see
+    # _run_flusher in session.pyx.
+    service._sweep()
 
 
 cdef class ServerService(Service):

@@ -81,8 +81,8 @@ cdef class SendFlusher:
     cdef double interval            # seconds between runs under load; 0: every iteration
     cdef double last_run            # loop time of the last run
     cdef readonly unsigned long long runs
-    cdef object run_cb
     cdef int add(self, Session s) except -1
+    cdef int run(self) except -1
 
 
 cdef class Session:
@@ -119,7 +119,7 @@ cdef class Session:
     # while everyone else waits.
     cdef readonly Py_ssize_t max_packets_per_read
     cdef bint backlogged                    # stopped at the cap with packets left
-    cdef object drain_cb
+    cdef bint reading_paused                # pause_reading(): a backlog must not resume it
     cdef object linger_timer
     cdef bint closing
     cdef bint eof_seen                      # the peer half-closed: nothing more to read
@@ -135,6 +135,7 @@ cdef class Session:
     cdef int close(self, object kind, str detail, bint abort) except -1
     cdef Py_ssize_t process(self, FrameReader* r) except -1
     cdef int consume(self, FrameReader* r) except -1
+    cdef int drain_backlog(self) except -1
 
 
 # deliver() is the per-packet hook: the payload is only valid during the call.

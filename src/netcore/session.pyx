@@ -106,7 +106,6 @@ cdef class SendFlusher:
         self.dirty = []
         self.spare = []
         self.interval = interval_ms / 1000.0
-        self.run_cb = self.run
 
     cdef int add(self, Session s) except -1:
         cdef double due
@@ -116,12 +115,12 @@ cdef class SendFlusher:
             if self.interval > 0:
                 due = self.last_run + self.interval
                 if due > self.loop.time():
-                    self.loop.call_at(due, self.run_cb)
+                    self.loop.call_at(due, _run_flusher, self)
                     return 0
-            self.loop.call_soon(self.run_cb)
+            self.loop.call_soon(_run_flusher, self)
         return 0
 
-    def run(self):
+    cdef int run(self) except -1:
         cdef list batch = self.dirty
         cdef Py_ssize_t i
         cdef Session s
@@ -138,6 +137,20 @@ cdef class SendFlusher:
                 s.close(CONNECTION_ERROR, f"write failed: {exc!r}", True)
         del batch[:]
         self.spare = batch
+        return 0
+
+
+# Loop callbacks are module functions given the object as their argument, not
+# bound methods kept on it: a bound method stored on its own object is a
+# reference cycle, which only the cyclic collector frees, and a server runs
+# that collector rarely (netcore.loop.tune_gc_for_serving). The handle holds
+# the object only while it is scheduled.
+def _run_flusher(SendFlusher flusher):
+    flusher.run()
+
+
+def _drain_backlog(Session s):
+    s.drain_backlog()
 
 
 cdef class Session:
@@ -220,6 +233,23 @@ cdef class Session:
         """Queue a packet; it leaves with the next flush. Dropped when closing."""
         self.enqueue(buf)
 
+    def pause_reading(self):
+        """Read nothing more from this peer until resume_reading() (a
+        shutdown's first step). Packets already read are still handled; a
+        backlog left by max_packets_per_read drains, but does not resume
+        reading when it is done."""
+        self.reading_paused = True
+        if (self.transport is not None and not self.closing
+                and not self.transport.is_closing()):
+            self.transport.pause_reading()
+
+    def resume_reading(self):
+        """Undo pause_reading() (reading resumes once any backlog has drained)."""
+        self.reading_paused = False
+        if (self.transport is not None and not self.closing and not self.backlogged
+                and not self.transport.is_closing()):
+            self.transport.resume_reading()
+
     def disconnect(self, reason=CLOSED, str detail="", *, bint abort=False):
         """Close this session: queued packets are flushed first unless abort."""
         if not isinstance(reason, DisconnectReason):
@@ -276,7 +306,8 @@ cdef class Session:
             self.close_reason = reason
         self.closing = True
         self.queue.clear()
-        self.rbuf.release()
+        if not self.rbuf.parsing:       # else the parse in progress releases it when done
+            self.rbuf.release()
         if self.linger_timer is not None:
             self.linger_timer.cancel()
             self.linger_timer = None
@@ -327,39 +358,44 @@ cdef class Session:
         cdef FrameReader r
         self.rbuf.begin(nbytes, &r)
         if self.closing:
+            self.rbuf.end_parse()
             self.rbuf.release()
             return
         self.consume(&r)
         if self.backlogged and not self.closing:
             self.transport.pause_reading()
-            if self.drain_cb is None:
-                self.drain_cb = self._drain_backlog
-            asyncio.get_running_loop().call_soon(self.drain_cb)
+            asyncio.get_running_loop().call_soon(_drain_backlog, self)
 
-    def _drain_backlog(self):
+    cdef int drain_backlog(self) except -1:
         """Handle the next packets a capped read left behind, one cap's worth
-        per loop iteration; read again once they are all handled."""
+        per loop iteration; read again once they are all handled, unless
+        reading was paused meanwhile (pause_reading)."""
         cdef FrameReader r
         self.backlogged = False
         if self.closing or self.transport is None:
-            return
+            return 0
         self.rbuf.resume(&r)
         self.consume(&r)
         if self.closing:
-            return
+            return 0
         if self.backlogged:
-            asyncio.get_running_loop().call_soon(self.drain_cb)
-        else:
+            asyncio.get_running_loop().call_soon(_drain_backlog, self)
+        elif not self.reading_paused:
             self.transport.resume_reading()
+        return 0
 
     cdef int consume(self, FrameReader* r) except -1:
         """Parse what r holds, then keep its unparsed tail for later, or drop
         everything when parsing closed the session."""
-        cdef Py_ssize_t partial = self.process(r)
-        if self.closing:
-            self.rbuf.release()
-        else:
-            self.rbuf.keep_tail(r, partial)
+        cdef Py_ssize_t partial
+        try:
+            partial = self.process(r)
+            if self.closing:
+                self.rbuf.release()
+            else:
+                self.rbuf.keep_tail(r, partial)
+        finally:
+            self.rbuf.end_parse()
         return 0
 
     # -- C level ----------------------------------------------------------
@@ -380,6 +416,8 @@ cdef class Session:
         return 0
 
     cdef int enqueue(self, SendBuffer buf) except -1:
+        if buf.is_open:
+            raise ValueError("send buffer is still open: commit() it before sending")
         if self.closing:
             return 0
         if self.transport is None:
