@@ -1,8 +1,11 @@
 """Test sessions and helpers over real loopback sockets."""
 import asyncio
+import contextlib
+import gc
 import struct
 
 from netcore import PacketSession, make_packet
+from netcore.loop import tune_gc_for_serving
 
 
 def packet(pkt_id: int, payload: bytes = b"") -> bytes:
@@ -145,3 +148,22 @@ def feed(session, data: bytes, cuts=()):
             buf[:n] = data[pos:pos + n]
             session.buffer_updated(n)
             pos += n
+
+
+@contextlib.contextmanager
+def collector_as_the_server_runs_it():
+    """The cyclic collector as netcore-server sets it (tune_gc_for_serving:
+    start-up frozen, young collections every 50,000 allocations), and then
+    off: what reference counting does not free here is cyclic garbage, which
+    the server keeps until a collection that may be hours away."""
+    thresholds, enabled = gc.get_threshold(), gc.isenabled()
+    gc.collect()
+    tune_gc_for_serving()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        if enabled:
+            gc.enable()

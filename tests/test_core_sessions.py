@@ -1,5 +1,6 @@
 """Sessions and services end to end: echo, limits, errors in handlers, shutdown."""
 import asyncio
+import gc
 
 import pytest
 
@@ -7,7 +8,10 @@ import netcore
 from netcore import (
     ClientService, DisconnectReason, MalformedPacketError, ServerService, Session,
 )
-from support import Echo, FakeTransport, Recorder, ServerSessions, packet, raw_client
+from support import (
+    Echo, FakeTransport, Recorder, ServerSessions, collector_as_the_server_runs_it, packet,
+    raw_client,
+)
 
 
 def test_echo_through_200_sessions_accounts_for_every_packet(run):
@@ -174,3 +178,31 @@ def test_the_loop_choice_is_validated(monkeypatch):
     assert netcore.resolve_loop_kind("uvloop") == "uvloop"
     with pytest.raises(ValueError, match="unknown event loop"):
         netcore.resolve_loop_kind("tokio")
+
+
+def test_services_and_sessions_are_freed_by_their_reference_count(run):
+    # With the collector off, as good as a server's rare collections: backlogs
+    # drained a packet per read, timeouts swept, closes lingered, clients
+    # dialled by a ClientService; once over, every object of theirs is freed
+    # by its reference count.
+    async def serve_once():
+        made = ServerSessions(Echo)
+        async with ServerService(made, max_packets_per_read=1, login_timeout=60) as server:
+            clients = ClientService(Recorder, port=server.port, count=20, idle_timeout=60)
+            for c in await clients.start():
+                c.transport.write(packet(1004, b"a") + packet(1004, b"b") + packet(1004, b"c"))
+            for c in list(clients.sessions.values()):
+                await c.wait_packets(3)
+            await clients.close()
+            for e in made.made:
+                await e.wait_gone()
+        made.made.clear()       # the test's own record of the sessions it served
+
+    def alive():
+        kinds = (Session, ServerService, ClientService, netcore.JobQueue)
+        return [type(o).__name__ for o in gc.get_objects()
+                if isinstance(o, kinds) or type(o).__name__.endswith("Transport")]
+
+    with collector_as_the_server_runs_it():
+        run(serve_once())
+        assert alive() == []

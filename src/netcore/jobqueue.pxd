@@ -42,10 +42,10 @@ cdef class JobQueue:
     cdef PyTime_t scheduled_ns              # when the pending slice was scheduled
     cdef PyTime_t max_delay_ns              # longest schedule-to-run wait since take_max_delay
     cdef set timers
-    cdef object run_cb
 
     cdef int push(self, object fn, tuple args) except -1
     cdef int schedule(self) except -1
+    cdef int run_slice(self) except -1
 
 
 cdef class JobTimer:

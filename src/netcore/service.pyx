@@ -390,18 +390,20 @@ cdef class ClientService(Service):
         Connections that fail are recorded in `failures`; returns the sessions.
         """
         sem = asyncio.Semaphore(self.connect_concurrency)
-
-        async def one():
-            async with sem:
-                try:
-                    return await self.connect_one()
-                except OSError as exc:
-                    self.failures.append(exc)
-                    return None
-
         self.start_sweeping(asyncio.get_running_loop())
-        results = await asyncio.gather(*[one() for _ in range(self.count)])
+        # A method, not a closure: a Cython coroutine's locals live in a scope
+        # object that a nested function would hold while being held by it, a
+        # reference cycle keeping every session of `results` alive.
+        results = await asyncio.gather(*[self._connect_within(sem) for _ in range(self.count)])
         return [s for s in results if s is not None]
+
+    async def _connect_within(self, sem):
+        async with sem:
+            try:
+                return await self.connect_one()
+            except OSError as exc:
+                self.failures.append(exc)
+                return None
 
     async def close(self, reason=DisconnectReason.CLOSED, float timeout=5.0):
         self.stop_sweeping()

@@ -320,6 +320,13 @@ cdef class Session:
                 self.service._session_ended(self)
             self.on_disconnected(reason)
         finally:
+            # CPython before 3.12: the selector transport keeps a bound method
+            # of itself (_read_ready_cb), a reference cycle that outlives the
+            # connection until a full collection; 3.12 drops it on close
+            # (CPython gh-100348). It has read its last once we are told the
+            # connection is lost, so drop it here as well.
+            if getattr(self.transport, "_read_ready_cb", None) is not None:
+                self.transport._read_ready_cb = None
             self.transport = None
             self.lost = True
             if self.closed is not None and not self.closed.done():
