@@ -21,6 +21,7 @@ class Recorder(PacketSession):
         self.reason = None
         self._want = 0
         self._enough = asyncio.Event()
+        self._changed = asyncio.Event()
         self.up = asyncio.Event()
         self.gone = asyncio.Event()
 
@@ -29,6 +30,7 @@ class Recorder(PacketSession):
 
     def on_recv_packet(self, pkt_id, payload):
         self.packets.append((pkt_id, payload))
+        self._changed.set()
         if len(self.packets) >= self._want:
             self._enough.set()
 
@@ -36,6 +38,15 @@ class Recorder(PacketSession):
         self.reason = reason
         self.gone.set()
         self._enough.set()
+        self._changed.set()
+
+    async def until(self, predicate, timeout=10.0):
+        """Wait until predicate() holds, checked after every packet and at the end."""
+        async def wait():
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+        await asyncio.wait_for(wait(), timeout)
 
     async def wait_packets(self, n, timeout=10.0):
         self._want = n
@@ -87,6 +98,16 @@ class ServerSessions:
 
 async def raw_client(port):
     return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def closed_by_peer(reader) -> bool:
+    """Read until the peer has closed: True at end of stream, or at a reset
+    (an aborted connection ends with FIN or RST depending on what the kernel
+    still held unread; either is a close)."""
+    try:
+        return await reader.read() == b""
+    except ConnectionResetError:
+        return True
 
 
 class FakeTransport(asyncio.Transport):

@@ -8,9 +8,10 @@ import netcore
 from netcore import (
     ClientService, DisconnectReason, MalformedPacketError, ServerService, Session,
 )
+from netcore.loop import uvloop_available
 from support import (
-    Echo, FakeTransport, Recorder, ServerSessions, collector_as_the_server_runs_it, packet,
-    raw_client,
+    Echo, FakeTransport, Recorder, ServerSessions, closed_by_peer,
+    collector_as_the_server_runs_it, packet, raw_client,
 )
 
 
@@ -77,8 +78,8 @@ def test_max_sessions_refuses_the_extra_connection_and_keeps_serving(run):
             a, b = await ClientService(Recorder, port=server.port, count=2).start()
             await made.wait_count(2)
             reader, writer = await raw_client(server.port)
-            assert await reader.read() == b""              # closed at once
-            third = made.made[2]
+            assert await closed_by_peer(reader)            # closed at once
+            third = made.made[2]        # made before the close we have just read
             assert (await third.wait_gone()).kind is DisconnectReason.SERVER_FULL
             assert server.rejected == 1
             a.send(netcore.make_packet(1004, b"ok"))
@@ -124,6 +125,23 @@ def test_close_delivers_what_is_queued_then_ends_every_session(run):
     run(go())
 
 
+def test_close_returns_once_every_session_is_gone_even_a_straggler(run):
+    # A peer that neither reads nor closes outlasts the close timeout; it is
+    # aborted, and close() still returns only once its session has ended, so
+    # nothing of it (a game's leave) runs after the caller moved on.
+    async def go():
+        made = ServerSessions(Recorder)
+        server = await ServerService(made).start()
+        _, writer = await raw_client(server.port)
+        (peer,) = await made.wait_count(1)
+        await server.close(timeout=0.05)
+        assert peer.reason is not None and len(server.sessions) == 0
+        assert (peer.reason.kind, peer.reason.detail) == (DisconnectReason.SHUTDOWN,
+                                                          "close timed out")
+        writer.close()
+    run(go())
+
+
 def test_half_close_still_delivers_what_was_sent_before_it(run):
     async def go():
         made = ServerSessions(Echo)
@@ -132,7 +150,7 @@ def test_half_close_still_delivers_what_was_sent_before_it(run):
             writer.write(packet(1004, b"last words"))
             writer.write_eof()
             assert await reader.read() == packet(1004, b"last words")
-            (echo,) = made.made
+            (echo,) = await made.wait_count(1)
             assert (await echo.wait_gone()).kind is DisconnectReason.PEER_CLOSED
             writer.close()
     run(go())
@@ -144,6 +162,10 @@ class LineSession(Session):
     def __init__(self):
         self.lines = []
         self.got = asyncio.Event()
+        self.up = asyncio.Event()
+
+    def on_connected(self):
+        self.up.set()
 
     def on_recv(self, data):
         end = data.rfind(b"\n") + 1
@@ -163,7 +185,7 @@ def test_a_raw_session_sees_unconsumed_bytes_again(run):
             writer.write(b"lo\nwor")
             await writer.drain()
             writer.write(b"ld\n")
-            (s,) = made.made
+            (s,) = await made.wait_count(1)
             while len(s.lines) < 2:
                 s.got.clear()
                 await asyncio.wait_for(s.got.wait(), 10)
@@ -175,9 +197,15 @@ def test_a_raw_session_sees_unconsumed_bytes_again(run):
 def test_the_loop_choice_is_validated(monkeypatch):
     monkeypatch.setenv("NETCORE_LOOP", "asyncio")
     assert netcore.resolve_loop_kind() == "asyncio"
-    assert netcore.resolve_loop_kind("uvloop") == "uvloop"
+    if uvloop_available():
+        assert netcore.resolve_loop_kind("uvloop") == "uvloop"
+    else:                                       # Windows: a clear error, not an ImportError
+        with pytest.raises(RuntimeError, match="uvloop was asked for but is not installed"):
+            netcore.resolve_loop_kind("uvloop")
     with pytest.raises(ValueError, match="unknown event loop"):
         netcore.resolve_loop_kind("tokio")
+    monkeypatch.delenv("NETCORE_LOOP")
+    assert netcore.resolve_loop_kind() == ("uvloop" if uvloop_available() else "asyncio")
 
 
 def test_services_and_sessions_are_freed_by_their_reference_count(run):

@@ -39,6 +39,7 @@ cdef enum:
     MIN_SWEEP_MS = 10
     MAX_SWEEP_MS = 1000
     SHED_LOG_INTERVAL_MS = 1000
+    ABORT_WAIT_MS = 1000        # close_sessions: for aborted stragglers to be gone
 
 
 cdef class Service:

@@ -278,17 +278,23 @@ cdef class Service:
             (<Session>s).pause_reading()
 
     async def close_sessions(self, reason=DisconnectReason.SHUTDOWN, float timeout=5.0):
-        """Flush and close every session, waiting for them to be gone."""
+        """Flush and close every session, waiting for them to be gone: when
+        this returns, every on_disconnected has run."""
         sessions = list(self.sessions.values())
         for s in sessions:
             s.disconnect(reason)
-        waiters = [s.wait_closed() for s in sessions]
-        if waiters:
-            done, pending = await asyncio.wait(
-                [asyncio.ensure_future(w) for w in waiters], timeout=timeout)
+        waiters = [asyncio.ensure_future(s.wait_closed()) for s in sessions]
+        if not waiters:
+            return
+        done, pending = await asyncio.wait(waiters, timeout=timeout)
+        if pending:
             for s in sessions:
                 if s.transport is not None:     # did not close in time
                     s.disconnect(reason, "close timed out", abort=True)
+            # An aborted transport reports the loss in a later loop iteration:
+            # wait for that too, so that nothing of these sessions (a game's
+            # leave, say) runs after the caller has moved on.
+            done, pending = await asyncio.wait(pending, timeout=ABORT_WAIT_MS / 1000.0)
             for t in pending:
                 t.cancel()
 

@@ -122,6 +122,7 @@ cdef class Session:
     cdef bint reading_paused                # pause_reading(): a backlog must not resume it
     cdef object linger_timer
     cdef bint closing
+    cdef bint aborted                       # close() aborted the transport
     cdef bint eof_seen                      # the peer half-closed: nothing more to read
     cdef bint write_paused
     cdef bint flush_scheduled

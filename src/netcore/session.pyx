@@ -457,6 +457,13 @@ cdef class Session:
 
     cdef int close(self, object kind, str detail, bint abort) except -1:
         if self.closing:
+            if abort and not self.aborted and self.transport is not None:
+                # A graceful close that is taking too long (the peer neither
+                # reads nor closes): cut it short, and say so.
+                self.close_reason = Disconnect(kind, detail)
+                self.aborted = True
+                self.queue.clear()
+                self.transport.abort()
             return 0
         self.closing = True
         self.close_reason = Disconnect(kind, detail)
@@ -465,6 +472,7 @@ cdef class Session:
         if kind in _PEER_FAULTS:
             self.peername           # fetched while the socket is open: the log names the peer
         if abort:
+            self.aborted = True
             self.queue.clear()
             self.transport.abort()
         else:
