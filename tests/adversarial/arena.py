@@ -122,9 +122,9 @@ class Arena:
     def fd_count(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
-    def sched(self) -> list[tuple[int, int]]:
-        """(ns on a CPU, ns ready but waiting for one) of the server's and the
-        bystanders' event-loop threads."""
+    def sched(self) -> list[tuple[int, int, int]]:
+        """(ns on a CPU, ns ready but waiting for one, times run) of the
+        server's and the bystanders' event-loop threads."""
         return [_schedstat(pid) for pid in (self.pid, self.bystanders.pid)]
 
     def log_bytes(self) -> int:
@@ -139,28 +139,37 @@ class Arena:
         return Case(self, self.cases)
 
 
-def _schedstat(pid: int) -> tuple[int, int]:
-    """Linux's scheduler statistics of a process's main thread: time on a
-    CPU and time runnable but waiting for one, in ns ((0, 0) where absent)."""
+# A wake-up waits some microseconds for its CPU even on an idle machine
+# (57 us each, measured here with other work on the other core): that much
+# per wake-up is latency the server can live with, not a sign of load.
+WAKEUP_WAIT_NS = 200_000
+
+
+def _schedstat(pid: int) -> tuple[int, int, int]:
+    """Linux's scheduler statistics of a process's main thread: ns on a CPU,
+    ns runnable but waiting for one, and how many times it ran ((0, 0, 0)
+    where absent)."""
     try:
         with open(f"/proc/{pid}/schedstat") as f:
-            ran, waited = f.read().split()[:2]
-        return int(ran), int(waited)
+            ran, waited, runs = f.read().split()[:3]
+        return int(ran), int(waited), int(runs)
     except (OSError, ValueError):
-        return 0, 0
+        return 0, 0, 0
 
 
-def cpu_share(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> float:
+def cpu_share(before: list[tuple[int, int, int]], after: list[tuple[int, int, int]]) -> float:
     """The smallest share, over the server and the bystanders, of the time
-    each was ready to run that it actually ran during the window. A machine
-    loaded by other work (or by the offender, on the same cores) runs them
-    for a fraction of that time, and everything they do takes that much
-    longer in wall-clock time: the latency bound is scaled by 1 / share, so
-    it holds the server to what it causes, not to what the machine allows.
-    1.0 on an idle machine, and wherever the statistics are missing."""
+    each was ready to run that it actually ran during the window, beyond an
+    ordinary wake-up's wait. A machine loaded by other work (or by the
+    offender, on the same cores) runs them for a fraction of that time, and
+    everything they do takes that much longer in wall-clock time: the
+    latency bound is scaled by 1 / share, so it holds the server to what it
+    causes, not to what the machine allows. 1.0 on an idle machine, and
+    wherever the statistics are missing."""
     shares = []
-    for (ran0, waited0), (ran1, waited1) in zip(before, after):
-        ran, waited = ran1 - ran0, waited1 - waited0
+    for (ran0, waited0, runs0), (ran1, waited1, runs1) in zip(before, after):
+        ran = ran1 - ran0
+        waited = max(0, (waited1 - waited0) - (runs1 - runs0) * WAKEUP_WAIT_NS)
         if ran + waited > 10_000_000:          # 10 ms: enough to say anything
             shares.append(ran / (ran + waited))
     return max(min(shares, default=1.0), 0.05)
