@@ -291,6 +291,7 @@ def test_a_read_during_another_sessions_parse_leaves_that_parse_intact():
     assert relay.packets == mine and relay.close_reason is None
     assert other.packets == theirs and other.close_reason is None
     assert relay.recv_buffer_size == 0
+    assert other.recv_buffer_size == 512        # its read-aside buffer shrunk to the tail's
     # The other session kept its partial packet, and completes it.
     async def complete():
         feed(other, packet(3000, b"p" * 200)[100:])

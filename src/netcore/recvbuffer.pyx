@@ -108,11 +108,13 @@ cdef class RecvBuffer:
             if r.pos:
                 memmove(self.own, self.own + r.pos, tail)
             self.own_len = tail
-            if tail < self.own_cap:
+            if tail < self.own_cap and self.own_cap < READ_ASIDE:
                 return 0
-            # A raw stream consumed nothing from a full buffer: the caller
-            # bounds the tail, here we only make room for the next read.
-            packet_size = 0
+            if tail >= self.own_cap:
+                # A raw stream consumed nothing from a full buffer: the caller
+                # bounds the tail, here we only make room for the next read.
+                packet_size = 0
+            # Else a read aside left a tail in its large buffer: resized below.
         if tail <= SMALL_TAIL:
             cap = SMALL_TAIL            # parked only; the next read copies it to scratch
         elif packet_size > tail:

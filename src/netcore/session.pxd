@@ -8,7 +8,8 @@
 # _process, which parses every whole packet and leaves the partial tail to
 # keep_tail (moved at most once). Payloads reach user code as bytes they may keep.
 #
-# Send path: send() appends a shared SendBuffer to the session's SendQueue and
+# Send path: send() appends a shared SendBuffer to the session's SendQueue (a
+# buffer still open, its size not yet known, is refused) and
 # marks the session dirty in its SendFlusher; once per event-loop iteration the
 # flusher writes every dirty session's queue in one transport.write each. The
 # queue is bounded (max_pending_bytes): past it the session is a slow consumer
@@ -121,6 +122,8 @@ cdef class Session:
     cdef bint backlogged                    # stopped at the cap with packets left
     cdef bint reading_paused                # pause_reading(): a backlog must not resume it
     cdef object linger_timer
+    # A graceful close asked to abort (close_sessions' timeout) is cut short:
+    # the transport aborted once, the reason replaced by the one that did it.
     cdef bint closing
     cdef bint aborted                       # close() aborted the transport
     cdef bint eof_seen                      # the peer half-closed: nothing more to read
