@@ -1,8 +1,11 @@
 """Test sessions and helpers over real loopback sockets."""
 import asyncio
+import contextlib
+import gc
 import struct
 
 from netcore import PacketSession, make_packet
+from netcore.loop import tune_gc_for_serving
 
 
 def packet(pkt_id: int, payload: bytes = b"") -> bytes:
@@ -18,6 +21,7 @@ class Recorder(PacketSession):
         self.reason = None
         self._want = 0
         self._enough = asyncio.Event()
+        self._changed = asyncio.Event()
         self.up = asyncio.Event()
         self.gone = asyncio.Event()
 
@@ -26,6 +30,7 @@ class Recorder(PacketSession):
 
     def on_recv_packet(self, pkt_id, payload):
         self.packets.append((pkt_id, payload))
+        self._changed.set()
         if len(self.packets) >= self._want:
             self._enough.set()
 
@@ -33,6 +38,15 @@ class Recorder(PacketSession):
         self.reason = reason
         self.gone.set()
         self._enough.set()
+        self._changed.set()
+
+    async def until(self, predicate, timeout=10.0):
+        """Wait until predicate() holds, checked after every packet and at the end."""
+        async def wait():
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+        await asyncio.wait_for(wait(), timeout)
 
     async def wait_packets(self, n, timeout=10.0):
         self._want = n
@@ -86,6 +100,16 @@ async def raw_client(port):
     return await asyncio.open_connection("127.0.0.1", port)
 
 
+async def closed_by_peer(reader) -> bool:
+    """Read until the peer has closed: True at end of stream, or at a reset
+    (an aborted connection ends with FIN or RST depending on what the kernel
+    still held unread; either is a close)."""
+    try:
+        return await reader.read() == b""
+    except ConnectionResetError:
+        return True
+
+
 class FakeTransport(asyncio.Transport):
     """Just enough transport to drive a session by hand, read by read."""
 
@@ -93,8 +117,13 @@ class FakeTransport(asyncio.Transport):
         super().__init__()
         self.closed = False
         self.aborted = False
+        self.eof_written = False
         self.reading = True
         self.written = []
+        self.ended = asyncio.Event()        # set by close, abort or write_eof
+
+    def is_closing(self):
+        return self.closed
 
     def pause_reading(self):
         self.reading = False
@@ -111,11 +140,20 @@ class FakeTransport(asyncio.Transport):
     def write(self, data):
         self.written.append(bytes(data))
 
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        self.eof_written = True
+        self.ended.set()
+
     def close(self):
         self.closed = True
+        self.ended.set()
 
     def abort(self):
         self.closed = self.aborted = True
+        self.ended.set()
 
 
 def feed(session, data: bytes, cuts=()):
@@ -131,3 +169,22 @@ def feed(session, data: bytes, cuts=()):
             buf[:n] = data[pos:pos + n]
             session.buffer_updated(n)
             pos += n
+
+
+@contextlib.contextmanager
+def collector_as_the_server_runs_it():
+    """The cyclic collector as netcore-server sets it (tune_gc_for_serving:
+    start-up frozen, young collections every 50,000 allocations), and then
+    off: what reference counting does not free here is cyclic garbage, which
+    the server keeps until a collection that may be hours away."""
+    thresholds, enabled = gc.get_threshold(), gc.isenabled()
+    gc.collect()
+    tune_gc_for_serving()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        if enabled:
+            gc.enable()

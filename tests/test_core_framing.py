@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 import netcore
 from netcore import ClientService, DisconnectReason, ServerService, split_frames
-from support import FakeTransport, Recorder, ServerSessions, feed, packet, raw_client
+from support import (
+    FakeTransport, Recorder, ServerSessions, closed_by_peer, feed, packet, raw_client,
+)
 
 
 def reference_split(data: bytes, max_size: int):
@@ -46,6 +48,28 @@ def test_size_above_the_maximum_is_refused_from_the_header_alone():
     # Only the 4 header bytes of a 5,000-byte packet: refused without its body.
     _, consumed, error = split_frames(struct.pack("<HH", 5000, 1000), 4096)
     assert consumed == 0 and error == "header size 5000 > maximum 4096"
+
+
+def test_split_frames_takes_contiguous_memory_only():
+    data = packet(1004, b"hello") + packet(1005, b"world!")
+    # A strided view: walked with a pointer it would be read outside its
+    # bytes (backwards from the last one), so it is refused.
+    for strided in (memoryview(data)[::-1], memoryview(data)[::2]):
+        with pytest.raises(BufferError, match="contiguous"):
+            split_frames(strided)
+    # Any contiguous bytes-like object parses as its bytes do.
+    assert split_frames(bytearray(data)) == split_frames(data)
+    assert split_frames(memoryview(data)[9:]) == ([(1005, b"world!")], 10, None)
+    assert split_frames(memoryview(b"")) == ([], 0, None)
+
+
+def test_packets_are_made_from_contiguous_payloads_only():
+    payload = b"payload bytes"
+    with pytest.raises(BufferError, match="contiguous"):
+        netcore.make_packet(1004, memoryview(payload)[::-1])
+    with pytest.raises(BufferError, match="contiguous"):
+        netcore.SendBufferPool().write(1004, memoryview(payload)[::2])
+    assert bytes(netcore.make_packet(1004, memoryview(payload)[2:])) == packet(1004, payload[2:])
 
 
 @settings(max_examples=300, deadline=None)
@@ -119,7 +143,7 @@ def test_a_bad_header_closes_only_that_session(run, bad, detail):
             assert reason.kind is DisconnectReason.PROTOCOL_ERROR
             assert reason.detail == detail
             assert offender.packets == [(1004, b"before")]
-            assert await reader.read() == b""          # the server closed it
+            assert await closed_by_peer(reader)        # the server closed it
             # The other session is untouched and still served.
             bystander.send(netcore.make_packet(1004, b"still here"))
             assert await bystander.wait_packets(1) == [(1004, b"still here")]
@@ -138,7 +162,7 @@ def test_a_60k_packet_arrives_whole_and_its_memory_is_given_back(run):
             client.send(netcore.make_packet(1004, big))
             client.send(netcore.make_packet(1005, b"next"))
             assert await client.wait_packets(2) == [(1004, big), (1005, b"next")]
-            (echo,) = made.made
+            (echo,) = await made.wait_count(1)
             assert echo.packets == [(1004, big), (1005, b"next")]
             assert echo.recv_buffer_size == 0 and client.recv_buffer_size == 0
             client.disconnect()
@@ -176,22 +200,31 @@ def test_an_idle_session_owns_no_receive_memory(run):
             _, writer = await raw_client(server.port)
             writer.write(packet(1004, b"y" * 3000)[:1000])
             partial = (await made.wait_count(51))[50]
-            await asyncio.wait_for(partial.read.wait(), 10)
+            await partial.until_read(1000)      # in one read or several
             assert partial.recv_buffer_size == 3004
             writer.close()
     run(go())
 
 
 class ReadSignal(Recorder):
-    """Sets `read` after every read the transport hands over."""
+    """Counts the bytes of every read the transport hands over."""
 
     def __init__(self):
         super().__init__()
+        self.bytes_read = 0
         self.read = asyncio.Event()
 
     def buffer_updated(self, nbytes):
         super().buffer_updated(nbytes)
+        self.bytes_read += nbytes
         self.read.set()
+
+    async def until_read(self, n, timeout=10.0):
+        async def wait():
+            while self.bytes_read < n:
+                self.read.clear()
+                await self.read.wait()
+        await asyncio.wait_for(wait(), timeout)
 
 
 def test_a_read_of_many_packets_is_handled_a_cap_at_a_time():
@@ -216,3 +249,87 @@ def test_a_read_of_many_packets_is_handled_a_cap_at_a_time():
         assert s.recv_buffer_size == 0 and s.close_reason is None
         return s
     netcore.run(go(), "asyncio")
+
+
+# -- the shared receive scratch: never overwritten while it is parsed --------
+
+class Relay(Recorder):
+    """On its first packet, hands `other` a read of `data` from inside its own
+    handler: what a transport that reads synchronously, or a handler driving
+    another session, does in the middle of this session's parse."""
+
+    def __init__(self, other=None, data=b""):
+        super().__init__()
+        self.other, self.data = other, data
+
+    def on_recv_packet(self, pkt_id, payload):
+        super().on_recv_packet(pkt_id, payload)
+        if len(self.packets) == 1:
+            feed(self.other, self.data)
+
+
+def numbered(first_id, n, size):
+    return [(first_id + i, bytes([i]) * size) for i in range(n)]
+
+
+def test_a_read_during_another_sessions_parse_leaves_that_parse_intact():
+    mine = numbered(1000, 40, 90)
+    theirs = numbered(2000, 40, 70)
+    partial = packet(3000, b"p" * 200)[:100]
+
+    async def go():
+        other = Recorder()
+        other.connection_made(FakeTransport())
+        relay = Relay(other, b"".join(packet(i, p) for i, p in theirs) + partial)
+        relay.connection_made(FakeTransport())
+        # One read of 40 packets, parsed from the scratch; the other session's
+        # read lands while 39 of them are still to be parsed.
+        feed(relay, b"".join(packet(i, p) for i, p in mine))
+        return relay, other
+
+    relay, other = netcore.run(go(), "asyncio")
+    assert relay.packets == mine and relay.close_reason is None
+    assert other.packets == theirs and other.close_reason is None
+    assert relay.recv_buffer_size == 0
+    assert other.recv_buffer_size == 512        # its read-aside buffer shrunk to the tail's
+    # The other session kept its partial packet, and completes it.
+    async def complete():
+        feed(other, packet(3000, b"p" * 200)[100:])
+        return other
+    assert netcore.run(complete(), "asyncio").packets[-1] == (3000, b"p" * 200)
+
+
+def test_a_read_of_a_session_inside_its_own_parse_is_refused():
+    async def go():
+        s = Relay()
+        s.other, s.data = s, packet(7, b"second read")
+        s.connection_made(FakeTransport())
+        feed(s, packet(1, b"a") + packet(2, b"b") + packet(3, b"c"))
+        return s
+
+    s = netcore.run(go(), "asyncio")
+    # Parsed in order up to the handler that misbehaved, which closes that session.
+    assert s.packets == [(1, b"a")]
+    assert s.close_reason.kind is DisconnectReason.HANDLER_ERROR
+    assert "still parsing" in s.close_reason.detail
+
+
+def test_a_backlog_drained_after_pause_reading_does_not_resume_reading():
+    async def go():
+        server = ServerService(Recorder, max_packets_per_read=10)
+        s = server._accept()
+        t = FakeTransport()
+        s.connection_made(t)
+        data = b"".join(packet(1004, b"%d" % i) for i in range(95))
+        buf = s.get_buffer(-1)
+        buf[:len(data)] = data
+        s.buffer_updated(len(data))
+        assert len(s.packets) == 10 and not t.reading     # the rest waits, reading paused
+        server.pause_reading()                            # a shutdown begins
+        await s.wait_packets(95)                          # the backlog is still handled
+        assert not t.reading, "the drained backlog resumed reading after pause_reading()"
+        s.resume_reading()
+        assert t.reading
+        return s
+    s = netcore.run(go(), "asyncio")
+    assert [p for _, p in s.packets] == [b"%d" % i for i in range(95)]

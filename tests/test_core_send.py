@@ -6,7 +6,7 @@ import pytest
 
 import netcore
 from netcore import ClientService, DisconnectReason, SendBufferPool, ServerService, send_to_all
-from support import Recorder, ServerSessions, packet
+from support import FakeTransport, Recorder, ServerSessions, packet
 
 
 def test_the_pool_recycles_its_chunks_over_a_million_packets():
@@ -142,4 +142,36 @@ def test_a_paced_flusher_batches_under_load_and_not_when_idle(run):
             assert [p for _, p in got[1:]] == [b"%d" % i for i in range(300)]
             assert peer.writes - writes <= elapsed / 0.020 + 2
             assert peer.writes - writes < 300
+    run(go())
+
+
+def test_a_reserved_region_is_written_in_place_and_sent_only_once_committed(run):
+    async def go():
+        s = Recorder()
+        t = FakeTransport()
+        s.connection_made(t)
+        pool = SendBufferPool(256)
+        buf = pool.reserve(32)
+        assert buf.is_open and len(buf) == 0
+        # Open, its size is unknown and its bytes may still change: refused.
+        with pytest.raises(ValueError, match="still open"):
+            s.send(buf)
+        with pytest.raises(ValueError, match="still open"):
+            send_to_all([s], buf)
+        wire = packet(1005, b"written in place")
+        with memoryview(buf) as view:
+            assert not view.readonly and len(view) == 32
+            view[:len(wire)] = wire
+            with pytest.raises(BufferError, match="release every memoryview"):
+                buf.commit(len(wire))
+        buf.commit(len(wire))
+        assert not buf.is_open and bytes(buf) == wire and memoryview(buf).readonly
+        with pytest.raises(RuntimeError, match="already closed"):
+            buf.commit(len(wire))
+        s.send(buf)
+        assert s.pending_bytes == len(wire) and t.written == []
+        await asyncio.sleep(0)          # the flusher runs in the next loop iteration
+        assert t.written == [wire]
+        # Nothing written before the refusals was queued.
+        assert s.packets_sent == 1
     run(go())

@@ -41,8 +41,9 @@ def test_the_dummy_fails_clearly_when_no_server_listens(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "netcore_dummy.cli", "--port", str(port),
                                "--clients", "3", "--duration", "1"],
                               capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0
+    assert proc.returncode == 2                 # could not start: the documented status
     assert "Traceback" not in proc.stderr
+    assert "cannot connect to 127.0.0.1" in proc.stderr
 
 
 def test_hold_keeps_clients_in_game_without_chat_and_times_the_logins(tmp_path, loop_kind):

@@ -86,24 +86,48 @@ def test_concurrent_account_creation_makes_one_account(run, tmp_path):
     assert all(r.ok for r in results) and len({r.characters for r in results}) == 1
 
 
+class GatedDatabase(SQLiteDatabase):
+    """Holds every login in its worker thread until the gate opens: while the
+    test chats, all of them are certainly in flight, however fast the machine."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+        self.all_held = threading.Event()      # every worker thread waits at the gate
+        self.waiting = 0
+        self._count = threading.Lock()
+
+    def _login(self, account, password, *args):
+        with self._count:
+            self.waiting += 1
+            if self.waiting == self.workers:
+                self.all_held.set()
+        if not self.gate.wait(60):
+            raise TimeoutError("the test never opened the gate")
+        return super()._login(account, password, *args)
+
+
 def test_a_thousand_logins_do_not_stall_chat(run, tmp_path):
     async def go():
         # Every one of them admitted at once: this is about the database pool.
         config = ServerConfig(port=0, max_logins_in_flight=1000)
-        db = SQLiteDatabase(tmp_path / "game.db", scrypt_n=2 ** 10)
+        db = GatedDatabase(tmp_path / "game.db", scrypt_n=2 ** 10)
         async with GameServer(config, db) as server:
             a, b = await in_game(server.port, 2)
             loginers = await connect(server.port, 1000)
             for i, c in enumerate(loginers):
                 c.send_pkt(pb.C_LOGIN(account=f"player{i}", password="pw"))
-            # Chat round trips while the logins hash passwords and write rows.
+            loop = asyncio.get_running_loop()
+            assert await loop.run_in_executor(None, db.all_held.wait, 60)
+            # Chat round trips while the logins wait on the database.
             for i in range(20):
                 a.send_pkt(pb.C_CHAT(msg=str(i)))
                 await b.wait_chats(i + 1)
             answered = sum(1 for c in loginers for name, _ in c.inbox if name == "S_LOGIN")
+            db.gate.set()
             for c in loginers:
                 assert (await c.expect("S_LOGIN", timeout=60)).success
             return answered
 
     answered = run(go(), timeout=120)
-    assert answered < 1000, "chat had to wait for every login to finish"
+    assert answered == 0, "a login was answered while the database held them all"

@@ -2,10 +2,12 @@
 import asyncio
 import gc
 import logging
+import weakref
 
 import pytest
 
-from netcore import JobQueue
+from netcore import JobQueue, JobTimer
+from support import collector_as_the_server_runs_it
 
 
 def test_jobs_run_one_at_a_time_in_push_order(run):
@@ -111,12 +113,40 @@ def test_a_timer_whose_owner_is_gone_does_not_run(run, ending):
             with pytest.raises(RuntimeError, match="closed"):
                 owner.do_async(print)
         else:
-            del owner
-            gc.collect()
+            gone = weakref.ref(owner)
+            del owner                       # by its reference count alone
+            assert gone() is None
         witness.do_timer(60, done.set)     # well past both deadlines
         await asyncio.wait_for(done.wait(), 10)
         assert Owner.fired == []
-    run(go())
+    with collector_as_the_server_runs_it():
+        run(go())
+
+
+def test_queues_and_timers_are_freed_by_their_reference_count(run):
+    # The server collects cycles rarely: a queue that has run jobs, a timer
+    # that has fired and one that was cancelled are freed when dropped,
+    # without the collector (a bound method of itself kept on a queue, or a
+    # timer and its loop handle holding each other, would keep them).
+    async def go():
+        q, done = JobQueue(), asyncio.Event()
+        q.do_async(len, ())
+        fired = q.do_timer(1, len, ())
+        cancelled = q.do_timer(60_000, len, ())
+        ticking = q.do_timer(1, len, (), interval_ms=1)
+        q.do_timer(20, done.set)
+        await asyncio.wait_for(done.wait(), 10)
+        cancelled.cancel()
+        ticking.cancel()
+        assert q.jobs_run >= 3 and fired.cancelled
+        gone = weakref.ref(q)
+        del q, fired, cancelled, ticking
+        return gone
+
+    with collector_as_the_server_runs_it():
+        gone = run(go())
+        assert gone() is None
+        assert [o for o in gc.get_objects() if type(o) is JobTimer] == []
 
 
 def test_a_flooded_queue_does_not_hold_up_another(run):

@@ -22,8 +22,9 @@ def header_error(Py_ssize_t size, Py_ssize_t max_size):
     return None
 
 
-def split_frames(const unsigned char[:] data, Py_ssize_t max_size=MAX_WIRE_SIZE):
-    """Parse every whole packet in `data`.
+def split_frames(const unsigned char[::1] data, Py_ssize_t max_size=MAX_WIRE_SIZE):
+    """Parse every whole packet in `data`, any C-contiguous bytes-like object
+    (the parser walks it with a pointer: a strided view is refused, BufferError).
 
     Returns (packets, consumed, error): packets is a list of (id, payload bytes),
     consumed the number of bytes they took, error None or the protocol-error text

@@ -47,10 +47,10 @@ cdef class JobQueue:
     # histogram a metrics scrape reads, unlike max_delay_ns, which one reader resets.
     cdef public LatencyHistogram delay_histogram
     cdef set timers
-    cdef object run_cb
 
     cdef int push(self, object fn, tuple args) except -1
     cdef int schedule(self) except -1
+    cdef int run_slice(self) except -1
 
 
 cdef class JobTimer:

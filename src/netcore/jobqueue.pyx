@@ -18,7 +18,6 @@ cdef class JobQueue:
         self.jobs = []
         self.timers = set()
         self.budget_ns = <PyTime_t>(budget_ms * 1e6)
-        self.run_cb = self._run
 
     @property
     def pending(self):
@@ -82,10 +81,13 @@ cdef class JobQueue:
             self.loop = asyncio.get_running_loop()
         self.scheduled = True
         self.scheduled_ns = PyTime_MonotonicRaw()
-        self.loop.call_soon(self.run_cb)
+        # The handle holds the queue only while the slice is pending: no
+        # bound method of itself kept on the queue (a reference cycle, which
+        # only the cyclic collector would free once the queue is dropped).
+        self.loop.call_soon(_run_slice, self)
         return 0
 
-    def _run(self):
+    cdef int run_slice(self) except -1:
         cdef list jobs = self.jobs
         cdef PyTime_t now = PyTime_MonotonicRaw()
         cdef PyTime_t deadline = now + self.budget_ns
@@ -96,7 +98,7 @@ cdef class JobQueue:
         if self.delay_histogram is not None:
             self.delay_histogram.observe_ns(now - self.scheduled_ns)
         if self.closed:
-            return
+            return 0
         self.running = True
         self.slices += 1
         try:
@@ -118,7 +120,7 @@ cdef class JobQueue:
         finally:
             self.running = False
         if jobs is not self.jobs:
-            return
+            return 0
         if self.head == PyList_GET_SIZE(jobs):
             del jobs[:]
             self.head = 0
@@ -127,6 +129,11 @@ cdef class JobQueue:
                 del jobs[:self.head]
                 self.head = 0
             self.schedule()             # the rest runs next iteration, after I/O
+        return 0
+
+
+def _run_slice(JobQueue q):
+    q.run_slice()
 
 
 cdef class JobTimer:
@@ -135,7 +142,9 @@ cdef class JobTimer:
         if self.cancelled:
             return
         self.cancelled = True
-        self.handle.cancel()
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None          # the handle holds this timer: no cycle left behind
         q = self.queue_ref()
         if q is not None:
             q.timers.discard(self)
@@ -143,7 +152,11 @@ cdef class JobTimer:
 
 def _fire(JobTimer t):
     cdef JobQueue q = t.queue_ref()
+    # The handle that called us holds t, and t holds it: let go of it, so
+    # that a timer which is done is freed by its reference count.
+    t.handle = None
     if q is None or q.closed or t.cancelled:
+        t.cancelled = True
         return
     if t.interval > 0:
         t.deadline += t.interval

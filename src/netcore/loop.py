@@ -108,8 +108,12 @@ def tune_gc_for_serving(young_threshold: int = 50_000) -> None:
     What start-up allocated lives as long as the process: freeze it out of
     every collection. And collect the young generation far less often: a
     login storm allocates sessions by the thousand, all freed by reference
-    counting (netcore breaks its cycles on disconnect), and the default
-    threshold of 700 made the collector a quarter of a storm's CPU time.
+    counting, and the default threshold of 700 made the collector a quarter
+    of a storm's CPU time. That is only sound because netcore leaves no
+    reference cycle behind a connection, a room or a timer (loop callbacks
+    are module functions given their object, never bound methods kept on
+    it): tests/test_game_lifecycle.py churns with the collector off and
+    fails if the live-object count grows.
     """
     gc.freeze()
     gc.set_threshold(young_threshold, 20, 20)

@@ -16,6 +16,13 @@
 #   of a big packet is copied at most once however slowly it is drip-fed.
 # - A failed read (get_buffer without buffer_updated) loses nothing: `own`
 #   keeps its tail until buffer_updated says the read landed.
+# - The scratch is never lent while a session is still parsing what landed in
+#   it. A handler may make another session read in the middle of a parse (a
+#   transport that delivers synchronously, a test feeding sessions by hand):
+#   that read then lands in the other session's own buffer (READ_ASIDE bytes,
+#   freed once parsed), so the packets still being parsed are never
+#   overwritten. A read of the same session in the middle of its own parse
+#   would reorder its stream: get_buffer refuses it (RuntimeError).
 
 from netcore.framing cimport FrameReader
 
@@ -23,6 +30,7 @@ cdef enum:
     SCRATCH_SIZE = 262144
     SMALL_TAIL = 512
     MIN_OWN = 1024      # own buffer floor when a read has to bypass scratch
+    READ_ASIDE = 65536  # room for a read while another session parses the scratch
 
 cdef class RecvBuffer:
     cdef unsigned char* own
@@ -31,9 +39,11 @@ cdef class RecvBuffer:
     cdef unsigned char* read_base   # where the bytes of the current read start
     cdef Py_ssize_t read_pre        # bytes already in front of the read at read_base
     cdef bint reading_scratch
+    cdef bint parsing               # between begin/resume and end_parse
 
     cdef object get_buffer(self)
     cdef int begin(self, Py_ssize_t nbytes, FrameReader* r) except -1
     cdef int keep_tail(self, FrameReader* r, Py_ssize_t packet_size) except -1
     cdef void resume(self, FrameReader* r) noexcept
+    cdef void end_parse(self) noexcept
     cdef void release(self) noexcept

@@ -14,7 +14,8 @@ cdef extern from *:
     #define NETCORE_TLS __thread
     #endif
     static NETCORE_TLS unsigned char *netcore_scratch = NULL;
-    static NETCORE_TLS void *netcore_scratch_owner = NULL;
+    static NETCORE_TLS void *netcore_scratch_owner = NULL;   /* lent to, by get_buffer */
+    static NETCORE_TLS void *netcore_scratch_parser = NULL;  /* parsing what landed in it */
 
     /* The calling thread's scratch area, allocated on first use. */
     static unsigned char *netcore_scratch_get(size_t size) {
@@ -23,18 +24,25 @@ cdef extern from *:
     }
     static void *netcore_scratch_owner_get(void) { return netcore_scratch_owner; }
     static void netcore_scratch_owner_set(void *o) { netcore_scratch_owner = o; }
+    static void *netcore_scratch_parser_get(void) { return netcore_scratch_parser; }
+    static void netcore_scratch_parser_set(void *o) { netcore_scratch_parser = o; }
     """
     unsigned char* netcore_scratch_get(size_t size) nogil
     void* netcore_scratch_owner_get() nogil
     void netcore_scratch_owner_set(void* o) nogil
+    void* netcore_scratch_parser_get() nogil
+    void netcore_scratch_parser_set(void* o) nogil
 
 
 cdef class RecvBuffer:
 
     cdef object get_buffer(self):
         cdef unsigned char* scratch
-        cdef Py_ssize_t need
-        if self.own_len <= SMALL_TAIL:
+        cdef unsigned char* grown
+        if self.parsing:
+            raise RuntimeError("a read of this session began while it was still parsing "
+                               "its previous one")
+        if self.own_len <= SMALL_TAIL and netcore_scratch_parser_get() == NULL:
             scratch = netcore_scratch_get(SCRATCH_SIZE)
             if scratch == NULL:
                 raise MemoryError()
@@ -46,7 +54,15 @@ cdef class RecvBuffer:
             self.read_pre = self.own_len
             return PyMemoryView_FromMemory(<char*>scratch + self.own_len,
                                            SCRATCH_SIZE - self.own_len, PyBUF_WRITE)
-        # A large partial packet: keep_tail sized `own` to hold all of it.
+        if self.own_len <= SMALL_TAIL:
+            # Another session is still parsing the scratch: read aside, into own.
+            if self.own_cap - self.own_len < READ_ASIDE:
+                grown = <unsigned char*>realloc(self.own, self.own_len + READ_ASIDE)
+                if grown == NULL:
+                    raise MemoryError()
+                self.own = grown
+                self.own_cap = self.own_len + READ_ASIDE
+        # Else a large partial packet: keep_tail sized `own` to hold all of it.
         self.reading_scratch = False
         self.read_base = self.own
         self.read_pre = self.own_len
@@ -63,6 +79,7 @@ cdef class RecvBuffer:
                 raise RuntimeError("read overran the receive buffer")
             # The tail now lives in front of the read; own is free to reuse.
             self.own_len = 0
+            netcore_scratch_parser_set(<void*>self)     # not lent again until end_parse
         elif nbytes > self.own_cap - self.own_len:
             raise RuntimeError("read overran the receive buffer")
         else:
@@ -71,6 +88,7 @@ cdef class RecvBuffer:
         r.len = self.read_pre + nbytes
         r.pos = 0
         self.read_base = NULL
+        self.parsing = True
         return 0
 
     cdef int keep_tail(self, FrameReader* r, Py_ssize_t packet_size) except -1:
@@ -90,11 +108,13 @@ cdef class RecvBuffer:
             if r.pos:
                 memmove(self.own, self.own + r.pos, tail)
             self.own_len = tail
-            if tail < self.own_cap:
+            if tail < self.own_cap and self.own_cap < READ_ASIDE:
                 return 0
-            # A raw stream consumed nothing from a full buffer: the caller
-            # bounds the tail, here we only make room for the next read.
-            packet_size = 0
+            if tail >= self.own_cap:
+                # A raw stream consumed nothing from a full buffer: the caller
+                # bounds the tail, here we only make room for the next read.
+                packet_size = 0
+            # Else a read aside left a tail in its large buffer: resized below.
         if tail <= SMALL_TAIL:
             cap = SMALL_TAIL            # parked only; the next read copies it to scratch
         elif packet_size > tail:
@@ -117,6 +137,14 @@ cdef class RecvBuffer:
         r.buf = self.own
         r.len = self.own_len
         r.pos = 0
+        self.parsing = True
+
+    cdef void end_parse(self) noexcept:
+        """The parse begun by begin() or resume() is over (keep_tail or
+        release has dealt with its bytes): the scratch may be lent again."""
+        self.parsing = False
+        if netcore_scratch_parser_get() == <void*>self:
+            netcore_scratch_parser_set(NULL)
 
     cdef void release(self) noexcept:
         free(self.own)
@@ -125,4 +153,8 @@ cdef class RecvBuffer:
         self.own_cap = 0
 
     def __dealloc__(self):
+        if netcore_scratch_parser_get() == <void*>self:
+            netcore_scratch_parser_set(NULL)
+        if netcore_scratch_owner_get() == <void*>self:
+            netcore_scratch_owner_set(NULL)
         free(self.own)

@@ -4,6 +4,9 @@
 # header + payload, close it with the written size. The resulting SendBuffer
 # is immutable and may be queued to any number of sessions; they all hold a
 # reference to the same bytes, so a broadcast never copies per recipient.
+# A session refuses a buffer that is still open (its size is not known yet,
+# and its bytes may still change). From Python the cycle is
+# pool.reserve(n) / write through memoryview(buf) / buf.commit(written).
 #
 # A chunk goes back to the pool when the last SendBuffer into it dies
 # (reference counted in `live`), so steady traffic cycles through a handful of
@@ -32,7 +35,8 @@ cdef class SendBuffer:
     # already-framed packets relayed as one (copy_frames: a room's stream from
     # another worker), which a session queues and writes like any other.
     cdef readonly Py_ssize_t frames
-    cdef bint is_open
+    cdef readonly bint is_open      # reserved, not yet closed: cannot be sent
+    cdef Py_ssize_t writers         # writable views exported while open
     cdef int close(self, Py_ssize_t written) except -1
 
 

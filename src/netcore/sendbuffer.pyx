@@ -26,7 +26,9 @@ cdef class SendBufferChunk:
 cdef class SendBuffer:
     """One packet's bytes, shared read-only by every session it is queued to.
 
-    Supports the buffer protocol: bytes(buf) and memoryview(buf) are the wire bytes.
+    Supports the buffer protocol: bytes(buf) and memoryview(buf) are the wire
+    bytes. A region from SendBufferPool.reserve() is open until commit(): its
+    memoryview is then writable, and no session accepts it.
     """
 
     cdef int close(self, Py_ssize_t written) except -1:
@@ -41,13 +43,29 @@ cdef class SendBuffer:
             self.chunk.used -= self.capacity - written
         return 0
 
+    def commit(self, Py_ssize_t written):
+        """Close a reserved region: its first `written` bytes are the packet,
+        read-only from now on, and it may be sent."""
+        if self.writers:
+            raise BufferError("release every memoryview of the region before commit()")
+        self.close(written)
+
     def __len__(self):
         return self.size
 
     def __getbuffer__(self, Py_buffer* view, int flags):
+        if self.is_open:
+            # All of the reserved region, for writing the packet in place.
+            PyBuffer_FillInfo(view, self, self.data, self.capacity, 0, flags)
+            self.writers += 1
+            return
         if flags & PyBUF_WRITABLE:
             raise BufferError("send buffers are read-only")
         PyBuffer_FillInfo(view, self, self.data, self.size, 1, flags)
+
+    def __releasebuffer__(self, Py_buffer* view):
+        if not view.readonly:
+            self.writers -= 1
 
     def __dealloc__(self):
         cdef SendBufferChunk chunk = self.chunk
@@ -96,6 +114,12 @@ cdef class SendBufferPool:
     def write(self, unsigned int pkt_id, payload):
         """Python access to the open/write/close cycle: one packet in this pool."""
         return _write_packet(self, pkt_id, payload)
+
+    def reserve(self, Py_ssize_t size):
+        """An open region of `size` bytes, to write a packet (header included)
+        in place through memoryview(buf); buf.commit(written) closes it.
+        Until then no session accepts it."""
+        return self.open(size)
 
     cdef SendBufferChunk _take_chunk(self):
         cdef SendBufferChunk old = self.current

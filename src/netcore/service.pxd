@@ -60,6 +60,7 @@ cdef enum:
     SHED_LOG_INTERVAL_MS = 1000
     KEEPALIVE_PROBES = 3
     MAX_KEEPALIVE_S = 32767
+    ABORT_WAIT_MS = 1000        # close_sessions: for aborted stragglers to be gone
 
 
 cdef class Service:
@@ -88,7 +89,6 @@ cdef class Service:
     cdef PyTime_t idle_timeout_ns
     cdef object loop
     cdef object sweep_handle
-    cdef object sweep_cb
     cdef readonly double sweep_interval     # seconds between sweeps; 0 when there is none
     cdef SendFlusher flusher
     cdef object new_session(self)

@@ -281,8 +281,7 @@ cdef class Service:
         self.sweep_interval = min(max(shortest / 1e9 / SWEEP_DIVISIONS, MIN_SWEEP_MS / 1000.0),
                                   MAX_SWEEP_MS / 1000.0)
         self.loop = loop
-        self.sweep_cb = self._sweep
-        self.sweep_handle = loop.call_later(self.sweep_interval, self.sweep_cb)
+        self.sweep_handle = loop.call_later(self.sweep_interval, _sweep_service, self)
         return 0
 
     cdef void stop_sweeping(self) noexcept:
@@ -299,7 +298,7 @@ cdef class Service:
         cdef Session s
         cdef list late = None
         cdef list idle = None
-        self.sweep_handle = self.loop.call_later(self.sweep_interval, self.sweep_cb)
+        self.sweep_handle = self.loop.call_later(self.sweep_interval, _sweep_service, self)
         while PyDict_Next(self.sessions, &pos, &key, &value):
             s = <Session>value
             if s.closing:
@@ -313,10 +312,12 @@ cdef class Service:
                 if idle is None:
                     idle = []
                 idle.append(s)
-        # Closed after the walk: a close may end up changing the dict.
+        # Closed after the walk: a close may end up changing the dict. A
+        # connection that never logged in is owed nothing: aborted, so that
+        # its descriptor and its slot are free now, not after a linger.
         if late is not None:
             for s in late:
-                s.close(LOGIN_TIMEOUT, f"not logged in within {self.login_timeout:g} s", False)
+                s.close(LOGIN_TIMEOUT, f"not logged in within {self.login_timeout:g} s", True)
         if idle is not None:
             for s in idle:
                 s.close(IDLE_TIMEOUT, f"no packet for {self.idle_timeout:g} s", False)
@@ -325,7 +326,9 @@ cdef class Service:
         """Called from connection_made: register, or refuse when full."""
         if len(self.sessions) >= self.max_sessions:
             self.rejected += 1
-            s.close(DisconnectReason.SERVER_FULL, f"{self.max_sessions} sessions", False)
+            # Aborted, not lingered: nothing was sent to it, and a lingering
+            # refused connection would hold a descriptor outside the count.
+            s.close(DisconnectReason.SERVER_FULL, f"{self.max_sessions} sessions", True)
             return False
         if self.max_sessions_per_address:
             key = address_key(s.peername, self.exempt_networks)
@@ -353,26 +356,37 @@ cdef class Service:
 
     def pause_reading(self):
         """Stop reading from every session (a shutdown's first step: what was
-        received is handled, nothing new comes in)."""
+        received is handled, nothing new comes in, not even after a session
+        has drained the backlog of a capped read)."""
         for s in list(self.sessions.values()):
-            transport = (<Session>s).transport
-            if transport is not None and not transport.is_closing():
-                transport.pause_reading()
+            (<Session>s).pause_reading()
 
     async def close_sessions(self, reason=DisconnectReason.SHUTDOWN, float timeout=5.0):
-        """Flush and close every session, waiting for them to be gone."""
+        """Flush and close every session, waiting for them to be gone: when
+        this returns, every on_disconnected has run."""
         sessions = list(self.sessions.values())
         for s in sessions:
             s.disconnect(reason)
-        waiters = [s.wait_closed() for s in sessions]
-        if waiters:
-            done, pending = await asyncio.wait(
-                [asyncio.ensure_future(w) for w in waiters], timeout=timeout)
+        waiters = [asyncio.ensure_future(s.wait_closed()) for s in sessions]
+        if not waiters:
+            return
+        done, pending = await asyncio.wait(waiters, timeout=timeout)
+        if pending:
             for s in sessions:
                 if s.transport is not None:     # did not close in time
                     s.disconnect(reason, "close timed out", abort=True)
+            # An aborted transport reports the loss in a later loop iteration:
+            # wait for that too, so that nothing of these sessions (a game's
+            # leave, say) runs after the caller has moved on.
+            done, pending = await asyncio.wait(pending, timeout=ABORT_WAIT_MS / 1000.0)
             for t in pending:
                 t.cancel()
+
+
+def _sweep_service(Service service):
+    # A module function, not a bound method kept on the service: see
+    # _run_flusher in session.pyx.
+    service._sweep()
 
 
 cdef class ServerService(Service):
@@ -467,18 +481,20 @@ cdef class ClientService(Service):
         Connections that fail are recorded in `failures`; returns the sessions.
         """
         sem = asyncio.Semaphore(self.connect_concurrency)
-
-        async def one():
-            async with sem:
-                try:
-                    return await self.connect_one()
-                except OSError as exc:
-                    self.failures.append(exc)
-                    return None
-
         self.start_sweeping(asyncio.get_running_loop())
-        results = await asyncio.gather(*[one() for _ in range(self.count)])
+        # A method, not a closure: a Cython coroutine's locals live in a scope
+        # object that a nested function would hold while being held by it, a
+        # reference cycle keeping every session of `results` alive.
+        results = await asyncio.gather(*[self._connect_within(sem) for _ in range(self.count)])
         return [s for s in results if s is not None]
+
+    async def _connect_within(self, sem):
+        async with sem:
+            try:
+                return await self.connect_one()
+            except OSError as exc:
+                self.failures.append(exc)
+                return None
 
     async def close(self, reason=DisconnectReason.CLOSED, float timeout=5.0):
         self.stop_sweeping()

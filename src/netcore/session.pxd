@@ -8,7 +8,8 @@
 # _process, which parses every whole packet and leaves the partial tail to
 # keep_tail (moved at most once). Payloads reach user code as bytes they may keep.
 #
-# Send path: send() appends a shared SendBuffer to the session's SendQueue and
+# Send path: send() appends a shared SendBuffer to the session's SendQueue (a
+# buffer still open, its size not yet known, is refused) and
 # marks the session dirty in its SendFlusher; once per event-loop iteration the
 # flusher writes every dirty session's queue in one transport.write each. The
 # queue is bounded (max_pending_bytes): past it the session is a slow consumer
@@ -91,12 +92,12 @@ cdef class SendFlusher:
     cdef double interval            # seconds between runs under load; 0: every iteration
     cdef double last_run            # loop time of the last run
     cdef readonly unsigned long long runs
-    cdef object run_cb
     cdef readonly Py_ssize_t pending_bytes      # queued in all sessions of this flusher
     cdef readonly Py_ssize_t max_pending_bytes  # the bound on pending_bytes; 0: none
     cdef readonly unsigned long long shed_sessions  # sessions cut off to keep the bound
     cdef dict sessions                          # the service's registry, for shed()
     cdef int add(self, Session s) except -1
+    cdef int run(self) except -1
     cdef int shed(self) except -1
 
 
@@ -134,9 +135,12 @@ cdef class Session:
     # while everyone else waits.
     cdef readonly Py_ssize_t max_packets_per_read
     cdef bint backlogged                    # stopped at the cap with packets left
-    cdef object drain_cb
+    cdef bint reading_paused                # pause_reading(): a backlog must not resume it
     cdef object linger_timer
+    # A graceful close asked to abort (close_sessions' timeout) is cut short:
+    # the transport aborted once, the reason replaced by the one that did it.
     cdef bint closing
+    cdef bint aborted                       # close() aborted the transport
     cdef bint eof_seen                      # the peer half-closed: nothing more to read
     cdef bint write_paused
     cdef bint flush_scheduled
@@ -151,6 +155,7 @@ cdef class Session:
     cdef void drop_queue(self) noexcept     # clear the queue, keeping the flusher's total
     cdef Py_ssize_t process(self, FrameReader* r) except -1
     cdef int consume(self, FrameReader* r) except -1
+    cdef int drain_backlog(self) except -1
 
 
 # deliver() is the per-packet hook: the payload is only valid during the call.

@@ -121,7 +121,6 @@ cdef class SendFlusher:
         self.dirty = []
         self.spare = []
         self.interval = interval_ms / 1000.0
-        self.run_cb = self.run
 
     cdef int add(self, Session s) except -1:
         cdef double due
@@ -131,12 +130,12 @@ cdef class SendFlusher:
             if self.interval > 0:
                 due = self.last_run + self.interval
                 if due > self.loop.time():
-                    self.loop.call_at(due, self.run_cb)
+                    self.loop.call_at(due, _run_flusher, self)
                     return 0
-            self.loop.call_soon(self.run_cb)
+            self.loop.call_soon(_run_flusher, self)
         return 0
 
-    def run(self):
+    cdef int run(self) except -1:
         cdef list batch = self.dirty
         cdef Py_ssize_t i
         cdef Session s
@@ -153,6 +152,8 @@ cdef class SendFlusher:
                 s.close(CONNECTION_ERROR, f"write failed: {exc!r}", True)
         del batch[:]
         self.spare = batch
+        return 0
+
 
     cdef int shed(self) except -1:
         """The total is past the bound: abort the largest queues first until
@@ -178,6 +179,19 @@ cdef class SendFlusher:
             s.close(SLOW_CONSUMER, f"{nbytes} bytes pending, among the largest while all "
                                    f"sessions held {total} > {self.max_pending_bytes}", True)
         return 0
+
+
+# Loop callbacks are module functions given the object as their argument, not
+# bound methods kept on it: a bound method stored on its own object is a
+# reference cycle, which only the cyclic collector frees, and a server runs
+# that collector rarely (netcore.loop.tune_gc_for_serving). The handle holds
+# the object only while it is scheduled.
+def _run_flusher(SendFlusher flusher):
+    flusher.run()
+
+
+def _drain_backlog(Session s):
+    s.drain_backlog()
 
 
 cdef class Session:
@@ -260,6 +274,23 @@ cdef class Session:
         """Queue a packet; it leaves with the next flush. Dropped when closing."""
         self.enqueue(buf)
 
+    def pause_reading(self):
+        """Read nothing more from this peer until resume_reading() (a
+        shutdown's first step). Packets already read are still handled; a
+        backlog left by max_packets_per_read drains, but does not resume
+        reading when it is done."""
+        self.reading_paused = True
+        if (self.transport is not None and not self.closing
+                and not self.transport.is_closing()):
+            self.transport.pause_reading()
+
+    def resume_reading(self):
+        """Undo pause_reading() (reading resumes once any backlog has drained)."""
+        self.reading_paused = False
+        if (self.transport is not None and not self.closing and not self.backlogged
+                and not self.transport.is_closing()):
+            self.transport.resume_reading()
+
     def disconnect(self, reason=CLOSED, str detail="", *, bint abort=False):
         """Close this session: queued packets are flushed first unless abort."""
         if not isinstance(reason, DisconnectReason):
@@ -319,7 +350,8 @@ cdef class Session:
             self.close_reason = reason
         self.closing = True
         self.drop_queue()
-        self.rbuf.release()
+        if not self.rbuf.parsing:       # else the parse in progress releases it when done
+            self.rbuf.release()
         if self.linger_timer is not None:
             self.linger_timer.cancel()
             self.linger_timer = None
@@ -333,6 +365,13 @@ cdef class Session:
                 self.service._session_ended(self)
             self.on_disconnected(reason)
         finally:
+            # CPython before 3.12: the selector transport keeps a bound method
+            # of itself (_read_ready_cb), a reference cycle that outlives the
+            # connection until a full collection; 3.12 drops it on close
+            # (CPython gh-100348). It has read its last once we are told the
+            # connection is lost, so drop it here as well.
+            if getattr(self.transport, "_read_ready_cb", None) is not None:
+                self.transport._read_ready_cb = None
             self.transport = None
             self.lost = True
             if self.closed is not None and not self.closed.done():
@@ -371,39 +410,44 @@ cdef class Session:
         cdef FrameReader r
         self.rbuf.begin(nbytes, &r)
         if self.closing:
+            self.rbuf.end_parse()
             self.rbuf.release()
             return
         self.consume(&r)
         if self.backlogged and not self.closing:
             self.transport.pause_reading()
-            if self.drain_cb is None:
-                self.drain_cb = self._drain_backlog
-            asyncio.get_running_loop().call_soon(self.drain_cb)
+            asyncio.get_running_loop().call_soon(_drain_backlog, self)
 
-    def _drain_backlog(self):
+    cdef int drain_backlog(self) except -1:
         """Handle the next packets a capped read left behind, one cap's worth
-        per loop iteration; read again once they are all handled."""
+        per loop iteration; read again once they are all handled, unless
+        reading was paused meanwhile (pause_reading)."""
         cdef FrameReader r
         self.backlogged = False
         if self.closing or self.transport is None:
-            return
+            return 0
         self.rbuf.resume(&r)
         self.consume(&r)
         if self.closing:
-            return
+            return 0
         if self.backlogged:
-            asyncio.get_running_loop().call_soon(self.drain_cb)
-        else:
+            asyncio.get_running_loop().call_soon(_drain_backlog, self)
+        elif not self.reading_paused:
             self.transport.resume_reading()
+        return 0
 
     cdef int consume(self, FrameReader* r) except -1:
         """Parse what r holds, then keep its unparsed tail for later, or drop
         everything when parsing closed the session."""
-        cdef Py_ssize_t partial = self.process(r)
-        if self.closing:
-            self.rbuf.release()
-        else:
-            self.rbuf.keep_tail(r, partial)
+        cdef Py_ssize_t partial
+        try:
+            partial = self.process(r)
+            if self.closing:
+                self.rbuf.release()
+            else:
+                self.rbuf.keep_tail(r, partial)
+        finally:
+            self.rbuf.end_parse()
         return 0
 
     # -- C level ----------------------------------------------------------
@@ -424,6 +468,8 @@ cdef class Session:
         return 0
 
     cdef int enqueue(self, SendBuffer buf) except -1:
+        if buf.is_open:
+            raise ValueError("send buffer is still open: commit() it before sending")
         if self.closing:
             return 0
         if self.transport is None:
@@ -472,6 +518,13 @@ cdef class Session:
 
     cdef int close(self, object kind, str detail, bint abort) except -1:
         if self.closing:
+            if abort and not self.aborted and self.transport is not None:
+                # A graceful close that is taking too long (the peer neither
+                # reads nor closes): cut it short, and say so.
+                self.close_reason = Disconnect(kind, detail)
+                self.aborted = True
+                self.queue.clear()
+                self.transport.abort()
             return 0
         self.closing = True
         self.close_reason = Disconnect(kind, detail)
@@ -480,6 +533,7 @@ cdef class Session:
         if kind in _PEER_FAULTS:
             self.peername           # fetched while the socket is open: the log names the peer
         if abort:
+            self.aborted = True
             self.drop_queue()
             self.transport.abort()
             return 0

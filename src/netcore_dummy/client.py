@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -26,6 +27,11 @@ from netcore_dummy.session import DummySession
 from netcore_dummy.tally import Tally, now_us
 
 MAX_CHAT_SIZE = 512             # the server's default chat limit, in UTF-8 bytes
+# Every client is a connection from this host to one server address, told
+# apart by its source port: there cannot be more.
+MAX_CLIENTS = 65535
+# The tally numbers each client's chats with a uint32 (tally.pxd).
+MAX_CHATS_PER_CLIENT = 2**32 - 2
 PACER_TICK = 0.001              # the pacers fire at most once per millisecond
 CLOSE_TIMEOUT = 5.0
 MAX_ERRORS_KEPT = 5             # failure reasons quoted in the report
@@ -54,17 +60,27 @@ class DummyConfig:
         return max(1, round(self.rate * self.duration))
 
     def validate(self) -> None:
-        if self.clients < 1:
-            raise ValueError("--clients must be >= 1")
+        if not 1 <= self.clients <= MAX_CLIENTS:
+            raise ValueError(f"--clients must be between 1 and {MAX_CLIENTS:,} (each client "
+                             f"is a connection from one source port to one server address)")
         if not 1 <= self.rooms <= self.clients:
             raise ValueError("--rooms must be between 1 and --clients")
-        if self.rate <= 0 or self.duration <= 0 or self.connect_rate <= 0:
-            raise ValueError("--rate, --duration and --connect-rate must be > 0")
+        if not 1 <= self.port <= 65535:
+            raise ValueError("--port must be between 1 and 65535")
+        for flag, value in (("--rate", self.rate), ("--duration", self.duration),
+                            ("--connect-rate", self.connect_rate),
+                            ("--enter-timeout", self.enter_timeout)):
+            if not (value > 0 and math.isfinite(value)):       # NaN fails both
+                raise ValueError(f"{flag} must be a finite number > 0, not {value}")
+        if not (self.drain_timeout >= 0 and math.isfinite(self.drain_timeout)):
+            raise ValueError(f"--drain-timeout must be a finite number >= 0, "
+                             f"not {self.drain_timeout}")
+        if self.rate * self.duration > MAX_CHATS_PER_CLIENT:
+            raise ValueError(f"--rate x --duration is more than {MAX_CHATS_PER_CLIENT:,} "
+                             f"chats per client (the tally numbers them with 32 bits)")
         if not 0 <= self.size <= MAX_CHAT_SIZE:
             raise ValueError(f"--size must be between 0 and {MAX_CHAT_SIZE} "
                              f"(the server's chat limit)")
-        if self.enter_timeout <= 0 or self.drain_timeout < 0:
-            raise ValueError("timeouts must be positive")
 
 
 @dataclass

@@ -1,7 +1,7 @@
 # cython: language_level=3
 """S_CHAT decoding and checking in C for netcore-dummy (design in tally.pxd)."""
 from libc.stdint cimport UINT32_MAX, UINT64_MAX, int64_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -313,9 +313,10 @@ def format_chat(uint64_t sender, uint64_t seq, uint64_t sent_us, Py_ssize_t size
     return f"{sender} {seq} {sent_us} ".ljust(size, ".")
 
 
-def decode_chat(const unsigned char[:] payload):
+def decode_chat(const unsigned char[::1] payload):
     """(playerId, msg bytes) of an S_CHAT payload as the C path reads it, or
-    None when it is malformed."""
+    None when it is malformed. Any C-contiguous bytes-like object: the
+    decoder walks it with a pointer, so a strided view is refused (BufferError)."""
     cdef ChatMsg m
     cdef Py_ssize_t n = payload.shape[0]
     if decode_s_chat(&payload[0] if n else NULL, n, &m) != DECODE_OK:
@@ -323,8 +324,9 @@ def decode_chat(const unsigned char[:] payload):
     return m.player_id, PyBytes_FromStringAndSize(<const char*>m.msg, m.msg_len)
 
 
-def parse_chat(const unsigned char[:] msg):
-    """(sender, seq, sent_us) of a msg in the dummy's format, or None."""
+def parse_chat(const unsigned char[::1] msg):
+    """(sender, seq, sent_us) of a msg in the dummy's format, or None (msg:
+    C-contiguous, as for decode_chat)."""
     cdef ChatFields f
     cdef Py_ssize_t n = msg.shape[0]
     if parse_chat_fields(&msg[0] if n else NULL, n, &f) != DECODE_OK:
@@ -346,7 +348,8 @@ cdef class Tally:
         cdef Py_ssize_t i
         if n_clients < 1:
             raise ValueError("n_clients must be >= 1")
-        self.members = <Member*>malloc(n_clients * sizeof(Member))
+        # calloc, not malloc(n * size): it refuses a product that overflows.
+        self.members = <Member*>calloc(n_clients, sizeof(Member))
         self.hist = <uint64_t*>calloc(HIST_BUCKETS, sizeof(uint64_t))
         self.window = <uint64_t*>calloc(HIST_BUCKETS, sizeof(uint64_t))
         if self.members == NULL or self.hist == NULL or self.window == NULL:

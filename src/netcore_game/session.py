@@ -43,7 +43,13 @@ class GameSession(netcore.PacketSession):
 
     def on_disconnected(self, reason: netcore.Disconnect) -> None:
         player, self.player = self.player, None
-        if player is not None:
+        if player is None:
+            return
+        if player.room.closed:
+            # Shutdown closed the rooms before this connection ended (a peer
+            # that would not close in time): there is no room left to leave.
+            player.session = None
+        else:
             player.room.do_async(player.room.leave, player)
 
     def on_eof(self) -> bool:

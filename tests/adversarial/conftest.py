@@ -47,6 +47,7 @@ def case(request, arena):
                 "case": request.node.nodeid, "p50_ms": c.report["p50_ms"],
                 "p99_ms": c.report["p99_ms"], "max_ms": c.report["max_ms"],
                 "window_s": c.report["seconds"], "sent": c.report["sent"],
+                "cpu_share": c.cpu_share,
                 "rss_before_kib": c.rss_before, "rss_peak_kib": c.rss_peak,
                 "rss_after_kib": c.rss_after}) + "\n")
     if c.report is None:
