@@ -87,6 +87,14 @@ class RoomStream:
         self.parts.append((b"", 0))
         self._mark()
 
+    def refused(self, member) -> None:
+        """The room would not take a member of another worker: its gateway
+        removes it again (a LEFT for a member that never joined)."""
+        slot, epoch = member.gateway
+        self._close_data()
+        self.parts.append((wire.member_segment(wire.LEFT, member.member_id, epoch, slot), 0))
+        self._mark()
+
     def ack(self, slot: str, epoch: int, seq: int) -> None:
         self._close_data()
         self.parts.append((wire.ack_segment(seq, epoch, slot), 0))

@@ -5,6 +5,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
+from netcore_game.session import State
+
 if TYPE_CHECKING:
     from netcore_game.room import Room
     from netcore_game.session import GameSession
@@ -36,6 +38,19 @@ class Player:
             self.session.send(buf)
         elif self.gateway is not None and self.room is not None and self.room.link is not None:
             self.room.link.unicast(self, buf)
+
+    def on_removed_from_room(self, room) -> None:
+        """The room's owner (another worker) took the player out without a
+        leave of its own, e.g. a full room refused it: its session is back
+        to choosing a room."""
+        session = self.session
+        if session is not None and session.player is self:
+            session.server.refusals.refuse(session, "enter", "room_full",
+                                           "enter refused by room %d's owner: full",
+                                           room.room_id)
+            session.player = None
+            session.state = State.LOGGED_IN
+        self.session = None
 
     # What another worker's room needs to know of the player (never the db id).
     def to_card(self) -> bytes:

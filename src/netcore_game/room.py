@@ -73,10 +73,18 @@ class Room(JobQueue):
     # -- jobs: run only from this room's queue ----------------------------------
 
     def enter(self, player: Player) -> None:
-        if player.gateway is None and self.entering:
-            self.entering -= 1              # admitted by admit() on this worker
-        # The answer goes first, so the player knows its id before any chat arrives.
         player.room = self
+        if player.gateway is None:
+            if self.entering:
+                self.entering -= 1          # admitted by admit() on this worker
+        elif len(self.players) + self.entering >= self.rooms.max_players:
+            # From another worker, admitted here: the room is full. Its worker
+            # takes it out of the room and back to choosing one (link.refused).
+            player.send(_ENTER_REFUSED)
+            self.link.refused(player)
+            self.drop_if_unused()
+            return
+        # The answer goes first, so the player knows its id before any chat arrives.
         player.send(make_send_buffer(S_ENTER_GAME(success=True, playerId=player.player_id)))
         self.players[player.player_id] = player
         self._sessions = None

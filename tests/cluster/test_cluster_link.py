@@ -11,7 +11,7 @@ from netcore_game.server import GameServer, ServerConfig
 from netcore_packets import Protocol_pb2 as pb
 
 from cluster_support import NatsProcess, assert_one_order, chat_rounds
-from game_support import in_game, leave
+from game_support import connect, in_game, leave
 
 CMAP = ClusterMap.single("w", 2)
 
@@ -142,4 +142,27 @@ def test_ops_for_an_owner_that_is_away_are_bounded_and_counted(run, nats, tmp_pa
             await c.until(lambda: len(c.chats) == 50)
             assert [m for _, m in c.chats] == [f"m{k}" for k in range(50)]
             await leave(c)
+    run(go())
+
+
+def test_a_full_room_refuses_a_player_of_another_worker_who_can_then_choose_again(
+        run, nats, tmp_path):
+    async def go():
+        async with Pair(nats, tmp_path) as pair:
+            for server in pair.servers.values():
+                server.rooms.max_players = 2
+            room = pair.owner_of["w-0"]
+            await in_game(pair.servers["w-0"].port, 2, room=room)      # full, on its owner
+            (c,) = await connect(pair.servers["w-1"].port)
+            assert (await c.login()).success
+            assert not (await c.enter(0, room)).success
+            # Back to choosing a room: another one takes it.
+            other = pair.owner_of["w-1"]
+            entered = await c.enter(0, other)
+            assert entered.success
+            c.send_pkt(pb.C_CHAT(msg="in"))
+            await c.until(lambda: (entered.playerId, "in") in c.chats)
+            server = pair.servers["w-1"]
+            assert server.refusals.counts["enter", "room_full"] == 1
+            assert len(pair.servers["w-0"].rooms.get(room).players) == 2
     run(go())
