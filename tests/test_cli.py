@@ -3,6 +3,7 @@ one-line errors, start-up failures that say what failed, --print-config with
 origins, --version and defaults in --help for every command, Ctrl-C, and a
 README synopsis that lists every flag."""
 import argparse
+import asyncio
 import importlib.metadata
 import os
 import re
@@ -349,3 +350,23 @@ def test_run_restores_the_sigint_handler(loop_kind):
     before = signal.getsignal(signal.SIGINT)
     assert netcore.run(nothing(), loop_kind) == 7
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_wait_for_never_loses_a_cancellation_that_lands_as_its_future_completes(run):
+    # asyncio.wait_for before 3.12 returned the result here and dropped the
+    # cancel (gh-86296): a Ctrl-C as a connection completed was ignored.
+    from netcore.loop import wait_for
+
+    async def go():
+        fut = asyncio.get_running_loop().create_future()
+        waiter = asyncio.ensure_future(wait_for(fut, 10))
+        await asyncio.sleep(0)              # the waiter now waits on fut
+        fut.set_result("done")
+        waiter.cancel()                     # the same iteration
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        # and otherwise it is wait_for: a result, and a timeout
+        assert await wait_for(asyncio.sleep(0, "ok"), 10) == "ok"
+        with pytest.raises(asyncio.TimeoutError):
+            await wait_for(asyncio.sleep(10), 0.01)
+    run(go())

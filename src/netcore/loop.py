@@ -9,6 +9,7 @@ import asyncio
 import gc
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, Coroutine
@@ -39,6 +40,30 @@ def new_event_loop(kind: str | None = None) -> asyncio.AbstractEventLoop:
         import uvloop
         return uvloop.new_event_loop()
     return asyncio.new_event_loop()
+
+
+async def wait_for(aw, timeout: float | None):
+    """asyncio.wait_for, without its race before Python 3.12 (gh-86296): when
+    the awaited thing finished in the same iteration as the caller was
+    cancelled, wait_for returned its result and the cancellation was lost, so
+    a Ctrl-C that landed as a connection completed was ignored. asyncio.wait
+    never swallows the caller's cancellation."""
+    if sys.version_info >= (3, 12):
+        return await asyncio.wait_for(aw, timeout)
+    task = asyncio.ensure_future(aw)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        raise asyncio.TimeoutError
+    return task.result()
 
 
 def run(main: Coroutine[Any, Any, Any], kind: str | None = None) -> Any:

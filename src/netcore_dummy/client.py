@@ -22,6 +22,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from netcore import ClientService
+from netcore.loop import wait_for
 
 from netcore_dummy.session import DummySession
 from netcore_dummy.tally import Tally, now_us
@@ -175,12 +176,12 @@ class DummyRun:
     # -- connect -------------------------------------------------------------------
 
     async def _dial(self) -> DummySession:
-        return await asyncio.wait_for(self.service.connect_one(), self.config.enter_timeout)
+        return await wait_for(self.service.connect_one(), self.config.enter_timeout)
 
     async def _enter(self, session: DummySession) -> None:
         self.connected += 1
         try:
-            await asyncio.wait_for(asyncio.shield(session.ready), self.config.enter_timeout)
+            await wait_for(asyncio.shield(session.ready), self.config.enter_timeout)
         except asyncio.TimeoutError:
             session.fail(f"not in game after {self.config.enter_timeout:g}s")
         if session.ready.result():
@@ -252,7 +253,7 @@ class DummyRun:
         done = asyncio.get_running_loop().create_future()
         self.tally.expect(self.expected, lambda: done.done() or done.set_result(None))
         try:
-            await asyncio.wait_for(done, self.config.drain_timeout)
+            await wait_for(done, self.config.drain_timeout)
         except asyncio.TimeoutError:
             pass
 
