@@ -1,8 +1,10 @@
 """The player database: one small interface, SQLite behind it by default.
 
-Handlers only ever see `Database`; a PostgreSQL backend implements the same
-three coroutines. SQLite work runs on a small thread pool (thread-local
-connections, WAL journal) so the event loop never waits on disk or on scrypt.
+Handlers only ever see `Database`; `make_database` picks the backend from the
+`db` setting: a file path is SQLite (this module: work on a small thread pool
+with thread-local connections and a WAL journal, so the event loop never waits
+on disk or on scrypt), a `postgresql://` URL is PostgreSQL
+(netcore_game.db_postgres, asyncpg), the one store that several machines share.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from netcore_game.passwords import DEFAULT_N, hash_password, verify_password
 from netcore_packets.Enum_pb2 import PLAYER_TYPE_KNIGHT
@@ -74,10 +77,12 @@ class LoginResult:
 
 
 class Database(abc.ABC):
-    # Logins it works on at once (its worker threads or connections): the
-    # server hands it no more than this, so that its own queue stays short
-    # and the server decides who goes next (netcore_game.logins).
+    # Logins it works on at once (its hashing threads): the server hands it no
+    # more than this, so that its own queue stays short and the server decides
+    # who goes next (netcore_game.logins).
     workers: int = 4
+    # The schema version open() found, before it migrated (0: a new database).
+    found_version: int | None = None
 
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -92,6 +97,51 @@ class Database(abc.ABC):
         characters) when it is unknown and `create` allows. `wanted`, when
         given, is asked (from any thread) just before the expensive work
         starts: False skips it, for a client that has gone meanwhile."""
+
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres_url(db: str) -> bool:
+    return urlsplit(db).scheme.lower() in POSTGRES_SCHEMES if "://" in db else False
+
+
+def check_db_setting(db: str) -> None:
+    """A ValueError unless `db` is a file path or a PostgreSQL URL."""
+    if "://" in db and not is_postgres_url(db):
+        raise ValueError(f"db {describe_database(db)!r}: must be a SQLite file path or a "
+                         f"postgresql:// URL")
+
+
+def describe_database(db: str) -> str:
+    """`db` as logs and errors show it: a URL's password replaced by ***."""
+    if "://" not in db:
+        return db
+    parts = urlsplit(db)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        if ":" in user:
+            user = user.split(":", 1)[0] + ":***"
+        netloc = f"{user}@{host}"
+    query = urlencode([(k, "***" if k.lower() == "password" else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def make_database(config, *, scrypt_n: int = DEFAULT_N) -> "Database":
+    """The database a ServerConfig names (not open yet). A PostgreSQL URL
+    without asyncpg installed is a DatabaseError saying what to install."""
+    if is_postgres_url(config.db):
+        try:
+            from netcore_game.db_postgres import PostgresDatabase
+        except ImportError as exc:
+            raise DatabaseError(f"--db {describe_database(config.db)}: PostgreSQL needs "
+                                f"asyncpg ({exc}): pip install \"netcore[postgres]\"") from None
+        return PostgresDatabase(config.db, pool_size=config.db_pool_size, scrypt_n=scrypt_n,
+                                connect_timeout=config.db_connect_timeout,
+                                statement_timeout=config.db_statement_timeout)
+    return SQLiteDatabase(config.db, scrypt_n=scrypt_n, busy_timeout=config.db_busy_timeout)
 
 
 class SQLiteDatabase(Database):
@@ -165,6 +215,7 @@ class SQLiteDatabase(Database):
             # process (which holds us for busy_timeout first).
             conn.execute("BEGIN IMMEDIATE")
             version = conn.execute("PRAGMA user_version").fetchone()[0]   # under the lock
+            self.found_version = version
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             if version == 0:
                 for statement in _SCHEMA.split(";"):
