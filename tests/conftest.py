@@ -78,3 +78,10 @@ def backend(request, tmp_path):
         return SQLiteBackend(tmp_path)
     return PostgresBackend(request.getfixturevalue("pg_cluster"),
                            request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture
+def pg_backend(pg_cluster, pg_database):
+    """PostgreSQL only, for what only it has."""
+    from db_backends import PostgresBackend
+    return PostgresBackend(pg_cluster, pg_database)

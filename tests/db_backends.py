@@ -31,8 +31,9 @@ class SQLiteBackend:
         return cls(self.path, **kwargs)
 
     def _query(self, sql, *args):
-        conn = sqlite3.connect(self.path)
+        conn = sqlite3.connect(self.path, isolation_level=None)
         try:
+            conn.execute("PRAGMA foreign_keys=ON")      # as the server's connections have it
             return conn.execute(sql, args).fetchall()
         finally:
             conn.close()
