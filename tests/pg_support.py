@@ -18,6 +18,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -97,9 +98,11 @@ class PostgresCluster:
         return self
 
     def start(self) -> "PostgresCluster":
-        # Durability is not under test: no fsync. Small buffers: a shared machine.
+        # No fsync (a crash of PostgreSQL, not of the machine, is what tests make),
+        # but synchronous commits: what was confirmed is in the WAL when it crashes.
+        # Small buffers: a shared machine.
         options = (f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
-                   f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                   f"-c fsync=off -c full_page_writes=off "
                    f"-c shared_buffers=16MB -c max_connections=200")
         self._run(self.bindir / "pg_ctl", "-D", self.data, "-l", self.log_path, "-w",
                   "-t", "60", "-o", options, "start")
@@ -116,8 +119,37 @@ class PostgresCluster:
                          check=False).returncode == 0
 
     def ensure_running(self) -> None:
+        self.thaw()
         if not self.running():
             self.start()
+
+    def _pids(self) -> list[int]:
+        """The postmaster and its children."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        pids = [postmaster]
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue                    # gone meanwhile
+            if int(fields[1]) == postmaster:
+                pids.append(int(Path(stat).parent.name))
+        return pids
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of the cluster: connections stay open and
+        nothing answers, as with a hung server or a network that drops packets."""
+        self._frozen = self._pids()
+        for pid in self._frozen:
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in getattr(self, "_frozen", []):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self._frozen = []
 
     def log_text(self) -> str:
         try:
@@ -160,6 +192,7 @@ class PostgresCluster:
 
     def close(self) -> None:
         try:
+            self.thaw()
             self.stop("immediate")
         finally:
             self._client.close()

@@ -106,10 +106,11 @@ def _unless_gone(wanted, fn, *args):
     return fn(*args)
 
 
-def _why(exc: BaseException, timeout: float) -> str:
-    """What went wrong, in words an operator reads in one line."""
+def _why(exc: BaseException, timeout: str) -> str:
+    """What went wrong, in words an operator reads in one line; `timeout`
+    says which bound a timeout was."""
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return f"no answer within {timeout:g} s"
+        return f"no answer within {timeout}"
     if isinstance(exc, socket.gaierror):
         return f"host does not resolve ({exc.strerror or exc})"
     if isinstance(exc, OSError) and exc.errno:
@@ -129,6 +130,8 @@ class PostgresDatabase(Database):
         self.connect_timeout = connect_timeout
         self.statement_timeout = statement_timeout
         self.shown = describe_database(url)         # no password
+        self._bounds = (f"the connect timeout ({connect_timeout:g} s) or the statement "
+                        f"timeout ({statement_timeout:g} s)")
         self._pool: asyncpg.Pool | None = None
         self._hashers: ThreadPoolExecutor | None = None
 
@@ -138,8 +141,11 @@ class PostgresDatabase(Database):
         self._hashers = ThreadPoolExecutor(self.workers, thread_name_prefix="netcore-hash")
         try:
             try:
+                # min_size 0: connections are made when logins need them. With
+                # a floor, asyncpg keeps reconnecting in the background during
+                # an outage and logs a traceback for every try.
                 self._pool = await asyncpg.create_pool(
-                    self.url, min_size=1, max_size=self.pool_size,
+                    self.url, min_size=0, max_size=self.pool_size,
                     timeout=self.connect_timeout,
                     command_timeout=self.statement_timeout + CLIENT_MARGIN,
                     server_settings={
@@ -148,7 +154,7 @@ class PostgresDatabase(Database):
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
                     asyncio.TimeoutError, ValueError) as exc:
                 raise DatabaseError(f"cannot use database {self.shown}: "
-                                    f"{_why(exc, self.connect_timeout)}") from None
+                                    f"{_why(exc, f'{self.connect_timeout:g} s')}") from None
             await self._migrate()
         except BaseException:
             await self.close()
@@ -184,8 +190,8 @@ class PostgresDatabase(Database):
             raise
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
                 asyncio.TimeoutError) as exc:
-            raise DatabaseError(f"cannot use database {self.shown}: "
-                                f"{_why(exc, self.statement_timeout)}") from None
+            raise DatabaseError(f"cannot use database {self.shown}: {_why(exc, self._bounds)}"
+                                ) from None
 
     def _acquire(self):
         if self._pool is None:
@@ -202,7 +208,7 @@ class PostgresDatabase(Database):
             return await self._login(account, password, create, wanted)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
                 asyncio.TimeoutError) as exc:
-            raise DatabaseError(f"{self.shown}: {_why(exc, self.statement_timeout)}") from None
+            raise DatabaseError(f"{self.shown}: {_why(exc, self._bounds)}") from None
 
     async def _login(self, account, password, create, wanted) -> LoginResult:
         rows = await self._fetch(_FETCH_ACCOUNT, account)
