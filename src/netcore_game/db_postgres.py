@@ -140,22 +140,29 @@ class PostgresDatabase(Database):
     async def open(self) -> None:
         self._hashers = ThreadPoolExecutor(self.workers, thread_name_prefix="netcore-hash")
         try:
+            # min_size 0: connections are made when logins need them. With a
+            # floor, asyncpg keeps reconnecting in the background during an
+            # outage and logs a traceback for every try.
+            self._pool = asyncpg.create_pool(
+                self.url, min_size=0, max_size=self.pool_size,
+                timeout=self.connect_timeout,
+                command_timeout=self.statement_timeout + CLIENT_MARGIN,
+                server_settings={
+                    "statement_timeout": str(max(1, round(self.statement_timeout * 1000))),
+                    "application_name": "netcore"})
             try:
-                # min_size 0: connections are made when logins need them. With
-                # a floor, asyncpg keeps reconnecting in the background during
-                # an outage and logs a traceback for every try.
-                self._pool = await asyncpg.create_pool(
-                    self.url, min_size=0, max_size=self.pool_size,
-                    timeout=self.connect_timeout,
-                    command_timeout=self.statement_timeout + CLIENT_MARGIN,
-                    server_settings={
-                        "statement_timeout": str(max(1, round(self.statement_timeout * 1000))),
-                        "application_name": "netcore"})
+                await self._pool
+                # The first connection, now: an unreachable server, a wrong
+                # password or a missing database is a start-up error.
+                conn = await self._pool.acquire(timeout=self.connect_timeout)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
                     asyncio.TimeoutError, ValueError) as exc:
                 raise DatabaseError(f"cannot use database {self.shown}: "
                                     f"{_why(exc, f'{self.connect_timeout:g} s')}") from None
-            await self._migrate()
+            try:
+                await self._migrate(conn)
+            finally:
+                await self._pool.release(conn)
         except BaseException:
             await self.close()
             raise
@@ -171,9 +178,9 @@ class PostgresDatabase(Database):
         if hashers is not None:
             await asyncio.get_running_loop().run_in_executor(None, hashers.shutdown, True)
 
-    async def _migrate(self) -> None:
+    async def _migrate(self, conn) -> None:
         try:
-            async with self._acquire() as conn, conn.transaction():
+            async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
                 await conn.execute(_VERSION_TABLE)
                 version = await conn.fetchval(
@@ -190,8 +197,8 @@ class PostgresDatabase(Database):
             raise
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
                 asyncio.TimeoutError) as exc:
-            raise DatabaseError(f"cannot use database {self.shown}: {_why(exc, self._bounds)}"
-                                ) from None
+            raise DatabaseError(f"cannot use database {self.shown}: "
+                                f"{_why(exc, f'{self.statement_timeout:g} s')}") from None
 
     def _acquire(self):
         if self._pool is None:
