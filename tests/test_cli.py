@@ -56,6 +56,12 @@ def error_of(capsys, argv, environ=None):
     ([], {"NETCORE_IDLE_TIMEOUT": "-1"}, "NETCORE_IDLE_TIMEOUT=-1: must be >= 0"),
     (["--max-packet-size", "100"], {},
      "max-packet-size 100 cannot carry a chat of max-chat-bytes 512 (needs 528)"),
+    (["--db-pool-size", "0"], {}, "--db-pool-size 0: must be >= 1"),
+    ([], {"NETCORE_DB_POOL_SIZE": "many"}, "NETCORE_DB_POOL_SIZE=many: must be an integer"),
+    (["--db-statement-timeout", "0"], {}, "db-statement-timeout 0.0: must be > 0 seconds"),
+    (["--db-connect-timeout", "-1"], {}, "--db-connect-timeout -1: must be >= 0"),
+    (["--db", "mysql://u:pw@db/game"], {},
+     "db 'mysql://u:***@db/game': must be a SQLite file path or a postgresql:// URL"),
 ])
 def test_a_bad_value_is_one_line_naming_the_setting_and_the_value(capsys, argv, environ, message):
     assert error_of(capsys, argv, environ) == message
@@ -134,6 +140,16 @@ def failed_start(tmp_path, *args):
     assert "Traceback" not in log, log
     (line,) = [line for line in log.splitlines() if line.startswith("netcore-server:")]
     return line
+
+
+def test_print_config_hides_a_database_password(capsys):
+    assert cli.main(["--db", "postgres://game:s3cret@db.example:5433/netcore?password=also",
+                     "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "also" not in out
+    (line,) = [l for l in out.splitlines() if l.startswith("db = ")]
+    assert re.fullmatch(r'db = "postgres://game:\*\*\*@db\.example:5433/netcore\?password=\*\*\*" +'
+                        r"# flag: password hidden", line), line
 
 
 def test_a_game_port_in_use_is_named(tmp_path):

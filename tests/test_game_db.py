@@ -350,3 +350,61 @@ def test_a_thousand_logins_do_not_stall_chat(run, backend):
     answered = run(go(), timeout=120)
     assert answered == 0, "a login was answered while the database held them all"
     assert len(backend.rows(ACCOUNT_ROWS)) == 1000
+
+
+# -- netcore-server --migrate-only ------------------------------------------------------
+
+def migrate_only(backend, *args):
+    return subprocess.Popen([sys.executable, "-m", "netcore_game.cli", "--db", backend.db_arg,
+                             "--migrate-only", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_migrate_only_makes_the_schema_once_even_when_started_together(backend, tmp_path):
+    """Operators migrate before a rollout, possibly from several hosts at once:
+    one of them makes the schema, the others find it current; none serves."""
+    procs = [migrate_only(backend) for _ in range(4)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        outs.append(out)
+    shown = backend.db_arg.replace(":s3cret-pw@", ":***@")
+    lines = sorted(o.strip() for o in outs)
+    assert lines == sorted(
+        [f"netcore-server: database {shown} at schema version {SCHEMA_VERSION} (created)"]
+        + [f"netcore-server: database {shown} at schema version {SCHEMA_VERSION} "
+           f"(already current)"] * 3), lines
+    assert backend.schema_version() == SCHEMA_VERSION
+    assert backend.rows(ACCOUNT_ROWS) == []
+    # And the server then finds it as migrated, and says which database it uses.
+    from game_support import ServerProcess
+    with ServerProcess(tmp_path, "asyncio", db=backend.db_arg) as server:
+        assert f"database {shown})" in server.banner and "s3cret" not in server.banner
+        assert server.stop() == 0
+
+
+def test_migrate_only_refuses_a_newer_schema(backend):
+    assert migrate_only(backend).wait(60) == 0
+    backend.set_schema_version(SCHEMA_VERSION + 1)
+    p = migrate_only(backend)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and out == ""
+    (line,) = [l for l in err.splitlines() if l.startswith("netcore-server:")]
+    assert line.endswith(f"has schema version {SCHEMA_VERSION + 1}, newer than this "
+                         f"server's {SCHEMA_VERSION}") and "s3cret" not in line
+
+
+def test_an_account_name_with_nul_is_refused_alike_on_both(run, backend):
+    """PostgreSQL text cannot hold NUL: such a name is refused before any
+    database or hashing work, whichever backend, and the client may go on."""
+    async def go():
+        async with GameServer(ServerConfig(port=0), backend.database()) as server:
+            (c,) = await connect(server.port)
+            assert not (await c.login("bad\x00name", "pw")).success
+            assert server.refusals.counts["login", "bad_account_name"] == 1
+            assert server.logins.in_flight == 0
+            assert (await c.login("good name", "pw")).success and c.reason is None
+
+    run(go())
+    assert backend.rows(ACCOUNT_ROWS) == [("good name", 2)]
