@@ -142,6 +142,15 @@ def failed_start(tmp_path, *args):
     return line
 
 
+def test_the_postgresql_settings_come_from_the_config_file_too(tmp_path):
+    conf = tmp_path / "server.toml"
+    conf.write_text('[server]\ndb = "postgresql://netcore@db1:5432/netcore"\n'
+                    'db-pool-size = 8\ndb-connect-timeout = 2\ndb-statement-timeout = 1.5\n')
+    got = cli.parse(["--config", str(conf)], {"NETCORE_DB_POOL_SIZE": "6"}).config
+    assert (got.db, got.db_pool_size, got.db_connect_timeout, got.db_statement_timeout) == (
+        "postgresql://netcore@db1:5432/netcore", 6, 2.0, 1.5)
+
+
 def test_print_config_hides_a_database_password(capsys):
     assert cli.main(["--db", "postgres://game:s3cret@db.example:5433/netcore?password=also",
                      "--print-config"]) == 0
