@@ -11,12 +11,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
+import re
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from netcore_game.passwords import DEFAULT_N, hash_password, verify_password
 from netcore_packets.Enum_pb2 import PLAYER_TYPE_KNIGHT
@@ -103,7 +103,7 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
 def is_postgres_url(db: str) -> bool:
-    return urlsplit(db).scheme.lower() in POSTGRES_SCHEMES if "://" in db else False
+    return "://" in db and db.split("://", 1)[0].lower() in POSTGRES_SCHEMES
 
 
 def check_db_setting(db: str) -> None:
@@ -113,20 +113,17 @@ def check_db_setting(db: str) -> None:
                          f"postgresql:// URL")
 
 
+# scheme://user:PASSWORD@ and ?password=PASSWORD / &password=PASSWORD. Text,
+# not a URL parser: a malformed URL is shown as given, less its password.
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:?#]*):[^/@?#]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def describe_database(db: str) -> str:
     """`db` as logs and errors show it: a URL's password replaced by ***."""
     if "://" not in db:
         return db
-    parts = urlsplit(db)
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        if ":" in user:
-            user = user.split(":", 1)[0] + ":***"
-        netloc = f"{user}@{host}"
-    query = urlencode([(k, "***" if k.lower() == "password" else v)
-                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", db))
 
 
 def make_database(config, *, scrypt_n: int = DEFAULT_N) -> "Database":
