@@ -395,3 +395,16 @@ def test_wait_for_never_loses_a_cancellation_that_lands_as_its_future_completes(
         with pytest.raises(asyncio.TimeoutError):
             await wait_for(asyncio.sleep(10), 0.01)
     run(go())
+
+
+@pytest.mark.parametrize("given, shown", [
+    ("postgresql://netcore:s3cret@db1:5432/game", "postgresql://netcore:***@db1:5432/game"),
+    ("postgres://u:pa:ss@h/db?sslmode=require&password=two",
+     "postgres://u:***@h/db?sslmode=require&password=***"),
+    ("postgresql://u@h/db", "postgresql://u@h/db"),
+    ("postgresql://u:pw@[::1/db", "postgresql://u:***@[::1/db"),       # malformed: as given
+    ("/var/lib/netcore/game.db", "/var/lib/netcore/game.db"),
+])
+def test_a_database_is_shown_without_its_password(given, shown):
+    from netcore_game.db import describe_database
+    assert describe_database(given) == shown
