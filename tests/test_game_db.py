@@ -408,3 +408,36 @@ def test_an_account_name_with_nul_is_refused_alike_on_both(run, backend):
 
     run(go())
     assert backend.rows(ACCOUNT_ROWS) == [("good name", 2)]
+
+
+def test_an_account_deleted_while_a_racer_creates_it_is_a_database_error(run, pg_backend):
+    """Lost the race for a name, and the winner's account deleted by hand
+    before it could be read: that login fails as a database error (the
+    server answers success=false), never with an IndexError."""
+    import netcore_game.db_postgres as pg
+
+    class Unlucky(pg.PostgresDatabase):
+        fetched = 0
+
+        async def _fetch(self, query, *args):
+            if query is pg._FETCH_ACCOUNT and not self.fetched:
+                self.fetched = 1
+                return []                       # "no such account" as the race began
+            rows = await super()._fetch(query, *args)
+            if query is pg._CREATE_ACCOUNT:
+                assert rows == []               # the name was taken: the race was lost
+                pg_backend.rows("DELETE FROM characters")
+                pg_backend.rows("DELETE FROM accounts")
+            return rows
+
+    async def go():
+        await _opened_and_closed(pg_backend, "gone")
+        db = pg_backend.database(Unlucky)
+        await db.open()
+        try:
+            with pytest.raises(DatabaseError, match="'gone' was deleted while it was being created"):
+                await db.login("gone", "pw")
+        finally:
+            await db.close()
+
+    run(go())

@@ -173,7 +173,10 @@ class PostgresDatabase(Database):
             try:
                 await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
             except (asyncio.TimeoutError, OSError, asyncpg.InterfaceError):
-                pool.terminate()
+                try:
+                    pool.terminate()
+                except asyncpg.InterfaceError:      # never initialised: nothing to end
+                    pass
         hashers, self._hashers = self._hashers, None
         if hashers is not None:
             await asyncio.get_running_loop().run_in_executor(None, hashers.shutdown, True)
@@ -234,6 +237,9 @@ class PostgresDatabase(Database):
                     for r in sorted(made, key=lambda r: r["slot"])))
             # Another login (of any process or machine) made it first: theirs.
             rows = await self._fetch(_FETCH_ACCOUNT, account)
+            if not rows:            # and someone deleted it since, by hand
+                raise DatabaseError(f"{self.shown}: account {account!r} was deleted while "
+                                    f"it was being created")
         matched = await self._hash(wanted, verify_password, password, rows[0]["password_hash"])
         if matched is _SKIPPED:
             return LoginResult(LoginStatus.SKIPPED)
