@@ -14,6 +14,7 @@ import enum
 import re
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +188,7 @@ class SQLiteDatabase(Database):
             try:
                 conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
                                        check_same_thread=False, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
+                self._wal(conn)
                 # WAL + NORMAL: a killed process never corrupts the database;
                 # only a power cut can drop the last commits. No fsync per login.
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -198,6 +199,21 @@ class SQLiteDatabase(Database):
             with self._lock:
                 self._connections.append(conn)
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        """Into WAL mode. Connections opening a new file at the same moment
+        (workers, or several starters) can get "database is locked" here at
+        once, without SQLite's busy handler waiting: retried, on this worker
+        thread, for up to busy_timeout like any other lock."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
 
     def _migrate(self) -> None:
         conn = self._conn()
