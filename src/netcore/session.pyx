@@ -204,6 +204,7 @@ cdef class Session:
 
     def __cinit__(self):
         self.session_id = next(_session_ids)
+        self.transport_kind = "tcp"
         self.rbuf = RecvBuffer.__new__(RecvBuffer)
         self.queue = SendQueue.__new__(SendQueue)
         self.max_packet_size = MAX_WIRE_SIZE
