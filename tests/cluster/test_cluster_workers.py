@@ -205,3 +205,25 @@ def test_one_scrape_gives_every_worker_and_the_broker_figures(run, tmp_path, loo
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
             assert json.loads(r.read()) == {"workers": {"t-0": True, "t-1": True}}
         assert server.stop() == 0
+
+
+def test_workers_share_the_websocket_port_and_its_players_chat_across_them(run, tmp_path,
+                                                                           loop_kind):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        ws_port = s.getsockname()[1]
+    with ClusterProcess(tmp_path, loop_kind, 2, "--ws-port", str(ws_port)) as server:
+        assert server.ws_port == ws_port
+        async def go():
+            ws = await clients_on_every_worker(server, room=4, per_worker=2, transport="ws")
+            tcp = await clients_on_every_worker(server, room=4, per_worker=1)
+            everyone = ws + tcp
+            await chat_rounds(everyone, 5)
+            expected = {f"{c.player_id}:{k}" for c in everyone for k in range(5)}
+            for c in everyone:
+                await c.wait_chats(len(expected))
+            assert_one_order(everyone, expected)
+            await leave(*everyone)
+        run(go(), timeout=90)
+        assert server.stop() == 0
