@@ -433,3 +433,70 @@ def test_websocket_and_tcp_sessions_share_one_service(run):
         tcp.disconnect()
         await service.close()
     run(go())
+
+
+# -- the receive path fed by hand, frame by frame, as picows delivers one read -------------
+
+class SocketTransport:
+    """FakeTransport plus what picows's WSTransport asks of a transport."""
+
+    def __init__(self):
+        import socket
+        from support import FakeTransport
+        self.fake = FakeTransport()
+        self.sock = socket.socket()         # never connected: picows falls back to write()
+
+    def __getattr__(self, name):
+        return getattr(self.fake, name)
+
+    def get_extra_info(self, name, default=None):
+        return self.sock if name == "socket" else self.fake.get_extra_info(name, default)
+
+    def get_write_buffer_size(self):
+        return 0
+
+
+def hand_fed_connection(service):
+    from picows.picows import WSTransport
+    from netcore.websocket import WsConnection
+    s = service._accept()
+    tcp = SocketTransport()
+    conn = WsConnection(s, 65536)
+    ws = WSTransport(False, tcp, logging.getLogger("test"), asyncio.get_running_loop())
+    conn.on_ws_connected(ws)
+    return s, tcp, conn, ws
+
+
+def binary(data):
+    from picows.picows import WSMsgType, _make_test_ws_frame
+    return _make_test_ws_frame(WSMsgType.BINARY, data, True, False)
+
+
+def test_messages_of_one_read_wait_behind_a_capped_parse_in_order():
+    async def go():
+        service = netcore.ServerService(Recorder, max_packets_per_read=4)
+        s, tcp, conn, ws = hand_fed_connection(service)
+        conn.on_ws_frame(ws, binary(b"".join(packet(1, b"%d" % i) for i in range(10))))
+        assert len(s.packets) == 4 and not tcp.fake.reading     # the rest waits, reading paused
+        # picows delivers the next message of the same read at once: it queues.
+        conn.on_ws_frame(ws, binary(b"".join(packet(2, b"%d" % i) for i in range(10, 19))))
+        assert len(s.packets) == 4
+        await s.wait_packets(19)
+        assert [p for _, p in s.packets] == [b"%d" % i for i in range(19)]
+        assert tcp.fake.reading and s.reason is None and s.recv_buffer_size == 0
+        tcp.sock.close()
+    netcore.run(go(), "asyncio")
+
+
+def test_a_truncated_message_behind_a_backlog_is_refused_too():
+    async def go():
+        service = netcore.ServerService(Recorder, max_packets_per_read=2)
+        s, tcp, conn, ws = hand_fed_connection(service)
+        conn.on_ws_frame(ws, binary(b"".join(packet(1, b"x") for _ in range(5))))
+        conn.on_ws_frame(ws, binary(packet(2, b"whole") + packet(3, b"cut")[:-1]))
+        assert s.close_reason.kind is DisconnectReason.PROTOCOL_ERROR
+        assert "ends inside a packet" in s.close_reason.detail
+        assert conn.close_code == 4001 and tcp.fake.aborted
+        assert len(s.packets) == 2              # nothing after the fault is handled
+        tcp.sock.close()
+    netcore.run(go(), "asyncio")
