@@ -49,6 +49,7 @@ def test_packets_round_trip_and_each_flush_is_one_binary_message(run):
             assert s.transport_kind == "ws"
             assert s.packets == [(1, b"a"), (2, b"bb"), (3, b"")]
             assert s.writes == 1 and s.packets_sent == 3
+            assert s.direct_writes == 0     # never raw packets on a WebSocket's socket
             assert service.sessions[s.session_id] is s
             assert s.peername[0] == "127.0.0.1"
         await s.wait_gone()

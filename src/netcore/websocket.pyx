@@ -228,6 +228,11 @@ cdef class WsConnection(WSListener):
         self.tcp.resume_reading()
 
     def get_extra_info(self, name, default=None):
+        # "framing": what it sends is framed, so a flush must never write to
+        # the socket itself (Session's direct path); the socket is still
+        # there for keepalive.
+        if name == "framing":
+            return "websocket"
         return self.tcp.get_extra_info(name, default)
 
     def set_write_buffer_limits(self, high=None, low=None):
