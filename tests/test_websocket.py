@@ -501,3 +501,23 @@ def test_a_truncated_message_behind_a_backlog_is_refused_too():
         assert len(s.packets) == 2              # nothing after the fault is handled
         tcp.sock.close()
     netcore.run(go(), "asyncio")
+
+
+def test_an_upgrade_completed_after_stop_accepting_gets_503(run):
+    # A connection accepted before stop_accepting() may finish its upgrade
+    # after it: picows then asks the listener, which must not start a session
+    # that the shutdown's close_sessions() would miss.
+    from multidict import CIMultiDict
+    from picows import WSUpgradeRequest
+
+    async def go():
+        service, listener = await ws_service(Recorder)
+        request = WSUpgradeRequest()
+        request.method, request.path, request.version = b"GET", b"/ws", b"HTTP/1.1"
+        request.headers = CIMultiDict({"Upgrade": "websocket", "Host": "127.0.0.1"})
+        assert listener._request(request).__class__.__name__ == "WsConnection"
+        service.stop_accepting()
+        answer = listener._request(request)
+        assert answer.response.status == 503 and answer.listener is None
+        await service.close()
+    run(go())

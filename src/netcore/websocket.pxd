@@ -80,6 +80,7 @@ cdef class WebSocketListener:
     cdef readonly object origin_policy          # netcore.origins.OriginPolicy
     cdef readonly dict pages                    # path -> (content type, body bytes)
     cdef list servers
+    cdef readonly bint stopped                  # stop_accepting(): upgrades get 503
     cdef readonly unsigned long long upgrades           # WebSocket sessions begun
     cdef readonly unsigned long long refused_origins    # upgrades refused at the origin check
     cdef readonly unsigned long long pages_served       # plain GETs answered with a page

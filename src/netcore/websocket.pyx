@@ -411,6 +411,11 @@ cdef class WebSocketListener:
         headers = request.headers
         if headers.get("Upgrade", "").lower() != "websocket":
             return self._plain_request(request)
+        if self.stopped:
+            # Accepted before stop_accepting(), upgraded after: a session now
+            # would miss the shutdown's close_sessions.
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
+                503, b"shutting down\n"), None)
         origin = headers.get("Origin")
         if not self.origin_policy.allows(origin, headers.get("Host")):
             self.refused_origins += 1
@@ -447,6 +452,7 @@ cdef class WebSocketListener:
         return (self.host, self.port)
 
     def stop_accepting(self):
+        self.stopped = True
         if self.servers is not None:
             for server in self.servers:
                 server.close()
