@@ -177,3 +177,4 @@ cdef class PacketSession(Session):
 
 
 cpdef Py_ssize_t send_to_all(object sessions, SendBuffer buf) except -1
+cpdef int flush_due() except -1

@@ -134,6 +134,7 @@ cdef class SendFlusher:
                     self.loop.call_at(due, _run_flusher, self)
                     return 0
             self.loop.call_soon(_run_flusher, self)
+            _due.append(self)
         return 0
 
     cdef int run(self) except -1:
@@ -188,7 +189,29 @@ cdef class SendFlusher:
 # that collector rarely (netcore.loop.tune_gc_for_serving). The handle holds
 # the object only while it is scheduled.
 def _run_flusher(SendFlusher flusher):
-    flusher.run()
+    if flusher.scheduled:           # else flush_due() ran it already
+        flusher.run()
+
+
+# Flushers due in this event-loop iteration (not the paced ones). A room's job
+# slice writes what it produced at its end (flush_due), as a C server writes
+# once its epoll batch is handled, rather than one loop iteration later, after
+# another poll of every socket: a broadcast leaves in the iteration that made it.
+cdef list _due = []
+
+
+cpdef int flush_due() except -1:
+    """Run every flusher that has sessions waiting and no pacing interval."""
+    global _due
+    cdef list due = _due
+    cdef SendFlusher f
+    if not due:
+        return 0
+    _due = []
+    for f in due:
+        if f.scheduled:
+            f.run()
+    return 0
 
 
 def _drain_backlog(Session s):
