@@ -152,6 +152,7 @@ cdef class Session:
     # and hands the transport only what the kernel did not take; -1 (TLS, a
     # WebSocket, a pipe) always goes through the transport.
     cdef int fd
+    cdef bint transport_holds               # we handed the transport bytes it may not have sent
     cdef bint flush_scheduled
     cdef bint wants_on_send
 

@@ -552,15 +552,22 @@ cdef class Session:
         # The direct path (as picows does): the kernel usually takes it all,
         # and then there is no joined copy and no transport call at all. Only
         # while the transport holds nothing, or bytes would overtake its own.
-        if self.fd >= 0 and not self.closing and self.transport.get_write_buffer_size() == 0:
-            written = self.queue.write_to(self.fd)
+        if self.fd >= 0 and not self.closing:
+            # Asking the transport costs a Python call: only after we handed
+            # it bytes, until it says it has written them all.
+            if self.transport_holds and self.transport.get_write_buffer_size() == 0:
+                self.transport_holds = False
+            if not self.transport_holds:
+                written = self.queue.write_to(self.fd)
         if written == total:
             self.queue.clear()
             self.direct_writes += 1
-        elif written > 0:
-            self.transport.write(self.queue.take_joined_after(written))
         else:
-            self.transport.write(self.queue.take_joined())
+            self.transport_holds = True
+            if written > 0:
+                self.transport.write(self.queue.take_joined_after(written))
+            else:
+                self.transport.write(self.queue.take_joined())
         self.flusher.pending_bytes -= total
         self.writes += 1
         self.packets_sent += n
