@@ -417,9 +417,6 @@ def test_a_changed_proto_regenerates_only_its_modules(tmp_path):
 
 
 def test_the_fix_command_pins_the_grpcio_tools_the_build_requires():
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:
-        import tomli as tomllib
+    import tomllib
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert gen_proto.GRPCIO_TOOLS in pyproject["build-system"]["requires"]
