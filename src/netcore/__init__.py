@@ -41,5 +41,5 @@ __all__ = [
     "MalformedPacketError", "PacketSession", "ProtocolError", "SendBuffer",
     "SendBufferPool", "ServerService", "Session", "UnknownPacketError",
     "copy_frames", "default_pool", "make_packet", "new_event_loop", "resolve_loop_kind", "run",
-    "send_to_all", "split_frames",
+    "send_to_all", "split_frames", "__version__",
 ]
