@@ -38,7 +38,9 @@ except (codegen.ConfigError, codegen.gen_proto.ProtocUnavailable) as exc:
 # Hot modules run without bounds/wraparound checks; every index in them is
 # checked by hand against an explicit length.
 HOT = {"boundscheck": False, "wraparound": False, "initializedcheck": False}
-DIRECTIVES = {"language_level": 3, "embedsignature": True, **HOT}
+# Signatures in docstrings (autodoc, help()) in Python syntax, with types.
+DIRECTIVES = {"language_level": 3, "embedsignature": True, "embedsignature.format": "python",
+              **HOT}
 
 RELEASE = os.environ.get("NETCORE_DEBUG_BUILD", "") in ("", "0")
 # -g0 comes after the interpreter's CFLAGS (which carry -g) and wins; MSVC
