@@ -14,6 +14,13 @@ in-game client) and the login storm (logins + enters per second).
     python benchmarks/bench_fanout.py                  # the full set, ~25 min
     python benchmarks/bench_fanout.py --quick          # 100 and 1,000 clients only
     python benchmarks/bench_fanout.py --clients 100 --repeat 1 --skip hold storm
+    python benchmarks/bench_fanout.py --reference-cmd /tmp/refserver --skip sweep hold storm baseline
+
+With --reference-cmd (the C server of ../shared/reference, built with
+`gcc -O2 -o /tmp/refserver refserver.c`), the shapes of --shapes (one room and
+many rooms) run the C server beside netcore, same core, same dummy, and print
+netcore's p99 and CPU per delivery as ratios to it. Every row also gives the
+server's CPU seconds per million deliveries and per thousand inbound chats.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -44,17 +52,23 @@ def pinned(core, *cmd):
 class Server:
     """A server process on SERVER_CORE, with its CPU and RSS sampled."""
 
-    def __init__(self, kind: str, port: int, workdir: str, loop: str):
+    def __init__(self, kind: str, port: int, workdir: str, loop: str, reference_cmd=None):
+        banner_on = "stdout"
         if kind == "netcore":
             cmd = pinned(SERVER_CORE, "-m", "netcore_game.cli", "--port", str(port), "--log-level",
                          "WARNING", "--db", os.path.join(workdir, f"bench-{port}.db"),
                          "--max-sessions", "30000", "--loop", loop)
+        elif kind == "C ref":
+            # The C reference server (../shared/reference): a floor, not a competitor.
+            cmd = ["taskset", "-c", SERVER_CORE, *shlex.split(reference_cmd), "--port", str(port)]
+            banner_on = "stderr"
         else:
             cmd = pinned(SERVER_CORE, str(HERE / "baseline_server.py"), "--port", str(port),
                          "--loop", loop)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True)
-        banner = self.proc.stdout.readline()
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE if banner_on == "stdout" else subprocess.DEVNULL,
+            stderr=subprocess.PIPE if banner_on == "stderr" else subprocess.DEVNULL, text=True)
+        banner = getattr(self.proc, banner_on).readline()
         if "listening" not in banner:
             raise RuntimeError(f"{kind} server did not start: {banner!r}")
         self.samples: list[tuple[float, float, int]] = []   # (time, cpu seconds, rss bytes)
@@ -136,10 +150,16 @@ def median(values):
 def scenario(kind, clients, rooms, args, port):
     runs = []
     for _ in range(args.repeat):
-        server = Server(kind, port, args.workdir, args.loop)
+        server = Server(kind, port, args.workdir, args.loop, args.reference_cmd)
         try:
+            cpu_before = server.read()[1]
             r = dummy(port, clients, rooms, args.rate, args.duration)
+            cpu = server.read()[1] - cpu_before
             r["cpu"], r["rss"] = server.peak_cpu(), server.peak_rss()
+            # Server CPU (logins included) per million deliveries and per
+            # thousand inbound chats: the per-delivery and per-packet cost.
+            r["cpu_per_m"] = cpu / r["received"] * 1e6 if r["received"] else None
+            r["cpu_per_k_in"] = cpu / r["sent"] * 1e3 if r["sent"] else None
         finally:
             server.stop()
         runs.append(r)
@@ -152,6 +172,8 @@ def scenario(kind, clients, rooms, args, port):
         "late_or_lost": median(r["lost"] for r in runs),
         "failed": median(r["failed"] for r in runs),
         "cpu": median(r["cpu"] for r in runs),
+        "cpu_per_m": median(r["cpu_per_m"] for r in runs),
+        "cpu_per_k_in": median(r["cpu_per_k_in"] for r in runs),
         "rss": median(r["rss"] for r in runs),
         "pass": sum(passes(r) for r in runs) * 2 > len(runs),
     }, port
@@ -161,14 +183,19 @@ def fmt(value, spec, width):
     return f"{'-':>{width}}" if value is None else f"{value:{width}{spec}}"
 
 
-def row(kind, clients, rooms, m, base=None):
+def row(kind, clients, rooms, m, base=None, ref=None):
     ratio = (f"x{m['deliveries'] / base['deliveries']:.2f}"
              if base and base["deliveries"] and m["deliveries"] is not None else "")
+    vs_ref = (f"  p99/C {m['p99'] / ref['p99']:.2f}x cpu/C {m['cpu_per_m'] / ref['cpu_per_m']:.2f}x"
+              if ref and ref["p99"] and m["p99"] is not None and ref["cpu_per_m"]
+              and m["cpu_per_m"] is not None else "")
     print(f"  {kind:8s} {clients:>6,} cl {rooms:>3} rm  {fmt(m['deliveries'], ',.0f', 11)} deliv/s"
           f" {ratio:>7s}  p50 {fmt(m['p50'], '.2f', 8)}  p99 {fmt(m['p99'], '.2f', 8)}"
           f"  max {fmt(m['max'], '.2f', 8)} ms  late or lost {fmt(m['late_or_lost'], ',.0f', 9)}"
           f"  failed to get in {fmt(m['failed'], ',.0f', 5)}  cpu {fmt(m['cpu'], '.1f', 5)}%"
-          f"  rss {m['rss'] / 2**20:7.1f} MiB  {'PASS' if m['pass'] else 'FAIL'}", flush=True)
+          f"  {fmt(m['cpu_per_m'], '.3f', 6)} s/M deliv {fmt(m['cpu_per_k_in'], '.2f', 6)} s/k in"
+          f"  rss {m['rss'] / 2**20:7.1f} MiB  {'PASS' if m['pass'] else 'FAIL'}{vs_ref}",
+          flush=True)
 
 
 def hold(args, port, clients=10_000):
@@ -213,7 +240,14 @@ def main():
                     help="event loop of both servers (default: netcore's default)")
     ap.add_argument("--clients", type=int, nargs="+", help="client counts of the one-room sweep")
     ap.add_argument("--port", type=int, default=7900)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["sweep", "rooms", "hold", "storm"])
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["sweep", "rooms", "hold", "storm", "baseline"])
+    ap.add_argument("--reference-cmd", default=None,
+                    help="a C reference server command (e.g. /tmp/refserver); run beside netcore "
+                         "in every scenario, and netcore's p99 and CPU per delivery printed as "
+                         "ratios to it")
+    ap.add_argument("--shapes", default="1000/1,2500/1,5000/50,10000/100",
+                    help="clients/rooms of the many-rooms (and reference) scenarios")
     args = ap.parse_args()
     args.loop = resolve_loop_kind(args.loop)
     counts = args.clients or ([100, 1000] if args.quick else [100, 500, 1000, 1500, 2000, 2500])
@@ -236,10 +270,19 @@ def main():
             print(f"  largest passing client count (one room): netcore {largest['netcore']:,}, "
                   f"baseline {largest['baseline']:,}", flush=True)
         if "rooms" not in args.skip and not args.quick and not args.clients:
-            base, port = scenario("baseline", 10_000, 100, args, port)
-            mine, port = scenario("netcore", 10_000, 100, args, port)
-            row("baseline", 10_000, 100, base)
-            row("netcore", 10_000, 100, mine, base)
+            # The shapes the C reference is measured in (one room and many), each
+            # server with a fresh process and the same dummy run.
+            for part in args.shapes.split(","):
+                clients, rooms = (int(x) for x in part.split("/"))
+                base = ref = None
+                if "baseline" not in args.skip:
+                    base, port = scenario("baseline", clients, rooms, args, port)
+                    row("baseline", clients, rooms, base)
+                if args.reference_cmd:
+                    ref, port = scenario("C ref", clients, rooms, args, port)
+                    row("C ref", clients, rooms, ref)
+                mine, port = scenario("netcore", clients, rooms, args, port)
+                row("netcore", clients, rooms, mine, base, ref)
         if "hold" not in args.skip:
             hold(args, port)
             port += 1

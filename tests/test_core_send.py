@@ -175,3 +175,53 @@ def test_a_reserved_region_is_written_in_place_and_sent_only_once_committed(run)
         # Nothing written before the refusals was queued.
         assert s.packets_sent == 1
     run(go())
+
+
+def test_a_flush_writes_to_the_socket_itself_and_the_transport_only_gets_the_rest(run):
+    # The kernel takes part of a flush (a small send buffer, a reader that
+    # waits): the rest goes to the transport, and until the transport has
+    # written it every later flush goes behind it, so no byte overtakes another.
+    async def go():
+        made = ServerSessions(Recorder)
+        async with ServerService(made) as server:
+            (client,) = await ClientService(Recorder, port=server.port).start()
+            (peer,) = await made.wait_count(1)
+            peer.send(netcore.make_packet(1005, b"first"))
+            await client.wait_packets(1)
+            assert peer.direct_writes == 1 and peer.writes == 1     # the kernel took it whole
+            peer.transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            client.transport.pause_reading()
+            payload = b"y" * 1000
+            sent = [(1005, b"first")]
+            for i in range(40):                 # 40 flushes of 20 KB: more than the kernel holds
+                for k in range(20):
+                    msg = payload + b"%d.%d" % (i, k)
+                    peer.send(netcore.make_packet(1005, msg))
+                    sent.append((1005, msg))
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+            assert peer.transport.get_write_buffer_size() > 0       # the transport holds a rest
+            client.transport.resume_reading()
+            assert await client.wait_packets(len(sent)) == sent
+            assert peer.direct_writes < peer.writes     # later flushes went through the transport
+            client.disconnect()
+    run(go())
+
+
+def test_a_transport_without_a_plain_socket_is_always_written_through():
+    from netcore import session as _session
+
+    class Tls(FakeTransport):
+        def get_extra_info(self, name, default=None):
+            return {"sslcontext": object(), "socket": socket.socket()}.get(name, default)
+
+    with socket.socket() as plain:
+        class Tcp(FakeTransport):
+            def get_extra_info(self, name, default=None):
+                return plain if name == "socket" else default
+        assert _session._direct_fd(Tcp()) == plain.fileno()
+    tls = Tls()
+    assert _session._direct_fd(tls) == -1
+    tls.get_extra_info("socket").close()
+    assert _session._direct_fd(FakeTransport()) == -1       # no socket at all

@@ -359,15 +359,18 @@ class FakeGame:
         self.logins += 1
         ok = not ((self.fault == "refuse_login" and self.logins == 2)
                   or (self.fault == "refuse_logins" and self.logins >= 2))
-        session.send(server_dispatch.make_send_buffer(pb.S_LOGIN(
-            success=ok, players=[Player(id=1, name="guest")] if ok else [])))
-
-    def handle_C_ENTER_GAME(self, session, pkt):
+        # As the original protocol: the in-game id is issued at login.
         session.player_id = self.next_player_id
         self.next_player_id += 1
+        session.send(server_dispatch.make_send_buffer(pb.S_LOGIN(
+            success=ok, players=[Player(id=session.player_id, name="guest")] if ok else [])))
+
+    def handle_C_ENTER_GAME(self, session, pkt):
         session.room = self.rooms.setdefault(pkt.roomId, [])
+        # "original": a server of the original protocol, no playerId here.
+        player_id = 0 if self.fault == "original" else session.player_id
         session.send(server_dispatch.make_send_buffer(
-            pb.S_ENTER_GAME(success=True, playerId=session.player_id)))
+            pb.S_ENTER_GAME(success=True, playerId=player_id)))
         session.room.append(session)
 
     def handle_C_CHAT(self, session, pkt):
@@ -421,8 +424,11 @@ async def run_against(game, run_class=DummyRun, **overrides):
         return await run_class(small_run(server.port, **overrides)).run()
 
 
-def test_a_clean_run_accounts_for_every_delivery(run):
-    game = FakeGame()
+@pytest.mark.parametrize("fault", [None, "original"], ids=["netcore", "original_protocol"])
+def test_a_clean_run_accounts_for_every_delivery(run, fault):
+    # Also against a server that says a player's id only in S_LOGIN, as the
+    # original protocol does (the C reference server): the dummy reads it there.
+    game = FakeGame(fault)
     r = run(run_against(game))
     # 12 clients, 3 rooms of 4, 6 chats each, each chat delivered to 4.
     assert (r.connected, r.in_game, r.failed) == (12, 12, 0)

@@ -171,3 +171,33 @@ def test_a_flooded_queue_does_not_hold_up_another(run):
         await asyncio.wait_for(flood_done.wait(), 30)
         assert flooded.jobs_run == 100_001 and flooded.slices > 10
     run(go(), timeout=60)
+
+
+def test_what_a_job_slice_sends_is_written_before_the_next_poll(run):
+    # A broadcast leaves at the end of the slice that made it (flush_due), as
+    # a C server writes after its epoll batch, not one loop iteration later.
+    import netcore
+    from netcore import JobQueue, ServerService, send_to_all
+    from support import Recorder, ServerSessions
+
+    async def go():
+        made = ServerSessions(Recorder)
+        async with ServerService(made) as server:
+            clients = await netcore.ClientService(Recorder, port=server.port, count=3).start()
+            peers = await made.wait_count(3)
+            room = JobQueue()
+            written = []
+
+            def job():
+                send_to_all(peers, netcore.make_packet(1005, b"now"))
+
+            def after():       # the first thing the loop runs after the slice
+                written.append([p.writes for p in peers])
+
+            before = [p.writes for p in peers]
+            room.do_async(job)
+            asyncio.get_running_loop().call_soon(after)   # queued behind the slice
+            for c in clients:
+                assert await c.wait_packets(1) == [(1005, b"now")]
+            assert [w - b for w, b in zip(written[0], before)] == [1, 1, 1]
+    run(go())

@@ -6,6 +6,8 @@ import weakref
 from cpython.list cimport PyList_GET_SIZE
 from cpython.time cimport PyTime_MonotonicRaw, PyTime_t
 
+from netcore.session cimport flush_due
+
 log = logging.getLogger("netcore.jobqueue")
 
 
@@ -143,6 +145,7 @@ cdef class JobQueue:
 
 def _run_slice(JobQueue q):
     q.run_slice()
+    flush_due()         # what the slice sent leaves now, not an iteration later
 
 
 cdef class JobTimer:

@@ -10,6 +10,11 @@
 
 from netcore.sendbuffer cimport SendBuffer
 
+cdef enum:
+    # Buffers one direct write hands the kernel (writev); a longer queue
+    # leaves through the transport, joined, as before.
+    MAX_IOV = 64
+
 cdef class SendQueue:
     cdef list items
     cdef readonly Py_ssize_t nbytes
@@ -20,4 +25,12 @@ cdef class SendQueue:
         return 0
 
     cdef bytes take_joined(self)
+    # Write the queue to a socket descriptor at once (writev, no copy, no
+    # Python object): the bytes written, or -1 when the kernel took nothing
+    # (full, or an error the transport will meet and report). Queues of more
+    # than MAX_IOV buffers are not tried (-1).
+    cdef Py_ssize_t write_to(self, int fd) noexcept
+    # What is left after the first `skip` bytes, as one bytes object; the
+    # queue is left empty.
+    cdef bytes take_joined_after(self, Py_ssize_t skip)
     cdef void clear(self) noexcept

@@ -124,6 +124,7 @@ cdef class Session:
     cdef readonly unsigned long long packets_sent
     cdef readonly unsigned long long bytes_sent
     cdef readonly unsigned long long writes
+    cdef readonly unsigned long long direct_writes  # of which the kernel took whole (writev)
     cdef RecvBuffer rbuf
     cdef SendQueue queue
     cdef SendFlusher flusher
@@ -143,6 +144,11 @@ cdef class Session:
     cdef bint aborted                       # close() aborted the transport
     cdef bint eof_seen                      # the peer half-closed: nothing more to read
     cdef bint write_paused
+    # The socket's descriptor where the transport is a plain TCP one: a flush
+    # then writes the queue itself (writev) when the transport holds nothing,
+    # and hands the transport only what the kernel did not take; -1 (TLS, a
+    # WebSocket, a pipe) always goes through the transport.
+    cdef int fd
     cdef bint flush_scheduled
     cdef bint wants_on_send
 
@@ -168,3 +174,4 @@ cdef class PacketSession(Session):
 
 
 cpdef Py_ssize_t send_to_all(object sessions, SendBuffer buf) except -1
+cpdef int flush_due() except -1

@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import os
+import struct
 import time
 from collections import Counter
 
@@ -263,7 +264,7 @@ class ClusterLink:
         self.stats["bytes_in"] += len(msg.data)
         try:
             fn(msg.data)
-        except (wire.WireError, ValueError, KeyError, TypeError) as exc:
+        except (wire.WireError, ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
             self.stats["bad_messages"] += 1
             log.error("cluster: a message on %s does not parse: %s", msg.subject, exc)
 

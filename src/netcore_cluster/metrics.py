@@ -8,6 +8,7 @@ on loopback and serves their series together, each labelled with its
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -99,6 +100,20 @@ def link_families(link):
         yield HistogramMetricFamily(name, doc, buckets=h.cumulative(), sum_value=h.sum)
 
 
+def _get(port, path: str) -> tuple[int, str]:
+    """(status, body) of a worker's endpoint on loopback; (0, "") when it does
+    not answer (not started yet, restarting, or gone)."""
+    if not port:
+        return 0, ""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:       # a 503 from /healthz is an answer
+        return exc.code, ""
+    except OSError:
+        return 0, ""
+
+
 class MachineMetrics:
     """The supervisor's /metrics and /healthz: every worker's, merged."""
 
@@ -126,14 +141,9 @@ class MachineMetrics:
         up = GaugeMetricFamily("netcore_worker_up", "1 when the worker answered this scrape",
                                labels=["node", "worker"])
         for w, port in self._workers():
-            text = None
-            if port:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                                timeout=2) as r:
-                        text = r.read().decode()
-                except OSError:
-                    text = None
+            status, text = _get(port, "/metrics")
+            if status != 200:
+                text = None
             up.add_metric([self.node, w.slot], 1 if text is not None else 0)
             if text is None:
                 continue
@@ -158,15 +168,7 @@ class MachineMetrics:
         if path == "/healthz":
             states = {}
             for w, port in self._workers():
-                ok = False
-                if port:
-                    try:
-                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz",
-                                                    timeout=2) as r:
-                            ok = r.status == 200
-                    except OSError:
-                        ok = False
-                states[w.slot] = ok
+                states[w.slot] = _get(port, "/healthz")[0] == 200
             healthy = bool(states) and all(states.values())
             start_response("200 OK" if healthy else "503 Service Unavailable",
                            [("Content-Type", "application/json")])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import sys
 import sysconfig
@@ -34,6 +35,14 @@ def find_nats_server() -> str:
         raise NatsServerMissing(
             f"--workers needs a NATS server: give --nats URL, or install one ({INSTALL_HINT})")
     return found
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies
+    (Linux prctl PR_SET_PDEATHSIG), so a killed supervisor leaves no broker.
+    The supervisor starts it before any thread of its own exists."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)     # 1: PR_SET_PDEATHSIG
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -63,7 +72,8 @@ class NatsServer:
         self.proc = await asyncio.create_subprocess_exec(
             self.executable, "-a", self.host, "-p", str(self.port), *self.extra_args,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         try:
             await asyncio.wait_for(self._ready(), timeout)
         except BaseException:

@@ -6,7 +6,11 @@
                  └── worker <node>-N ─┘  the kernel spreads connections over them
 
 A worker reports on a pipe: `ready` once it listens, `quiesced` once it has
-stopped reading and every op it forwarded has run. The supervisor itself
+stopped reading and every op it forwarded has run. A second pipe, which the
+supervisor holds open and never writes, is the worker's lifeline: if the
+supervisor dies (even by SIGKILL) the worker reads end-of-file and shuts down,
+so no worker outlives it holding the port. The private nats-server is told to
+die with it (Linux: PR_SET_PDEATHSIG). The supervisor itself
 serves no client. It holds the port (bound, not listening) for its whole life
 so that a restarting worker finds it free, and tells the cluster when a
 worker died (`down` on <prefix>.ctl) so that owners drop that worker's players
@@ -78,11 +82,12 @@ class Worker:
     quiesced: asyncio.Event = field(default_factory=asyncio.Event)
     epoch: int = 0
     info: dict = field(default_factory=dict)
+    lifeline: int = -1                  # our end of its lifeline pipe
 
 
 class Supervisor:
-    """Runs each worker slot of this node as `command(worker, status_fd)`,
-    which gives (argv, extra environment)."""
+    """Runs each worker slot of this node as `command(worker, status_fd,
+    lifeline_fd)`, which gives (argv, extra environment)."""
 
     def __init__(self, slots: list[str], command, *, nats_servers: list[str] | None,
                  host: str, port: int, prefix: str = "netcore"):
@@ -101,7 +106,9 @@ class Supervisor:
 
     # -- start ---------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, before_workers=None) -> None:
+        """Hold the port, start the broker, then (after `before_workers()`,
+        which may raise StartError) every worker; returns once all are ready."""
         self.port_holder = reserve_port(self.host, self.port)
         self.port = self.port_holder.getsockname()[1]
         if not self.nats_servers:
@@ -119,6 +126,8 @@ class Supervisor:
         except Exception as exc:
             raise StartError(f"cannot reach NATS at {','.join(self.nats_servers)}: "
                              f"{exc or type(exc).__name__}") from None
+        if before_workers is not None:
+            before_workers()
         for w in self.workers:
             await self._spawn(w)
         try:
@@ -147,13 +156,21 @@ class Supervisor:
         w.ready = asyncio.Event()
         w.quiesced = asyncio.Event()
         read_fd, write_fd = os.pipe()
-        argv, env = self.command(w, write_fd)
+        life_read, life_write = os.pipe()
+        argv, env = self.command(w, write_fd, life_read)
         try:
             w.proc = await asyncio.create_subprocess_exec(
-                *argv, env={**os.environ, **env}, pass_fds=(write_fd,),
+                *argv, env={**os.environ, **env}, pass_fds=(write_fd, life_read),
                 start_new_session=True, stdin=asyncio.subprocess.DEVNULL)
+        except BaseException:
+            os.close(life_write)
+            raise
         finally:
             os.close(write_fd)
+            os.close(life_read)
+        if w.lifeline >= 0:
+            os.close(w.lifeline)            # the previous incarnation's
+        w.lifeline = life_write
         w.started = time.monotonic()
         task = asyncio.get_running_loop().create_task(self._watch(w, w.proc, read_fd))
         self._watchers.add(task)
@@ -229,6 +246,10 @@ class Supervisor:
                 codes.append(await w.proc.wait())
         for task in list(self._watchers):
             task.cancel()
+        for w in self.workers:
+            if w.lifeline >= 0:
+                os.close(w.lifeline)
+                w.lifeline = -1
         if self.nc is not None:
             try:
                 await self.nc.close()

@@ -58,6 +58,8 @@ def _str8(text: str) -> bytes:
 
 
 def _read_str8(data, pos: int) -> tuple[str, int]:
+    if pos >= len(data):
+        raise WireError("truncated name")
     n = data[pos]
     end = pos + 1 + n
     if end > len(data):
@@ -132,42 +134,33 @@ def read_down(data):
                                                                   _DOWN_HEAD.size)
 
 
+# Each segment: its fixed head, then a slot name (member and ack segments) or
+# a run of bytes whose length ends the head (data and unicast segments).
+_LAYOUTS = {DATA: (_DATA, False), JOINED: (_MEMBER, True), LEFT: (_MEMBER, True),
+            ACK: (_ACK, True), UNICAST: (_UNICAST, False)}
+
+
 def _segments(view, pos):
     end = len(view)
     while pos < end:
         kind = view[pos]
-        if kind == DATA:
-            if pos + _DATA.size > end:
-                raise WireError("truncated data segment")
-            _, frames, n = _DATA.unpack_from(view, pos)
-            pos += _DATA.size
-            if pos + n > end:
-                raise WireError("truncated data segment")
-            yield DATA, frames, view[pos:pos + n]
-            pos += n
-        elif kind in (JOINED, LEFT):
-            if pos + _MEMBER.size > end:
-                raise WireError("truncated member segment")
-            _, member, epoch = _MEMBER.unpack_from(view, pos)
-            slot, pos = _read_str8(view, pos + _MEMBER.size)
-            yield kind, member, epoch, slot
-        elif kind == ACK:
-            if pos + _ACK.size > end:
-                raise WireError("truncated ack segment")
-            _, seq, epoch = _ACK.unpack_from(view, pos)
-            slot, pos = _read_str8(view, pos + _ACK.size)
-            yield ACK, seq, epoch, slot
-        elif kind == UNICAST:
-            if pos + _UNICAST.size > end:
-                raise WireError("truncated unicast segment")
-            _, member, frames, n = _UNICAST.unpack_from(view, pos)
-            pos += _UNICAST.size
-            if pos + n > end:
-                raise WireError("truncated unicast segment")
-            yield UNICAST, member, frames, view[pos:pos + n]
-            pos += n
-        else:
+        layout = _LAYOUTS.get(kind)
+        if layout is None:
             raise WireError(f"unknown segment kind {kind}")
+        head, named = layout
+        if pos + head.size > end:
+            raise WireError(f"truncated segment of kind {kind}")
+        fields = head.unpack_from(view, pos)
+        pos += head.size
+        if named:
+            slot, pos = _read_str8(view, pos)
+            yield (*fields, slot)
+        else:
+            n = fields[-1]
+            if pos + n > end:
+                raise WireError(f"truncated segment of kind {kind}")
+            yield (*fields[:-1], view[pos:pos + n])
+            pos += n
 
 
 # -- job arguments ------------------------------------------------------------

@@ -17,13 +17,17 @@ def handle_S_LOGIN(session, pkt):
         session.fail("login answered with no characters")
     else:
         # Every dummy plays its account's first character, in its own room.
+        # That character's in-game id is the one S_LOGIN gave it, as the
+        # original protocol says; every S_CHAT of its carries it.
+        session.login_player_id = pkt.players[0].id
         session.send_packet(C_ENTER_GAME(playerIndex=0, roomId=session.room))
 
 
 def handle_S_ENTER_GAME(session, pkt):
     """Handle S_ENTER_GAME (packet id 1003) from the server."""
     if pkt.success:
-        session.entered(pkt.playerId)
+        # A server of the original protocol leaves playerId out (0).
+        session.entered(session.login_player_id or pkt.playerId)
     else:
         session.fail("enter game refused")
 

@@ -26,6 +26,7 @@ class DummySession(DummySessionCore, asyncio.BufferedProtocol):
         super().__init__(tally, index, index % rooms)
         self.ready = asyncio.get_running_loop().create_future()
         self.player_id = None
+        self.login_player_id = 0
         self.error = None
         self.seq = 0                    # chats sent so far: the next chat's seq
         self.untallied_chats = 0        # S_CHATs that reached Python (no Tally)

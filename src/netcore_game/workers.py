@@ -27,6 +27,7 @@ log = logging.getLogger("netcore_game.workers")
 ENV_SLOT = "NETCORE_WORKER_SLOT"
 ENV_STATUS_FD = "NETCORE_WORKER_STATUS_FD"
 ENV_INCARNATION = "NETCORE_WORKER_INCARNATION"
+ENV_LIFELINE = "NETCORE_WORKER_LIFELINE_FD"      # end-of-file on it: the supervisor is gone
 ENV_METRICS = "NETCORE_WORKER_METRICS"      # "1": serve /metrics on a loopback port for the supervisor
 # Player ids: 2**32 per worker incarnation, so that none is ever issued twice
 # while the cluster runs (below 2**53, which JavaScript clients read exactly).
@@ -72,13 +73,14 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
         return 2
     slots = [f"{node}-{i}" for i in range(config.workers)]
 
-    def command(worker, status_fd):
+    def command(worker, status_fd, lifeline_fd):
         """This command again, as the worker of one slot (the later flags win)."""
         args = [sys.executable, "-m", "netcore_game.cli", *argv, "--port", str(sup.port),
                 "--node-id", node, "--cluster", str(cmap)]
         if not config.nats:
             args += ["--nats", sup.nats_servers[0]]
         env = {ENV_SLOT: worker.slot, ENV_STATUS_FD: str(status_fd),
+               ENV_LIFELINE: str(lifeline_fd),
                ENV_INCARNATION: str(worker.incarnation),
                ENV_METRICS: "1" if config.metrics_port else "0"}
         return args, env
@@ -92,15 +94,19 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         metrics = None
-        try:
-            if config.metrics_port:     # the machine's one scrape, before any worker listens
+
+        def start_metrics():            # the machine's one scrape, before any worker listens
+            nonlocal metrics
+            if config.metrics_port:
                 metrics = MachineMetrics(sup, node, config.metrics_host, config.metrics_port)
                 try:
                     metrics.start()
                 except OSError as exc:
+                    metrics = None
                     raise StartError(str(listen_error("metrics port", config.metrics_host,
                                                       config.metrics_port, exc))) from None
-            await sup.start()
+        try:
+            await sup.start(before_workers=start_metrics)
         except StartError as exc:
             print(f"netcore-server: error: {exc}", file=sys.stderr)
             await sup.stop()
@@ -146,6 +152,13 @@ async def serve_worker(config: ServerConfig, kind: str) -> int:
         return 2
     loop = asyncio.get_running_loop()
     quiesce, stop = asyncio.Event(), asyncio.Event()
+    lifeline = int(os.environ.pop(ENV_LIFELINE, "-1"))
+    if lifeline >= 0:
+        def supervisor_gone():
+            loop.remove_reader(lifeline)
+            log.error("worker %s: the supervisor is gone; shutting down", slot)
+            stop.set()
+        loop.add_reader(lifeline, supervisor_gone)
     loop.add_signal_handler(signal.SIGUSR1, quiesce.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)

@@ -92,3 +92,12 @@ def test_job_arguments_round_trip(args):
 def test_a_job_argument_of_another_type_is_refused_at_the_gateway():
     with pytest.raises(TypeError, match="chat got list"):
         wire.encode_job("chat", ([1],))
+
+
+@pytest.mark.parametrize("kind", [wire.JOINED, wire.LEFT, wire.ACK])
+def test_a_segment_cut_before_its_name_is_a_wire_error(kind):
+    whole = (wire.member_segment(kind, 5, 7, "a-1") if kind != wire.ACK
+             else wire.ack_segment(9, 7, "a-1"))
+    data = wire.down_header(1, 2, 3, 4, 0) + whole[:-4]      # no name length, no name
+    with pytest.raises(wire.WireError):
+        list(wire.read_down(data)[5])

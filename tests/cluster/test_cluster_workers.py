@@ -6,6 +6,7 @@ clients it needs, and knows from the placement which worker owns each room.
 """
 import os
 import signal
+import sys
 
 import pytest
 
@@ -205,3 +206,24 @@ def test_one_scrape_gives_every_worker_and_the_broker_figures(run, tmp_path, loo
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
             assert json.loads(r.read()) == {"workers": {"t-0": True, "t-1": True}}
         assert server.stop() == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_supervisor_leaves_no_worker_or_broker_behind(run, tmp_path, loop_kind):
+    with ClusterProcess(tmp_path, loop_kind, 2) as server:
+        children = [int(p) for p in open(
+            f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read().split()]
+        workers = list(server.worker_pids().values())
+        assert len(workers) == 2 and set(workers) < set(children)
+        assert len(children) == 3                   # and the private nats-server
+        server.proc.kill()
+        server.proc.wait(10)
+
+        def alive(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except FileNotFoundError:
+                return False
+        run(wait_for(lambda: not any(alive(p) for p in children), what="the children to exit"))
+        assert "the supervisor is gone; shutting down" in server.log_text()
