@@ -216,6 +216,8 @@ def test_two_games_and_netcore_load_their_messages_in_one_process(tmp_path):
     (lambda t: t.replace('handlers-out = "src/mygame/handlers.py"\n', ""),
      "side 1: `handlers-out` is missing"),
     (lambda t: t + "\n[[[", "pyproject.toml: "),
+    (lambda t: t.replace('proto-include = "proto"', 'proto-include = "src"'),
+     "`proto-dir` 'proto/mygame' is not inside `proto-include` 'src'"),
 ])
 def test_a_bad_table_is_one_line_and_exit_1(tmp_path, capsys, edit, message):
     project = new(tmp_path)

@@ -128,10 +128,14 @@ def load_config(root):
             dispatch_module=_module_name(_text(side, "dispatch-module", at),
                                          "dispatch-module", at),
             handlers_out=root / _text(side, "handlers-out", at)))
+    proto_include = root / _text(table, "proto-include", where, table.get("proto-dir"))
+    if not proto_dir.resolve().is_relative_to(proto_include.resolve()):
+        raise ConfigError(f"{where}: `proto-dir` {table['proto-dir']!r} is not inside "
+                          f"`proto-include` {table['proto-include']!r}")
     return Config(
         root=root,
         proto_dir=proto_dir,
-        proto_include=root / _text(table, "proto-include", where, table.get("proto-dir")),
+        proto_include=proto_include,
         protocol=proto_dir / _text(table, "protocol", where, "Protocol.proto"),
         pb2_dir=root / _text(table, "pb2-dir", where),
         pb2_package=_module_name(_text(table, "pb2-package", where), "pb2-package", where),
