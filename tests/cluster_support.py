@@ -134,15 +134,17 @@ async def wait_for(predicate, timeout=20.0, what="condition"):
         await asyncio.sleep(0.02)
 
 
-async def clients_on_every_worker(server, room, per_worker, max_clients=400):
+async def clients_on_every_worker(server, room, per_worker, max_clients=400, transport="tcp"):
     """Guests entered into `room`, connected until each worker has per_worker of
-    them (the kernel picks a worker per connection; the player id says which)."""
+    them (the kernel picks a worker per connection; the player id says which).
+    transport "ws": over the WebSocket port (--ws-port), which workers share too."""
     by_slot = {slot: [] for slot in server.cmap.slots if slot.startswith(server.node + "-")}
     extra = []
     total = 0
     while any(len(v) < per_worker for v in by_slot.values()):
         assert total < max_clients, {s: len(v) for s, v in by_slot.items()}
-        (c,) = await connect(server.port)
+        (c,) = await connect(server.ws_port if transport == "ws" else server.port,
+                             transport=transport)
         total += 1
         assert (await c.login()).success
         entered = await c.enter(0, room)

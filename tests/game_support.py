@@ -40,6 +40,10 @@ class ServerProcess:
             self.proc.wait(timeout)
             raise RuntimeError(f"server did not start: {self.banner!r}\n{self.log_text()}")
         self.port = int(self.banner.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+        self.ws_port = None         # with --ws-port: the banner's "websocket ... on http://H:P/"
+        if "websocket and chat page on http://" in self.banner:
+            web = self.banner.split("websocket and chat page on http://")[1].split("/")[0]
+            self.ws_port = int(web.rsplit(":", 1)[1])
         return self
 
     def log_text(self):
@@ -119,8 +123,9 @@ class GameClient(PacketSession):
         return self.chats[:n]
 
 
-async def connect(port, count=1):
-    service = ClientService(GameClient, port=port, count=count)
+async def connect(port, count=1, transport="tcp"):
+    """count GameClients; transport "ws" dials a --ws-port with the same packets."""
+    service = ClientService(GameClient, port=port, count=count, transport=transport)
     sessions = await service.start()
     assert len(sessions) == count, service.failures
     return sessions
@@ -135,9 +140,9 @@ async def leave(*clients):
         await c.wait_closed()
 
 
-async def in_game(port, count=1, room=0):
+async def in_game(port, count=1, room=0, transport="tcp"):
     """count clients, each logged in as a guest and entered into `room`."""
-    clients = await connect(port, count)
+    clients = await connect(port, count, transport)
     for c in clients:
         assert (await c.login()).success
         entered = await c.enter(0, room)

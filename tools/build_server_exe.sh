@@ -33,7 +33,9 @@ EOF
 
 # The compiled modules import one another (and netcore_packets.*_pb2) from C, where
 # PyInstaller's import analysis cannot see them: collect the packages whole.
-# uvloop and protobuf are found through their Python imports and hooks.
+# uvloop and protobuf are found through their Python imports and hooks; picows
+# is imported by netcore.websocket's C code, and netcore_game carries the chat
+# page (web/chat.html) as data.
 # Where the packages are imported from: site-packages, or the checkout's src/
 # for an editable install (`pip install -e .`), whose import hook PyInstaller's
 # analysis does not follow.
@@ -45,6 +47,8 @@ src="$("$py" -c 'import os, netcore_game; print(os.path.dirname(os.path.dirname(
     --collect-submodules netcore \
     --collect-submodules netcore_packets \
     --collect-submodules netcore_game \
+    --collect-data netcore_game \
+    --collect-submodules picows \
     --distpath "$dist" --workpath "$work/build" --specpath "$work" \
     "$work/netcore_server.py"
 echo "build_server_exe: wrote $dist/netcore-server"

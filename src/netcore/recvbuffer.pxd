@@ -23,6 +23,11 @@
 #   freed once parsed), so the packets still being parsed are never
 #   overwritten. A read of the same session in the middle of its own parse
 #   would reorder its stream: get_buffer refuses it (RuntimeError).
+# - A transport that hands over whole messages (WebSocket, netcore.websocket)
+#   parses them where they lie, in the transport's own buffer (begin_message);
+#   only what a capped parse leaves behind is kept here (keep_tail), and the
+#   later messages of that same socket read are appended behind it (append)
+#   until the backlog has drained.
 
 from netcore.framing cimport FrameReader
 
@@ -44,6 +49,9 @@ cdef class RecvBuffer:
     cdef object get_buffer(self)
     cdef int begin(self, Py_ssize_t nbytes, FrameReader* r) except -1
     cdef int keep_tail(self, FrameReader* r, Py_ssize_t packet_size) except -1
+    cdef void begin_message(self, const unsigned char* data, Py_ssize_t size,
+                            FrameReader* r) noexcept
+    cdef int append(self, const unsigned char* data, Py_ssize_t size) except -1
     cdef void resume(self, FrameReader* r) noexcept
     cdef void end_parse(self) noexcept
     cdef void release(self) noexcept

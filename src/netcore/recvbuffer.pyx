@@ -132,6 +132,30 @@ cdef class RecvBuffer:
         self.own_len = tail
         return 0
 
+    cdef void begin_message(self, const unsigned char* data, Py_ssize_t size,
+                            FrameReader* r) noexcept:
+        """A cursor over a whole message in the transport's buffer, parsed in
+        place; end_parse() when done, keep_tail() for what a cap left."""
+        r.buf = data
+        r.len = size
+        r.pos = 0
+        self.parsing = True
+
+    cdef int append(self, const unsigned char* data, Py_ssize_t size) except -1:
+        """Keep a whole message behind the tail already kept (a backlog)."""
+        cdef unsigned char* grown
+        if size <= 0:
+            return 0
+        if self.own_cap - self.own_len < size:
+            grown = <unsigned char*>realloc(self.own, self.own_len + size)
+            if grown == NULL:
+                raise MemoryError()
+            self.own = grown
+            self.own_cap = self.own_len + size
+        memcpy(self.own + self.own_len, data, size)
+        self.own_len += size
+        return 0
+
     cdef void resume(self, FrameReader* r) noexcept:
         """A cursor over what keep_tail kept, to parse it again without a read."""
         r.buf = self.own

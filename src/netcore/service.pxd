@@ -103,6 +103,9 @@ cdef class ServerService(Service):
     cdef readonly int backlog
     cdef readonly bint reuse_port           # SO_REUSEPORT: workers of one machine share the port
     cdef list servers                       # one asyncio Server per listening socket
+    # Other listeners making sessions of this service (netcore.websocket's
+    # WebSocketListener): stopped and waited for with the service's own.
+    cdef readonly list listeners
 
 
 cdef class ClientService(Service):
@@ -111,3 +114,4 @@ cdef class ClientService(Service):
     cdef readonly Py_ssize_t count
     cdef readonly Py_ssize_t connect_concurrency
     cdef readonly list failures
+    cdef readonly str transport             # "tcp", or "ws" (netcore.websocket)

@@ -417,6 +417,14 @@ cdef class ServerService(Service):
         self.port = port
         self.backlog = backlog
         self.reuse_port = reuse_port
+        self.listeners = []
+
+    def add_listener(self, listener):
+        """Another listener whose sessions are this service's (it has
+        stop_accepting() and async wait_closed()): stop_accepting() and
+        close() act on it too."""
+        if listener not in self.listeners:
+            self.listeners.append(listener)
 
     async def start(self):
         """Listen on every address of `host`; returns this service. An address
@@ -456,6 +464,8 @@ cdef class ServerService(Service):
         if self.servers is not None:
             for server in self.servers:
                 server.close()
+        for listener in self.listeners:
+            listener.stop_accepting()
 
     async def close(self, reason=DisconnectReason.SHUTDOWN, float timeout=5.0):
         """Stop accepting, deliver what is queued, close every session."""
@@ -466,6 +476,8 @@ cdef class ServerService(Service):
             for server in self.servers:
                 await server.wait_closed()
             self.servers = None
+        for listener in self.listeners:
+            await listener.wait_closed()
 
     async def __aenter__(self):
         return await self.start()
@@ -483,8 +495,13 @@ cdef class ClientService(Service):
     """
 
     def __init__(self, session_factory, str host="127.0.0.1", int port=7777,
-                 Py_ssize_t count=1, *, Py_ssize_t connect_concurrency=100, **limits):
+                 Py_ssize_t count=1, *, Py_ssize_t connect_concurrency=100,
+                 str transport="tcp", **limits):
+        """transport: "tcp", or "ws" to speak the same packets in binary
+        WebSocket messages to a netcore WebSocketListener."""
         super().__init__(session_factory, max_sessions=max(count, 1), **limits)
+        if transport not in ("tcp", "ws"):
+            raise ValueError(f"transport must be 'tcp' or 'ws', not {transport!r}")
         if count < 1:
             raise ValueError("count must be >= 1")
         if connect_concurrency < 1:
@@ -494,12 +511,19 @@ cdef class ClientService(Service):
         self.count = count
         self.connect_concurrency = connect_concurrency
         self.failures = []
+        self.transport = transport
 
     async def connect_one(self):
         """Dial one more session; returns it (OSError when it cannot connect)."""
+        if self.transport == "ws":
+            from netcore.websocket import connect_websocket
+            return await connect_websocket(self._make_session, self.host, self.port)
         loop = asyncio.get_running_loop()
         _, session = await loop.create_connection(self.new_session, self.host, self.port)
         return session
+
+    def _make_session(self):
+        return self.new_session()
 
     async def start(self):
         """Connect every session (at most connect_concurrency in flight).

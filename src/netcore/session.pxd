@@ -105,6 +105,9 @@ cdef class Session:
     cdef readonly object transport
     cdef readonly object service
     cdef readonly unsigned long long session_id
+    # "tcp", or "ws" when netcore.websocket carries it: for metrics and logs
+    # only, nothing else looks at it.
+    cdef readonly str transport_kind
     cdef object _peername                   # fetched on first use: a syscall per connection
     cdef readonly Py_ssize_t max_packet_size
     cdef readonly Py_ssize_t max_pending_bytes

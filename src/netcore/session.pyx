@@ -220,8 +220,10 @@ def _drain_backlog(Session s):
 
 def _direct_fd(transport):
     """The descriptor a flush may write to itself: a plain TCP socket's, not
-    one under TLS or anything that frames what it sends."""
-    if transport.get_extra_info("sslcontext") is not None:
+    one under TLS or anything that frames what it sends (a transport that
+    frames says so in get_extra_info("framing"): netcore.websocket's)."""
+    if (transport.get_extra_info("sslcontext") is not None
+            or transport.get_extra_info("framing") is not None):
         return -1
     sock = transport.get_extra_info("socket")
     if sock is None or getattr(sock, "type", None) != socket.SOCK_STREAM:
@@ -242,6 +244,7 @@ cdef class Session:
 
     def __cinit__(self):
         self.session_id = next(_session_ids)
+        self.transport_kind = "tcp"
         self.rbuf = RecvBuffer.__new__(RecvBuffer)
         self.queue = SendQueue.__new__(SendQueue)
         self.max_packet_size = MAX_WIRE_SIZE

@@ -47,17 +47,17 @@ class StartError(Exception):
     """The cluster could not start; the message says what, in one line."""
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """A socket bound to the game port with SO_REUSEPORT and not listening:
-    it picks the port when `port` is 0, proves nobody else serves it, and keeps
-    it ours while workers come and go."""
+def reserve_port(host: str, port: int, what: str = "game port") -> socket.socket:
+    """A socket bound to the game port (or the WebSocket port) with
+    SO_REUSEPORT and not listening: it picks the port when `port` is 0, proves
+    nobody else serves it, and keeps it ours while workers come and go."""
     if not hasattr(socket, "SO_REUSEPORT"):
         raise StartError("--workers needs SO_REUSEPORT (Linux, BSD, macOS); "
                          "run one worker per port instead")
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as exc:
-        raise StartError(f"cannot listen on {host}:{port} (game port): {exc.strerror}") from None
+        raise StartError(f"cannot listen on {host}:{port} ({what}): {exc.strerror}") from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -66,7 +66,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise StartError(f"cannot listen on {host}:{port} (game port): {reason}") from None
+        raise StartError(f"cannot listen on {host}:{port} ({what}): {reason}") from None
     return sock
 
 
@@ -90,12 +90,15 @@ class Supervisor:
     lifeline_fd)`, which gives (argv, extra environment)."""
 
     def __init__(self, slots: list[str], command, *, nats_servers: list[str] | None,
-                 host: str, port: int, prefix: str = "netcore"):
+                 host: str, port: int, prefix: str = "netcore", ws_port: int = 0):
+        """ws_port: the workers' WebSocket port, held like the game port (0: none)."""
         self.workers = [Worker(slot, i) for i, slot in enumerate(slots)]
         self.command = command
         self.nats_servers = list(nats_servers or [])
         self.host = host
         self.port = port
+        self.ws_port = ws_port
+        self.ws_port_holder: socket.socket | None = None
         self.prefix = prefix
         self.natsd = None
         self.nc = None
@@ -111,6 +114,9 @@ class Supervisor:
         which may raise StartError) every worker; returns once all are ready."""
         self.port_holder = reserve_port(self.host, self.port)
         self.port = self.port_holder.getsockname()[1]
+        if self.ws_port:
+            self.ws_port_holder = reserve_port(self.host, self.ws_port, "websocket port")
+            self.ws_port = self.ws_port_holder.getsockname()[1]
         if not self.nats_servers:
             from netcore_cluster.natsd import NatsServer, NatsServerMissing
             try:
@@ -257,8 +263,9 @@ class Supervisor:
                 pass
         if self.natsd is not None:
             await self.natsd.stop()
-        if self.port_holder is not None:
-            self.port_holder.close()
+        for holder in (self.port_holder, self.ws_port_holder):
+            if holder is not None:
+                holder.close()
         return 0 if all(c == 0 for c in codes) else 1
 
 

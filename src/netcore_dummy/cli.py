@@ -2,8 +2,8 @@
 
     netcore-dummy [--host 127.0.0.1] [--port 7777] [--clients 100] [--rate 1]
                   [--duration 10] [--rooms 1] [--size 32] [--connect-rate 1000]
-                  [--enter-timeout 10] [--drain-timeout 5] [--hold]
-                  [--loop uvloop|asyncio] [--json] [--version]
+                  [--enter-timeout 10] [--drain-timeout 5] [--transport tcp|ws]
+                  [--hold] [--loop uvloop|asyncio] [--json] [--version]
 
 Exit status: 0 when every client got in game and every expected chat arrived
 exactly once from the right sender; 1 when anything was lost, duplicated,
@@ -20,7 +20,7 @@ import sys
 import netcore
 from netcore.loop import LOOP_ENV, LOOP_KINDS, tune_gc_for_serving
 
-from netcore_dummy.client import DummyConfig, DummyError, Report, run_dummy
+from netcore_dummy.client import TRANSPORTS, DummyConfig, DummyError, Report, run_dummy
 
 EXIT_CANNOT_RUN = 2
 EXIT_INTERRUPTED = 130      # Ctrl-C (128 + SIGINT, as shells report it)
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
            d.enter_timeout, type=float)
     option("--drain-timeout", "seconds to wait for outstanding chats after the last send",
            d.drain_timeout, type=float)
+    ap.add_argument("--transport", choices=TRANSPORTS, default=d.transport,
+                    help="tcp, or ws to speak the same packets over WebSocket to the server's "
+                         "--ws-port (give that port as --port) (default: tcp)")
     ap.add_argument("--hold", action="store_true",
                     help="get every client in game, then stay idle for --duration, no chat "
                          "(default: chat)")
@@ -66,7 +69,7 @@ def parse_args(argv=None):
         host=args.host, port=args.port, clients=args.clients, rate=args.rate,
         duration=args.duration, rooms=args.rooms, size=args.size,
         connect_rate=args.connect_rate, enter_timeout=args.enter_timeout,
-        drain_timeout=args.drain_timeout, hold=args.hold)
+        drain_timeout=args.drain_timeout, hold=args.hold, transport=args.transport)
     try:
         config.validate()
     except ValueError as exc:
@@ -78,7 +81,8 @@ def run_parameters(config: DummyConfig) -> dict:
     """What the run was asked to do, for --json: a line read on its own says it."""
     return {"clients": config.clients, "rooms": config.rooms, "rate": config.rate,
             "duration": config.duration, "size": config.size,
-            "connect_rate": config.connect_rate, "hold": config.hold}
+            "connect_rate": config.connect_rate, "hold": config.hold,
+            "transport": config.transport}
 
 
 class ProgressLine:
@@ -107,7 +111,8 @@ def table(config: DummyConfig, kind: str, r: Report) -> str:
     lat = r.latency_ms
     rows = [
         ("run", f"{config.clients:,} clients in {config.rooms:,} room(s), {config.rate:g} "
-                f"chat/s each for {config.duration:g} s, {config.size}-byte chats, {kind}"),
+                f"chat/s each for {config.duration:g} s, {config.size}-byte chats, {kind}, "
+                f"{config.transport}"),
         ("clients", f"{r.connected:,} connected, {r.in_game:,} in game, {r.failed:,} failed"),
         ("chats", f"{r.sent:,} sent, {r.expected:,} deliveries expected"),
         ("received", f"{r.received:,} ({r.unique:,} unique, {r.foreign:,} foreign)"),

@@ -36,6 +36,7 @@ MAX_CHATS_PER_CLIENT = 2**32 - 2
 PACER_TICK = 0.001              # the pacers fire at most once per millisecond
 CLOSE_TIMEOUT = 5.0
 MAX_ERRORS_KEPT = 5             # failure reasons quoted in the report
+TRANSPORTS = ("tcp", "ws")      # ws: the server's --ws-port, binary WebSocket messages
 
 
 class DummyError(Exception):
@@ -55,6 +56,7 @@ class DummyConfig:
     enter_timeout: float = 10.0     # connect + login + enter, per client
     drain_timeout: float = 5.0
     hold: bool = False              # stay in game idle for `duration`, no chat
+    transport: str = "tcp"          # or "ws": the same packets in WebSocket messages
 
     @property
     def chats_per_client(self) -> int:
@@ -79,6 +81,9 @@ class DummyConfig:
         if self.rate * self.duration > MAX_CHATS_PER_CLIENT:
             raise ValueError(f"--rate x --duration is more than {MAX_CHATS_PER_CLIENT:,} "
                              f"chats per client (the tally numbers them with 32 bits)")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"--transport must be one of {', '.join(TRANSPORTS)}, "
+                             f"not {self.transport!r}")
         if not 0 <= self.size <= MAX_CHAT_SIZE:
             raise ValueError(f"--size must be between 0 and {MAX_CHAT_SIZE} "
                              f"(the server's chat limit)")
@@ -149,7 +154,7 @@ class DummyRun:
         self.tally = Tally(config.clients)
         self.indices = itertools.count()
         self.service = ClientService(self._new_session, config.host, config.port,
-                                     config.clients)
+                                     config.clients, transport=config.transport)
         self.phase = "connect"
         self.connected = 0
         self.failed = 0

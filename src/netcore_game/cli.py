@@ -31,7 +31,7 @@ from netcore.loop import raise_open_files_limit, tune_gc_for_serving, uvloop_ava
 from netcore_game.config import ConfigError, Origin, env_texts, load_file, resolve
 from netcore_game.config import render as render_config
 from netcore_game.db import DatabaseError, SQLiteDatabase
-from netcore_game.server import GameServer, ServerConfig, StartupError
+from netcore_game.server import GameServer, ServerConfig, StartupError, host_port
 from netcore_game.settings import fields_of, kind_of
 from netcore_game import workers
 
@@ -78,6 +78,12 @@ FLAGS = [
      "every room announces its member count this often (0: off)"),
     ("--metrics-port", "metrics_port", int, "serve Prometheus metrics on this port (0: off)"),
     ("--metrics-host", "metrics_host", str, "address of the metrics endpoint"),
+    ("--ws-port", "ws_port", int,
+     "serve WebSocket clients (browsers, web builds) and the chat page on this port (0: off)"),
+    ("--ws-origins", "ws_origins", str,
+     "web pages that may connect: self, loopback, *, null or exact origins, comma-separated"),
+    ("--ws-max-message-bytes", "ws_max_message_bytes", int,
+     "largest WebSocket message a client may send; larger closes it (1009)"),
     ("--exempt-networks", "exempt_networks", str,
      "comma-separated networks no per-address limit counts (\"\": none)"),
     ("--max-sessions-per-address", "max_sessions_per_address", int,
@@ -233,8 +239,10 @@ async def serve(config: ServerConfig, kind: str) -> int:
         except NotImplementedError:     # Windows loops: a plain handler hands over to the loop
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
     tune_gc_for_serving()
+    web = (f"; websocket and chat page on http://{host_port(config.host, server.ws_port)}/"
+           if server.ws is not None else "")
     print(f"netcore-server {netcore.__version__} listening on {config.host}:{server.port} "
-          f"({kind}, database {config.db})", flush=True)
+          f"({kind}, database {config.db}){web}", flush=True)
     await stop.wait()
     log.info("shutting down: %d sessions", len(server.service))
     await server.stop()

@@ -65,8 +65,8 @@ def histogram(name: str, doc: str, h: LatencyHistogram) -> HistogramMetricFamily
 
 
 class ServerCollector:
-    SECTIONS = ("build_info", "sessions", "rooms", "packets", "disconnects", "send_queue",
-                "refusals", "logs", "latencies", "cluster")
+    SECTIONS = ("build_info", "sessions", "transports", "rooms", "packets", "disconnects",
+                "send_queue", "refusals", "logs", "latencies", "websocket", "cluster")
 
     def __init__(self, server, lag: LagMonitor, lag_histogram: LatencyHistogram):
         self.server = server
@@ -92,6 +92,40 @@ class ServerCollector:
         for state, n in counts.items():
             family.add_metric([label(state.value)], n)
         yield family
+
+    def transports(self, sessions):
+        family = GaugeMetricFamily("netcore_sessions_by_transport",
+                                   "Sessions by transport: tcp, or ws (WebSocket)",
+                                   labels=["transport"])
+        counts = {"tcp": 0, "ws": 0}
+        for s in sessions:
+            counts[s.transport_kind] = counts.get(s.transport_kind, 0) + 1
+        for transport, n in counts.items():
+            family.add_metric([transport], n)
+        yield family
+
+    def websocket(self, sessions):
+        """With --ws-port: the upgrades, pages and close codes of the WebSocket port."""
+        ws = self.server.ws
+        if ws is None:
+            return
+        yield CounterMetricFamily("netcore_websocket_upgrades",
+                                  "WebSocket upgrades accepted (sessions begun)", value=ws.upgrades)
+        yield CounterMetricFamily("netcore_websocket_origin_refusals",
+                                  "WebSocket upgrades refused: origin not allowed (--ws-origins)",
+                                  value=ws.refused_origins)
+        pages = CounterMetricFamily("netcore_websocket_http_requests",
+                                    "Plain HTTP requests on the WebSocket port, by answer",
+                                    labels=["answer"])
+        pages.add_metric(["page"], ws.pages_served)
+        pages.add_metric(["not_found"], ws.not_found)
+        yield pages
+        closes = CounterMetricFamily("netcore_websocket_closes",
+                                     "WebSocket close frames sent, by close code "
+                                     "(docs/protocol.md)", labels=["code"])
+        for code, n in sorted(dict(ws.closes).items()):
+            closes.add_metric([str(code)], n)
+        yield closes
 
     def rooms(self, sessions):
         yield GaugeMetricFamily("netcore_rooms", "Rooms with players",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from importlib import resources
 import socket
 import time
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from netcore import HEADER, MAX_PACKET_SIZE, DisconnectReason, ServerService
 from netcore import logs as netcore_logs
 from netcore.addresses import DEFAULT_EXEMPT, parse_networks
+from netcore.origins import DEFAULT_ORIGINS, OriginPolicy
 from netcore.loop import LOOP_KINDS
 from netcore_packets.server_dispatch import ServerPacketDispatcher
 
@@ -93,6 +95,16 @@ class ServerConfig:
     # servers that join them to each other and to other machines ("" with one
     # worker: no broker; "" with several: a private nats-server), this node's
     # name, and every node's worker count when there are several machines.
+    # WebSocket (netcore.websocket): browsers and web builds of game engines
+    # speak the same packets in binary messages on this port, which also
+    # serves the chat page at GET /. 0 is off.
+    ws_port: int = setting(0, min=0, max=65535)
+    # Pages of which origins may open a WebSocket (netcore.origins): the
+    # server's own page and loopback ones by default; "*" is any.
+    ws_origins: str = DEFAULT_ORIGINS
+    # Largest WebSocket message a client may send (whole packets, or the
+    # fragments of one message put together); a larger one closes it (1009).
+    ws_max_message_bytes: int = setting(65536, min=HEADER + 1, max=16 << 20)
     workers: int = setting(1, min=1, max=1024, parse=workers_from_text)
     nats: str = ""
     node_id: str = ""
@@ -122,6 +134,22 @@ class ServerConfig:
             parse_networks(self.exempt_networks)
         except ValueError as exc:
             raise ValueError(f"exempt-networks {self.exempt_networks!r}: {exc}") from None
+        try:
+            OriginPolicy(self.ws_origins)
+        except ValueError as exc:
+            raise ValueError(f"ws-origins {self.ws_origins!r}: {exc}") from None
+        if self.ws_max_message_bytes < self.max_packet_size:
+            raise ValueError(f"ws-max-message-bytes {self.ws_max_message_bytes} cannot carry a "
+                             f"packet of max-packet-size {self.max_packet_size}")
+        if self.ws_port and self.ws_port == self.port:
+            raise ValueError(f"ws-port {self.ws_port}: the game port is {self.port}; "
+                             f"they must differ")
+
+
+def chat_page() -> tuple[str, bytes]:
+    """The chat page the WebSocket port serves at GET / (netcore_game/web/chat.html)."""
+    return ("text/html; charset=utf-8",
+            resources.files("netcore_game").joinpath("web/chat.html").read_bytes())
 
 
 class StartupError(Exception):
@@ -179,6 +207,13 @@ class GameServer:
             exempt_networks=config.exempt_networks,
             keepalive_idle=config.keepalive_idle, keepalive_interval=config.keepalive_interval,
             reuse_port=link is not None)
+        self.ws = None
+        if config.ws_port:
+            from netcore.websocket import WebSocketListener
+            self.ws = WebSocketListener(
+                self.service, config.host, config.ws_port, origins=config.ws_origins,
+                max_message_size=config.ws_max_message_bytes, pages={"/": chat_page()},
+                reuse_port=link is not None)
         self.metrics = None
         self._tasks: set[asyncio.Task] = set()
         self._summary_task: asyncio.Task | None = None
@@ -187,6 +222,11 @@ class GameServer:
     @property
     def port(self) -> int:
         return self.service.port
+
+    @property
+    def ws_port(self) -> int:
+        """The WebSocket port it listens on; 0 when it has none."""
+        return self.ws.port if self.ws is not None else 0
 
     def spawn(self, coro) -> asyncio.Task:
         """Run a coroutine for a session (a login); cancelled on shutdown."""
@@ -219,6 +259,13 @@ class GameServer:
             except OSError as exc:
                 raise listen_error("game port", self.config.host, self.config.port,
                                    exc) from None
+            if self.ws is not None:
+                try:
+                    await self.ws.start()
+                except OSError as exc:
+                    await self.service.close()
+                    raise listen_error("websocket port", self.config.host, self.config.ws_port,
+                                       exc) from None
         except BaseException:
             if self.metrics is not None:
                 self.metrics.stop()

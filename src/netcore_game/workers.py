@@ -20,7 +20,7 @@ import netcore
 from netcore_game.db import DatabaseError, SQLiteDatabase
 from netcore_game.metrics import MetricsServer
 from netcore_game.player import PlayerIdAllocator
-from netcore_game.server import GameServer, ServerConfig, listen_error
+from netcore_game.server import GameServer, ServerConfig, host_port, listen_error
 
 log = logging.getLogger("netcore_game.workers")
 
@@ -79,6 +79,8 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
                 "--node-id", node, "--cluster", str(cmap)]
         if not config.nats:
             args += ["--nats", sup.nats_servers[0]]
+        if sup.ws_port:
+            args += ["--ws-port", str(sup.ws_port)]
         env = {ENV_SLOT: worker.slot, ENV_STATUS_FD: str(status_fd),
                ENV_LIFELINE: str(lifeline_fd),
                ENV_INCARNATION: str(worker.incarnation),
@@ -86,7 +88,8 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
         return args, env
 
     sup = Supervisor(slots, command, nats_servers=nats_servers(config),
-                     host=config.host, port=config.port, prefix=config.cluster_prefix)
+                     host=config.host, port=config.port, prefix=config.cluster_prefix,
+                     ws_port=config.ws_port)
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -113,9 +116,11 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
             if metrics is not None:
                 metrics.stop()
             return 2
+        web = (f"; websocket and chat page on http://{host_port(config.host, sup.ws_port)}/"
+               if sup.ws_port else "")
         print(f"netcore-server {netcore.__version__} listening on {config.host}:{sup.port} "
               f"({config.workers} workers as node {node} of cluster {cmap}, "
-              f"NATS {','.join(sup.nats_servers)}, database {config.db})", flush=True)
+              f"NATS {','.join(sup.nats_servers)}, database {config.db}){web}", flush=True)
         await stop.wait()
         log.info("shutting down %d workers", config.workers)
         code = await sup.stop()

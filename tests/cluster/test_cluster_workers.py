@@ -227,3 +227,25 @@ def test_a_killed_supervisor_leaves_no_worker_or_broker_behind(run, tmp_path, lo
                 return False
         run(wait_for(lambda: not any(alive(p) for p in children), what="the children to exit"))
         assert "the supervisor is gone; shutting down" in server.log_text()
+
+
+def test_workers_share_the_websocket_port_and_its_players_chat_across_them(run, tmp_path,
+                                                                           loop_kind):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        ws_port = s.getsockname()[1]
+    with ClusterProcess(tmp_path, loop_kind, 2, "--ws-port", str(ws_port)) as server:
+        assert server.ws_port == ws_port
+        async def go():
+            ws = await clients_on_every_worker(server, room=4, per_worker=2, transport="ws")
+            tcp = await clients_on_every_worker(server, room=4, per_worker=1)
+            everyone = ws + tcp
+            await chat_rounds(everyone, 5)
+            expected = {f"{c.player_id}:{k}" for c in everyone for k in range(5)}
+            for c in everyone:
+                await c.wait_chats(len(expected))
+            assert_one_order(everyone, expected)
+            await leave(*everyone)
+        run(go(), timeout=90)
+        assert server.stop() == 0

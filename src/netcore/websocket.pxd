@@ -1,0 +1,111 @@
+# WebSocket transport: the same sessions, packets and limits as TCP, carried
+# in binary WebSocket messages (browsers, Unity WebGL, Godot web exports).
+#
+# picows does the WebSocket work (HTTP upgrade, frame parsing, masking, ping
+# and pong) in C; we cimport its listener type, so picows calls our
+# on_ws_frame through its C vtable and we read each payload in place, in its
+# receive buffer (no copy, no Python object per frame).
+#
+# WsConnection is both the picows listener of one connection and the
+# "transport" its netcore Session writes to: the Session calls write(),
+# abort(), close(), write_eof(), pause_reading() and so on as it would on an
+# asyncio transport, and never knows it is speaking WebSocket.
+#
+# Receive: each binary message carries one or more WHOLE packets (the TCP
+# framing: 4-byte header, protobuf payload). The payload is parsed by the
+# session's own C loop (PacketSession.process over a FrameReader pointed at
+# the message), so packet size, rate limit, max_packets_per_read, the login
+# and idle deadlines and every handler see exactly what TCP gives them.
+# A read capped by max_packets_per_read keeps the rest of the message (and of
+# any later message picows delivers from the same socket read) in the
+# session's RecvBuffer and pauses reading, as TCP does.
+#
+# Send: the session's SendFlusher joins its queue once per loop iteration as
+# for TCP; write() sends that as ONE binary message (picows writes header and
+# payload with one send() when the socket has room). The session's direct
+# writev path is off for it (get_extra_info("framing")): raw packets on the
+# socket would break the WebSocket stream. Write back-pressure
+# (pause_writing/resume_writing) comes through picows to the session.
+#
+# Closing: every ending has a close code and a reason text (the session's
+# DisconnectReason and detail; docs/protocol.md has the table). A graceful
+# close sends the close frame and keeps reading until the peer answers with
+# its own, for at most the session's linger (as TCP's FIN does); an abort
+# sends the close frame and drops the connection at once. WebSocket-level
+# faults (a text frame, a message over max_message_size, a continuation
+# without a start, a truncated packet at a message's end) close the session
+# as a protocol error with a code of their own. picows's own frame errors
+# (bad opcode, unmasked client frame, bad length) are answered by picows with
+# 1002/1009; the session learns of them from the close frame picows sent.
+#
+# Fragmented messages are put together in a buffer of the connection's own,
+# bounded by max_message_size; the common unfragmented message is never
+# copied.
+
+from picows.picows cimport WSFrame, WSListener, WSTransport
+
+from netcore.service cimport ServerService
+from netcore.session cimport Session
+
+cdef enum:
+    # Close codes: RFC 6455 ones where they fit, 4000-4999 (private use) for
+    # netcore's own reasons. docs/protocol.md lists them for client authors.
+    CLOSE_NORMAL = 1000             # closed locally (e.g. too many failed logins)
+    CLOSE_GOING_AWAY = 1001         # server shutdown
+    CLOSE_WS_PROTOCOL = 1002        # malformed WebSocket framing
+    CLOSE_UNSUPPORTED_DATA = 1003   # a text frame: the protocol is binary
+    CLOSE_MESSAGE_TOO_BIG = 1009    # a message over max_message_size
+    CLOSE_INTERNAL_ERROR = 1011     # a handler raised; a write failed
+    CLOSE_PACKET_ERROR = 4000       # bad packet header, unknown id, invalid payload
+    CLOSE_TRUNCATED_PACKET = 4001   # a message that ends inside a packet
+    CLOSE_RATE_LIMITED = 4002
+    CLOSE_SLOW_CONSUMER = 4003
+    CLOSE_LOGIN_TIMEOUT = 4004
+    CLOSE_IDLE_TIMEOUT = 4005
+    CLOSE_SERVER_FULL = 4006
+    CLOSE_ADDRESS_FULL = 4007
+    CLOSE_LOST_PACKETS = 4008
+    MAX_CLOSE_REASON = 123          # bytes of UTF-8 a close frame's reason can hold
+    DEFAULT_MAX_MESSAGE_SIZE = 65536
+    HANDSHAKE_TIMEOUT_S = 5         # the HTTP upgrade must be complete by then
+
+
+cdef class WebSocketListener:
+    cdef readonly ServerService service
+    cdef readonly str host
+    cdef readonly int port
+    cdef readonly bint reuse_port
+    cdef readonly int backlog
+    cdef readonly Py_ssize_t max_message_size
+    cdef readonly object origin_policy          # netcore.origins.OriginPolicy
+    cdef readonly dict pages                    # path -> (content type, body bytes)
+    cdef list servers
+    cdef readonly bint stopped                  # stop_accepting(): upgrades get 503
+    cdef readonly unsigned long long upgrades           # WebSocket sessions begun
+    cdef readonly unsigned long long refused_origins    # upgrades refused at the origin check
+    cdef readonly unsigned long long pages_served       # plain GETs answered with a page
+    cdef readonly unsigned long long not_found          # other plain requests (404)
+    cdef readonly dict closes                   # close code -> close frames we sent
+
+
+cdef class WsConnection(WSListener):
+    cdef readonly Session session
+    cdef WebSocketListener listener     # the server's, for its counters; None on a client
+    cdef WSTransport ws                 # picows's side of this connection
+    cdef object tcp                     # the asyncio transport under it
+    cdef readonly Py_ssize_t max_message_size
+    cdef readonly int close_code        # the code of the close frame we sent; 0 while none
+    cdef readonly int peer_code         # the code of the peer's close frame; 0 while none
+    cdef int fault_code                 # a WebSocket-level fault's code, set before closing
+    cdef bint close_sent
+    cdef bint lost
+    # A fragmented message being put together (never used by unfragmented ones).
+    cdef unsigned char* frag
+    cdef Py_ssize_t frag_len
+    cdef bint in_fragments
+
+    cdef int feed(self, const unsigned char* data, Py_ssize_t size) except -1
+    cdef int add_fragment(self, WSFrame frame) except -1
+    cdef int refuse(self, int code, object kind, str detail) except -1
+    cdef int send_close(self) except -1
+    cdef int peer_closed(self, WSFrame frame) except -1

@@ -1,0 +1,500 @@
+# cython: language_level=3
+"""WebSocket transport: netcore sessions over binary WebSocket messages (see websocket.pxd)."""
+import asyncio
+import logging
+
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy
+
+from picows import (
+    WSError,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_connect,
+    ws_create_server,
+)
+
+from netcore.errors import Disconnect, DisconnectReason
+from netcore.framing import header_error
+from netcore.logs import peer_line
+from netcore.origins import DEFAULT_ORIGINS, OriginPolicy
+from netcore.service import _listen_sockets
+from netcore.session import _drain_backlog
+
+from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+
+from netcore.framing cimport (
+    FRAME_OK, FRAME_PARTIAL, HEADER_SIZE, FrameHeader, FrameReader, FrameStatus, read_header,
+)
+from netcore.service cimport ServerService
+from netcore.session cimport Session
+
+log = logging.getLogger("netcore.websocket")
+# picows logs every connection at INFO and every frame error it answers at
+# ERROR, outside netcore's per-client line budget. Each of those endings
+# reaches our log anyway, as the session's one disconnect line, so its own
+# lines are off unless someone turns this logger up to look at picows itself.
+picows_log = logging.getLogger("netcore.websocket.picows")
+picows_log.setLevel(logging.CRITICAL)
+picows_log.propagate = False
+
+# A client reads whatever the server joins into one flush: up to the server's
+# max_pending_bytes (1 MiB by default) in one message.
+CLIENT_MAX_MESSAGE_SIZE = 16 << 20
+
+cdef object PEER_CLOSED = DisconnectReason.PEER_CLOSED
+cdef object PROTOCOL_ERROR = DisconnectReason.PROTOCOL_ERROR
+cdef object HANDLER_ERROR = DisconnectReason.HANDLER_ERROR
+
+# Every ending's close code (websocket.pxd; docs/protocol.md). A fault found in
+# the WebSocket framing itself has a code of its own, set before closing.
+CLOSE_CODES = {
+    DisconnectReason.CLOSED: CLOSE_NORMAL,
+    DisconnectReason.SHUTDOWN: CLOSE_GOING_AWAY,
+    DisconnectReason.PROTOCOL_ERROR: CLOSE_PACKET_ERROR,
+    DisconnectReason.HANDLER_ERROR: CLOSE_INTERNAL_ERROR,
+    DisconnectReason.CONNECTION_ERROR: CLOSE_INTERNAL_ERROR,
+    DisconnectReason.RATE_LIMITED: CLOSE_RATE_LIMITED,
+    DisconnectReason.SLOW_CONSUMER: CLOSE_SLOW_CONSUMER,
+    DisconnectReason.LOGIN_TIMEOUT: CLOSE_LOGIN_TIMEOUT,
+    DisconnectReason.IDLE_TIMEOUT: CLOSE_IDLE_TIMEOUT,
+    DisconnectReason.SERVER_FULL: CLOSE_SERVER_FULL,
+    DisconnectReason.ADDRESS_FULL: CLOSE_ADDRESS_FULL,
+    DisconnectReason.LOST_PACKETS: CLOSE_LOST_PACKETS,
+    DisconnectReason.PEER_CLOSED: CLOSE_NORMAL,    # or the peer's own code, echoed
+}
+# Faults of the WebSocket layer, with the code each closes with (the reason
+# is a protocol error either way).
+FAULT_CODES = {
+    "text frame": CLOSE_UNSUPPORTED_DATA,
+    "message too big": CLOSE_MESSAGE_TOO_BIG,
+    "websocket protocol": CLOSE_WS_PROTOCOL,
+    "truncated packet": CLOSE_TRUNCATED_PACKET,
+}
+# The codes a close frame of ours can carry, for metrics that exist from the start.
+ALL_CLOSE_CODES = tuple(sorted(set(CLOSE_CODES.values()) | set(FAULT_CODES.values())))
+# Codes a peer may send and we echo when answering its close (RFC 6455 7.4).
+cdef frozenset _ECHOABLE = frozenset([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011])
+
+
+def close_reason_bytes(str text):
+    """A close frame's reason: at most MAX_CLOSE_REASON bytes of UTF-8, cut
+    on a character boundary."""
+    cdef bytes data = text.encode("utf-8")
+    if len(data) <= MAX_CLOSE_REASON:
+        return data
+    return data[:MAX_CLOSE_REASON].decode("utf-8", "ignore").encode("utf-8")
+
+
+cdef FrameStatus whole_packets(const unsigned char* p, Py_ssize_t n, Py_ssize_t max_size,
+                               FrameHeader* h) noexcept:
+    """FRAME_OK when p[0:n] is a run of whole packets; else the verdict on
+    the first header that is bad, or FRAME_PARTIAL for a cut-off end."""
+    cdef Py_ssize_t pos = 0
+    cdef FrameStatus st
+    while pos < n:
+        st = read_header(p + pos, n - pos, max_size, h)
+        if st != FRAME_OK:
+            return st
+        pos += h.size
+    return FRAME_OK
+
+
+cdef class WsConnection(WSListener):
+    """One WebSocket connection: the picows listener, and its session's transport."""
+
+    def __init__(self, Session session not None, Py_ssize_t max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
+                 WebSocketListener listener=None):
+        if max_message_size < HEADER_SIZE:
+            raise ValueError(f"max_message_size must be >= {HEADER_SIZE}")
+        self.session = session
+        self.listener = listener
+        self.max_message_size = max_message_size
+        session.transport_kind = "ws"
+
+    def __dealloc__(self):
+        free(self.frag)
+
+    # -- picows callbacks ------------------------------------------------------------
+
+    cpdef on_ws_connected(self, WSTransport transport):
+        self.ws = transport
+        self.tcp = transport.underlying_transport
+        # Fetched now, while the socket is open: a session ended by a frame
+        # error picows answered itself is logged after the socket is gone.
+        self.session.peername
+        self.session.connection_made(self)
+
+    cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
+        cdef WSMsgType kind = frame.msg_type
+        cdef Session s = self.session
+        try:
+            if s.closing:
+                # Lingering after our close frame: only the peer's answer matters.
+                if kind == WSMsgType.CLOSE:
+                    self.peer_closed(frame)
+                return
+            if kind == WSMsgType.BINARY:
+                if self.in_fragments:
+                    self.refuse(CLOSE_WS_PROTOCOL, PROTOCOL_ERROR,
+                                "websocket: a new message began inside a fragmented one")
+                elif frame.fin:
+                    if frame.payload_size > self.max_message_size:
+                        self.refuse(CLOSE_MESSAGE_TOO_BIG, PROTOCOL_ERROR,
+                                    f"websocket: a message of {frame.payload_size} bytes "
+                                    f"> maximum {self.max_message_size}")
+                    else:
+                        self.feed(<const unsigned char*>frame.payload_ptr, frame.payload_size)
+                else:
+                    self.in_fragments = True
+                    self.frag_len = 0
+                    self.add_fragment(frame)
+            elif kind == WSMsgType.CONTINUATION:
+                if not self.in_fragments:
+                    self.refuse(CLOSE_WS_PROTOCOL, PROTOCOL_ERROR,
+                                "websocket: a continuation frame with no message to continue")
+                else:
+                    self.add_fragment(frame)
+            elif kind == WSMsgType.TEXT:
+                self.refuse(CLOSE_UNSUPPORTED_DATA, PROTOCOL_ERROR,
+                            "websocket: a text frame (the protocol is binary messages)")
+            elif kind == WSMsgType.CLOSE:
+                self.peer_closed(frame)
+            # PING is answered by picows; an unasked PONG needs nothing.
+        except Exception as exc:
+            # Never left to picows, which would log it outside the line budget.
+            if peer_line(log, logging.ERROR):
+                log.exception("session %d: websocket frame handling failed", s.session_id)
+            s.close(HANDLER_ERROR, f"websocket frame: {exc!r}", True)
+
+    cpdef on_ws_disconnected(self, WSTransport transport):
+        cdef Session s = self.session
+        self.lost = True
+        free(self.frag)
+        self.frag = NULL
+        self.frag_len = 0
+        if s.close_reason is None:
+            handshake = transport.close_handshake
+            if handshake is not None and handshake.sent is not None and not self.close_sent:
+                # picows refused a frame (opcode, mask, length) and sent this itself.
+                self.close_code = handshake.sent.code
+                s.close_reason = Disconnect(PROTOCOL_ERROR, f"websocket: {handshake.sent.reason} "
+                                                            f"(close {self.close_code})")
+                if self.listener is not None:
+                    self.listener.count_close(self.close_code)
+            elif self.peer_code:
+                s.close_reason = Disconnect(PEER_CLOSED, f"close {self.peer_code}")
+            else:
+                s.close_reason = Disconnect(PEER_CLOSED, "without a close frame")
+        s.connection_lost(None)
+
+    cpdef pause_writing(self):
+        self.session.pause_writing()
+
+    cpdef resume_writing(self):
+        self.session.resume_writing()
+
+    # -- the transport its Session writes to ---------------------------------------
+
+    def write(self, data):
+        if not self.close_sent and not self.lost:
+            self.ws.send(WSMsgType.BINARY, data)
+
+    def write_eof(self):
+        # A graceful close: our close frame says we send nothing more; the
+        # peer's answering close frame (or the session's linger) ends it.
+        self.send_close()
+
+    def can_write_eof(self):
+        return True
+
+    def close(self):
+        if not self.lost:
+            self.send_close()
+            self.tcp.close()
+
+    def abort(self):
+        if not self.lost:
+            self.send_close()
+            self.tcp.abort()
+
+    def is_closing(self):
+        return self.lost or self.tcp.is_closing()
+
+    def pause_reading(self):
+        self.tcp.pause_reading()
+
+    def resume_reading(self):
+        self.tcp.resume_reading()
+
+    def get_extra_info(self, name, default=None):
+        # "framing": what it sends is framed, so a flush must never write to
+        # the socket itself (Session's direct path); the socket is still
+        # there for keepalive.
+        if name == "framing":
+            return "websocket"
+        return self.tcp.get_extra_info(name, default)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self.tcp.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self):
+        return self.tcp.get_write_buffer_size()
+
+    # -- C level --------------------------------------------------------------------
+
+    cdef int feed(self, const unsigned char* data, Py_ssize_t size) except -1:
+        """One whole binary message into the session's packet parser, in place."""
+        cdef Session s = self.session
+        cdef FrameReader r
+        cdef FrameHeader h
+        cdef FrameStatus st
+        if s.backlogged:
+            # picows hands over the rest of a socket read's messages after a
+            # capped parse paused reading: they queue behind the backlog.
+            st = whole_packets(data, size, s.max_packet_size, &h)
+            if st == FRAME_OK:
+                s.rbuf.append(data, size)
+            elif st == FRAME_PARTIAL:
+                self.refuse(CLOSE_TRUNCATED_PACKET, PROTOCOL_ERROR,
+                            f"websocket: a message of {size} bytes ends inside a packet")
+            else:
+                s.close(PROTOCOL_ERROR, header_error(h.size, s.max_packet_size), True)
+            return 0
+        s.rbuf.begin_message(data, size, &r)
+        try:
+            s.process(&r)
+            if not s.closing and r.pos != r.len:
+                st = FRAME_PARTIAL
+                if s.backlogged:
+                    st = whole_packets(r.buf + r.pos, r.len - r.pos, s.max_packet_size, &h)
+                if st == FRAME_OK:
+                    s.rbuf.keep_tail(&r, 0)
+                elif st == FRAME_PARTIAL:
+                    self.refuse(CLOSE_TRUNCATED_PACKET, PROTOCOL_ERROR,
+                                f"websocket: a message of {size} bytes ends inside a packet")
+                else:
+                    s.close(PROTOCOL_ERROR, header_error(h.size, s.max_packet_size), True)
+        finally:
+            s.rbuf.end_parse()
+        if s.backlogged and not s.closing:
+            self.tcp.pause_reading()
+            asyncio.get_running_loop().call_soon(_drain_backlog, s)
+        return 0
+
+    cdef int add_fragment(self, WSFrame frame) except -1:
+        cdef Py_ssize_t n = frame.payload_size
+        cdef unsigned char* grown
+        if n > self.max_message_size - self.frag_len:
+            self.in_fragments = False
+            self.refuse(CLOSE_MESSAGE_TOO_BIG, PROTOCOL_ERROR,
+                        f"websocket: a fragmented message past {self.max_message_size} bytes")
+            return 0
+        if n:
+            grown = <unsigned char*>realloc(self.frag, self.frag_len + n)
+            if grown == NULL:
+                raise MemoryError()
+            self.frag = grown
+            memcpy(self.frag + self.frag_len, frame.payload_ptr, n)
+            self.frag_len += n
+        if frame.fin:
+            self.in_fragments = False
+            try:
+                self.feed(self.frag, self.frag_len)
+            finally:
+                # Rare: the memory is not kept for the next one.
+                free(self.frag)
+                self.frag = NULL
+                self.frag_len = 0
+        return 0
+
+    cdef int refuse(self, int code, object kind, str detail) except -1:
+        self.fault_code = code
+        self.session.close(kind, detail, True)
+        return 0
+
+    cdef int peer_closed(self, WSFrame frame) except -1:
+        cdef Session s = self.session
+        self.peer_code = <int>frame.get_close_code()
+        if self.close_sent:
+            # Our close frame has been answered: the closing handshake is done.
+            self.tcp.close()
+            return 0
+        if s.closing:
+            return 0
+        # As TCP's FIN: what the peer sent before has been handled; deliver
+        # what is queued, then answer with our close frame, unless the
+        # session has answers still to come (on_eof; it disconnects later).
+        if not s.eof_received():
+            reason = frame.get_close_reason()
+            s.close(PEER_CLOSED, f"close {self.peer_code}" + (f" {reason!r}" if reason else ""),
+                    False)
+        return 0
+
+    cdef int send_close(self) except -1:
+        cdef int code
+        if self.close_sent or self.lost or self.tcp.is_closing():
+            return 0
+        self.close_sent = True
+        reason = self.session.close_reason
+        if self.fault_code:
+            code = self.fault_code
+        elif reason is None:
+            code = CLOSE_NORMAL
+        elif reason.kind is PEER_CLOSED and self.peer_code in _ECHOABLE:
+            code = self.peer_code
+        else:
+            code = CLOSE_CODES.get(reason.kind, CLOSE_NORMAL)
+        self.close_code = code
+        if self.listener is not None:
+            self.listener.count_close(code)
+        self.ws.send_close(<WSCloseCode>code, close_reason_bytes(str(reason) if reason else ""))
+        return 0
+
+
+cdef class WebSocketListener:
+    """Accepts WebSocket connections into a ServerService's sessions.
+
+    Every session it makes is the service's: registered, counted against
+    max_sessions and the per-address cap, swept for its deadlines, flushed
+    by the service's flusher, closed by service.close(). A plain HTTP GET
+    of a path in `pages` is answered with that page; any other plain request
+    with 404. An upgrade whose Origin the policy refuses gets 403.
+    """
+
+    def __init__(self, ServerService service not None, str host="127.0.0.1", int port=0, *,
+                 origins=DEFAULT_ORIGINS, Py_ssize_t max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
+                 pages=None, bint reuse_port=False, int backlog=4096):
+        """origins: a netcore.origins policy ("self,loopback", "*", exact
+        origins) or an OriginPolicy. pages: {path: (content type, bytes)}."""
+        if max_message_size < service.max_packet_size:
+            raise ValueError(f"max_message_size {max_message_size} cannot carry a packet of "
+                             f"max_packet_size {service.max_packet_size}")
+        self.service = service
+        self.host = host
+        self.port = port
+        self.reuse_port = reuse_port
+        self.backlog = backlog
+        self.max_message_size = max_message_size
+        self.origin_policy = origins if isinstance(origins, OriginPolicy) else OriginPolicy(origins)
+        self.pages = {}
+        for path, (content_type, body) in (pages or {}).items():
+            self.pages[path] = (str(content_type), bytes(body))
+        self.closes = {code: 0 for code in ALL_CLOSE_CODES}
+
+    async def start(self):
+        """Listen (the service must be started); returns self."""
+        loop = asyncio.get_running_loop()
+        socks = await _listen_sockets(self.host, self.port, self.reuse_port)
+        self.servers = []
+        try:
+            for sock in socks:
+                self.servers.append(await ws_create_server(
+                    self._request, sock=sock, backlog=self.backlog,
+                    websocket_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+                    logger_name=picows_log, enable_auto_ping=False, enable_auto_pong=True,
+                    max_frame_size=self.max_message_size, use_aiofastnet=False))
+        except BaseException:
+            for server in self.servers:
+                server.close()
+            for sock in socks:
+                sock.close()
+            self.servers = None
+            raise
+        self.port = socks[0].getsockname()[1]
+        self.service.add_listener(self)
+        log.info("websocket on %s:%d", self.host, self.port)
+        return self
+
+    def _request(self, request):
+        """picows's listener factory: one HTTP request, upgrade or not."""
+        headers = request.headers
+        if headers.get("Upgrade", "").lower() != "websocket":
+            return self._plain_request(request)
+        if self.stopped:
+            # Accepted before stop_accepting(), upgraded after: a session now
+            # would miss the shutdown's close_sessions.
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
+                503, b"shutting down\n"), None)
+        origin = headers.get("Origin")
+        if not self.origin_policy.allows(origin, headers.get("Host")):
+            self.refused_origins += 1
+            if peer_line(log, logging.INFO):
+                log.info("websocket upgrade refused: origin %r is not allowed (allowed: %s)",
+                         origin, self.origin_policy)
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
+                403, b"origin not allowed\n"), None)
+        self.upgrades += 1
+        return WsConnection(self.service.new_session(), self.max_message_size, self)
+
+    def _plain_request(self, request):
+        path = request.path.decode("latin-1").split("?", 1)[0]
+        page = self.pages.get(path) if request.method == b"GET" else None
+        if page is None:
+            self.not_found += 1
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(
+                404, b"not found\n", {"Content-Type": "text/plain; charset=utf-8"}), None)
+        self.pages_served += 1
+        content_type, body = page
+        return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(
+            body, {"Content-Type": content_type, "Cache-Control": "no-cache",
+                   "X-Content-Type-Options": "nosniff"}), None)
+
+    def count_close(self, int code):
+        self.closes[code] = self.closes.get(code, 0) + 1
+
+    @property
+    def listening(self):
+        return self.servers is not None and any(s.is_serving() for s in self.servers)
+
+    @property
+    def address(self):
+        return (self.host, self.port)
+
+    def stop_accepting(self):
+        self.stopped = True
+        if self.servers is not None:
+            for server in self.servers:
+                server.close()
+
+    async def wait_closed(self):
+        if self.servers is not None:
+            for server in self.servers:
+                await server.wait_closed()
+            self.servers = None
+
+
+class _ClientListenerFactory:
+    """picows's client-side listener factory: a WsConnection around a new session."""
+
+    __slots__ = ("session_factory", "max_message_size", "connection")
+
+    def __init__(self, session_factory, max_message_size):
+        self.session_factory = session_factory
+        self.max_message_size = max_message_size
+        self.connection = None
+
+    def __call__(self, *request_and_response):
+        self.connection = WsConnection(self.session_factory(), self.max_message_size)
+        return self.connection
+
+
+async def connect_websocket(session_factory, str host, int port, str path="/", *,
+                            Py_ssize_t max_message_size=CLIENT_MAX_MESSAGE_SIZE,
+                            origin=None, float handshake_timeout=HANDSHAKE_TIMEOUT_S):
+    """Dial ws://host:port/path and run a session from session_factory over
+    it; returns the session once the upgrade is done. A refused or failed
+    upgrade is a ConnectionError saying why."""
+    factory = _ClientListenerFactory(session_factory, max_message_size)
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        await ws_connect(factory, f"ws://{netloc}{path}",
+                         websocket_handshake_timeout=handshake_timeout,
+                         logger_name=picows_log, enable_auto_ping=False,
+                         max_frame_size=max_message_size, use_aiofastnet=False,
+                         extra_headers={"Origin": origin} if origin else None)
+    except WSError as exc:
+        raise ConnectionError(f"websocket upgrade to {netloc} failed: {exc}") from None
+    except asyncio.TimeoutError:
+        raise ConnectionError(f"websocket upgrade to {netloc} timed out") from None
+    return factory.connection.session
