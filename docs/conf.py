@@ -6,7 +6,16 @@ the installed netcore) and the guides (Markdown, through myst-parser).
 tests/test_docs.py builds it with -W, so a broken reference or docstring fails
 the suite. Nothing is fetched from the network (no intersphinx).
 """
+import importlib
+import pkgutil
+
 import netcore
+
+# Every module of netcore imported before autodoc looks: Sphinx 9 documents a
+# compiled module that is not imported yet from its .pyi stub instead (and
+# puts the stub in sys.modules), which has the types but not the docstrings.
+for _module in pkgutil.iter_modules(netcore.__path__):
+    importlib.import_module(f"netcore.{_module.name}")
 
 project = "netcore"
 release = version = netcore.__version__

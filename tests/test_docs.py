@@ -42,9 +42,11 @@ def test_the_api_reference_documents_the_public_surface(html):
     api = (html / "api.html").read_text()
     missing = [name for name in DOCUMENTED if f'id="{name}"' not in api]
     assert not missing
-    # With their docstrings, not only their names.
+    # With their docstrings, not only their names (a compiled module
+    # documented from its .pyi stub would have none).
     assert "The connection is gone (called once)" in api
     assert "A serial executor of jobs" in api
+    assert "Accepts WebSocket connections into a ServerService" in api
 
 
 def test_the_tutorial_follows_the_template(html):
