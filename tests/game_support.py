@@ -18,9 +18,10 @@ MESSAGE_BY_ID = {pkt_id: getattr(pb, name) for name, pkt_id in PACKET_IDS.items(
 class ServerProcess:
     """`python -m netcore_game.cli` (what netcore-server runs) on a free port."""
 
-    def __init__(self, tmp_path: Path, loop_kind: str, *args: str, preexec_fn=None):
+    def __init__(self, tmp_path: Path, loop_kind: str, *args: str, preexec_fn=None, db=None):
+        """db: what --db says (default: game.db in tmp_path; a PostgreSQL URL works too)."""
         self.log_path = tmp_path / "server.log"
-        self.db = tmp_path / "game.db"
+        self.db = tmp_path / "game.db" if db is None else db
         self.args = [sys.executable, "-m", "netcore_game.cli", "--port", "0", "--db", str(self.db),
                      "--loop", loop_kind, *args]
         self.preexec_fn = preexec_fn        # run in the child before exec (limits, privileges)

@@ -56,6 +56,12 @@ def error_of(capsys, argv, environ=None):
     ([], {"NETCORE_IDLE_TIMEOUT": "-1"}, "NETCORE_IDLE_TIMEOUT=-1: must be >= 0"),
     (["--max-packet-size", "100"], {},
      "max-packet-size 100 cannot carry a chat of max-chat-bytes 512 (needs 528)"),
+    (["--db-pool-size", "0"], {}, "--db-pool-size 0: must be >= 1"),
+    ([], {"NETCORE_DB_POOL_SIZE": "many"}, "NETCORE_DB_POOL_SIZE=many: must be an integer"),
+    (["--db-statement-timeout", "0"], {}, "db-statement-timeout 0.0: must be > 0 seconds"),
+    (["--db-connect-timeout", "-1"], {}, "--db-connect-timeout -1: must be >= 0"),
+    (["--db", "mysql://u:pw@db/game"], {},
+     "db 'mysql://u:***@db/game': must be a SQLite file path or a postgresql:// URL"),
 ])
 def test_a_bad_value_is_one_line_naming_the_setting_and_the_value(capsys, argv, environ, message):
     assert error_of(capsys, argv, environ) == message
@@ -134,6 +140,25 @@ def failed_start(tmp_path, *args):
     assert "Traceback" not in log, log
     (line,) = [line for line in log.splitlines() if line.startswith("netcore-server:")]
     return line
+
+
+def test_the_postgresql_settings_come_from_the_config_file_too(tmp_path):
+    conf = tmp_path / "server.toml"
+    conf.write_text('[server]\ndb = "postgresql://netcore@db1:5432/netcore"\n'
+                    'db-pool-size = 8\ndb-connect-timeout = 2\ndb-statement-timeout = 1.5\n')
+    got = cli.parse(["--config", str(conf)], {"NETCORE_DB_POOL_SIZE": "6"}).config
+    assert (got.db, got.db_pool_size, got.db_connect_timeout, got.db_statement_timeout) == (
+        "postgresql://netcore@db1:5432/netcore", 6, 2.0, 1.5)
+
+
+def test_print_config_hides_a_database_password(capsys):
+    assert cli.main(["--db", "postgres://game:s3cret@db.example:5433/netcore?password=also",
+                     "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "also" not in out
+    (line,) = [l for l in out.splitlines() if l.startswith("db = ")]
+    assert re.fullmatch(r'db = "postgres://game:\*\*\*@db\.example:5433/netcore\?password=\*\*\*" +'
+                        r"# flag: password hidden", line), line
 
 
 def test_a_game_port_in_use_is_named(tmp_path):
@@ -375,3 +400,16 @@ def test_wait_for_never_loses_a_cancellation_that_lands_as_its_future_completes(
         with pytest.raises(asyncio.TimeoutError):
             await wait_for(asyncio.sleep(10), 0.01)
     run(go())
+
+
+@pytest.mark.parametrize("given, shown", [
+    ("postgresql://netcore:s3cret@db1:5432/game", "postgresql://netcore:***@db1:5432/game"),
+    ("postgres://u:pa:ss@h/db?sslmode=require&password=two",
+     "postgres://u:***@h/db?sslmode=require&password=***"),
+    ("postgresql://u@h/db", "postgresql://u@h/db"),
+    ("postgresql://u:pw@[::1/db", "postgresql://u:***@[::1/db"),       # malformed: as given
+    ("/var/lib/netcore/game.db", "/var/lib/netcore/game.db"),
+])
+def test_a_database_is_shown_without_its_password(given, shown):
+    from netcore_game.db import describe_database
+    assert describe_database(given) == shown

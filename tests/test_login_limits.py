@@ -303,3 +303,17 @@ def test_bad_limits_are_refused_at_start(capsys, flags, message):
     with pytest.raises(SystemExit) as exc:
         parse_args(flags)
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_address_budget_allows_its_limit_whatever_the_clock_reads():
+    # At this reading, 7955.22628668 + 300.0 - 7955.22628668 rounds to
+    # 300.00000000000006: without slack the second of two events in the
+    # window was refused (and the test above failed for some clock readings).
+    from netcore_game.logins import AddressBudget
+    now = 7955.22628668
+    assert (now + 300.0) - now > 300.0
+    budget = AddressBudget(2, 600)
+    for _ in range(2):
+        assert budget.available("k", now)
+        budget.charge("k", now)
+    assert not budget.available("k", now)

@@ -1,8 +1,9 @@
 """netcore-server: the chat game server.
 
-    netcore-server [--config server.toml] [--print-config] [--host 127.0.0.1]
-                   [--port 7777] [--db PATH] [--max-sessions N] [--loop uvloop|asyncio]
-                   [--log-level INFO] [--metrics-port N] ... (--help lists every limit)
+    netcore-server [--config server.toml] [--print-config] [--migrate-only]
+                   [--host 127.0.0.1] [--port 7777] [--db PATH|postgresql://...]
+                   [--max-sessions N] [--loop uvloop|asyncio] [--log-level INFO]
+                   [--metrics-port N] ... (--help lists every limit)
 
 Every setting is also a key of the --config file and an environment variable
 NETCORE_<NAME>; later wins: default < file < environment < flag.
@@ -30,7 +31,7 @@ from netcore.loop import raise_open_files_limit, tune_gc_for_serving, uvloop_ava
 
 from netcore_game.config import ConfigError, Origin, env_texts, load_file, resolve
 from netcore_game.config import render as render_config
-from netcore_game.db import DatabaseError, SQLiteDatabase
+from netcore_game.db import SCHEMA_VERSION, DatabaseError, describe_database, make_database
 from netcore_game.server import GameServer, ServerConfig, StartupError, host_port
 from netcore_game.settings import fields_of, kind_of
 from netcore_game import workers
@@ -55,7 +56,8 @@ def default_loop_kind() -> str:
 FLAGS = [
     ("--host", "host", str, "address to listen on"),
     ("--port", "port", int, "0 picks a free port"),
-    ("--db", "db", str, "SQLite file, created on first run"),
+    ("--db", "db", str, "SQLite file, created on first run, or a PostgreSQL URL "
+     "postgresql://user:password@host:port/dbname (pip install \"netcore[postgres]\")"),
     ("--max-sessions", "max_sessions", int, "connections served at once; more are refused"),
     ("--max-chat-bytes", "max_chat_bytes", int, "longest chat, in UTF-8 bytes"),
     ("--max-packet-size", "max_packet_size", int, "largest packet a client may send"),
@@ -70,7 +72,13 @@ FLAGS = [
     ("--idle-timeout", "idle_timeout", float,
      "seconds a logged-in client may send nothing (0: no limit)"),
     ("--db-busy-timeout", "db_busy_timeout", float,
-     "seconds to wait for a database lock held by another process"),
+     "SQLite: seconds to wait for a database lock held by another process"),
+    ("--db-pool-size", "db_pool_size", int,
+     "PostgreSQL: connections of each worker process (see docs/operations.md)"),
+    ("--db-connect-timeout", "db_connect_timeout", float,
+     "PostgreSQL: seconds to connect, or to wait for a free connection"),
+    ("--db-statement-timeout", "db_statement_timeout", float,
+     "PostgreSQL: seconds a statement may take; past it that login fails"),
     ("--flush-interval-ms", "flush_interval_ms", float,
      "under load, write to each client at most this often (0: every loop iteration); "
      "trades up to this much latency for far fewer syscalls"),
@@ -157,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--print-config", action="store_true",
                     help="print the effective configuration as TOML, with where each value "
                          "came from, and exit")
+    ap.add_argument("--migrate-only", action="store_true",
+                    help="create or migrate the database's schema (--db), say which version "
+                         "it is at, and exit: for operators who migrate before a rollout")
     # Flags default to "not given", so that only those on the command line
     # override the file and the environment; values are strings until the
     # field's checks turn them into its type.
@@ -176,6 +187,7 @@ class Invocation:
     origins: dict[str, Origin]
     loop_kind: str          # the event loop it runs on, resolved
     print_only: bool
+    migrate_only: bool = False
 
 
 def fail(message: str) -> NoReturn:
@@ -188,6 +200,7 @@ def parse(argv=None, environ=None) -> Invocation:
     """The effective configuration (defaults < --config file < environment < flags)."""
     args = vars(build_parser().parse_args(argv))
     config_path, print_only = args.pop("config"), args.pop("print_config")
+    migrate_only = args.pop("migrate_only")
     if "nats" in args:
         args["nats"] = ",".join(args["nats"])
     try:
@@ -200,7 +213,7 @@ def parse(argv=None, environ=None) -> Invocation:
         kind = netcore.resolve_loop_kind(config.loop or default_loop_kind())
     except (RuntimeError, ValueError) as exc:
         fail(f"{origins['loop'].show('loop', config.loop)}: {exc}")
-    return Invocation(config, origins, kind, print_only)
+    return Invocation(config, origins, kind, print_only, migrate_only)
 
 
 def parse_args(argv=None) -> tuple[ServerConfig, bool]:
@@ -215,8 +228,30 @@ def print_config(invocation: Invocation) -> None:
         installed = "installed" if invocation.loop_kind == "uvloop" else "not installed"
         notes["loop"] = f"uvloop when installed, and it is {installed}"
         config = dataclasses.replace(config, loop=invocation.loop_kind)
+    if describe_database(config.db) != config.db:
+        # Output that is pasted into tickets and chats carries no password.
+        notes["db"] = "password hidden"
+        config = dataclasses.replace(config, db=describe_database(config.db))
     print(f"# netcore-server {netcore.__version__}: the effective configuration")
     print(render_config(config, invocation.origins, notes), end="")
+
+
+async def migrate(config: ServerConfig) -> int:
+    """--migrate-only: open the database (which creates or migrates its
+    schema, under the backend's lock), say what it found, close it."""
+    try:
+        db = make_database(config)
+        await db.open()
+    except DatabaseError as exc:
+        print(f"netcore-server: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    await db.close()
+    found = ("created" if db.found_version == 0 else
+             "already current" if db.found_version == SCHEMA_VERSION else
+             f"migrated from version {db.found_version}")
+    print(f"netcore-server: database {describe_database(config.db)} at schema version "
+          f"{SCHEMA_VERSION} ({found})", flush=True)
+    return 0
 
 
 async def serve(config: ServerConfig, kind: str) -> int:
@@ -225,8 +260,8 @@ async def serve(config: ServerConfig, kind: str) -> int:
         log.warning("the open-files limit is %d, below max sessions %d: connections past "
                     "about %d are closed at once", limit, config.max_sessions,
                     max(limit - FD_HEADROOM, 0))
-    server = GameServer(config, SQLiteDatabase(config.db, busy_timeout=config.db_busy_timeout))
     try:
+        server = GameServer(config, make_database(config))
         await server.start()
     except (DatabaseError, StartupError) as exc:
         print(f"netcore-server: {exc}", file=sys.stderr)
@@ -242,7 +277,7 @@ async def serve(config: ServerConfig, kind: str) -> int:
     web = (f"; websocket and chat page on http://{host_port(config.host, server.ws_port)}/"
            if server.ws is not None else "")
     print(f"netcore-server {netcore.__version__} listening on {config.host}:{server.port} "
-          f"({kind}, database {config.db}){web}", flush=True)
+          f"({kind}, database {describe_database(config.db)}){web}", flush=True)
     await stop.wait()
     log.info("shutting down: %d sessions", len(server.service))
     await server.stop()
@@ -259,6 +294,8 @@ def main(argv=None) -> int:
             print_config(invocation)
             return 0
         config = invocation.config
+        if invocation.migrate_only:
+            return netcore.run(migrate(config), invocation.loop_kind)
         worker = workers.is_worker()
         fmt = LOG_FORMAT
         if worker:      # each line says which worker wrote it

@@ -1,16 +1,20 @@
 """The player database: one small interface, SQLite behind it by default.
 
-Handlers only ever see `Database`; a PostgreSQL backend implements the same
-three coroutines. SQLite work runs on a small thread pool (thread-local
-connections, WAL journal) so the event loop never waits on disk or on scrypt.
+Handlers only ever see `Database`; `make_database` picks the backend from the
+`db` setting: a file path is SQLite (this module: work on a small thread pool
+with thread-local connections and a WAL journal, so the event loop never waits
+on disk or on scrypt), a `postgresql://` URL is PostgreSQL
+(netcore_game.db_postgres, asyncpg), the one store that several machines share.
 """
 from __future__ import annotations
 
 import abc
 import asyncio
 import enum
+import re
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,10 +78,12 @@ class LoginResult:
 
 
 class Database(abc.ABC):
-    # Logins it works on at once (its worker threads or connections): the
-    # server hands it no more than this, so that its own queue stays short
-    # and the server decides who goes next (netcore_game.logins).
+    # Logins it works on at once (its hashing threads): the server hands it no
+    # more than this, so that its own queue stays short and the server decides
+    # who goes next (netcore_game.logins).
     workers: int = 4
+    # The schema version open() found, before it migrated (0: a new database).
+    found_version: int | None = None
 
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -92,6 +98,48 @@ class Database(abc.ABC):
         characters) when it is unknown and `create` allows. `wanted`, when
         given, is asked (from any thread) just before the expensive work
         starts: False skips it, for a client that has gone meanwhile."""
+
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres_url(db: str) -> bool:
+    return "://" in db and db.split("://", 1)[0].lower() in POSTGRES_SCHEMES
+
+
+def check_db_setting(db: str) -> None:
+    """A ValueError unless `db` is a file path or a PostgreSQL URL."""
+    if "://" in db and not is_postgres_url(db):
+        raise ValueError(f"db {describe_database(db)!r}: must be a SQLite file path or a "
+                         f"postgresql:// URL")
+
+
+# scheme://user:PASSWORD@ and ?password=PASSWORD / &password=PASSWORD. Text,
+# not a URL parser: a malformed URL is shown as given, less its password.
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:?#]*):[^/@?#]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def describe_database(db: str) -> str:
+    """`db` as logs and errors show it: a URL's password replaced by ***."""
+    if "://" not in db:
+        return db
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", db))
+
+
+def make_database(config, *, scrypt_n: int = DEFAULT_N) -> "Database":
+    """The database a ServerConfig names (not open yet). A PostgreSQL URL
+    without asyncpg installed is a DatabaseError saying what to install."""
+    if is_postgres_url(config.db):
+        try:
+            from netcore_game.db_postgres import PostgresDatabase
+        except ImportError as exc:
+            raise DatabaseError(f"--db {describe_database(config.db)}: PostgreSQL needs "
+                                f"asyncpg ({exc}): pip install \"netcore[postgres]\"") from None
+        return PostgresDatabase(config.db, pool_size=config.db_pool_size, scrypt_n=scrypt_n,
+                                connect_timeout=config.db_connect_timeout,
+                                statement_timeout=config.db_statement_timeout)
+    return SQLiteDatabase(config.db, scrypt_n=scrypt_n, busy_timeout=config.db_busy_timeout)
 
 
 class SQLiteDatabase(Database):
@@ -140,7 +188,7 @@ class SQLiteDatabase(Database):
             try:
                 conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
                                        check_same_thread=False, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
+                self._wal(conn)
                 # WAL + NORMAL: a killed process never corrupts the database;
                 # only a power cut can drop the last commits. No fsync per login.
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -151,6 +199,21 @@ class SQLiteDatabase(Database):
             with self._lock:
                 self._connections.append(conn)
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        """Into WAL mode. Connections opening a new file at the same moment
+        (workers, or several starters) can get "database is locked" here at
+        once, without SQLite's busy handler waiting: retried, on this worker
+        thread, for up to busy_timeout like any other lock."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
 
     def _migrate(self) -> None:
         conn = self._conn()
@@ -165,6 +228,7 @@ class SQLiteDatabase(Database):
             # process (which holds us for busy_timeout first).
             conn.execute("BEGIN IMMEDIATE")
             version = conn.execute("PRAGMA user_version").fetchone()[0]   # under the lock
+            self.found_version = version
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             if version == 0:
                 for statement in _SCHEMA.split(";"):

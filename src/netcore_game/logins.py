@@ -46,7 +46,11 @@ class AddressBudget:
         self.limit = limit
         self.window = window
         self._interval = window / limit if limit else 0.0
-        self._tolerance = window - self._interval
+        # The last event allowed in a window lands exactly on the tolerance,
+        # where `tat - now` can round a hair above it (now + 300.0 - now is
+        # 300.00000000000006 for some clock readings): a microsecond per
+        # interval of slack keeps the limit-th event allowed whatever the clock.
+        self._tolerance = window - self._interval + self._interval * 1e-6
         self._tat: dict[str, float] = {}
         self._charges = 0
 

@@ -14,7 +14,7 @@ log = logging.getLogger("netcore_game.handlers")
 # Every (what, reason) there is, so that each series exists from the start.
 REASONS = {
     "login": ("wrong_state", "server_busy", "address_busy", "address_failures",
-              "wrong_password", "no_new_account", "database_error"),
+              "wrong_password", "no_new_account", "database_error", "bad_account_name"),
     "enter": ("wrong_state", "bad_index", "room_full"),
     "chat": ("wrong_state", "too_long", "room_queue_full"),
 }

@@ -17,7 +17,7 @@ from netcore.loop import LOOP_KINDS
 from netcore_packets.server_dispatch import ServerPacketDispatcher
 
 from netcore_game import server_handlers
-from netcore_game.db import Database
+from netcore_game.db import Database, check_db_setting
 from netcore_game.logins import LoginGate
 from netcore_game.metrics import MetricsServer
 from netcore_game.player import PlayerIdAllocator
@@ -60,7 +60,13 @@ class ServerConfig:
     max_packets_per_read: int = setting(64, min=0)
     login_timeout: float = setting(10.0, min=0)         # seconds from connect to a login; 0 is none
     idle_timeout: float = setting(0.0, min=0)           # seconds without a packet once logged in
-    db_busy_timeout: float = setting(10.0, min=0)       # seconds to wait for another process's lock
+    db_busy_timeout: float = setting(10.0, min=0)       # SQLite: seconds to wait for another
+    #                                                     process's lock
+    # PostgreSQL (db = "postgresql://..."): connections of each worker process,
+    # and the bounds on every wait for the database (netcore_game.db_postgres).
+    db_pool_size: int = setting(4, min=1, max=1000)
+    db_connect_timeout: float = setting(5.0, min=0)     # seconds; also for a free connection
+    db_statement_timeout: float = setting(5.0, min=0)   # seconds per statement
     room_announce_seconds: float = setting(0.0, min=0)  # a room tick example; 0 is off
     flush_interval_ms: float = setting(0.0, min=0)      # see netcore SendFlusher: pacing under load
     metrics_port: int = setting(0, min=0, max=65535)    # Prometheus /metrics; 0 is off
@@ -125,6 +131,11 @@ class ServerConfig:
             raise ValueError(f"max-packet-size {self.max_packet_size} cannot carry a chat of "
                              f"max-chat-bytes {self.max_chat_bytes} (needs "
                              f"{self.max_chat_bytes + 16})")
+        for name in ("db_connect_timeout", "db_statement_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.replace('_', '-')} {getattr(self, name)}: must be > 0 "
+                                 f"seconds")
+        check_db_setting(self.db)
         if self.address_window <= 0:
             raise ValueError(f"address-window {self.address_window}: must be > 0 seconds")
         if 0 < self.keepalive_idle < 1:

@@ -42,6 +42,13 @@ def handle_C_LOGIN(session, pkt):
         server.logins_done += 1
         session.send(login_reply(_GUEST_TAILS, ids))
         return
+    if "\x00" in pkt.account:
+        # PostgreSQL text cannot hold NUL: no backend stores such a name, so
+        # that both answer it alike, at once and unhashed.
+        server.refusals.refuse(session, "login", "bad_account_name",
+                               "login refused: an account name with a NUL character")
+        session.send_packet(S_LOGIN(success=False))
+        return
     gate = server.logins
     key = address_key(session.peername, server.service.exempt_networks)
     refused = gate.refusal(key, key)
@@ -69,9 +76,11 @@ async def _login(session, key, account, password, may_create):
         finally:
             gate.done()
     except Exception as exc:   # answered as a refusal; the server keeps running
-        log.error("session %d: login of %r failed in the database: %s",
-                  session.session_id, account, exc)
-        server.refusals.counts["login", "database_error"] += 1
+        # Within the per-client line budget: during a database outage every
+        # login fails, and each is counted but not each is logged.
+        server.refusals.refuse(session, "login", "database_error",
+                               "login of %r failed in the database: %s", account, exc,
+                               level=logging.ERROR)
         result = None
     finally:
         gate.release(key)

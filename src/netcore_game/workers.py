@@ -17,7 +17,7 @@ import sys
 
 import netcore
 
-from netcore_game.db import DatabaseError, SQLiteDatabase
+from netcore_game.db import DatabaseError, describe_database, make_database
 from netcore_game.metrics import MetricsServer
 from netcore_game.player import PlayerIdAllocator
 from netcore_game.server import GameServer, ServerConfig, host_port, listen_error
@@ -97,6 +97,16 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         metrics = None
+        try:
+            # The database once, before any worker: one that cannot be used is
+            # one line here rather than one per worker, and its schema is
+            # created or migrated once (each worker's open then finds it current).
+            db = make_database(config)
+            await db.open()
+            await db.close()
+        except DatabaseError as exc:
+            print(f"netcore-server: {exc}", file=sys.stderr)
+            return 2
 
         def start_metrics():            # the machine's one scrape, before any worker listens
             nonlocal metrics
@@ -120,7 +130,8 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
                if sup.ws_port else "")
         print(f"netcore-server {netcore.__version__} listening on {config.host}:{sup.port} "
               f"({config.workers} workers as node {node} of cluster {cmap}, "
-              f"NATS {','.join(sup.nats_servers)}, database {config.db}){web}", flush=True)
+              f"NATS {','.join(sup.nats_servers)}, database {describe_database(config.db)})"
+              f"{web}", flush=True)
         await stop.wait()
         log.info("shutting down %d workers", config.workers)
         code = await sup.stop()
@@ -147,13 +158,15 @@ async def serve_worker(config: ServerConfig, kind: str) -> int:
     # on loopback, for the supervisor to scrape.
     with_metrics = os.environ.pop(ENV_METRICS, "0") == "1"
     config = dataclasses.replace(config, metrics_port=0)
-    server = GameServer(config, SQLiteDatabase(config.db, busy_timeout=config.db_busy_timeout),
-                        link=link, player_ids=ids)
+    db = None
     try:
+        db = make_database(config)
+        server = GameServer(config, db, link=link, player_ids=ids)
         await server.start()
     except (DatabaseError, OSError, Exception) as exc:
         print(f"netcore-server: worker {slot}: {exc}", file=sys.stderr)
-        await server.db.close()
+        if db is not None:
+            await db.close()
         return 2
     loop = asyncio.get_running_loop()
     quiesce, stop = asyncio.Event(), asyncio.Event()
