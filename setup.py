@@ -1,11 +1,13 @@
 """Build: bring the generated sources up to date with proto/, then cythonize.
 
-Before compiling, so that `pip install .` never needs a hand-run step:
-  1. tools/gen_proto.py regenerates src/netcore_packets/*_pb2.py when a .proto
-     changed (grpcio-tools is a build requirement; an unchanged checkout needs
-     no protoc at all);
-  2. tools/gen_handlers.py writes the dispatch modules and appends a handler
-     stub for every new received packet.
+Before compiling, so that `pip install .` never needs a hand-run step,
+tools/codegen.py runs the generator as the [tool.netcore-gen] table of
+pyproject.toml says (the same step a game made by `netcore-gen new` runs):
+  1. protoc regenerates src/netcore_packets/*_pb2.py when a .proto changed
+     (grpcio-tools is a build requirement; an unchanged checkout needs no
+     protoc at all);
+  2. the dispatch modules are written, and a handler stub is appended for
+     every new received packet.
 Each change to the source tree is reported as one line (`pip install -v .`
 shows them), or that it was up to date.
 
@@ -21,36 +23,24 @@ from setuptools import Extension, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "tools"))
 
-import gen_handlers  # noqa: E402  (tools/gen_handlers.py)
-import gen_proto  # noqa: E402  (tools/gen_proto.py)
+import codegen  # noqa: E402  (tools/codegen.py)
 
 
 def report(line):
     print(f"netcore build: {line}", flush=True)
 
 
-def generate_sources():
-    try:
-        protos = gen_proto.regenerate(os.path.join(HERE, "proto"),
-                                      os.path.join(HERE, "src", "netcore_packets"))
-    except gen_proto.ProtocUnavailable as exc:
-        sys.exit(f"netcore build: error: {exc}")
-    for path in protos:
-        report(f"regenerated {os.path.relpath(path, HERE)} from proto/")
-    changes = []
-    gen_handlers.generate_all(HERE, report=changes.append)
-    for line in changes:
-        report(line)
-    if not protos and not any(line.startswith("appended") for line in changes):
-        report("protobuf modules and packet handlers are up to date")
-
-
-generate_sources()
+try:
+    codegen.generate_sources(HERE, report=report)
+except (codegen.ConfigError, codegen.gen_proto.ProtocUnavailable) as exc:
+    sys.exit(f"netcore build: error: {exc}")
 
 # Hot modules run without bounds/wraparound checks; every index in them is
 # checked by hand against an explicit length.
 HOT = {"boundscheck": False, "wraparound": False, "initializedcheck": False}
-DIRECTIVES = {"language_level": 3, "embedsignature": True, **HOT}
+# Signatures in docstrings (autodoc, help()) in Python syntax, with types.
+DIRECTIVES = {"language_level": 3, "embedsignature": True, "embedsignature.format": "python",
+              **HOT}
 
 RELEASE = os.environ.get("NETCORE_DEBUG_BUILD", "") in ("", "0")
 # -g0 comes after the interpreter's CFLAGS (which carry -g) and wins; MSVC

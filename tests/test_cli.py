@@ -23,7 +23,7 @@ from netcore_game import cli
 from netcore_game.db import SQLiteDatabase
 from netcore_game.server import GameServer, ServerConfig, StartupError
 from netcore_game.settings import fields_of
-from netcore_tools import gen_handlers
+from netcore_tools import codegen, gen_handlers, new_project
 
 from game_support import ServerProcess
 
@@ -205,6 +205,8 @@ PARSERS = {
     "netcore-dummy": dummy_cli.build_parser,
     "python -m netcore.demo": demo.build_parser,
     "netcore-gen": gen_handlers.build_parser,
+    "netcore-gen new": new_project.build_parser,
+    "netcore-gen build": codegen.build_parser,
 }
 
 
@@ -222,7 +224,10 @@ def test_every_option_of_every_command_says_its_default_in_help(command):
 def test_netcore_gen_says_its_defaults_and_version(capsys):
     with pytest.raises(SystemExit):
         gen_handlers.main(["--help"])
-    assert "(default: netcore_packets.Protocol_pb2)" in " ".join(capsys.readouterr().out.split())
+    shown = " ".join(capsys.readouterr().out.split())
+    # No module of this checkout is a default: every path and module name is given.
+    assert "--pb2-module PB2_MODULE" in shown and "netcore_packets" not in shown
+    assert "netcore-gen new PATH" in shown and "netcore-gen build" in shown
     with pytest.raises(SystemExit) as exit_:
         gen_handlers.main(["--version"])
     assert exit_.value.code == 0

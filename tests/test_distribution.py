@@ -141,14 +141,18 @@ def test_the_wheel_built_from_the_sdist_serves_without_cython_or_a_compiler(tmp_
     in_sdist = {name[len(prefix):] for name in listing}
     needed = {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md",
               "tools/gen_handlers.py", "tools/gen_proto.py", "tools/__init__.py",
+              "tools/codegen.py", "tools/new_project.py",
               "src/netcore/_version.py"}
     needed |= {p.relative_to(ROOT).as_posix() for pattern in (
-        "proto/*.proto", "tools/templates/*.j2", "src/*/*.pxd", "src/netcore_packets/*_pb2.py",
+        "proto/*.proto", "tools/templates/*.j2", "tools/templates/project/*.j2",
+        "src/*/*.pxd", "src/netcore/*.pyi", "src/netcore/py.typed",
+        "src/netcore_packets/*_pb2.py", "src/netcore_packets/*_pb2.pyi",
         "src/netcore/*.pyx", "src/netcore_dummy/*.pyx", "src/netcore_game/*_handlers.py",
         "src/netcore_dummy/*_handlers.py") for p in ROOT.glob(pattern)}
     assert needed <= in_sdist, sorted(needed - in_sdist)
     assert not [n for n in in_sdist if n.endswith((".c", ".so"))]
-    assert not [n for n in in_sdist if re.fullmatch(r"src/netcore_packets/\w+_dispatch\.pyx", n)]
+    assert not [n for n in in_sdist
+                if re.fullmatch(r"src/netcore_packets/\w+_dispatch\.pyi?", n)]
 
     # The wheel carries every extension compiled, and the .pxd files for cimport;
     # release builds leave the debug information out (3.9 MB with it).
@@ -160,6 +164,11 @@ def test_the_wheel_built_from_the_sdist_serves_without_cython_or_a_compiler(tmp_
     for module in extension_modules():
         assert [n for n in in_wheel if n.startswith(module + ".") and n.endswith(".so")], module
     assert {"netcore/session.pxd", "netcore/framing.pxd", "netcore_dummy/tally.pxd"} <= in_wheel
+    # Types for the compiled modules, and what `netcore-gen new` writes a project from.
+    assert {"netcore/py.typed", "netcore/session.pyi", "netcore/service.pyi",
+            "netcore_packets/server_dispatch.pyi"} <= in_wheel
+    assert {f"netcore_tools/templates/project/{p.name}"
+            for p in (ROOT / "tools" / "templates" / "project").glob("*.j2")} <= in_wheel
     assert not [n for n in in_wheel if n.endswith(".c")]
     # Only netcore's own top-level names: a game's package called `game` is safe beside it.
     top = {n.split("/")[0] for n in in_wheel if not n.split("/")[0].endswith(".dist-info")}

@@ -1,8 +1,10 @@
 """The handler generator (tools/gen_handlers.py): parsing, golden output, stub merging.
 
 After an intended change to the templates, refresh the goldens and review the diff:
-delete tests/golden/*, then run the server and client commands from the docstring of
-tools/gen_handlers.py with --dispatch-out and --handlers-out pointed into tests/golden/.
+delete tests/golden/*, then run the server command from the docstring of
+tools/gen_handlers.py, and the client's (--recv S_ --send C_ --name Client), with
+--dispatch-out and --handlers-out pointed into tests/golden/ (NAME_dispatch.pyx,
+NAME_handlers.py).
 """
 import importlib.util
 import os
@@ -19,8 +21,11 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 PROTO = ROOT / "proto" / "Protocol.proto"
 sys.path.insert(0, str(ROOT / "tools"))
 
-import gen_handlers  # noqa: E402  (tools/gen_handlers.py, as setup.py imports it)
+import codegen  # noqa: E402  (tools/codegen.py, as setup.py imports it)
+import gen_handlers  # noqa: E402  (tools/gen_handlers.py)
 import gen_proto  # noqa: E402  (tools/gen_proto.py)
+
+PB2_MODULE = "netcore_packets.Protocol_pb2"
 
 SIDES = {
     "server": {"recv": "C_", "send": "S_", "name": "Server"},
@@ -37,14 +42,26 @@ message S_PONG { uint32 seq = 1; }
 """
 
 
-def generate_side(side, out_dir, proto=PROTO, **options):
+def generate_side(side, out_dir, proto=PROTO, pb2_module=PB2_MODULE):
     return gen_handlers.generate(
         proto,
         dispatch_out=out_dir / f"{side}_dispatch.pyx",
         handlers_out=out_dir / f"{side}_handlers.py",
+        pb2_module=pb2_module,
         **SIDES[side],
-        **options,
     )
+
+
+def netcore_layout(tmp_path):
+    """proto/, pyproject.toml and the committed *_pb2.py(i) of this checkout,
+    for the build's generating step."""
+    shutil.copytree(ROOT / "proto", tmp_path / "proto")
+    shutil.copy2(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    packets = tmp_path / "src" / "netcore_packets"
+    packets.mkdir(parents=True)
+    for path in (ROOT / "src" / "netcore_packets").glob("*_pb2.py*"):
+        shutil.copy2(path, packets / path.name)
+    return tmp_path
 
 
 def proto_with_new_packets(tmp_path):
@@ -97,17 +114,18 @@ def test_malformed_proto_is_rejected(text, error):
 @pytest.mark.parametrize("side", SIDES)
 def test_fresh_generation_matches_golden(side, tmp_path):
     generate_side(side, tmp_path)
-    for name in (f"{side}_dispatch.pyx", f"{side}_handlers.py"):
+    for name in (f"{side}_dispatch.pyx", f"{side}_dispatch.pyi", f"{side}_handlers.py"):
         assert (tmp_path / name).read_bytes() == (GOLDEN / name).read_bytes(), name
 
 
 def test_build_writes_server_handlers_to_game_and_client_handlers_to_dummy(tmp_path):
-    shutil.copytree(ROOT / "proto", tmp_path / "proto")
-    written = gen_handlers.generate_all(tmp_path)
+    # The layout comes from pyproject.toml's [tool.netcore-gen], not the generator.
+    written = codegen.generate_sources(netcore_layout(tmp_path))
     src = tmp_path / "src"
     assert sorted(p.relative_to(src).as_posix() for p in written) == [
         "netcore_dummy/client_handlers.py", "netcore_game/server_handlers.py",
-        "netcore_packets/client_dispatch.pyx", "netcore_packets/server_dispatch.pyx",
+        "netcore_packets/client_dispatch.pyi", "netcore_packets/client_dispatch.pyx",
+        "netcore_packets/server_dispatch.pyi", "netcore_packets/server_dispatch.pyx",
     ]
     assert (src / "netcore_dummy" / "client_handlers.py").read_bytes() == (
         GOLDEN / "client_handlers.py").read_bytes()
@@ -116,7 +134,8 @@ def test_build_writes_server_handlers_to_game_and_client_handlers_to_dummy(tmp_p
 
 def test_unchanged_output_is_not_rewritten(tmp_path):
     first = generate_side("server", tmp_path)
-    assert sorted(p.name for p in first) == ["server_dispatch.pyx", "server_handlers.py"]
+    assert sorted(p.name for p in first) == [
+        "server_dispatch.pyi", "server_dispatch.pyx", "server_handlers.py"]
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     assert generate_side("server", tmp_path) == []
     assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == mtimes
@@ -125,10 +144,12 @@ def test_unchanged_output_is_not_rewritten(tmp_path):
 def test_cli_writes_what_generate_writes(tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["--proto", str(PROTO), "--recv", "S_", "--send", "C_", "--name", "Client",
+            "--pb2-module", PB2_MODULE,
             "--dispatch-out", str(out / "d.pyx"), "--handlers-out", str(out / "h.py")]
     assert gen_handlers.main(argv) == 0
     assert capsys.readouterr().out.splitlines() == [
-        f"netcore-gen: wrote {out / 'd.pyx'}", f"netcore-gen: wrote {out / 'h.py'}",
+        f"netcore-gen: wrote {out / 'd.pyx'}", f"netcore-gen: wrote {out / 'd.pyi'}",
+        f"netcore-gen: wrote {out / 'h.py'}",
     ]
     generate_side("client", tmp_path)
     assert (out / "d.pyx").read_bytes() == (tmp_path / "client_dispatch.pyx").read_bytes()
@@ -138,7 +159,8 @@ def test_cli_writes_what_generate_writes(tmp_path, capsys):
 def test_cli_rejects_same_direction_both_ways(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         gen_handlers.main(["--proto", str(PROTO), "--recv", "C_", "--send", "C_",
-                           "--name", "X", "--dispatch-out", str(tmp_path / "d.pyx"),
+                           "--name", "X", "--pb2-module", PB2_MODULE,
+                           "--dispatch-out", str(tmp_path / "d.pyx"),
                            "--handlers-out", str(tmp_path / "h.py")])
     assert exit_info.value.code == 2
     assert "--recv and --send must differ" in capsys.readouterr().err
@@ -331,37 +353,52 @@ def test_pyinstaller_exe_matches_script(tmp_path):
         out = tmp_path / runner
         subprocess.run(
             [*command, "--proto", str(PROTO), "--recv", "C_", "--send", "S_",
-             "--name", "Server", "--dispatch-out", str(out / "server_dispatch.pyx"),
+             "--name", "Server", "--pb2-module", PB2_MODULE,
+             "--dispatch-out", str(out / "server_dispatch.pyx"),
              "--handlers-out", str(out / "server_handlers.py")],
             check=True,
         )
         outputs[runner] = {p.name: p.read_bytes() for p in out.iterdir()}
+        # `new` needs the project templates and its own module in the bundle.
+        subprocess.run([*command, "new", str(tmp_path / f"{runner}_game"), "--name", "mygame"],
+                       check=True, stdout=subprocess.DEVNULL)
+        outputs[runner]["project"] = sorted(
+            (p.relative_to(tmp_path / f"{runner}_game").as_posix(), p.read_bytes())
+            for p in (tmp_path / f"{runner}_game").rglob("*") if p.is_file())
     assert outputs["exe"] == outputs["script"]
     assert outputs["exe"]["server_dispatch.pyx"] == (GOLDEN / "server_dispatch.pyx").read_bytes()
+    assert len(outputs["exe"]["project"]) == 11
 
 
 # -- what the build says and regenerates ------------------------------------------
 
 def test_the_build_reports_appended_stubs_and_then_nothing(tmp_path):
-    shutil.copytree(ROOT / "proto", tmp_path / "proto")
+    netcore_layout(tmp_path)
     first = []
-    gen_handlers.generate_all(tmp_path, report=first.append)
+    codegen.generate_sources(tmp_path, report=first.append)
     assert "wrote src/netcore_game/server_handlers.py" in first        # a new file
-    with open(tmp_path / "proto" / "Protocol.proto", "a", encoding="utf-8") as f:
-        f.write("\nmessage C_MOVE { float x = 1; }\n")
+    assert not [line for line in first if line.startswith("regenerated")]
+    (tmp_path / "proto" / "Protocol.proto").write_text(
+        PROTO.read_text() + "\nmessage C_MOVE { float x = 1; }\n")
     second = []
-    gen_handlers.generate_all(tmp_path, report=second.append)
+    codegen.generate_sources(tmp_path, report=second.append)
     assert sorted(second) == [
         "appended handle_C_MOVE to src/netcore_game/server_handlers.py",
+        "regenerated src/netcore_packets/Protocol_pb2.py from proto/",
+        "regenerated src/netcore_packets/Protocol_pb2.pyi from proto/",
+        "wrote src/netcore_packets/client_dispatch.pyi",
         "wrote src/netcore_packets/client_dispatch.pyx",
+        "wrote src/netcore_packets/server_dispatch.pyi",
         "wrote src/netcore_packets/server_dispatch.pyx",
     ]
     third = []
-    assert gen_handlers.generate_all(tmp_path, report=third.append) == [] and third == []
+    assert codegen.generate_sources(tmp_path, report=third.append) == []
+    assert third == ["protobuf modules and packet handlers are up to date"]
 
 
 def test_cli_says_what_it_appended_and_when_it_is_up_to_date(tmp_path, capsys):
     argv = ["--proto", str(PROTO), "--recv", "C_", "--send", "S_", "--name", "Server",
+            "--pb2-module", PB2_MODULE,
             "--dispatch-out", str(tmp_path / "d.pyx"), "--handlers-out", str(tmp_path / "h.py")]
     (tmp_path / "h.py").write_text("def handle_C_LOGIN(session, pkt):\n    pass\n")
     assert gen_handlers.main(argv) == 0
@@ -369,6 +406,7 @@ def test_cli_says_what_it_appended_and_when_it_is_up_to_date(tmp_path, capsys):
         f"netcore-gen: appended handle_C_ENTER_GAME to {tmp_path / 'h.py'}",
         f"netcore-gen: appended handle_C_CHAT to {tmp_path / 'h.py'}",
         f"netcore-gen: wrote {tmp_path / 'd.pyx'}",
+        f"netcore-gen: wrote {tmp_path / 'd.pyi'}",
     ]
     assert gen_handlers.main(argv) == 0
     assert capsys.readouterr().out == "netcore-gen: up to date\n"
@@ -402,7 +440,7 @@ def test_a_stale_pb2_without_grpc_tools_stops_the_build_naming_the_command(tmp_p
         gen_proto.regenerate(proto_dir, packets)
     message = str(info.value)
     assert "\n" not in message and "stale for Protocol.proto" in message
-    assert message.endswith("pip install 'grpcio-tools>=1.85.1,<1.86' && python tools/gen_proto.py")
+    assert message.endswith("pip install 'grpcio-tools>=1.85.1,<1.86', then build again")
 
 
 def test_a_changed_proto_regenerates_only_its_modules(tmp_path):
@@ -417,9 +455,6 @@ def test_a_changed_proto_regenerates_only_its_modules(tmp_path):
 
 
 def test_the_fix_command_pins_the_grpcio_tools_the_build_requires():
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:
-        import tomli as tomllib
+    import tomllib
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert gen_proto.GRPCIO_TOOLS in pyproject["build-system"]["requires"]

@@ -178,9 +178,10 @@ def test_committed_pb2_modules_are_up_to_date(tmp_path):
         "grpc_tools.protoc",
         reason="grpc_tools (grpcio-tools) is not installed, so the pb2 modules "
                "cannot be regenerated to check them")
-    generated = gen_proto.generate(tmp_path)
+    generated = gen_proto.generate(tmp_path, ROOT / "proto")
     committed = sorted((ROOT / "src" / "netcore_packets").glob("*_pb2.py*"))
     assert [p.name for p in generated] == [p.name for p in committed]
     stale = [p.name for p in generated
              if p.read_bytes() != (ROOT / "src" / "netcore_packets" / p.name).read_bytes()]
-    assert not stale, f"run `python tools/gen_proto.py` and commit: {stale} are stale"
+    assert not stale, (f"run `python tools/gen_proto.py --proto-dir proto --out "
+                       f"src/netcore_packets` and commit: {stale} are stale")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Pack tools/gen_handlers.py and its templates into a one-file executable.
+# Pack the generator (tools/gen_handlers.py, the modules it runs `new` and
+# `build` with, and the templates) into a one-file executable.
 #
 #   bash tools/build_gen_exe.sh [DIST_DIR]    # default DIST_DIR: dist
 #
@@ -19,6 +20,7 @@ trap 'rm -rf "$work"' EXIT
 # at the root, for --version.
 "${PYTHON:-python3}" -m PyInstaller --onefile --noconfirm --log-level WARN \
     --name netcore-gen \
+    --paths "$tools" --hidden-import new_project --hidden-import codegen \
     --add-data "$tools/templates:templates" \
     --add-data "$tools/../src/netcore/_version.py:." \
     --distpath "$dist" --workpath "$work/build" --specpath "$work" \

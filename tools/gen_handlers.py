@@ -5,17 +5,22 @@ format: 1000 upward, in declaration order over the top-level messages of
 Protocol.proto whose names start with C_ (client to server) or S_ (server to
 client); other messages take no id.
 
-Server side (setup.py runs both sides on every build through generate_all):
+One side, every path and module name given:
 
-    python tools/gen_handlers.py --proto proto/Protocol.proto --recv C_ --send S_ \\
-        --dispatch-out src/netcore_packets/server_dispatch.pyx \\
-        --handlers-out src/netcore_game/server_handlers.py --name Server
+    netcore-gen --proto proto/Protocol.proto --recv C_ --send S_ --name Server \
+        --pb2-module netcore_packets.Protocol_pb2 \
+        --dispatch-out src/netcore_packets/server_dispatch.pyx \
+        --handlers-out src/netcore_game/server_handlers.py
 
-Client side: --recv S_ --send C_ --dispatch-out src/netcore_packets/client_dispatch.pyx
---handlers-out src/netcore_dummy/client_handlers.py --name Client (the client side
-is the load generator's, netcore-dummy). `pip install .` also installs this
-tool as `netcore-gen`.
+writes the dispatch module (.pyx, and a .pyi with its types) and appends a
+handler stub for every received packet the handler module has none for.
+A project's build runs every side it declares in the [tool.netcore-gen] table
+of its pyproject.toml, with protoc first (codegen.py):
 
+    netcore-gen build [PROJECT_DIR]       # what setup.py runs, netcore's and a game's
+    netcore-gen new PATH [--name NAME]    # a new game project built on netcore
+
+`python tools/gen_handlers.py` in a checkout is the same command.
 Standalone one-file executable (dist/netcore-gen; needs pyinstaller):
 
     bash tools/build_gen_exe.sh [DIST_DIR]
@@ -36,7 +41,7 @@ import jinja2
 FIRST_ID = 1000
 PACKET_PREFIXES = ("C_", "S_")
 PEERS = {"C_": "client", "S_": "server"}
-DEFAULT_PB2_MODULE = "netcore_packets.Protocol_pb2"
+SUBCOMMANDS = ("new", "build")
 
 _TOKEN = re.compile(
     r"""
@@ -110,15 +115,19 @@ _ENV = jinja2.Environment(
 )
 
 
-def render_dispatch(packets, *, recv, send, name, pb2_module, proto_name):
-    return _ENV.get_template("dispatch.pyx.j2").render(
+def render_dispatch(packets, *, recv, send, name, pb2_module, proto_name,
+                    template="dispatch.pyx.j2", module_stem=""):
+    """The dispatch module's source (dispatch.pyx.j2) or its stub (dispatch.pyi.j2)."""
+    return _ENV.get_template(template).render(
         packets=packets,
         recv_prefix=recv,
         send_prefix=send,
+        recv_packets=[p for p in packets if p.name.startswith(recv)],
         send_packets=[p for p in packets if p.name.startswith(send)],
         name=name,
         pb2_module=pb2_module,
         proto_name=proto_name,
+        module_stem=module_stem,
     )
 
 
@@ -186,13 +195,21 @@ class Generated:
     appended: list
 
 
-def generate_side(proto, *, recv, send, dispatch_out, handlers_out, name,
-                  pb2_module=DEFAULT_PB2_MODULE):
-    """Generate one side; returns what was written and which stubs were appended."""
+def generate_side(proto, *, recv, send, dispatch_out, handlers_out, name, pb2_module):
+    """Generate one side: the dispatch module `dispatch_out` (.pyx) and its
+    types beside it (.pyi), and the stubs missing from `handlers_out`, whose
+    handlers get messages of `pb2_module`. Returns what was written and which
+    stubs were appended."""
+    if recv == send:
+        raise ValueError("--recv and --send must differ")
     proto = Path(proto)
     packets = parse_packets(proto.read_text(encoding="utf-8"))
-    dispatch = render_dispatch(packets, recv=recv, send=send, name=name,
-                               pb2_module=pb2_module, proto_name=proto.name)
+    dispatch_out = Path(dispatch_out)
+    options = dict(recv=recv, send=send, name=name, pb2_module=pb2_module,
+                   proto_name=proto.name)
+    dispatch = render_dispatch(packets, **options)
+    dispatch_types = render_dispatch(packets, template="dispatch.pyi.j2",
+                                     module_stem=dispatch_out.stem, **options)
     handlers_out = Path(handlers_out)
     existing = handlers_out.read_text(encoding="utf-8") if handlers_out.exists() else None
     handlers = render_handlers(packets, existing, recv=recv, name=name,
@@ -200,7 +217,8 @@ def generate_side(proto, *, recv, send, dispatch_out, handlers_out, name,
     appended = [] if existing is None else [
         (handlers_out, f"handle_{p.name}")
         for p in missing_handlers(packets, existing, recv=recv, path=handlers_out)]
-    outputs = [(Path(dispatch_out), dispatch), (handlers_out, handlers)]
+    outputs = [(dispatch_out, dispatch), (dispatch_out.with_suffix(".pyi"), dispatch_types),
+               (handlers_out, handlers)]
     return Generated([path for path, text in outputs if write_if_changed(path, text)], appended)
 
 
@@ -219,30 +237,6 @@ def describe(generated, root=None):
     lines = [f"appended {handler} to {show(path)}" for path, handler in generated.appended]
     lines += [f"wrote {show(path)}" for path in generated.written if path not in appended_to]
     return lines
-
-
-def generate_all(root, report=None):
-    """Generate both sides of the checkout at `root` (called by setup.py); returns
-    the paths written, and passes each change to `report` as one line."""
-    root = Path(root)
-    result = Generated([], [])
-    # The server's handlers are the game's; the client's are netcore-dummy's.
-    for side, recv, send, package in (("server", "C_", "S_", "netcore_game"),
-                                      ("client", "S_", "C_", "netcore_dummy")):
-        side_result = generate_side(
-            root / "proto" / "Protocol.proto",
-            recv=recv,
-            send=send,
-            dispatch_out=root / "src" / "netcore_packets" / f"{side}_dispatch.pyx",
-            handlers_out=root / "src" / package / f"{side}_handlers.py",
-            name=side.capitalize(),
-        )
-        result.written += side_result.written
-        result.appended += side_result.appended
-    if report is not None:
-        for line in describe(result, root):
-            report(line)
-    return result.written
 
 
 def version():
@@ -264,8 +258,13 @@ def version():
 
 
 def build_parser():
+    """The one-side form: netcore-gen --proto ... (`new` and `build` have their own)."""
     parser = argparse.ArgumentParser(
-        prog="netcore-gen", description=__doc__.split("\n\n")[0])
+        prog="netcore-gen", description=__doc__.split("\n\n")[0],
+        epilog="Also: `netcore-gen new PATH [--name NAME]` writes a new game project on "
+               "netcore; `netcore-gen build [PROJECT_DIR]` runs protoc and every side "
+               "of a project's [tool.netcore-gen] table, as its build does "
+               "(`netcore-gen new --help`, `netcore-gen build --help`).")
     parser.add_argument("--version", action="version", version=f"netcore-gen {version()}")
     parser.add_argument("--proto", required=True, help="path to Protocol.proto")
     parser.add_argument("--recv", required=True, choices=PACKET_PREFIXES,
@@ -277,12 +276,22 @@ def build_parser():
                         help="handler module; stubs are appended only where missing")
     parser.add_argument("--name", required=True,
                         help="side name: the dispatcher class is <NAME>PacketDispatcher")
-    parser.add_argument("--pb2-module", default=DEFAULT_PB2_MODULE,
-                        help="module holding the message classes (default: %(default)s)")
+    parser.add_argument("--pb2-module", required=True,
+                        help="module holding the message classes, e.g. mygame.Protocol_pb2")
     return parser
 
 
+def _sibling(name):
+    """A module of this folder, whether it runs as netcore_tools or from tools/."""
+    import importlib
+    return importlib.import_module(f"{__package__}.{name}" if __package__ else name)
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        module = _sibling("new_project" if argv[0] == "new" else "codegen")
+        return module.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.recv == args.send:

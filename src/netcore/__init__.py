@@ -28,10 +28,30 @@ from netcore.session import send_to_all
 # BufferedProtocol base that stdlib transports check with isinstance to pick
 # their zero-copy get_buffer/buffer_updated read path.
 class Session(_session.Session, asyncio.BufferedProtocol):
+    """A connection: lifecycle callbacks, the send queue, raw bytes in.
+
+    Subclass it (for the 4-byte-header protocol, PacketSession) and override
+    the on_* callbacks; a service makes one per connection from its session
+    factory. send() queues a SendBuffer, which leaves with the next flush
+    (once per event-loop iteration for all sessions of a service);
+    disconnect() closes the session, after what is queued unless `abort`.
+    Every limit that ends a session (see DisconnectReason) ends that session
+    only.
+    """
+
     __slots__ = ()
 
 
 class PacketSession(_session.PacketSession, asyncio.BufferedProtocol):
+    """A Session speaking netcore's wire protocol: a 4-byte header (uint16
+    total size, uint16 packet id, little-endian), then the payload.
+
+    Override on_recv_packet(pkt_id, payload). A ProtocolError raised from it
+    closes the session as a protocol error; any other exception is logged
+    with its traceback and closes it as a handler error. Either way only
+    this session is affected.
+    """
+
     __slots__ = ()
 
 
@@ -41,5 +61,5 @@ __all__ = [
     "MalformedPacketError", "PacketSession", "ProtocolError", "SendBuffer",
     "SendBufferPool", "ServerService", "Session", "UnknownPacketError",
     "copy_frames", "default_pool", "make_packet", "new_event_loop", "resolve_loop_kind", "run",
-    "send_to_all", "split_frames",
+    "send_to_all", "split_frames", "__version__",
 ]

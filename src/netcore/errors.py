@@ -14,12 +14,16 @@ class ProtocolError(Exception):
 
 
 class UnknownPacketError(ProtocolError):
+    """A packet id this side has no handler for (raised by a generated dispatch)."""
+
     def __init__(self, pkt_id: int) -> None:
         super().__init__(f"unknown packet id {pkt_id}")
         self.pkt_id = pkt_id
 
 
 class MalformedPacketError(ProtocolError):
+    """A payload that does not parse as its packet's message (a generated dispatch)."""
+
     def __init__(self, pkt_id: int, detail: str) -> None:
         super().__init__(f"malformed payload for packet id {pkt_id}: {detail}")
         self.pkt_id = pkt_id
@@ -27,7 +31,21 @@ class MalformedPacketError(ProtocolError):
 
 
 class DisconnectReason(enum.Enum):
-    """Why a session ended. The value is the text used in logs and metrics."""
+    """Why a session ended. The value is the text used in logs and metrics.
+
+    The peer's doing: PEER_CLOSED (it closed), CONNECTION_ERROR (the network
+    failed, or keepalive found the peer gone), PROTOCOL_ERROR (a bad header,
+    or a handler raised ProtocolError), HANDLER_ERROR (a handler raised
+    anything else; logged with its traceback), SLOW_CONSUMER (it let more
+    than max_pending_bytes go unread, or was among the largest queues when
+    all sessions passed max_pending_bytes_total), RATE_LIMITED (more
+    packets than packet_rate/packet_burst allow). The service's limits:
+    SERVER_FULL (max_sessions), ADDRESS_FULL (max_sessions_per_address),
+    LOGIN_TIMEOUT (no mark_logged_in() in time), IDLE_TIMEOUT (no packet for
+    idle_timeout). This side's doing: CLOSED (disconnect()), SHUTDOWN (the
+    service closed), LOST_PACKETS (packets for it were lost on their way
+    between worker processes).
+    """
 
     PEER_CLOSED = "peer closed"
     CONNECTION_ERROR = "connection error"
@@ -49,7 +67,10 @@ class DisconnectReason(enum.Enum):
 
 @dataclass(frozen=True)
 class Disconnect:
-    """What `on_disconnected` receives: the kind of ending plus a human detail."""
+    """What `on_disconnected` receives: the kind of ending plus a human detail.
+
+    str(reason) is "kind: detail" (or the kind alone), as the log writes it.
+    """
 
     kind: DisconnectReason
     detail: str = ""

@@ -12,7 +12,15 @@ log = logging.getLogger("netcore.jobqueue")
 
 
 cdef class JobQueue:
-    """A serial executor of jobs with time-sliced draining and timers."""
+    """A serial executor of jobs with time-sliced draining and timers.
+
+    Jobs pushed with do_async() run on the event loop one at a time, in the
+    order they were pushed, in slices of at most `budget_ms` (the rest runs
+    in the next loop iteration, after I/O). An object whose state only its
+    own jobs touch needs no lock: subclass JobQueue (a game room) and push
+    jobs to it from anywhere on the loop. A job that raises is logged and
+    counted (`errors`), and the next one runs.
+    """
 
     def __init__(self, *, double budget_ms=DEFAULT_BUDGET_US / 1000.0):
         if budget_ms <= 0:
@@ -34,11 +42,12 @@ cdef class JobQueue:
         return d / 1e9
 
     def do_async(self, fn, *args):
-        """Push a job: fn(*args) runs after every job pushed before it."""
+        """Push a job: ``fn(*args)`` runs after every job pushed before it.
+        A closed queue refuses it (RuntimeError)."""
         self.push(fn, args)
 
     def do_timer(self, double delay_ms, fn, *args, double interval_ms=0):
-        """Push fn(*args) after delay_ms; with interval_ms, again at that fixed
+        """Push ``fn(*args)`` after delay_ms; with interval_ms, again at that fixed
         rate (deadlines do not drift with the time jobs take). Returns a
         handle whose cancel() stops it."""
         cdef JobTimer t
@@ -140,7 +149,10 @@ def _run_slice(JobQueue q):
 
 
 cdef class JobTimer:
+    """A timer of a JobQueue (do_timer): its job is pushed when it fires."""
+
     def cancel(self):
+        """Stop it: a firing that has not pushed its job yet never will."""
         cdef JobQueue q
         if self.cancelled:
             return

@@ -24,6 +24,7 @@ import logging.handlers
 import queue
 import sys
 import time
+import typing
 
 DEFAULT_PEER_LINE_RATE = 20.0           # lines per second about single peers
 BURST_SECONDS = 10.0                    # a burst of this many seconds' worth
@@ -114,8 +115,10 @@ class _Listener(logging.handlers.QueueListener):
         # may exit without the last records.
         if self._thread is None:
             return
+        bounded = typing.cast(queue.Queue, self.queue)
         try:
-            self.queue.put(self._sentinel, timeout=timeout)
+            # _sentinel: the stdlib's own end marker, absent from its type stubs.
+            bounded.put(self._sentinel, timeout=timeout)  # type: ignore[attr-defined]
         except queue.Full:
             pass
         self._thread.join(timeout)

@@ -67,7 +67,7 @@ async def wait_for(aw, timeout: float | None):
 
 
 def run(main: Coroutine[Any, Any, Any], kind: str | None = None) -> Any:
-    """asyncio.run on the chosen loop (asyncio.Runner needs 3.11; we support 3.10).
+    """asyncio.run on the chosen loop, with the Ctrl-C handling a command needs.
 
     Ctrl-C (SIGINT, where nothing else handles it) cancels `main` and waits for
     it to unwind (its `finally` and `async with` blocks run, so sessions and

@@ -77,7 +77,13 @@ cdef class SendBuffer:
 
 
 cdef class SendBufferPool:
-    """Hands out regions of pooled chunks; one pool per thread of sending code."""
+    """Hands out regions of pooled chunks; one pool per thread of sending code.
+
+    SendBufferPool(chunk_size=65536): packets are written back to back into
+    chunks of chunk_size bytes (a larger packet gets a chunk of its own); a
+    chunk is reused once every SendBuffer in it is gone. make_packet() uses
+    the process-wide default_pool().
+    """
 
     def __cinit__(self, Py_ssize_t chunk_size=DEFAULT_CHUNK_SIZE):
         if chunk_size < HEADER_SIZE:
@@ -153,7 +159,11 @@ def default_pool():
 
 
 cpdef SendBuffer make_packet(unsigned int pkt_id, object payload):
-    """Header + payload (any bytes-like) in a pooled send buffer."""
+    """Header + payload (any C-contiguous bytes-like) in a pooled send buffer:
+    the 4-byte header (uint16 total size, uint16 `pkt_id`, little-endian),
+    then `payload`. Send it to one session (session.send) or to many
+    (send_to_all): it is written once and shared. A packet of more than
+    65535 bytes (header included), or an id above 65535, raises ValueError."""
     return _write_packet(_default_pool, pkt_id, payload)
 
 

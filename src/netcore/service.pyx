@@ -174,6 +174,16 @@ async def _listen_sockets(str host, int port, bint reuse_port=False):
 
 
 cdef class Service:
+    """What both services share: the registry of their sessions (`sessions`,
+    by session_id), the limits every session of theirs runs with, and one
+    flusher that writes all their sessions once per event-loop iteration.
+
+    Keyword arguments, each also a read-only attribute: max_sessions (20000;
+    a further connection is aborted, SERVER_FULL), max_packet_size (65535, a
+    header announcing more closes the session), max_pending_bytes (1 MiB
+    unsent per session, SLOW_CONSUMER past it), flush_interval_ms (0: flush
+    every iteration), and the ones below (each 0 is off).
+    """
 
     def __init__(self, session_factory, *, Py_ssize_t max_sessions=DEFAULT_MAX_SESSIONS,
                  Py_ssize_t max_packet_size=MAX_WIRE_SIZE,
@@ -390,7 +400,15 @@ def _sweep_service(Service service):
 
 
 cdef class ServerService(Service):
-    """Listens and accepts: one session from session_factory per connection."""
+    """Listens and accepts: one session from session_factory() per connection.
+
+    Arguments: session_factory, host ("127.0.0.1"), port (0 picks a free
+    port; `port` holds the real one once started), then by keyword backlog
+    (4096), reuse_port (False; True lets the worker processes of one machine
+    share the port, SO_REUSEPORT) and any of Service's limits.
+    ``async with ServerService(...) as service:`` starts it and, on the way
+    out, closes it (close()).
+    """
 
     def __init__(self, session_factory, str host="127.0.0.1", int port=0, *,
                  int backlog=4096, bint reuse_port=False, **limits):
@@ -409,6 +427,8 @@ cdef class ServerService(Service):
             self.listeners.append(listener)
 
     async def start(self):
+        """Listen on every address of `host`; returns this service. An address
+        that cannot be listened on raises OSError, and nothing listens."""
         loop = asyncio.get_running_loop()
         self.flusher = self.make_flusher(loop)
         socks = await _listen_sockets(self.host, self.port, self.reuse_port)
@@ -467,7 +487,12 @@ cdef class ServerService(Service):
 
 
 cdef class ClientService(Service):
-    """Dials `count` sessions to one server, as the original DummyClient did."""
+    """Dials `count` sessions to one server, as the original DummyClient did.
+
+    Arguments: session_factory, host ("127.0.0.1"), port (7777), count (1),
+    then by keyword connect_concurrency (100: start() connects at most that
+    many at a time) and any of Service's limits.
+    """
 
     def __init__(self, session_factory, str host="127.0.0.1", int port=7777,
                  Py_ssize_t count=1, *, Py_ssize_t connect_concurrency=100,
@@ -489,6 +514,7 @@ cdef class ClientService(Service):
         self.transport = transport
 
     async def connect_one(self):
+        """Dial one more session; returns it (OSError when it cannot connect)."""
         if self.transport == "ws":
             from netcore.websocket import connect_websocket
             return await connect_websocket(self._make_session, self.host, self.port)
@@ -521,6 +547,7 @@ cdef class ClientService(Service):
                 return None
 
     async def close(self, reason=DisconnectReason.CLOSED, float timeout=5.0):
+        """Deliver what is queued and close every session."""
         self.stop_sweeping()
         await self.close_sessions(reason, timeout)
 

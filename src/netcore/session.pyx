@@ -271,7 +271,8 @@ cdef class Session:
     # -- user callbacks -------------------------------------------------
 
     def on_connected(self):
-        pass
+        """The connection is made and its service admitted it: the first
+        moment this session can send."""
 
     def on_recv(self, data):
         """Raw bytes received. Return how many were consumed; the rest is
@@ -279,10 +280,13 @@ cdef class Session:
         return len(data)
 
     def on_send(self, Py_ssize_t nbytes):
-        pass
+        """`nbytes` of queued packets were just handed to the transport (one
+        call per flush). Only called when a subclass overrides it."""
 
     def on_disconnected(self, reason):
-        pass
+        """The connection is gone (called once): `reason` is a
+        netcore.Disconnect, its `kind` a DisconnectReason and its `detail`
+        the words for a log. Nothing can be sent any more."""
 
     # -- public API -------------------------------------------------------
 
@@ -300,6 +304,7 @@ cdef class Session:
 
     @property
     def connected(self):
+        """The transport is open and no close has begun: send() delivers."""
         return self.transport is not None and not self.closing
 
     @property
@@ -626,7 +631,8 @@ cdef class PacketSession(Session):
     """
 
     def on_recv_packet(self, unsigned int pkt_id, bytes payload):
-        pass
+        """One whole packet, in the order the peer sent them: the header's
+        id and the payload (bytes this session may keep)."""
 
     cdef Py_ssize_t process(self, FrameReader* r) except -1:
         cdef FrameHeader h

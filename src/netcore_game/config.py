@@ -16,14 +16,9 @@ was given, so a typo never silently leaves a limit at its default.
 from __future__ import annotations
 
 import dataclasses
-import sys
+import tomllib
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:                                   # the stdlib gained tomllib in 3.11
-    import tomli as tomllib
 
 from netcore_game.server import ServerConfig
 from netcore_game.settings import (

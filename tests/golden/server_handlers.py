@@ -3,9 +3,9 @@
 ServerPacketDispatcher(<this module>) calls them with the parsed netcore_packets.Protocol_pb2
 message; dispatch() returns the handler's result.
 """
-# Stubs are written by tools/gen_handlers.py, which only ever appends stubs for
-# packets that have no handler yet and never changes existing text: fill in the
-# bodies by hand and commit them.
+# Stubs are written by netcore's generator (netcore-gen), which only ever
+# appends stubs for packets that have no handler yet and never changes existing
+# text: fill in the bodies by hand and commit them.
 
 
 def handle_C_LOGIN(session, pkt):
