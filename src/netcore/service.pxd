@@ -34,13 +34,18 @@
 # max_sessions_per_address sessions: a further one is aborted at once as
 # ADDRESS_FULL, so one host cannot take every slot of max_sessions. The count
 # is a dict keyed by address, updated at connect and at close: a getpeername
-# and an address parse per connection, nothing per packet.
+# per connection, nothing per packet. The address parse (the ipaddress
+# module, ~5 us) is cached per host string (address_keys, cleared past
+# ADDRESS_KEY_CACHE entries), so a login storm from one network parses once.
 #
 # TCP keepalive on accepted sockets (keepalive_idle seconds of silence, then
 # KEEPALIVE_PROBES probes keepalive_interval apart): a peer that vanished
 # without a FIN or RST (a pulled cable, a NAT that forgot the flow) is found
 # and its session ended as a connection error after idle + probes * interval
 # seconds, instead of holding its slot for the kernel's default two hours.
+# Set with setsockopt on the session's descriptor from C: through the
+# transport's socket object it cost a socket object and a getsockname per
+# connection, 13% of a login storm's server time.
 # A live but silent client answers the probes and stays; that is the idle
 # timeout's business.
 #
@@ -49,7 +54,7 @@
 
 from cpython.time cimport PyTime_t
 
-from netcore.session cimport SendFlusher
+from netcore.session cimport SendFlusher, Session
 from netcore.stats cimport PacketStats
 
 cdef enum:
@@ -61,6 +66,7 @@ cdef enum:
     KEEPALIVE_PROBES = 3
     MAX_KEEPALIVE_S = 32767
     ABORT_WAIT_MS = 1000        # close_sessions: for aborted stragglers to be gone
+    ADDRESS_KEY_CACHE = 4096    # host strings whose address key is remembered
 
 
 cdef class Service:
@@ -82,6 +88,7 @@ cdef class Service:
     cdef readonly Py_ssize_t max_sessions_per_address   # 0: no cap
     cdef readonly tuple exempt_networks     # not counted per address
     cdef readonly dict address_sessions     # address key -> sessions open from it
+    cdef dict address_keys                  # host string -> its address key (a cache)
     cdef readonly unsigned long long rejected_by_address
     cdef readonly double keepalive_idle     # seconds; 0: no keepalive
     cdef readonly double keepalive_interval
@@ -92,6 +99,7 @@ cdef class Service:
     cdef readonly double sweep_interval     # seconds between sweeps; 0 when there is none
     cdef SendFlusher flusher
     cdef object new_session(self)
+    cdef object address_key_of(self, Session s)
     cdef SendFlusher make_flusher(self, object loop)
     cdef int start_sweeping(self, object loop) except -1
     cdef void stop_sweeping(self) noexcept

@@ -22,6 +22,37 @@ from netcore.session cimport (
     send_to_all,
 )
 
+cdef extern from *:
+    """
+    #ifdef _WIN32
+    static int netcore_keepalive(int fd, int idle, int interval, int probes) {
+        (void)fd; (void)idle; (void)interval; (void)probes;
+        return -1;                  /* no descriptor path: the socket object's */
+    }
+    #else
+    #include <sys/socket.h>
+    #include <netinet/in.h>
+    #include <netinet/tcp.h>
+    static int netcore_keepalive(int fd, int idle, int interval, int probes) {
+        int on = 1;
+        if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) < 0) return -1;
+    #if defined(TCP_KEEPIDLE)
+        if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) < 0) return -1;
+    #elif defined(TCP_KEEPALIVE)            /* macOS names the idle time so */
+        if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPALIVE, &idle, sizeof idle) < 0) return -1;
+    #endif
+    #ifdef TCP_KEEPINTVL
+        if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval) < 0) return -1;
+    #endif
+    #ifdef TCP_KEEPCNT
+        if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes) < 0) return -1;
+    #endif
+        return 0;
+    }
+    #endif
+    """
+    int netcore_keepalive(int fd, int idle, int interval, int probes) nogil
+
 log = logging.getLogger("netcore.service")
 
 cdef object LOGIN_TIMEOUT = DisconnectReason.LOGIN_TIMEOUT
@@ -224,6 +255,7 @@ cdef class Service:
         self.max_pending_bytes_total = max_pending_bytes_total
         self.max_sessions_per_address = max_sessions_per_address
         self.address_sessions = {}
+        self.address_keys = {}
         self.max_packets_per_read = max_packets_per_read
         packet_burst = default_burst(packet_rate, packet_burst)
         rate_init(&check, packet_rate, packet_burst)    # refuse a bad limit now, not per session
@@ -341,7 +373,7 @@ cdef class Service:
             s.close(DisconnectReason.SERVER_FULL, f"{self.max_sessions} sessions", True)
             return False
         if self.max_sessions_per_address:
-            key = address_key(s.peername, self.exempt_networks)
+            key = self.address_key_of(s)
             if key is not None:
                 n = self.address_sessions.get(key, 0)
                 if n >= self.max_sessions_per_address:
@@ -351,12 +383,32 @@ cdef class Service:
                 self.address_sessions[key] = n + 1
         self.sessions[s.session_id] = s
         if self.keepalive_idle:
-            _set_keepalive(s.transport, self.keepalive_idle, self.keepalive_interval)
+            # An error means the connection is gone already (connection_lost
+            # follows) or, on Windows, no descriptor path: the socket object's.
+            if s.fd < 0 or netcore_keepalive(
+                    s.fd, <int>math.ceil(self.keepalive_idle),
+                    <int>math.ceil(self.keepalive_interval), KEEPALIVE_PROBES) < 0:
+                _set_keepalive(s.transport, self.keepalive_idle, self.keepalive_interval)
         return True
+
+    cdef object address_key_of(self, Session s):
+        peer = s.peername
+        if not peer or not isinstance(peer, tuple) or not isinstance(peer[0], str):
+            return address_key(peer, self.exempt_networks)
+        host = peer[0]
+        try:
+            return self.address_keys[host]
+        except KeyError:
+            pass
+        key = address_key(peer, self.exempt_networks)
+        if len(self.address_keys) >= ADDRESS_KEY_CACHE:
+            self.address_keys.clear()
+        self.address_keys[host] = key
+        return key
 
     def _session_ended(self, Session s):
         if self.sessions.pop(s.session_id, None) is not None and self.max_sessions_per_address:
-            key = address_key(s.peername, self.exempt_networks)
+            key = self.address_key_of(s)
             if key is not None:
                 n = self.address_sessions.pop(key, 0) - 1
                 if n > 0:
