@@ -149,6 +149,25 @@ def median(values):
     return statistics.median(finite) if finite else None
 
 
+def summarize(runs: list[dict]) -> dict:
+    """One scenario's figures: the medians over its runs (of the runs that
+    have each figure), and PASS where most runs passed."""
+    out = {
+        "deliveries": median(r["deliveries_per_s"] for r in runs),
+        "p50": median(latency(r, "p50") for r in runs),
+        "p99": median(latency(r, "p99") for r in runs),
+        "max": median(latency(r, "max") for r in runs),
+        "late_or_lost": median(r["lost"] for r in runs),
+        "failed": median(r["failed"] for r in runs),
+        "cpu": median(r["cpu"] for r in runs),
+        "rss": median(r["rss"] for r in runs),
+        "pass": sum(passes(r) for r in runs) * 2 > len(runs),
+    }
+    for key in ("cpu_per_m", "cpu_per_k_in"):
+        out[key] = median(r.get(key) for r in runs)
+    return out
+
+
 def scenario(kind, clients, rooms, args, port):
     runs = []
     for _ in range(args.repeat):
@@ -166,19 +185,7 @@ def scenario(kind, clients, rooms, args, port):
             server.stop()
         runs.append(r)
         port += 1
-    return {
-        "deliveries": median(r["deliveries_per_s"] for r in runs),
-        "p50": median(latency(r, "p50") for r in runs),
-        "p99": median(latency(r, "p99") for r in runs),
-        "max": median(latency(r, "max") for r in runs),
-        "late_or_lost": median(r["lost"] for r in runs),
-        "failed": median(r["failed"] for r in runs),
-        "cpu": median(r["cpu"] for r in runs),
-        "cpu_per_m": median(r["cpu_per_m"] for r in runs),
-        "cpu_per_k_in": median(r["cpu_per_k_in"] for r in runs),
-        "rss": median(r["rss"] for r in runs),
-        "pass": sum(passes(r) for r in runs) * 2 > len(runs),
-    }, port
+    return summarize(runs), port
 
 
 def fmt(value, spec, width):

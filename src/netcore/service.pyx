@@ -166,6 +166,24 @@ def _open_spare():
         return -1       # out of descriptors already: the next listen() or shed retries
 
 
+async def _serve_on(str host, int port, bint reuse_port, start):
+    """Listeners on every address of host: start(sock) awaited for each bound
+    socket (loop.create_server's, picows's); on any failure all that was made
+    is closed again and the error raised. Returns (servers, the bound port)."""
+    socks = await _listen_sockets(host, port, reuse_port)
+    servers = []
+    try:
+        for sock in socks:
+            servers.append(await start(sock))
+    except BaseException:
+        for server in servers:
+            server.close()
+        for sock in socks:
+            sock.close()
+        raise
+    return servers, socks[0].getsockname()[1]
+
+
 async def _listen_sockets(str host, int port, bint reuse_port=False):
     """Bound (not yet listening) sockets for every address of host, as
     loop.create_server would make them. With reuse_port, several processes
@@ -483,20 +501,9 @@ cdef class ServerService(Service):
         that cannot be listened on raises OSError, and nothing listens."""
         loop = asyncio.get_running_loop()
         self.flusher = self.make_flusher(loop)
-        socks = await _listen_sockets(self.host, self.port, self.reuse_port)
-        self.servers = []
-        try:
-            for sock in socks:
-                self.servers.append(await loop.create_server(
-                    self._accept, sock=sock, backlog=self.backlog))
-        except BaseException:
-            for server in self.servers:
-                server.close()
-            for sock in socks:
-                sock.close()
-            self.servers = None
-            raise
-        self.port = socks[0].getsockname()[1]
+        self.servers, self.port = await _serve_on(
+            self.host, self.port, self.reuse_port,
+            lambda sock: loop.create_server(self._accept, sock=sock, backlog=self.backlog))
         self.start_sweeping(loop)
         log.info("listening on %s:%d", self.host, self.port)
         return self

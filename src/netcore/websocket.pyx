@@ -18,7 +18,7 @@ from netcore.errors import Disconnect, DisconnectReason
 from netcore.framing import header_error
 from netcore.logs import peer_line
 from netcore.origins import DEFAULT_ORIGINS, OriginPolicy
-from netcore.service import _listen_sockets
+from netcore.service import _serve_on
 from netcore.session import _drain_backlog
 
 from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
@@ -385,23 +385,13 @@ cdef class WebSocketListener:
     async def start(self):
         """Listen (the service must be started); returns self."""
         loop = asyncio.get_running_loop()
-        socks = await _listen_sockets(self.host, self.port, self.reuse_port)
-        self.servers = []
-        try:
-            for sock in socks:
-                self.servers.append(await ws_create_server(
-                    self._request, sock=sock, backlog=self.backlog,
-                    websocket_handshake_timeout=HANDSHAKE_TIMEOUT_S,
-                    logger_name=picows_log, enable_auto_ping=False, enable_auto_pong=True,
-                    max_frame_size=self.max_message_size, use_aiofastnet=False))
-        except BaseException:
-            for server in self.servers:
-                server.close()
-            for sock in socks:
-                sock.close()
-            self.servers = None
-            raise
-        self.port = socks[0].getsockname()[1]
+        self.servers, self.port = await _serve_on(
+            self.host, self.port, self.reuse_port,
+            lambda sock: ws_create_server(
+                self._request, sock=sock, backlog=self.backlog,
+                websocket_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+                logger_name=picows_log, enable_auto_ping=False, enable_auto_pong=True,
+                max_frame_size=self.max_message_size, use_aiofastnet=False))
         self.service.add_listener(self)
         log.info("websocket on %s:%d", self.host, self.port)
         return self
