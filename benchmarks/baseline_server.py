@@ -26,6 +26,24 @@ def frame(pkt_id, msg):
     return struct.pack("<HH", len(body) + 4, pkt_id) + body
 
 
+def login_reply():
+    return frame(S_LOGIN, pb.S_LOGIN(success=True, players=[
+        Player(name="Knight1", playerType=PLAYER_TYPE_KNIGHT),
+        Player(name="Knight2", playerType=PLAYER_TYPE_KNIGHT)]))
+
+
+def enter(body):
+    """C_ENTER_GAME: (the new player's id, its room's member set, the reply)."""
+    player_id = next(player_ids)
+    room = rooms.setdefault(pb.C_ENTER_GAME.FromString(body).roomId, set())
+    return player_id, room, frame(S_ENTER_GAME, pb.S_ENTER_GAME(success=True,
+                                                               playerId=player_id))
+
+
+def chat_packet(player_id, body):
+    return frame(S_CHAT, pb.S_CHAT(playerId=player_id, msg=pb.C_CHAT.FromString(body).msg))
+
+
 async def handle(reader, writer):
     player_id = room = None
     try:
@@ -33,18 +51,13 @@ async def handle(reader, writer):
             size, pkt_id = struct.unpack("<HH", await reader.readexactly(4))
             body = await reader.readexactly(size - 4)
             if pkt_id == C_LOGIN:
-                writer.write(frame(S_LOGIN, pb.S_LOGIN(success=True, players=[
-                    Player(name="Knight1", playerType=PLAYER_TYPE_KNIGHT),
-                    Player(name="Knight2", playerType=PLAYER_TYPE_KNIGHT)])))
+                writer.write(login_reply())
             elif pkt_id == C_ENTER_GAME:
-                enter = pb.C_ENTER_GAME.FromString(body)
-                player_id = next(player_ids)
-                room = rooms.setdefault(enter.roomId, set())
-                writer.write(frame(S_ENTER_GAME, pb.S_ENTER_GAME(success=True, playerId=player_id)))
+                player_id, room, reply = enter(body)
+                writer.write(reply)
                 room.add(writer)
             elif pkt_id == C_CHAT and room is not None:
-                chat = pb.C_CHAT.FromString(body)
-                data = frame(S_CHAT, pb.S_CHAT(playerId=player_id, msg=chat.msg))
+                data = chat_packet(player_id, body)
                 for member in room:
                     member.write(data)
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -62,9 +75,9 @@ async def main(port):
         await server.serve_forever()
 
 
-if __name__ == "__main__":
+def cli(main, default_port):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, default=7778)
+    ap.add_argument("--port", type=int, default=default_port)
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = ap.parse_args()
     if args.loop == "uvloop":
@@ -74,3 +87,7 @@ if __name__ == "__main__":
         asyncio.run(main(args.port))
     except KeyboardInterrupt:
         sys.exit(0)
+
+
+if __name__ == "__main__":
+    cli(main, 7778)

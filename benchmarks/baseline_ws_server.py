@@ -5,30 +5,16 @@ Same protocol as netcore-server's --ws-port (guest login, enter with roomId,
 S_CHAT to the room; each binary message carries whole packets), so
 `netcore-dummy --transport ws` drives both. For each chat, one
 `await member.send(...)` per member of the room, as the library's examples do.
+The protocol's few lines are baseline_server.py's (same folder).
 
     python benchmarks/baseline_ws_server.py [--port 7779] [--loop asyncio|uvloop]
 """
-import argparse
-import asyncio
-import itertools
 import struct
-import sys
 
 import websockets
 from websockets.asyncio.server import serve
 
-from netcore_packets import Protocol_pb2 as pb
-from netcore_packets.Enum_pb2 import PLAYER_TYPE_KNIGHT
-from netcore_packets.Struct_pb2 import Player
-
-C_LOGIN, S_LOGIN, C_ENTER_GAME, S_ENTER_GAME, C_CHAT, S_CHAT = range(1000, 1006)
-player_ids = itertools.count(1)
-rooms = {}
-
-
-def frame(pkt_id, msg):
-    body = msg.SerializeToString()
-    return struct.pack("<HH", len(body) + 4, pkt_id) + body
+from baseline_server import C_CHAT, C_ENTER_GAME, C_LOGIN, chat_packet, cli, enter, login_reply
 
 
 def packets(data):
@@ -45,19 +31,13 @@ async def handle(ws):
         async for message in ws:
             for pkt_id, body in packets(message):
                 if pkt_id == C_LOGIN:
-                    await ws.send(frame(S_LOGIN, pb.S_LOGIN(success=True, players=[
-                        Player(name="Knight1", playerType=PLAYER_TYPE_KNIGHT),
-                        Player(name="Knight2", playerType=PLAYER_TYPE_KNIGHT)])))
+                    await ws.send(login_reply())
                 elif pkt_id == C_ENTER_GAME:
-                    enter = pb.C_ENTER_GAME.FromString(body)
-                    player_id = next(player_ids)
-                    room = rooms.setdefault(enter.roomId, set())
-                    await ws.send(frame(S_ENTER_GAME, pb.S_ENTER_GAME(success=True,
-                                                                      playerId=player_id)))
+                    player_id, room, reply = enter(body)
+                    await ws.send(reply)
                     room.add(ws)
                 elif pkt_id == C_CHAT and room is not None:
-                    chat = pb.C_CHAT.FromString(body)
-                    data = frame(S_CHAT, pb.S_CHAT(playerId=player_id, msg=chat.msg))
+                    data = chat_packet(player_id, body)
                     for member in list(room):
                         try:
                             await member.send(data)
@@ -79,14 +59,4 @@ async def main(port):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--port", type=int, default=7779)
-    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
-    args = ap.parse_args()
-    if args.loop == "uvloop":
-        import uvloop
-        uvloop.install()
-    try:
-        asyncio.run(main(args.port))
-    except KeyboardInterrupt:
-        sys.exit(0)
+    cli(main, 7779)
