@@ -1,9 +1,5 @@
-"""Types of the compiled netcore.sendqueue (sendqueue.pyx, sendqueue.pxd)."""
-from typing_extensions import disjoint_base
+"""Types of the compiled netcore.sendqueue (sendqueue.pyx, sendqueue.pxd).
 
-
-@disjoint_base
-class SendQueue:
-    @property
-    def nbytes(self) -> int: ...
-    def __len__(self) -> int: ...
+The send queue is a C struct embedded in each Session, with C functions
+only: nothing of it is visible from Python (Session.pending_bytes tells
+how much is queued)."""

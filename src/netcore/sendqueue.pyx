@@ -1,6 +1,9 @@
 # cython: language_level=3
+"""A session's outgoing packets between two flushes (see sendqueue.pxd)."""
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_XDECREF
 from libc.string cimport memcpy
 
 from netcore.sendbuffer cimport SendBuffer
@@ -24,60 +27,68 @@ cdef extern from *:
     Py_ssize_t netcore_writev(int fd, netcore_iovec* iov, int n) nogil
 
 
-cdef class SendQueue:
+cdef int sq_grow(SendQueue* q) except -1:
+    cdef Py_ssize_t cap = q.cap * 2 if q.cap else QUEUE_INITIAL
+    cdef PyObject** items = <PyObject**>PyMem_Realloc(q.items, cap * sizeof(PyObject*))
+    if items == NULL:
+        raise MemoryError()
+    q.items = items
+    q.cap = cap
+    return 0
 
-    def __cinit__(self):
-        self.items = []
 
-    def __len__(self):
-        return len(self.items)
+cdef void sq_clear(SendQueue* q) noexcept:
+    # Reset first: a buffer's deallocation runs no code of ours, but the
+    # queue is consistent whatever it runs.
+    cdef Py_ssize_t i, n = q.n
+    q.n = 0
+    q.nbytes = 0
+    for i in range(n):
+        Py_XDECREF(q.items[i])
+    if q.cap > QUEUE_KEPT:
+        # A burst's array (a paused reader's backlog) is not held for good.
+        PyMem_Free(q.items)
+        q.items = NULL
+        q.cap = 0
 
-    cdef bytes take_joined(self):
-        """Everything queued as one bytes object; the queue is left empty."""
-        cdef list items = self.items
-        cdef Py_ssize_t i, n = len(items)
-        cdef SendBuffer buf
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, self.nbytes)
-        cdef char* p = PyBytes_AS_STRING(out)
-        for i in range(n):
-            buf = <SendBuffer>PyList_GET_ITEM(items, i)
-            memcpy(p, buf.data, buf.size)
-            p += buf.size
-        self.clear()
-        return out
 
-    cdef Py_ssize_t write_to(self, int fd) noexcept:
-        cdef netcore_iovec iov[MAX_IOV]
-        cdef list items = self.items
-        cdef Py_ssize_t i, n = PyList_GET_SIZE(items)
-        cdef SendBuffer buf
-        if n == 0 or n > MAX_IOV:
-            return -1
-        for i in range(n):
-            buf = <SendBuffer>PyList_GET_ITEM(items, i)
-            iov[i].iov_base = buf.data
-            iov[i].iov_len = <size_t>buf.size
-        return netcore_writev(fd, iov, <int>n)
+cdef void sq_free(SendQueue* q) noexcept:
+    sq_clear(q)
+    PyMem_Free(q.items)           # NULL-safe
+    q.items = NULL
+    q.cap = 0
 
-    cdef bytes take_joined_after(self, Py_ssize_t skip):
-        cdef list items = self.items
-        cdef Py_ssize_t i, n = len(items), size
-        cdef SendBuffer buf
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, self.nbytes - skip)
-        cdef char* p = PyBytes_AS_STRING(out)
-        for i in range(n):
-            buf = <SendBuffer>PyList_GET_ITEM(items, i)
-            size = buf.size
-            if skip >= size:
-                skip -= size
-                continue
-            memcpy(p, buf.data + skip, size - skip)
-            p += size - skip
-            skip = 0
-        self.clear()
-        return out
 
-    cdef void clear(self) noexcept:
-        # Dropping the references lets the pool recycle their chunks.
-        del self.items[:]
-        self.nbytes = 0
+cdef bytes sq_take_joined(SendQueue* q):
+    return sq_take_joined_after(q, 0)
+
+
+cdef bytes sq_take_joined_after(SendQueue* q, Py_ssize_t skip):
+    cdef Py_ssize_t i, size
+    cdef SendBuffer buf
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, q.nbytes - skip)
+    cdef char* p = PyBytes_AS_STRING(out)
+    for i in range(q.n):
+        buf = <SendBuffer>q.items[i]
+        size = buf.size
+        if skip >= size:
+            skip -= size
+            continue
+        memcpy(p, buf.data + skip, size - skip)
+        p += size - skip
+        skip = 0
+    sq_clear(q)
+    return out
+
+
+cdef Py_ssize_t sq_write_to(SendQueue* q, int fd) noexcept:
+    cdef netcore_iovec iov[MAX_IOV]
+    cdef Py_ssize_t i, n = q.n
+    cdef SendBuffer buf
+    if n == 0 or n > MAX_IOV:
+        return -1
+    for i in range(n):
+        buf = <SendBuffer>q.items[i]
+        iov[i].iov_base = buf.data
+        iov[i].iov_len = <size_t>buf.size
+    return netcore_writev(fd, iov, <int>n)

@@ -129,7 +129,7 @@ cdef class Session:
     cdef readonly unsigned long long writes
     cdef readonly unsigned long long direct_writes  # of which the kernel took whole (writev)
     cdef RecvBuffer rbuf
-    cdef SendQueue queue
+    cdef SendQueue queue                    # a struct, embedded: see sendqueue.pxd
     cdef SendFlusher flusher
     cdef PacketStats stats                  # the service's counters; None: not counted
     # Fairness under a flood: at most this many packets are handled per read

@@ -21,7 +21,9 @@ from netcore.framing cimport (
 )
 from netcore.recvbuffer cimport RecvBuffer
 from netcore.sendbuffer cimport SendBuffer
-from netcore.sendqueue cimport SendQueue
+from netcore.sendqueue cimport (
+    sq_clear, sq_free, sq_push, sq_take_joined, sq_take_joined_after, sq_write_to,
+)
 from netcore.stats cimport PacketStats
 from netcore.session cimport RateLimit, rate_admit
 
@@ -246,11 +248,13 @@ cdef class Session:
         self.session_id = next(_session_ids)
         self.transport_kind = "tcp"
         self.rbuf = RecvBuffer.__new__(RecvBuffer)
-        self.queue = SendQueue.__new__(SendQueue)
         self.max_packet_size = MAX_WIRE_SIZE
         self.max_pending_bytes = DEFAULT_MAX_PENDING_BYTES
         self.wants_on_send = type(self).on_send is not Session.on_send
         self.fd = -1
+
+    def __dealloc__(self):
+        sq_free(&self.queue)
 
     cdef int configure(self, object service, SendFlusher flusher,
                        Py_ssize_t max_packet_size, Py_ssize_t max_pending_bytes,
@@ -522,7 +526,7 @@ cdef class Session:
             return 0
         if self.transport is None:
             raise ConnectionError("session is not connected")
-        self.queue.push(buf)
+        sq_push(&self.queue, buf)
         self.flusher.pending_bytes += buf.size
         if self.stats is not None and buf.size >= HEADER_SIZE:
             if buf.frames <= 1:
@@ -546,10 +550,10 @@ cdef class Session:
     cdef void drop_queue(self) noexcept:
         if self.flusher is not None:
             self.flusher.pending_bytes -= self.queue.nbytes
-        self.queue.clear()
+        sq_clear(&self.queue)
 
     cdef int flush(self) except -1:
-        cdef Py_ssize_t n = len(self.queue.items)
+        cdef Py_ssize_t n = self.queue.n
         cdef Py_ssize_t total = self.queue.nbytes, written = -1
         self.flush_scheduled = False
         if n == 0 or self.write_paused or self.transport is None:
@@ -563,16 +567,16 @@ cdef class Session:
             if self.transport_holds and self.transport.get_write_buffer_size() == 0:
                 self.transport_holds = False
             if not self.transport_holds:
-                written = self.queue.write_to(self.fd)
+                written = sq_write_to(&self.queue, self.fd)
         if written == total:
-            self.queue.clear()
+            sq_clear(&self.queue)
             self.direct_writes += 1
         else:
             self.transport_holds = True
             if written > 0:
-                self.transport.write(self.queue.take_joined_after(written))
+                self.transport.write(sq_take_joined_after(&self.queue, written))
             else:
-                self.transport.write(self.queue.take_joined())
+                self.transport.write(sq_take_joined(&self.queue))
         self.flusher.pending_bytes -= total
         self.writes += 1
         self.packets_sent += n
@@ -588,7 +592,7 @@ cdef class Session:
                 # reads nor closes): cut it short, and say so.
                 self.close_reason = Disconnect(kind, detail)
                 self.aborted = True
-                self.queue.clear()
+                sq_clear(&self.queue)
                 self.transport.abort()
             return 0
         self.closing = True
@@ -617,7 +621,7 @@ cdef class Session:
             # uvloop closes the transport of a cancelled create_connection
             # itself (is_closing() still False) and refuses every later call
             # on it; its connection_lost, which ends this session, follows.
-            self.queue.clear()
+            sq_clear(&self.queue)
         return 0
 
 
