@@ -9,9 +9,10 @@
 # keep_tail (moved at most once). Payloads reach user code as bytes they may keep.
 #
 # Send path: send() appends a shared SendBuffer to the session's SendQueue (a
-# buffer still open, its size not yet known, is refused) and
-# marks the session dirty in its SendFlusher; once per event-loop iteration the
-# flusher writes every dirty session's queue in one transport.write each. The
+# C struct inside the session, sendqueue.pxd; a buffer still open, its size
+# not yet known, is refused) and marks the session dirty in its SendFlusher;
+# once per event-loop iteration the flusher writes every dirty session's queue
+# in one write each (writev on the socket, the rest through the transport). The
 # queue is bounded (max_pending_bytes): past it the session is a slow consumer
 # and is aborted, so a reader that stalls costs the server a bounded amount of
 # memory and never delays anyone else. While the transport is paused (its own
