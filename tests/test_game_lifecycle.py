@@ -174,6 +174,36 @@ def test_churn_leaves_no_cyclic_garbage(run, tmp_path):
     assert grown == {}, f"live objects grew over {cycles - 2} churn cycles: {grown}"
 
 
+def test_quiesce_hands_every_packet_already_read_to_its_room(run, tmp_path):
+    # One packet per read: 30 chats sent in one write are read at once and
+    # handled one per loop iteration. quiesce() pauses reading; when it
+    # returns, every chat already read must have run in its room (and queued
+    # its S_CHAT to both members), or the sessions closed next would miss
+    # the broadcasts of chats handled after their close (seen as a SIGTERM
+    # test in which one client got 6 chats fewer than the others).
+    n = 30
+
+    def chats(server):
+        stats = server.service.packet_stats.snapshot()
+        return stats.get(1004, (0,))[0], stats.get(1005, (0, 0, 0))[2]
+
+    async def go():
+        config = ServerConfig(port=0, max_packets_per_read=1)
+        async with GameServer(config, SQLiteDatabase(tmp_path / "game.db")) as server:
+            a, b = await in_game(server.port, 2)
+            a.transport.write(b"".join(bytes(make_send_buffer(pb.C_CHAT(msg=f"{i}")))
+                                       for i in range(n)))
+            await b.wait_chats(1)       # read, and the first handled: the rest wait
+            await server.quiesce()
+            at_return = chats(server)
+            await b.wait_chats(n)
+            return at_return, chats(server)
+
+    at_return, at_end = run(go())
+    assert at_return == (n, 2 * n)      # chats in, S_CHATs out: all of them, at once
+    assert at_end == at_return          # and nothing handled after quiesce returned
+
+
 def test_a_leave_after_the_rooms_are_closed_is_not_an_error(run, tmp_path):
     # Shutdown closes the rooms once the sessions are closed, but a peer that
     # does not close in time is aborted, and its leave comes after.

@@ -441,6 +441,21 @@ cdef class Service:
         for s in list(self.sessions.values()):
             (<Session>s).pause_reading()
 
+    async def drain_backlogs(self):
+        """After pause_reading(): wait until every packet already read has
+        reached its handler. A capped read (max_packets_per_read) leaves the
+        rest in the session's buffer, handled a cap's worth per loop
+        iteration; a shutdown that closed sessions meanwhile would deliver
+        those packets' broadcasts to the sessions still open and not to the
+        ones already closed."""
+        while True:
+            for s in self.sessions.values():
+                if (<Session>s).backlogged and not (<Session>s).closing:
+                    break
+            else:
+                return
+            await asyncio.sleep(0)      # one iteration: each backlog drains a cap's worth
+
     async def close_sessions(self, reason=DisconnectReason.SHUTDOWN, float timeout=5.0):
         """Flush and close every session, waiting for them to be gone: when
         this returns, every on_disconnected has run."""

@@ -339,6 +339,7 @@ class GameServer:
         (with a link) every op forwarded to other workers, acknowledged."""
         self.service.stop_accepting()
         self.service.pause_reading()
+        await self.service.drain_backlogs()     # packets read before the pause reach their rooms
         if self.link is not None:
             await self.link.quiesce()
         await self.rooms.drain()        # every accepted packet's jobs run and queue their sends
