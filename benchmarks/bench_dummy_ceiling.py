@@ -14,6 +14,8 @@ by a plain-Python receiver (protobuf parse and checks in on_recv_packet) as
 the baseline the C path replaces.
 
     python benchmarks/bench_dummy_ceiling.py [--conns 100] [--rounds 1000] [--runs 3]
+    python benchmarks/bench_dummy_ceiling.py --conns 10000 --rooms 100 --rounds 20 \
+        --blaster c --send-chunk 100      # the many-rooms shape, a chat or two per read
 """
 import argparse
 import asyncio
@@ -24,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import netcore
@@ -107,20 +110,22 @@ class PythonReceiver(PacketSession):
                 st["done"].set_result(None)
 
 
-async def receive(port, conns, rounds, path):
+async def receive(port, conns, rounds, path, rooms=1):
     loop = asyncio.get_running_loop()
-    expected = conns * conns * rounds
+    m = conns // rooms      # members per room; client i is in room i % rooms, as the dummy has it
+    expected = conns * m * rounds
     done = loop.create_future()
     if path == "c":
         tally = Tally(conns)
         for i in range(conns):
-            tally.set_member(i, 0, i, FIRST_PLAYER_ID + i)
+            tally.set_member(i, i % rooms, i // rooms, FIRST_PLAYER_ID + i)
         tally.expect(expected, lambda: done.set_result(None))
         indices = iter(range(conns))
 
         def factory():
-            s = DummySession(tally, next(indices), 1)
-            s.arm(conns)            # armed before a byte can arrive
+            i = next(indices)
+            s = DummySession(tally, i, rooms)
+            s.arm(m)                # armed before a byte can arrive
             return s
     else:
         state = {"unique": 0, "wrong": 0, "first": 0.0, "last": 0.0,
@@ -153,8 +158,14 @@ async def receive(port, conns, rounds, path):
 
 def one_run(kind, path, args, rounds):
     me = [sys.executable, os.path.abspath(__file__), "--conns", str(args.conns),
-          "--rounds", str(rounds), "--size", str(args.size), "--send-chunk", str(args.send_chunk)]
-    blast = subprocess.Popen(["taskset", "-c", "1", *me, "--role", "blaster"],
+          "--rounds", str(rounds), "--size", str(args.size), "--send-chunk", str(args.send_chunk),
+          "--rooms", str(args.rooms)]
+    if args.blaster_exe:
+        blaster_cmd = [args.blaster_exe, str(args.conns), str(args.rooms), str(rounds),
+                       str(args.size), str(args.send_chunk)]
+    else:
+        blaster_cmd = [*me, "--role", "blaster"]
+    blast = subprocess.Popen(["taskset", "-c", "1", *blaster_cmd],
                              stdout=subprocess.PIPE, text=True)
     try:
         port = blast.stdout.readline().strip()
@@ -166,7 +177,7 @@ def one_run(kind, path, args, rounds):
         if blast.poll() is None:
             blast.kill()
     result = json.loads(out)
-    if result["unique"] != args.conns ** 2 * rounds or result["errors"]:
+    if result["unique"] != args.conns * (args.conns // args.rooms) * rounds or result["errors"]:
         raise SystemExit(f"receiver miscounted: {result}")
     return result
 
@@ -184,19 +195,40 @@ def main():
     ap.add_argument("--port", type=int)
     ap.add_argument("--loop", choices=netcore.loop.LOOP_KINDS)
     ap.add_argument("--path", choices=["c", "python"], default="c")
+    ap.add_argument("--rooms", type=int, default=1,
+                    help="rooms of conns / rooms members each (the many-rooms shape); "
+                         "more than one needs --blaster c")
+    ap.add_argument("--blaster", choices=["python", "c"], default="python",
+                    help="c: chat_blaster.c, built here with gcc; the Python blaster is the "
+                         "bound once its sends are small")
     args = ap.parse_args()
+    if args.conns % args.rooms:
+        ap.error("--conns must be a multiple of --rooms")
+    if args.rooms > 1 and args.blaster != "c" and args.role is None:
+        ap.error("--rooms above 1 needs --blaster c")
     if args.role == "blaster":
         return blaster(args.conns, args.rounds, args.size, args.send_chunk)
     if args.role == "receiver":
-        result = netcore.run(receive(args.port, args.conns, args.rounds, args.path), args.loop)
+        result = netcore.run(receive(args.port, args.conns, args.rounds, args.path, args.rooms),
+                             args.loop)
         print(json.dumps(result))
         return None
 
+    args.blaster_exe = None
+    workdir = tempfile.TemporaryDirectory()
+    if args.blaster == "c":
+        args.blaster_exe = os.path.join(workdir.name, "chat_blaster")
+        subprocess.run(["gcc", "-O2", "-o", args.blaster_exe,
+                        os.path.join(os.path.dirname(os.path.abspath(__file__)), "chat_blaster.c")],
+                       check=True)
     kinds = ["asyncio"] + (["uvloop"] if netcore.loop.uvloop_available() else [])
-    print(f"{args.conns} connections in one room, {args.size}-byte chats, blaster send() of "
-          f"{args.send_chunk:,} B, receiver on core 0, blaster on core 1, "
+    shape = "one room" if args.rooms == 1 else f"{args.rooms} rooms of {args.conns // args.rooms}"
+    print(f"{args.conns} connections in {shape}, {args.size}-byte chats, {args.blaster} blaster "
+          f"send() of {args.send_chunk:,} B, receiver on core 0, blaster on core 1, "
           f"median of {args.runs} runs")
-    for path, rounds in (("c", args.rounds), ("python", args.python_rounds)):
+    paths = (("c", args.rounds),) if args.rooms > 1 else (("c", args.rounds),
+                                                          ("python", args.python_rounds))
+    for path, rounds in paths:
         label = "C tally" if path == "c" else "Python baseline"
         for kind in kinds:
             runs = [one_run(kind, path, args, rounds) for _ in range(args.runs)]
@@ -205,7 +237,8 @@ def main():
             busy = statistics.median(r["busy"] for r in runs)
             print(f"  {label:15s} {kind:8s} {mid:>12,.0f} deliveries/s  "
                   f"(runs {', '.join(f'{r:,.0f}' for r in rates)}; "
-                  f"{args.conns ** 2 * rounds:,} each; receiver CPU {busy:.0%})")
+                  f"{args.conns * (args.conns // args.rooms) * rounds:,} each; "
+                  f"receiver CPU {busy:.0%})")
     return None
 
 
