@@ -11,6 +11,7 @@ from netcore_packets import Protocol_pb2 as pb
 from netcore_packets.client_dispatch import PACKET_IDS, make_send_buffer
 
 from netcore import ClientService, PacketSession
+from support import until_changed
 
 MESSAGE_BY_ID = {pkt_id: getattr(pb, name) for name, pkt_id in PACKET_IDS.items()}
 
@@ -93,11 +94,7 @@ class GameClient(PacketSession):
         self.send(make_send_buffer(pkt))
 
     async def until(self, predicate, timeout=10.0):
-        async def wait():
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-        await asyncio.wait_for(wait(), timeout)
+        await until_changed(self._changed, predicate, timeout)
 
     async def expect(self, name, timeout=10.0):
         """The next packet of this type (consumed from the inbox)."""

@@ -13,6 +13,15 @@ def packet(pkt_id: int, payload: bytes = b"") -> bytes:
     return struct.pack("<HH", len(payload) + 4, pkt_id) + payload
 
 
+async def until_changed(changed: asyncio.Event, predicate, timeout=10.0):
+    """Wait until predicate() holds, checked now and each time `changed` is set."""
+    async def wait():
+        while not predicate():
+            changed.clear()
+            await changed.wait()
+    await asyncio.wait_for(wait(), timeout)
+
+
 class Recorder(PacketSession):
     """Records packets and the disconnect reason; tests wait on them."""
 
@@ -42,11 +51,7 @@ class Recorder(PacketSession):
 
     async def until(self, predicate, timeout=10.0):
         """Wait until predicate() holds, checked after every packet and at the end."""
-        async def wait():
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-        await asyncio.wait_for(wait(), timeout)
+        await until_changed(self._changed, predicate, timeout)
 
     async def wait_packets(self, n, timeout=10.0):
         self._want = n
