@@ -82,6 +82,17 @@ def as_a_plain_user():
 
 # -- the database at start ---------------------------------------------------------
 
+def assert_alice_logs_in(tmp_path, **server_args):
+    """A fresh server on the same database logs alice in and exits 0."""
+    with ServerProcess(tmp_path, LOOP, **server_args) as server:
+        async def go():
+            (c,) = await connect(server.port)
+            assert (await c.login("alice", "pw")).success
+            await leave(c)
+        run_once(go())
+        assert server.stop() == 0
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
 def test_a_read_only_database_is_a_clear_error(tmp_path):
     make_db(tmp_path / "game.db", "alice")
@@ -109,13 +120,7 @@ def test_a_database_locked_by_another_process_is_a_clear_error(tmp_path):
         holder.close()
     assert line.endswith("game.db: database is locked")
     # The lock was all: released, the same file serves again.
-    with ServerProcess(tmp_path, LOOP) as server:
-        async def go():
-            (c,) = await connect(server.port)
-            assert (await c.login("alice", "pw")).success
-            await leave(c)
-        run_once(go())
-        assert server.stop() == 0
+    assert_alice_logs_in(tmp_path)
 
 
 def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
@@ -188,13 +193,7 @@ def test_a_migration_lock_held_past_the_statement_timeout_is_a_clear_error(tmp_p
         line = start_fails(tmp_path, "--db-statement-timeout", "0.3", db=pg_backend.db_arg)
     assert line.endswith("canceling statement due to statement timeout"), line
     # The lock was all: released, the same database serves again.
-    with ServerProcess(tmp_path, LOOP, db=pg_backend.db_arg) as server:
-        async def go():
-            (c,) = await connect(server.port)
-            assert (await c.login("alice", "pw")).success
-            await leave(c)
-        run_once(go())
-        assert server.stop() == 0
+    assert_alice_logs_in(tmp_path, db=pg_backend.db_arg)
 
 
 # -- the database failing during a login ----------------------------------------------
