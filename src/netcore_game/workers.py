@@ -129,7 +129,8 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
         web = (f"; websocket and chat page on http://{host_port(config.host, sup.ws_port)}/"
                if sup.ws_port else "")
         print(f"netcore-server {netcore.__version__} listening on {config.host}:{sup.port} "
-              f"({config.workers} workers as node {node} of cluster {cmap}, "
+              f"({config.workers} worker{'s' if config.workers != 1 else ''} as node {node} "
+              f"of cluster {cmap}, "
               f"NATS {','.join(sup.nats_servers)}, database {describe_database(config.db)})"
               f"{web}", flush=True)
         await stop.wait()
