@@ -16,6 +16,19 @@ load that passes (zero loss, p99 < 100 ms) as deliveries per second.
 
     python benchmarks/bench_workers.py               # ~6 min
     python benchmarks/bench_workers.py --quick       # one scenario, one run
+
+On a machine with more cores, the scaling table: give the server side and
+the load their own cores and split the load over several netcore-dummy
+processes (shards of one run, started together, see netcore_dummy.client):
+
+    python benchmarks/bench_workers.py --workers 1,2,4,8 --server-cores 0-7 \
+        --load-cores 8-15 --dummies 8 --scenarios 2000/1,3000/1,4000/1,5000/1
+
+With several dummies, deliveries/s and lost are the sums over the shards and
+p50/p99 the largest of the shards' (an upper bound of the run's: no more than
+1% of any shard's deliveries, so of all of them, are above the largest p99).
+With --stop-at-first-fail a configuration that fails a one-room scenario
+skips the larger one-room scenarios after it.
 """
 from __future__ import annotations
 
@@ -30,8 +43,8 @@ import time
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVER_CORE, LOAD_CORE = "0", "1"
 P99_LIMIT_MS = 100.0
+READY_TIMEOUT = 120.0       # seconds for every shard's clients to get in game
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -57,10 +70,11 @@ def tree_cpu_seconds(root: int) -> float:
 
 
 class Server:
-    def __init__(self, workers: int, port: int, workdir: str, loop: str):
-        cmd = ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "netcore_game.cli",
+    def __init__(self, workers: int, port: int, workdir: str, loop: str, cores: str):
+        cmd = ["taskset", "-c", cores, sys.executable, "-m", "netcore_game.cli",
                "--port", str(port), "--workers", str(workers), "--loop", loop,
                "--log-level", "WARNING", "--max-sessions", "30000",
+               "--max-room-players", "65535",
                "--db", os.path.join(workdir, f"bench-{port}.db")]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True)
@@ -83,22 +97,62 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_dummy(port, clients, rooms, duration, loop):
-    cmd = ["taskset", "-c", LOAD_CORE, sys.executable, "-m", "netcore_dummy.cli",
-           "--port", str(port), "--clients", str(clients), "--rooms", str(rooms),
-           "--rate", "1", "--duration", str(duration), "--json", "--loop", loop,
-           "--connect-rate", "2000"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def cpu_list(spec: str) -> list[str]:
+    """'8-11,14' -> ['8', '9', '10', '11', '14']"""
+    cores = []
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        cores += [str(c) for c in range(int(low), int(high or low) + 1)]
+    return cores
 
 
-def one(workers, clients, rooms, duration, loop):
+def run_dummies(port, clients, rooms, duration, loop, load_cores, dummies):
+    """One run of `dummies` netcore-dummy shards, each pinned to a load core,
+    chatting only once all of them are in game; their reports summed."""
+    cores = cpu_list(load_cores)
+    epoch = time.monotonic_ns() // 1000         # the dummies' clock: CLOCK_MONOTONIC
+    procs = []
+    for i in range(dummies):
+        cmd = ["taskset", "-c", cores[i % len(cores)], sys.executable, "-m",
+               "netcore_dummy.cli", "--port", str(port), "--clients", str(clients),
+               "--rooms", str(rooms), "--rate", "1", "--duration", str(duration), "--json",
+               "--loop", loop, "--connect-rate", str(max(2000 // dummies, 250)),
+               "--enter-timeout", "60", "--shard", f"{i}/{dummies}",
+               "--epoch-us", str(epoch), "--go-on-stdin"]
+        procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True))
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        for p in procs:                         # each says ready, or ends with its report
+            line = p.stdout.readline()
+            if '"ready"' not in line or time.monotonic() > deadline:
+                raise RuntimeError(f"a dummy shard did not get ready: {line!r}")
+        for p in procs:                         # the go: everyone is in game
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        reports = []
+        for p in procs:
+            out, _ = p.communicate(timeout=duration + 120)
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    total = {k: sum(r[k] for r in reports)
+             for k in ("received", "lost", "duplicated", "failed", "deliveries_per_s")}
+    total["latency_ms"] = {q: max(r["latency_ms"][q] for r in reports) for q in ("p50", "p99")}
+    return total
+
+
+def one(workers, clients, rooms, duration, loop, cores):
+    server_cores, load_cores, dummies = cores
     with tempfile.TemporaryDirectory() as workdir:
         port = free_port()
-        server = Server(workers, port, workdir, loop)
+        server = Server(workers, port, workdir, loop, server_cores)
         try:
             before = server.cpu()
-            report = run_dummy(port, clients, rooms, duration, loop)
+            report = run_dummies(port, clients, rooms, duration, loop, load_cores, dummies)
             cpu = server.cpu() - before
         finally:
             server.stop()
@@ -126,40 +180,67 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--scenarios", default="500/1,1000/1,1500/1,2000/1,2000/20",
                     help="clients/rooms, comma-separated")
+    ap.add_argument("--workers", default="1,2",
+                    help="worker counts to compare, comma-separated; the first is the baseline")
+    ap.add_argument("--server-cores", default="0",
+                    help="taskset list for the server side (supervisor, workers, nats-server)")
+    ap.add_argument("--load-cores", default="1", help="taskset list for the dummies")
+    ap.add_argument("--dummies", type=int, default=1,
+                    help="netcore-dummy processes per run (shards), one per load core in turn")
+    ap.add_argument("--stop-at-first-fail", action="store_true",
+                    help="a configuration that fails a one-room scenario skips the larger ones")
     args = ap.parse_args(argv)
     scenarios = [tuple(int(x) for x in part.split("/")) for part in args.scenarios.split(",")]
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    cores = (args.server_cores, args.load_cores, args.dummies)
     if args.quick:
         scenarios, args.repeat = [(1000, 1)], 1
-    print(f"server (and nats-server) on core {SERVER_CORE}, netcore-dummy on core {LOAD_CORE}, "
-          f"{args.loop}, 1 chat/s per client for {args.duration:.0f} s, medians of {args.repeat}",
+    print(f"server (and nats-server) on cores {args.server_cores}, {args.dummies} "
+          f"netcore-dummy on cores {args.load_cores}, {args.loop}, 1 chat/s per client for "
+          f"{args.duration:g} s, medians of {args.repeat}, {os.cpu_count()} cores here",
           flush=True)
     header = (f"{'clients/rooms':>14} {'workers':>7} {'deliveries/s':>13} {'p50 ms':>7} "
-              f"{'p99 ms':>8} {'lost':>5} {'CPU s/M deliv':>14} {'ratio':>6}")
+              f"{'p99 ms':>8} {'lost':>5} {'failed':>6} {'CPU s/M deliv':>14} {'ratio':>6} "
+              f"{'runs':>4} result")
     print(header)
-    best = {1: 0.0, 2: 0.0}
+    best = {w: 0.0 for w in worker_counts}
+    failed_one_room = set()
+    base = worker_counts[0]
     for clients, rooms in scenarios:
         medians = {}
-        for workers in (1, 2):
-            runs = [one(workers, clients, rooms, args.duration, args.loop)
-                    for _ in range(args.repeat)]
+        for workers in worker_counts:
+            if rooms == 1 and workers in failed_one_room:
+                print(f"{clients:>8}/{rooms:<5} {workers:>7} {'skipped: failed a smaller one':>30}")
+                continue
+            runs = []
+            for _ in range(args.repeat):
+                runs.append(one(workers, clients, rooms, args.duration, args.loop, cores))
+                if args.stop_at_first_fail and not runs[-1]["passes"]:
+                    break                       # one failed run fails the scenario
             m = {k: median(runs, k) for k in ("deliveries_per_s", "p50", "p99",
                                               "cpu_s_per_million")}
             m["lost"] = max(r["lost"] for r in runs)
+            m["failed"] = max(r["failed"] for r in runs)
             m["passes"] = all(r["passes"] for r in runs)
             medians[workers] = m
             if rooms == 1 and m["passes"]:
                 best[workers] = max(best[workers], m["deliveries_per_s"])
-            ratio = ("" if workers == 1 else
-                     f"{m['cpu_s_per_million'] / medians[1]['cpu_s_per_million']:6.2f}")
+            elif rooms == 1 and args.stop_at_first_fail:
+                failed_one_room.add(workers)
+            ratio = ("" if workers == base or base not in medians else
+                     f"{m['cpu_s_per_million'] / medians[base]['cpu_s_per_million']:6.2f}")
             print(f"{clients:>8}/{rooms:<5} {workers:>7} {m['deliveries_per_s']:>13,.0f} "
-                  f"{m['p50']:>7.1f} {m['p99']:>8.1f} {m['lost']:>5} "
-                  f"{m['cpu_s_per_million']:>14.2f} {ratio:>6}", flush=True)
+                  f"{m['p50']:>7.1f} {m['p99']:>8.1f} {m['lost']:>5} {m['failed']:>6} "
+                  f"{m['cpu_s_per_million']:>14.2f} {ratio:>6} {len(runs):>4} "
+                  f"{'pass' if m['passes'] else 'FAIL'}", flush=True)
     print()
     for workers, rate in best.items():
         print(f"--workers {workers}: largest one-room load with zero loss and p99 < "
               f"{P99_LIMIT_MS:.0f} ms: " + (f"{rate:,.0f} deliveries/s" if rate else "none passed"))
-    if best[1] and best[2]:
-        print(f"ratio (--workers 2 / --workers 1): {best[2] / best[1]:.2f}")
+    for workers in worker_counts[1:]:
+        if best[base] and best[workers]:
+            print(f"ratio (--workers {workers} / --workers {base}): "
+                  f"{best[workers] / best[base]:.2f}")
 
 
 if __name__ == "__main__":

@@ -375,6 +375,8 @@ class FakeGame:
 
     def handle_C_CHAT(self, session, pkt):
         faulty = self.chats == self.FAULT_CHAT
+        if faulty:
+            self.faulty_msg = pkt.msg
         self.chats += 1
         player_id = session.player_id + (faulty and self.fault == "wrong_id")
         buf = server_dispatch.make_send_buffer(pb.S_CHAT(playerId=player_id, msg=pkt.msg))
@@ -478,6 +480,59 @@ def test_connections_are_ramped_at_the_connect_rate(run):
     assert accepted[-1] >= 10 / 50.0 - 1e-3
 
 
+def test_shards_together_account_for_every_delivery_of_every_shard(run):
+    # Three processes' worth of dummies in one loop, loading the same 3 rooms:
+    # each runs every third client, expects every chat of its rooms whoever
+    # sent it, and starts chatting only once all three are in game.
+    async def go():
+        game = FakeGame()
+        everyone_in = asyncio.Barrier(3)
+
+        async def before_chat(in_game, failed):
+            assert (in_game, failed) == (4, 0)
+            await everyone_in.wait()
+
+        epoch = tally.now_us()
+        async with ServerService(game.session) as server:
+            runs = [DummyRun(small_run(server.port, shard=i, shards=3, epoch_us=epoch))
+                    for i in range(3)]
+            reports = await asyncio.gather(*(r.run(before_chat=before_chat) for r in runs))
+        return game, runs, reports
+
+    game, runs, reports = run(go())
+    assert game.logins == 12 and sum(r.in_game for r in reports) == 12
+    assert [sorted(s.index for s in dr.players) for dr in runs] == [
+        [0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
+    assert sum(r.sent for r in reports) == game.chats == 72
+    for r in reports:
+        # 4 players of rooms of 4 (3 of them in other shards), 6 chats each.
+        assert (r.clients, r.expected, r.unique, r.lost) == (4, 4 * 4 * 6, 96, 0)
+        assert (r.duplicated, r.out_of_order, r.wrong_sender, r.foreign) == (0, 0, 0, 0)
+        assert r.ok and r.latency_ms["max"] < 60_000      # one epoch: stamps are comparable
+
+
+def test_a_shard_checks_the_player_ids_of_its_own_senders_only(run):
+    # One chat goes out with a wrong playerId. The sender's own shard knows
+    # its id and flags the chat at each of its 2 players; the other shard
+    # never learns that sender's id and takes it (it still counts it once).
+    async def go():
+        game = FakeGame("wrong_id")
+        everyone_in = asyncio.Barrier(2)
+
+        async def before_chat(in_game, failed):
+            await everyone_in.wait()
+
+        async with ServerService(game.session) as server:
+            runs = [DummyRun(small_run(server.port, clients=4, rooms=1, shard=i, shards=2))
+                    for i in range(2)]
+            return game, await asyncio.gather(*(r.run(before_chat=before_chat) for r in runs))
+
+    game, reports = run(go())
+    sender_shard = int(game.faulty_msg.split()[0]) % 2
+    assert [r.wrong_sender for r in reports] == [2 if i == sender_shard else 0 for i in (0, 1)]
+    assert [r.lost for r in reports] == [0, 0]
+
+
 # -- the command line ------------------------------------------------------------
 
 class ServerThread:
@@ -532,11 +587,29 @@ def test_json_is_one_line_and_the_exit_status_says_whether_anything_broke(
     # A line read on its own says what the run was, and its rates read as figures.
     assert report["run"] == {"clients": 8, "rooms": 2, "rate": 20.0, "duration": 0.2,
                              "size": 32, "connect_rate": 1000.0, "hold": False,
-                             "transport": "tcp"}
+                             "transport": "tcp", "shard": "0/1"}
     for rate in ("deliveries_per_s", "logins_per_s"):
         assert report[rate] == round(report[rate], 1)
     assert all(v == round(v, 3) for v in report["latency_ms"].values())
     assert report["errors_not_listed"] == 0
+
+
+def test_go_on_stdin_says_ready_and_chats_only_after_the_go(loop_kind, capsys, monkeypatch):
+    game = FakeGame()
+    chats_at_go = []
+
+    class Stdin:
+        def readline(self):
+            chats_at_go.append(game.chats)
+            return "go\n"
+
+    monkeypatch.setattr(sys, "stdin", Stdin())
+    with ServerThread(game, loop_kind) as server:
+        assert cli.main(cli_args(server.port, loop_kind, "--json", "--go-on-stdin")) == 0
+    ready, report = capsys.readouterr().out.splitlines()
+    assert json.loads(ready) == {"ready": True, "in_game": 8, "failed": 0}
+    assert chats_at_go == [0]                   # asked for the go once, before any chat
+    assert json.loads(report)["ok"] is True and game.chats == 32
 
 
 def test_the_table_names_every_figure(loop_kind, capsys):
@@ -594,6 +667,9 @@ def test_nothing_listening_is_one_clear_line(loop_kind, capsys):
     (["--enter-timeout", "0"], "--enter-timeout must be a finite number > 0, not 0.0"),
     (["--drain-timeout", "-1"], "--drain-timeout must be a finite number >= 0, not -1.0"),
     (["--rate", "1e9", "--duration", "10"], "chats per client (the tally numbers them"),
+    (["--shard", "3/3"], "--shard must be I/K with 0 <= I < K <= --clients, not 3/3"),
+    (["--shard", "0/200"], "--shard must be I/K with 0 <= I < K <= --clients, not 0/200"),
+    (["--shard", "1"], "expected I/K such as 0/4, not '1'"),
 ])
 def test_bad_arguments_are_refused_before_connecting(capsys, args, message):
     with pytest.raises(SystemExit) as info:

@@ -4,6 +4,7 @@
                   [--duration 10] [--rooms 1] [--size 32] [--connect-rate 1000]
                   [--enter-timeout 10] [--drain-timeout 5] [--transport tcp|ws]
                   [--hold] [--loop uvloop|asyncio] [--json] [--version]
+                  [--shard I/K] [--epoch-us US] [--go-on-stdin]
 
 Exit status: 0 when every client got in game and every expected chat arrived
 exactly once from the right sender; 1 when anything was lost, duplicated,
@@ -13,6 +14,7 @@ start (bad arguments, nothing listening).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -56,10 +58,28 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: chat)")
     ap.add_argument("--loop", choices=LOOP_KINDS,
                     help="event loop (default: NETCORE_LOOP, else uvloop when installed)")
+    ap.add_argument("--shard", type=parse_shard, default=(d.shard, d.shards), metavar="I/K",
+                    help="one of K processes loading the same rooms: run clients I, I+K, "
+                         "I+2K, ... of --clients; its figures are its own (default: 0/1)")
+    ap.add_argument("--epoch-us", type=int, default=None,
+                    help="count send stamps from this CLOCK_MONOTONIC microsecond, the same "
+                         "for every shard, so latency is measured across them (default: now)")
+    ap.add_argument("--go-on-stdin", action="store_true",
+                    help="once every client is in game, print a JSON line {\"ready\": ...} "
+                         "and chat only after a line arrives on stdin (to start shards "
+                         "together) (default: chat at once)")
     ap.add_argument("--json", action="store_true",
                     help="print one JSON line on stdout instead of the table (default: table)")
     ap.add_argument("--version", action="version", version=f"netcore-dummy {netcore.__version__}")
     return ap
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, k = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/K such as 0/4, not {text!r}") from None
+    return i, k
 
 
 def parse_args(argv=None):
@@ -69,7 +89,8 @@ def parse_args(argv=None):
         host=args.host, port=args.port, clients=args.clients, rate=args.rate,
         duration=args.duration, rooms=args.rooms, size=args.size,
         connect_rate=args.connect_rate, enter_timeout=args.enter_timeout,
-        drain_timeout=args.drain_timeout, hold=args.hold, transport=args.transport)
+        drain_timeout=args.drain_timeout, hold=args.hold, transport=args.transport,
+        shard=args.shard[0], shards=args.shard[1], epoch_us=args.epoch_us)
     try:
         config.validate()
     except ValueError as exc:
@@ -82,7 +103,7 @@ def run_parameters(config: DummyConfig) -> dict:
     return {"clients": config.clients, "rooms": config.rooms, "rate": config.rate,
             "duration": config.duration, "size": config.size,
             "connect_rate": config.connect_rate, "hold": config.hold,
-            "transport": config.transport}
+            "transport": config.transport, "shard": f"{config.shard}/{config.shards}"}
 
 
 class ProgressLine:
@@ -152,8 +173,9 @@ def _main(argv=None) -> int:
     live = sys.stderr if args.json else sys.stdout
     progress = ProgressLine(live) if live.isatty() else None
     tune_gc_for_serving()
+    before_chat = wait_for_go if args.go_on_stdin else None
     try:
-        report = netcore.run(run_dummy(config, progress), kind)
+        report = netcore.run(run_dummy(config, progress, before_chat), kind)
     except DummyError as exc:
         if progress:
             progress.end()
@@ -169,6 +191,12 @@ def _main(argv=None) -> int:
     else:
         print(table(config, kind, report))
     return report.exit_code
+
+
+async def wait_for_go(in_game: int, failed: int) -> None:
+    """--go-on-stdin: say we are ready, then wait for the go (any line, or EOF)."""
+    print(json.dumps({"ready": True, "in_game": in_game, "failed": failed}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
 
 if __name__ == "__main__":

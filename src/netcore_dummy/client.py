@@ -12,6 +12,15 @@ Phases:
   drain    wait until every expected delivery arrived, or `drain_timeout`.
 A chat sent by a client of room r is expected once at every in-game client of
 room r, the sender included.
+
+Shards: one process's reads top out near 30 M deliveries/s (one core), so a
+load bigger than that is split over K processes, `shard` I of `shards` K
+running clients I, I+K, I+2K, ... of the same `clients` and `rooms`. Each
+shard expects every chat of every client of its rooms (its own and the other
+shards'), so the sum of the shards' `lost` is the run's. For the chats to
+start after every shard's clients are in game, a caller passes `before_chat`
+(netcore-dummy --go-on-stdin: wait for a line), and `epoch_us`, one for all
+shards, so that latency is measured across processes.
 """
 from __future__ import annotations
 
@@ -25,7 +34,7 @@ from netcore import ClientService
 from netcore.loop import wait_for
 
 from netcore_dummy.session import DummySession
-from netcore_dummy.tally import Tally, now_us
+from netcore_dummy.tally import UNKNOWN_PLAYER_ID, Tally, now_us
 
 MAX_CHAT_SIZE = 512             # the server's default chat limit, in UTF-8 bytes
 # Every client is a connection from this host to one server address, told
@@ -57,6 +66,18 @@ class DummyConfig:
     drain_timeout: float = 5.0
     hold: bool = False              # stay in game idle for `duration`, no chat
     transport: str = "tcp"          # or "ws": the same packets in WebSocket messages
+    shard: int = 0                  # this process runs clients shard, shard + shards, ...
+    shards: int = 1
+    epoch_us: int | None = None     # send stamps count from here (now_us(); default: now)
+
+    @property
+    def local_clients(self) -> int:
+        """How many of the clients this shard runs."""
+        return len(range(self.shard, self.clients, self.shards))
+
+    def room_members(self, room: int) -> int:
+        """Clients of every shard in room `room`."""
+        return len(range(room, self.clients, self.rooms))
 
     @property
     def chats_per_client(self) -> int:
@@ -68,6 +89,9 @@ class DummyConfig:
                              f"is a connection from one source port to one server address)")
         if not 1 <= self.rooms <= self.clients:
             raise ValueError("--rooms must be between 1 and --clients")
+        if not (1 <= self.shards <= self.clients and 0 <= self.shard < self.shards):
+            raise ValueError(f"--shard must be I/K with 0 <= I < K <= --clients, "
+                             f"not {self.shard}/{self.shards}")
         if not 1 <= self.port <= 65535:
             raise ValueError("--port must be between 1 and 65535")
         for flag, value in (("--rate", self.rate), ("--duration", self.duration),
@@ -151,10 +175,10 @@ class DummyRun:
     def __init__(self, config: DummyConfig):
         config.validate()
         self.config = config
-        self.tally = Tally(config.clients)
-        self.indices = itertools.count()
+        self.tally = Tally(config.clients, config.epoch_us)
+        self.indices = itertools.count(config.shard, config.shards)
         self.service = ClientService(self._new_session, config.host, config.port,
-                                     config.clients, transport=config.transport)
+                                     config.local_clients, transport=config.transport)
         self.phase = "connect"
         self.connected = 0
         self.failed = 0
@@ -162,7 +186,8 @@ class DummyRun:
         self.players: list[DummySession] = []    # in game, by client index
         self.room_size: dict[int, int] = {}
         self.sent = 0
-        self.expected = 0
+        self.expected = 0               # deliveries of this process's chats
+        self.shard_expected = 0         # deliveries to this shard's players (shards > 1)
         self.chat_start_us = 0
         self.login_seconds = 0.0
 
@@ -216,7 +241,7 @@ class DummyRun:
             tasks.extend(asyncio.ensure_future(self._join()) for _ in range(start, stop))
 
         # Client k dials at k / connect_rate after the first, in its own task.
-        await paced(self.config.clients, self.config.connect_rate, launch, first=1, t0=t0)
+        await paced(self.config.local_clients, self.config.connect_rate, launch, first=1, t0=t0)
         await asyncio.gather(*tasks)
         self.login_seconds = asyncio.get_running_loop().time() - t0
         self.players.sort(key=lambda s: s.index)
@@ -225,6 +250,9 @@ class DummyRun:
 
     def arm(self) -> None:
         """Tell the tally who is in which room, and every player its room size."""
+        if self.config.shards > 1:
+            self._arm_shard()
+            return
         rooms: dict[int, list[DummySession]] = {}
         for s in self.players:
             rooms.setdefault(s.room, []).append(s)
@@ -234,6 +262,22 @@ class DummyRun:
                 self.tally.set_member(s.index, room, slot, s.player_id)
         for s in self.players:
             s.arm(self.room_size[s.room])
+
+    def _arm_shard(self) -> None:
+        """Every client of the run in the table, numbered in its room as every
+        shard numbers it (client i is member i // rooms of room i % rooms); this
+        shard's players with their playerIds. A shard expects every chat of its
+        rooms at each of its players, whichever shard sends it."""
+        config = self.config
+        for i in range(config.clients):
+            self.tally.set_member(i, i % config.rooms, i // config.rooms, UNKNOWN_PLAYER_ID)
+        for s in self.players:
+            self.tally.set_member(s.index, s.room, s.index // config.rooms, s.player_id)
+        for room in {s.room for s in self.players}:
+            self.room_size[room] = config.room_members(room)
+        for s in self.players:
+            s.arm(self.room_size[s.room])
+            self.shard_expected += self.room_size[s.room] * config.chats_per_client
 
     def _send(self, start: int, stop: int) -> None:
         players = self.players
@@ -256,15 +300,20 @@ class DummyRun:
     async def drain(self) -> None:
         self.phase = "drain"
         done = asyncio.get_running_loop().create_future()
-        self.tally.expect(self.expected, lambda: done.done() or done.set_result(None))
+        self.tally.expect(self.expected_here, lambda: done.done() or done.set_result(None))
         try:
             await wait_for(done, self.config.drain_timeout)
         except asyncio.TimeoutError:
             pass
 
+    @property
+    def expected_here(self) -> int:
+        """Deliveries this process's players should receive."""
+        return self.shard_expected if self.config.shards > 1 else self.expected
+
     # -- the whole run ---------------------------------------------------------------
 
-    async def run(self, progress=None) -> Report:
+    async def run(self, progress=None, before_chat=None) -> Report:
         ticker = asyncio.ensure_future(self._tick(progress)) if progress else None
         try:
             await self.connect()
@@ -273,6 +322,8 @@ class DummyRun:
                 await asyncio.sleep(self.config.duration)   # idle in game: the point of a hold
             elif self.players:
                 self.arm()
+                if before_chat is not None:
+                    await before_chat(self.in_game, self.failed)
                 await self.chat()
                 await self.drain()
             # Anyone gone before we close has failed, whatever it had done.
@@ -304,9 +355,9 @@ class DummyRun:
         t = self.tally
         elapsed_us = t.last_us - self.chat_start_us if c["unique"] and self.chat_start_us else 0
         return Report(
-            clients=self.config.clients, connected=self.connected, in_game=self.in_game,
-            failed=self.failed, sent=self.sent, expected=self.expected,
-            received=c["received"], unique=c["unique"], lost=self.expected - c["unique"],
+            clients=self.config.local_clients, connected=self.connected, in_game=self.in_game,
+            failed=self.failed, sent=self.sent, expected=self.expected_here,
+            received=c["received"], unique=c["unique"], lost=self.expected_here - c["unique"],
             duplicated=c["duplicates"], out_of_order=c["out_of_order"],
             wrong_sender=c["wrong_sender"], malformed=c["malformed"], foreign=c["foreign"],
             deliveries_per_s=c["unique"] * 1e6 / elapsed_us if elapsed_us > 0 else 0.0,
@@ -327,7 +378,8 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def run_dummy(config: DummyConfig, progress=None) -> Report:
+async def run_dummy(config: DummyConfig, progress=None, before_chat=None) -> Report:
     """Run the dummy once; progress, when given, is called once a second
-    with a dict of live figures."""
-    return await DummyRun(config).run(progress)
+    with a dict of live figures; before_chat(in_game, failed), when given, is
+    awaited once every client is in game (or failed), before the first chat."""
+    return await DummyRun(config).run(progress, before_chat)

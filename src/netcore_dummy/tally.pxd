@@ -30,6 +30,14 @@
 # mangled is therefore not flagged by itself, but it is missing from the
 # unique count, so it shows up as lost.
 #
+# Shards: several dummy processes can load the same rooms (--shard I/K), each
+# running the clients I, I+K, ... of one global numbering. Every shard's Tally
+# holds the whole sender table (a room and slot are computable for any index)
+# but learns the playerIds of its own clients only: another shard's senders
+# are entered with UNKNOWN_PLAYER_ID, and their playerId is not checked. The
+# send stamps count from one epoch given to every shard, so latency is
+# measured across processes on the machine's one monotonic clock.
+#
 # Time: one clock read per socket read (process()), not per packet: a read
 # carries up to 256 KiB, thousands of chats that all arrived together.
 #
@@ -84,7 +92,7 @@ cdef struct ChatCounts:
 cdef struct Member:
     int32_t room                # -1: not in game (a failed client)
     int32_t slot                # index of this client within its room
-    uint64_t player_id
+    uint64_t player_id          # UNKNOWN_PLAYER_ID: another shard's, not checked
 
 
 cdef class Tally:

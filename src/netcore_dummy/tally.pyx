@@ -282,7 +282,7 @@ cdef inline void tally_chat(DummySessionCore s, Tally t, const unsigned char* pa
     if who.room != s.room or who.slot < 0 or who.slot >= s.n_slots:
         t.c.wrong_sender += 1          # not in game, or of another room
         return
-    if m.player_id != who.player_id:
+    if m.player_id != who.player_id and who.player_id != UINT64_MAX:  # UNKNOWN_PLAYER_ID
         t.c.wrong_sender += 1          # the chat itself still counts below
     next_seq = &s.next_seq[who.slot]
     if f.seq < next_seq[0]:
@@ -334,6 +334,9 @@ def parse_chat(const unsigned char[::1] msg):
     return f.sender, f.seq, f.sent_us
 
 
+# A sender of another shard: in its room and slot, its playerId not known here.
+UNKNOWN_PLAYER_ID = UINT64_MAX
+
 COUNTERS = ("received", "unique", "in_order", "out_of_order", "duplicates",
             "wrong_sender", "malformed", "foreign")
 
@@ -368,7 +371,8 @@ cdef class Tally:
         free(self.window)
 
     def set_member(self, Py_ssize_t index, int room, int slot, uint64_t player_id):
-        """Client `index` is in game in `room` as its `slot`-th member."""
+        """Client `index` is in game in `room` as its `slot`-th member
+        (player_id UNKNOWN_PLAYER_ID: another shard's client, not checked)."""
         if index < 0 or index >= self.n_clients:
             raise IndexError(f"client index {index} not in [0, {self.n_clients})")
         if room < 0 or slot < 0:
