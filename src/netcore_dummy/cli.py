@@ -4,7 +4,7 @@
                   [--duration 10] [--rooms 1] [--size 32] [--connect-rate 1000]
                   [--enter-timeout 10] [--drain-timeout 5] [--transport tcp|ws]
                   [--hold] [--loop uvloop|asyncio] [--json] [--version]
-                  [--shard I/K] [--epoch-us US] [--go-on-stdin]
+                  [--shard 0/1] [--epoch-us 0] [--go-on-stdin]
 
 Exit status: 0 when every client got in game and every expected chat arrived
 exactly once from the right sender; 1 when anything was lost, duplicated,
@@ -58,12 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: chat)")
     ap.add_argument("--loop", choices=LOOP_KINDS,
                     help="event loop (default: NETCORE_LOOP, else uvloop when installed)")
-    ap.add_argument("--shard", type=parse_shard, default=(d.shard, d.shards), metavar="I/K",
+    ap.add_argument("--shard", type=parse_shard, default=f"{d.shard}/{d.shards}", metavar="I/K",
                     help="one of K processes loading the same rooms: run clients I, I+K, "
                          "I+2K, ... of --clients; its figures are its own (default: 0/1)")
-    ap.add_argument("--epoch-us", type=int, default=None,
+    ap.add_argument("--epoch-us", type=int, default=0,
                     help="count send stamps from this CLOCK_MONOTONIC microsecond, the same "
-                         "for every shard, so latency is measured across them (default: now)")
+                         "for every shard, so latency is measured across them (0: now) "
+                         "(default: 0)")
     ap.add_argument("--go-on-stdin", action="store_true",
                     help="once every client is in game, print a JSON line {\"ready\": ...} "
                          "and chat only after a line arrives on stdin (to start shards "
@@ -90,7 +91,7 @@ def parse_args(argv=None):
         duration=args.duration, rooms=args.rooms, size=args.size,
         connect_rate=args.connect_rate, enter_timeout=args.enter_timeout,
         drain_timeout=args.drain_timeout, hold=args.hold, transport=args.transport,
-        shard=args.shard[0], shards=args.shard[1], epoch_us=args.epoch_us)
+        shard=args.shard[0], shards=args.shard[1], epoch_us=args.epoch_us or None)
     try:
         config.validate()
     except ValueError as exc:
