@@ -24,7 +24,8 @@ import subprocess
 import sys
 import tempfile
 
-from bench_workers import LOAD_CORE, SERVER_CORE, free_port, tree_cpu_seconds
+from bench_fanout import LOAD_CORE, SERVER_CORE
+from bench_workers import free_port, tree_cpu_seconds
 
 
 def run_one(command, clients, rooms, duration, loop):

@@ -27,7 +27,6 @@ server's CPU seconds per million deliveries and per thousand inbound chats.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
@@ -39,12 +38,18 @@ import threading
 import time
 from pathlib import Path
 
-from netcore.loop import LOOP_KINDS, resolve_loop_kind
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from dummy_shards import run_dummies  # noqa: E402  (benchmarks/ is not a package)
+from netcore.loop import LOOP_KINDS, resolve_loop_kind  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SERVER_CORE, LOAD_CORE = "0", "1"
+# The chat scenarios' load: netcore-dummy processes (shards of one run) on
+# these cores in turn (--dummies, --load-cores).
+LOAD = {"cores": LOAD_CORE, "dummies": 1}
 
 
 def pinned(core, *cmd):
@@ -119,15 +124,10 @@ class Server:
             self.proc.wait()
 
 
-def dummy(port, clients, rooms, rate, duration, *extra) -> dict:
-    cmd = pinned(LOAD_CORE, "-m", "netcore_dummy.cli", "--port", str(port), "--clients", str(clients),
-                 "--rooms", str(rooms), "--rate", str(rate), "--duration", str(duration),
-                 "--connect-rate", "5000", "--json", *extra)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    lines = out.stdout.strip().splitlines()
-    if not lines:
-        raise RuntimeError(f"dummy printed nothing: {out.stderr[-2000:]}")
-    return json.loads(lines[-1])
+def dummy(port, clients, rooms, rate, duration, *extra, dummies=1) -> dict:
+    connect = str(max(5000 // dummies, 250))
+    return run_dummies(port, clients, rooms, rate, duration, load_cores=LOAD["cores"],
+                       dummies=dummies, extra=("--connect-rate", connect, *extra))
 
 
 def latency(r: dict, name: str):
@@ -174,7 +174,7 @@ def scenario(kind, clients, rooms, args, port):
         server = Server(kind, port, args.workdir, args.loop, args.reference_cmd)
         try:
             cpu_before = server.read()[1]
-            r = dummy(port, clients, rooms, args.rate, args.duration)
+            r = dummy(port, clients, rooms, args.rate, args.duration, dummies=LOAD["dummies"])
             cpu = server.read()[1] - cpu_before
             r["cpu"], r["rss"] = server.peak_cpu(), server.peak_rss()
             # Server CPU (logins included) per million deliveries and per
@@ -248,6 +248,7 @@ def storm(args, port, clients=5_000):
 
 
 def main():
+    global SERVER_CORE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
@@ -265,16 +266,25 @@ def main():
                          "ratios to it")
     ap.add_argument("--shapes", default="1000/1,2500/1,5000/50,10000/100",
                     help="clients/rooms of the many-rooms (and reference) scenarios")
+    ap.add_argument("--server-core", default=SERVER_CORE, help="taskset core of the server")
+    ap.add_argument("--load-cores", default=LOAD_CORE,
+                    help="taskset list of the chat scenarios' dummies (hold and storm: the first)")
+    ap.add_argument("--dummies", type=int, default=1,
+                    help="netcore-dummy processes (shards of one run) per chat scenario, "
+                         "on --load-cores in turn")
     ap.add_argument("--hold-clients", type=int, default=19_000,
                     help="idle clients of the hold, 100 to a room (20,000 needs an open-files "
                          "limit above 20,000 for both server and dummy)")
     args = ap.parse_args()
     args.loop = resolve_loop_kind(args.loop)
+    SERVER_CORE = args.server_core
+    LOAD.update(cores=args.load_cores, dummies=args.dummies)
     counts = args.clients or ([100, 1000] if args.quick else [100, 500, 1000, 1500, 2000, 2500])
     port = args.port
     with tempfile.TemporaryDirectory() as workdir:
         args.workdir = workdir
-        print(f"server on core {SERVER_CORE}, dummy on core {LOAD_CORE}; rate {args.rate}/s, "
+        print(f"server on core {SERVER_CORE}, {args.dummies} dummy process(es) on cores "
+              f"{args.load_cores}; rate {args.rate}/s, "
               f"{args.duration:g} s per run, median of {args.repeat}; both servers on "
               f"{args.loop}", flush=True)
         largest = {"netcore": 0, "baseline": 0}

@@ -12,7 +12,6 @@ REPEAT runs, and the ratio against the per-packet baseline.
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys

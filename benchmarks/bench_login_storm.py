@@ -69,13 +69,15 @@ def main() -> int:
     ap.add_argument("--loop", choices=LOOP_KINDS, default=None)
     ap.add_argument("--reference-cmd", default=None,
                     help="the C reference server's command (e.g. /tmp/refserver), run alternately")
+    ap.add_argument("--generator", default=None,
+                    help="a login_storm built beforehand (default: built here with gcc)")
     args = ap.parse_args()
     args.loop = resolve_loop_kind(args.loop)
     kinds = ["netcore"] + (["C ref"] if args.reference_cmd else [])
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as workdir:
         args.workdir = workdir
-        exe = build_generator(workdir)
+        exe = args.generator or build_generator(workdir)
         print(f"{args.clients:,} guests, {args.concurrency} in flight, {args.rooms} rooms; "
               f"server on core 0 ({args.loop} for netcore), login_storm.c on core {LOAD_CORE}; "
               f"median of {args.repeat}", flush=True)

@@ -33,18 +33,19 @@ skips the larger one-room scenarios after it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dummy_shards import run_dummies  # noqa: E402  (benchmarks/ is not a package)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 P99_LIMIT_MS = 100.0
-READY_TIMEOUT = 120.0       # seconds for every shard's clients to get in game
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -97,54 +98,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cpu_list(spec: str) -> list[str]:
-    """'8-11,14' -> ['8', '9', '10', '11', '14']"""
-    cores = []
-    for part in spec.split(","):
-        low, _, high = part.partition("-")
-        cores += [str(c) for c in range(int(low), int(high or low) + 1)]
-    return cores
-
-
-def run_dummies(port, clients, rooms, duration, loop, load_cores, dummies):
-    """One run of `dummies` netcore-dummy shards, each pinned to a load core,
-    chatting only once all of them are in game; their reports summed."""
-    cores = cpu_list(load_cores)
-    epoch = time.monotonic_ns() // 1000         # the dummies' clock: CLOCK_MONOTONIC
-    procs = []
-    for i in range(dummies):
-        cmd = ["taskset", "-c", cores[i % len(cores)], sys.executable, "-m",
-               "netcore_dummy.cli", "--port", str(port), "--clients", str(clients),
-               "--rooms", str(rooms), "--rate", "1", "--duration", str(duration), "--json",
-               "--loop", loop, "--connect-rate", str(max(2000 // dummies, 250)),
-               "--enter-timeout", "60", "--shard", f"{i}/{dummies}",
-               "--epoch-us", str(epoch), "--go-on-stdin"]
-        procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      text=True))
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        for p in procs:                         # each says ready, or ends with its report
-            line = p.stdout.readline()
-            if '"ready"' not in line or time.monotonic() > deadline:
-                raise RuntimeError(f"a dummy shard did not get ready: {line!r}")
-        for p in procs:                         # the go: everyone is in game
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        reports = []
-        for p in procs:
-            out, _ = p.communicate(timeout=duration + 120)
-            reports.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    total = {k: sum(r[k] for r in reports)
-             for k in ("received", "lost", "duplicated", "failed", "deliveries_per_s")}
-    total["latency_ms"] = {q: max(r["latency_ms"][q] for r in reports) for q in ("p50", "p99")}
-    return total
-
-
 def one(workers, clients, rooms, duration, loop, cores):
     server_cores, load_cores, dummies = cores
     with tempfile.TemporaryDirectory() as workdir:
@@ -152,7 +105,10 @@ def one(workers, clients, rooms, duration, loop, cores):
         server = Server(workers, port, workdir, loop, server_cores)
         try:
             before = server.cpu()
-            report = run_dummies(port, clients, rooms, duration, loop, load_cores, dummies)
+            report = run_dummies(port, clients, rooms, 1, duration, load_cores=load_cores,
+                                 dummies=dummies,
+                                 extra=("--loop", loop, "--enter-timeout", "60",
+                                        "--connect-rate", str(max(4000 // dummies, 250))))
             cpu = server.cpu() - before
         finally:
             server.stop()
