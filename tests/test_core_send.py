@@ -209,6 +209,30 @@ def test_a_flush_writes_to_the_socket_itself_and_the_transport_only_gets_the_res
     run(go())
 
 
+def test_a_long_queue_is_gathered_into_one_direct_write_and_a_huge_one_goes_through_the_transport(run):
+    # 300 packets in one flush (a busy room's iteration): copied into the
+    # flusher's gather buffer and written by the session itself, in order.
+    # Over GATHER_MAX bytes (4 MiB) the transport takes the queue, joined.
+    async def go():
+        made = ServerSessions(Recorder)
+        async with ServerService(made, max_pending_bytes=8 << 20) as server:
+            (client,) = await ClientService(Recorder, port=server.port).start()
+            (peer,) = await made.wait_count(1)
+            sent = [(1005, b"chat %d" % i) for i in range(300)]
+            for pkt_id, msg in sent:
+                peer.send(netcore.make_packet(pkt_id, msg))
+            assert await client.wait_packets(300) == sent
+            assert (peer.direct_writes, peer.writes, peer.packets_sent) == (1, 1, 300)
+            assert peer.transport.get_write_buffer_size() == 0
+            big = [(1005, bytes([65 + i % 26]) * 60_000) for i in range(80)]   # 4.8 MB
+            for pkt_id, msg in big:
+                peer.send(netcore.make_packet(pkt_id, msg))
+            assert await client.wait_packets(380) == sent + big
+            assert (peer.direct_writes, peer.writes) == (1, 2)
+            client.disconnect()
+    run(go())
+
+
 def test_a_transport_without_a_plain_socket_is_always_written_through():
     from netcore import session as _session
 

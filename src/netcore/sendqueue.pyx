@@ -15,16 +15,22 @@ cdef extern from *:
     static Py_ssize_t netcore_writev(int fd, struct netcore_iovec *iov, int n) {
         (void)fd; (void)iov; (void)n; return -1;    /* no direct path: the transport writes */
     }
+    static Py_ssize_t netcore_write(int fd, const char *p, Py_ssize_t n) {
+        (void)fd; (void)p; (void)n; return -1;
+    }
     #else
     #include <sys/uio.h>
+    #include <unistd.h>
     #define netcore_iovec iovec
     #define netcore_writev(fd, iov, n) writev((fd), (iov), (n))
+    #define netcore_write(fd, p, n) write((fd), (p), (size_t)(n))
     #endif
     """
     struct netcore_iovec:
         void* iov_base
         size_t iov_len
     Py_ssize_t netcore_writev(int fd, netcore_iovec* iov, int n) nogil
+    Py_ssize_t netcore_write(int fd, const char* p, Py_ssize_t n) nogil
 
 
 cdef int sq_grow(SendQueue* q) except -1:
@@ -81,14 +87,45 @@ cdef bytes sq_take_joined_after(SendQueue* q, Py_ssize_t skip):
     return out
 
 
-cdef Py_ssize_t sq_write_to(SendQueue* q, int fd) noexcept:
+cdef Py_ssize_t sq_write_to(SendQueue* q, int fd, Gather* g) noexcept:
     cdef netcore_iovec iov[MAX_IOV]
     cdef Py_ssize_t i, n = q.n
     cdef SendBuffer buf
-    if n == 0 or n > MAX_IOV:
+    cdef char* p
+    if n == 0:
         return -1
+    if n <= MAX_IOV:
+        for i in range(n):
+            buf = <SendBuffer>q.items[i]
+            iov[i].iov_base = buf.data
+            iov[i].iov_len = <size_t>buf.size
+        return netcore_writev(fd, iov, <int>n)
+    if q.nbytes > g.cap and gather_grow(g, q.nbytes) < 0:
+        return -1
+    p = g.data
     for i in range(n):
         buf = <SendBuffer>q.items[i]
-        iov[i].iov_base = buf.data
-        iov[i].iov_len = <size_t>buf.size
-    return netcore_writev(fd, iov, <int>n)
+        memcpy(p, buf.data, buf.size)
+        p += buf.size
+    return netcore_write(fd, g.data, q.nbytes)
+
+
+cdef inline int gather_grow(Gather* g, Py_ssize_t need) noexcept:
+    cdef Py_ssize_t cap = g.cap if g.cap else 4096
+    cdef char* data
+    if need > GATHER_MAX:
+        return -1
+    while cap < need:
+        cap *= 2
+    data = <char*>PyMem_Realloc(g.data, cap)
+    if data == NULL:
+        return -1               # the transport path takes this queue
+    g.data = data
+    g.cap = cap
+    return 0
+
+
+cdef void gather_free(Gather* g) noexcept:
+    PyMem_Free(g.data)          # NULL-safe
+    g.data = NULL
+    g.cap = 0

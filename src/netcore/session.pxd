@@ -24,7 +24,7 @@ from cpython.time cimport PyTime_t
 from netcore.framing cimport FrameReader
 from netcore.recvbuffer cimport RecvBuffer
 from netcore.sendbuffer cimport SendBuffer
-from netcore.sendqueue cimport SendQueue
+from netcore.sendqueue cimport Gather, SendQueue
 from netcore.stats cimport PacketStats
 
 cdef enum:
@@ -97,6 +97,7 @@ cdef class SendFlusher:
     cdef readonly Py_ssize_t max_pending_bytes  # the bound on pending_bytes; 0: none
     cdef readonly unsigned long long shed_sessions  # sessions cut off to keep the bound
     cdef dict sessions                          # the service's registry, for shed()
+    cdef Gather gather                          # long queues are copied here to be written
     cdef int add(self, Session s) except -1
     cdef int run(self) except -1
     cdef int shed(self) except -1

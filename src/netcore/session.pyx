@@ -22,7 +22,7 @@ from netcore.framing cimport (
 from netcore.recvbuffer cimport RecvBuffer
 from netcore.sendbuffer cimport SendBuffer
 from netcore.sendqueue cimport (
-    sq_clear, sq_free, sq_push, sq_take_joined, sq_take_joined_after, sq_write_to,
+    gather_free, sq_clear, sq_free, sq_push, sq_take_joined, sq_take_joined_after, sq_write_to,
 )
 from netcore.stats cimport PacketStats
 from netcore.session cimport RateLimit, rate_admit
@@ -124,6 +124,9 @@ cdef class SendFlusher:
         self.dirty = []
         self.spare = []
         self.interval = interval_ms / 1000.0
+
+    def __dealloc__(self):
+        gather_free(&self.gather)
 
     cdef int add(self, Session s) except -1:
         cdef double due
@@ -567,7 +570,7 @@ cdef class Session:
             if self.transport_holds and self.transport.get_write_buffer_size() == 0:
                 self.transport_holds = False
             if not self.transport_holds:
-                written = sq_write_to(&self.queue, self.fd)
+                written = sq_write_to(&self.queue, self.fd, &self.flusher.gather)
         if written == total:
             sq_clear(&self.queue)
             self.direct_writes += 1
