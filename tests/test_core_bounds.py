@@ -111,6 +111,8 @@ def test_accepted_sockets_get_keepalive_probes(run, idle, interval, want):
     async def go():
         made = ServerSessions(Echo)
         async with ServerService(made, keepalive_idle=idle, keepalive_interval=interval) as server:
+            # Linux: set once on the listener, inherited by every accepted socket.
+            assert server.keepalive_inherited is bool(idle)
             c = await dial(server.port)
             (s,) = await made.wait_count(1)
             got = keepalive_of(s)

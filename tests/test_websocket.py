@@ -3,6 +3,7 @@ limits as TCP, in binary messages. Peers: the `websockets` library (an
 independent implementation) and a raw RFC 6455 client (ws_support.py)."""
 import asyncio
 import logging
+import socket
 import struct
 
 import pytest
@@ -434,6 +435,23 @@ def test_websocket_and_tcp_sessions_share_one_service(run):
         tcp.disconnect()
         await service.close()
     run(go())
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="Linux socket options")
+def test_websocket_sessions_get_keepalive_probes_like_tcp_ones(run):
+    async def go():
+        made = ServerSessions(Recorder)
+        service, listener = await ws_service(made, keepalive_idle=30, keepalive_interval=5)
+        assert service.keepalive_inherited         # both listeners have the options
+        async with websockets.connect(url(listener)):
+            (s,) = await made.wait_count(1)
+            sock = s.transport.get_extra_info("socket")
+            got = [sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                   *(sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
+                     for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"))]
+        await service.close()
+        return got
+    assert run(go()) == [1, 30, 5, 3]
 
 
 # -- the receive path fed by hand, frame by frame, as picows delivers one read -------------

@@ -43,9 +43,13 @@
 # without a FIN or RST (a pulled cable, a NAT that forgot the flow) is found
 # and its session ended as a connection error after idle + probes * interval
 # seconds, instead of holding its slot for the kernel's default two hours.
-# Set with setsockopt on the session's descriptor from C: through the
-# transport's socket object it cost a socket object and a getsockname per
-# connection, 13% of a login storm's server time.
+# On Linux the options are set once, on the listening sockets: an accepted
+# socket inherits SO_KEEPALIVE and the TCP_KEEP* values from its listener,
+# so a connection costs no setsockopt at all (four per connection were 5% of
+# a login storm's server time). Elsewhere, and for a connection the service
+# did not accept from its own listener, setsockopt on the session's
+# descriptor from C (through the transport's socket object it cost a socket
+# object and a getsockname per connection, 13% of a login storm).
 # A live but silent client answers the probes and stays; that is the idle
 # timeout's business.
 #
@@ -92,6 +96,9 @@ cdef class Service:
     cdef readonly unsigned long long rejected_by_address
     cdef readonly double keepalive_idle     # seconds; 0: no keepalive
     cdef readonly double keepalive_interval
+    # Every listener of this service has the keepalive options: its accepted
+    # sockets inherit them (Linux), nothing to set per connection.
+    cdef readonly bint keepalive_inherited
     cdef PyTime_t login_timeout_ns
     cdef PyTime_t idle_timeout_ns
     cdef object loop

@@ -5,6 +5,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import time
 
 from netcore.addresses import DEFAULT_EXEMPT, address_key, parse_networks
@@ -166,11 +167,27 @@ def _open_spare():
         return -1       # out of descriptors already: the next listen() or shed retries
 
 
-async def _serve_on(str host, int port, bint reuse_port, start):
+cdef bint _listeners_keepalive(list socks, double idle, double interval):
+    """Keepalive options on listening sockets, for their accepted sockets to
+    inherit (Linux does; other systems do not promise it): True when every
+    socket has them."""
+    if not idle or not sys.platform.startswith("linux"):
+        return False
+    for sock in socks:
+        if netcore_keepalive(sock.fileno(), <int>math.ceil(idle), <int>math.ceil(interval),
+                             KEEPALIVE_PROBES) < 0:
+            return False
+    return True
+
+
+async def _serve_on(str host, int port, bint reuse_port, start, double keepalive_idle=0,
+                    double keepalive_interval=0):
     """Listeners on every address of host: start(sock) awaited for each bound
     socket (loop.create_server's, picows's); on any failure all that was made
-    is closed again and the error raised. Returns (servers, the bound port)."""
+    is closed again and the error raised. Returns (servers, the bound port,
+    whether the accepted sockets inherit keepalive with keepalive_idle > 0)."""
     socks = await _listen_sockets(host, port, reuse_port)
+    inherited = _listeners_keepalive(socks, keepalive_idle, keepalive_interval)
     servers = []
     try:
         for sock in socks:
@@ -181,7 +198,7 @@ async def _serve_on(str host, int port, bint reuse_port, start):
         for sock in socks:
             sock.close()
         raise
-    return servers, socks[0].getsockname()[1]
+    return servers, socks[0].getsockname()[1], inherited
 
 
 async def _listen_sockets(str host, int port, bint reuse_port=False):
@@ -400,7 +417,7 @@ cdef class Service:
                     return False
                 self.address_sessions[key] = n + 1
         self.sessions[s.session_id] = s
-        if self.keepalive_idle:
+        if self.keepalive_idle and not self.keepalive_inherited:
             # An error means the connection is gone already (connection_lost
             # follows) or, on Windows, no descriptor path: the socket object's.
             if s.fd < 0 or netcore_keepalive(
@@ -516,9 +533,10 @@ cdef class ServerService(Service):
         that cannot be listened on raises OSError, and nothing listens."""
         loop = asyncio.get_running_loop()
         self.flusher = self.make_flusher(loop)
-        self.servers, self.port = await _serve_on(
+        self.servers, self.port, self.keepalive_inherited = await _serve_on(
             self.host, self.port, self.reuse_port,
-            lambda sock: loop.create_server(self._accept, sock=sock, backlog=self.backlog))
+            lambda sock: loop.create_server(self._accept, sock=sock, backlog=self.backlog),
+            self.keepalive_idle, self.keepalive_interval)
         self.start_sweeping(loop)
         log.info("listening on %s:%d", self.host, self.port)
         return self

@@ -385,13 +385,17 @@ cdef class WebSocketListener:
     async def start(self):
         """Listen (the service must be started); returns self."""
         loop = asyncio.get_running_loop()
-        self.servers, self.port = await _serve_on(
+        self.servers, self.port, inherited = await _serve_on(
             self.host, self.port, self.reuse_port,
             lambda sock: ws_create_server(
                 self._request, sock=sock, backlog=self.backlog,
                 websocket_handshake_timeout=HANDSHAKE_TIMEOUT_S,
                 logger_name=picows_log, enable_auto_ping=False, enable_auto_pong=True,
-                max_frame_size=self.max_message_size, use_aiofastnet=False))
+                max_frame_size=self.max_message_size, use_aiofastnet=False),
+            self.service.keepalive_idle, self.service.keepalive_interval)
+        if not inherited:
+            # Its sessions are the service's: all of them get keepalive per connection.
+            self.service.keepalive_inherited = False
         self.service.add_listener(self)
         log.info("websocket on %s:%d", self.host, self.port)
         return self
