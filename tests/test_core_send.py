@@ -5,7 +5,10 @@ import socket
 import pytest
 
 import netcore
-from netcore import ClientService, DisconnectReason, SendBufferPool, ServerService, send_to_all
+from netcore import (
+    ClientService, DisconnectReason, SendBufferPool, ServerService, send_to_all,
+    send_to_all_coalesced,
+)
 from support import FakeTransport, Recorder, ServerSessions, packet
 
 
@@ -231,6 +234,97 @@ def test_a_long_queue_is_gathered_into_one_direct_write_and_a_huge_one_goes_thro
             assert (peer.direct_writes, peer.writes) == (1, 2)
             client.disconnect()
     run(go())
+
+
+# -- coalesced fan-out -----------------------------------------------------------------
+
+async def pairs(server, made, n):
+    """n (client, server-side session) pairs, connected one at a time."""
+    out = []
+    for i in range(n):
+        (client,) = await ClientService(Recorder, port=server.port).start()
+        peers = await made.wait_count(i + 1)
+        out.append((client, peers[i]))
+    return out
+
+
+def chat(i, tag=b"c"):
+    return (1005, tag + b"%d" % i)
+
+
+def test_coalesced_broadcasts_reach_each_member_as_one_queue_entry_in_order(run):
+    async def go():
+        made = ServerSessions(Recorder)
+        async with ServerService(made) as server:
+            pp = await pairs(server, made, 3)
+            members = [peer for _, peer in pp]
+            for i in range(50):                 # one job slice's chats
+                assert send_to_all_coalesced(members, netcore.make_packet(*chat(i))) == 3
+            for client, peer in pp:
+                assert await client.wait_packets(50) == [chat(i) for i in range(50)]
+                # One queue entry, one write: not 50 pushes per member.
+                assert (peer.packets_sent, peer.writes) == (1, 1)
+                client.disconnect()
+    run(go())
+
+
+def test_a_direct_send_or_another_list_never_overtakes_a_coalesced_broadcast(run):
+    async def go():
+        made = ServerSessions(Recorder)
+        async with ServerService(made) as server:
+            (c0, p0), (c1, p1), (c2, p2) = await pairs(server, made, 3)
+            room_a, room_b = [p0, p1], [p1, p2]
+            send_to_all_coalesced(room_a, netcore.make_packet(*chat(1, b"a")))
+            send_to_all_coalesced(room_a, netcore.make_packet(*chat(2, b"a")))
+            p0.send(netcore.make_packet(*chat(0, b"direct")))
+            send_to_all_coalesced(room_a, netcore.make_packet(*chat(3, b"a")))
+            send_to_all_coalesced(room_b, netcore.make_packet(*chat(1, b"b")))
+            send_to_all_coalesced(room_a, netcore.make_packet(*chat(4, b"a")))
+            assert await c0.wait_packets(5) == [chat(1, b"a"), chat(2, b"a"), chat(0, b"direct"),
+                                                chat(3, b"a"), chat(4, b"a")]
+            assert await c1.wait_packets(5) == [chat(1, b"a"), chat(2, b"a"), chat(3, b"a"),
+                                                chat(1, b"b"), chat(4, b"a")]
+            assert await c2.wait_packets(1) == [chat(1, b"b")]
+            for c in (c0, c1, c2):
+                c.disconnect()
+    run(go())
+
+
+def test_a_member_closed_after_a_coalesced_broadcast_still_gets_it_first(run):
+    async def go():
+        made = ServerSessions(Recorder)
+        async with ServerService(made) as server:
+            (c0, p0), (c1, p1) = await pairs(server, made, 2)
+            for i in range(3):
+                send_to_all_coalesced([p0, p1], netcore.make_packet(*chat(i)))
+            p0.disconnect()                     # graceful: what was queued leaves first
+            await c0.gone.wait()
+            assert c0.packets == [chat(i) for i in range(3)]
+            assert await c1.wait_packets(3) == [chat(i) for i in range(3)]
+            c1.disconnect()
+    run(go())
+
+
+def test_a_run_larger_than_its_buffer_is_split_and_stays_in_order(run):
+    async def go():
+        made = ServerSessions(Recorder)
+        async with ServerService(made) as server:
+            ((client, peer),) = await pairs(server, made, 1)
+            sent = [(1005, b"%05d" % i + b"x" * 200) for i in range(1000)]     # 209 KB
+            members = [peer]                    # one list: one run (a new list starts another)
+            for pkt in sent:
+                send_to_all_coalesced(members, netcore.make_packet(*pkt))
+            assert await client.wait_packets(1000) == sent
+            assert peer.packets_sent < 10               # a few runs of up to 64 KiB
+            client.disconnect()
+    run(go())
+
+
+def test_coalescing_refuses_an_open_buffer_and_takes_an_empty_list():
+    pool = SendBufferPool(64)
+    with pytest.raises(ValueError, match="still open"):
+        send_to_all_coalesced([], pool.reserve(8))
+    assert send_to_all_coalesced([], netcore.make_packet(1, b"")) == 0
 
 
 def test_a_transport_without_a_plain_socket_is_always_written_through():

@@ -21,7 +21,7 @@ from netcore.loop import new_event_loop, resolve_loop_kind, run
 from netcore.sendbuffer import SendBuffer, SendBufferPool, copy_frames, default_pool, make_packet
 from netcore.service import ClientService, ServerService
 from netcore.stats import LATENCY_BOUNDS, LatencyHistogram
-from netcore.session import send_to_all
+from netcore.session import send_to_all, send_to_all_coalesced
 
 
 # The Cython cores cannot inherit from a Python class; these add the
@@ -61,5 +61,5 @@ __all__ = [
     "MalformedPacketError", "PacketSession", "ProtocolError", "SendBuffer",
     "SendBufferPool", "ServerService", "Session", "UnknownPacketError",
     "copy_frames", "default_pool", "make_packet", "new_event_loop", "resolve_loop_kind", "run",
-    "send_to_all", "split_frames", "__version__",
+    "send_to_all", "send_to_all_coalesced", "split_frames", "__version__",
 ]

@@ -54,4 +54,7 @@ cdef class SendBufferPool:
 
 cpdef SendBuffer make_packet(unsigned int pkt_id, object payload)
 cpdef SendBuffer copy_frames(const unsigned char[::1] data)
+# copy_frames for C callers whose bytes are whole packets already (a
+# coalesced broadcast run, session.pxd): no header walk.
+cdef SendBuffer copy_run(const unsigned char* data, Py_ssize_t n, Py_ssize_t frames)
 cdef SendBuffer _write_packet(SendBufferPool pool, unsigned int pkt_id, object payload)

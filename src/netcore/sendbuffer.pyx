@@ -206,3 +206,11 @@ cpdef SendBuffer copy_frames(const unsigned char[::1] data):
     buf.close(n)
     buf.frames = frames
     return buf
+
+
+cdef SendBuffer copy_run(const unsigned char* data, Py_ssize_t n, Py_ssize_t frames):
+    cdef SendBuffer buf = _default_pool.open(n)
+    memcpy(buf.data, data, n)
+    buf.close(n)
+    buf.frames = frames
+    return buf

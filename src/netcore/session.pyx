@@ -8,6 +8,8 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_Next
 from cpython.object cimport PyObject
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from libc.string cimport memcpy
 from cpython.time cimport PyTime_MonotonicRaw, PyTime_t
 from libc.math cimport ceil, llround
 
@@ -20,7 +22,7 @@ from netcore.framing cimport (
     FrameHeader, FrameReader, FrameStatus, frame_next,
 )
 from netcore.recvbuffer cimport RecvBuffer
-from netcore.sendbuffer cimport SendBuffer
+from netcore.sendbuffer cimport SendBuffer, copy_run
 from netcore.sendqueue cimport (
     gather_free, sq_clear, sq_free, sq_push, sq_take_joined, sq_take_joined_after, sq_write_to,
 )
@@ -127,10 +129,14 @@ cdef class SendFlusher:
 
     def __dealloc__(self):
         gather_free(&self.gather)
+        PyMem_Free(self.run_data)
 
     cdef int add(self, Session s) except -1:
-        cdef double due
         self.dirty.append(s)
+        return self.schedule()
+
+    cdef int schedule(self) except -1:
+        cdef double due
         if not self.scheduled:
             self.scheduled = True
             if self.interval > 0:
@@ -142,10 +148,64 @@ cdef class SendFlusher:
             _due.append(self)
         return 0
 
+    cdef int append_run(self, list targets, SendBuffer buf) except -1:
+        cdef Py_ssize_t need
+        if targets is not self.run_targets:
+            self.close_run()
+        elif self.run_size + buf.size > RUN_MAX_BYTES:
+            self.close_run()
+        if self.run_targets is None:
+            # Open: the first packet is only referenced (a run of one is sent
+            # as it is, no copy); it closes this turn at the latest.
+            self.run_targets = targets
+            self.run_first = buf
+            self.run_size = buf.size
+            self.run_frames = buf.frames
+            return self.schedule()
+        need = self.run_size + buf.size
+        if need > self.run_cap:
+            self.run_data = <unsigned char*>PyMem_Realloc(self.run_data, RUN_MAX_BYTES
+                                                          if need <= RUN_MAX_BYTES else need)
+            if self.run_data == NULL:
+                self.run_cap = 0
+                self.run_targets = None
+                self.run_first = None
+                raise MemoryError()
+            self.run_cap = RUN_MAX_BYTES if need <= RUN_MAX_BYTES else need
+        if self.run_first is not None:
+            memcpy(self.run_data, self.run_first.data, self.run_first.size)
+            self.run_first = None
+        memcpy(self.run_data + self.run_size, buf.data, buf.size)
+        self.run_size = need
+        self.run_frames += buf.frames
+        return 0
+
+    cdef int close_run(self) except -1:
+        cdef list targets = self.run_targets
+        cdef SendBuffer buf
+        cdef Session s
+        cdef Py_ssize_t i
+        if targets is None:
+            return 0
+        self.run_targets = None         # first: the enqueues below see no open run
+        if self.run_first is not None:
+            buf = self.run_first
+            self.run_first = None
+        else:
+            buf = copy_run(self.run_data, self.run_size, self.run_frames)
+            self.runs_coalesced += 1
+        for i in range(PyList_GET_SIZE(targets)):
+            s = <Session?>PyList_GET_ITEM(targets, i)
+            if not s.closing and s.transport is not None:
+                s.enqueue(buf)
+        return 0
+
     cdef int run(self) except -1:
-        cdef list batch = self.dirty
+        cdef list batch
         cdef Py_ssize_t i
         cdef Session s
+        self.close_run()                # its packets leave in this run's writes
+        batch = self.dirty
         self.scheduled = False
         self.runs += 1
         if self.interval > 0:
@@ -525,6 +585,8 @@ cdef class Session:
     cdef int enqueue(self, SendBuffer buf) except -1:
         if buf.is_open:
             raise ValueError("send buffer is still open: commit() it before sending")
+        if self.flusher is not None and self.flusher.run_targets is not None:
+            self.flusher.close_run()     # what was broadcast before goes first
         if self.closing:
             return 0
         if self.transport is None:
@@ -589,6 +651,8 @@ cdef class Session:
         return 0
 
     cdef int close(self, object kind, str detail, bint abort) except -1:
+        if self.flusher is not None and self.flusher.run_targets is not None:
+            self.flusher.close_run()     # broadcasts made before the close reach it
         if self.closing:
             if abort and not self.aborted and self.transport is not None:
                 # A graceful close that is taking too long (the peer neither
@@ -686,6 +750,24 @@ cdef class PacketSession(Session):
                 log.exception("session %d: handler for packet %d raised", self.session_id, pkt_id)
             self.close(HANDLER_ERROR, f"packet {pkt_id}: {exc!r}", True)
         return 0
+
+
+cpdef Py_ssize_t send_to_all_coalesced(list sessions, SendBuffer buf) except -1:
+    """Queue one buffer to every session of a list, coalesced with the
+    buffers broadcast to the same list right after it: each session gets one
+    queue entry for the whole run (see SendFlusher in session.pxd). Every
+    session of the list must share one flusher (one service), and the list
+    must not be changed in place until the loop turn ends (replace it)."""
+    cdef Session first
+    if buf.is_open:
+        raise ValueError("send buffer is still open: commit() it before sending")
+    if not sessions:
+        return 0
+    first = <Session?>sessions[0]
+    if first.flusher is None:
+        return send_to_all(sessions, buf)       # not started yet: nothing to coalesce with
+    first.flusher.append_run(sessions, buf)
+    return PyList_GET_SIZE(sessions)
 
 
 cpdef Py_ssize_t send_to_all(object sessions, SendBuffer buf) except -1:

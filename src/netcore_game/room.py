@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 
-from netcore import JobQueue, LatencyHistogram, SendBufferPool, send_to_all
+from netcore import JobQueue, LatencyHistogram, SendBufferPool, send_to_all_coalesced
 from netcore_packets.Protocol_pb2 import S_CHAT, S_ENTER_GAME
 from netcore_packets.server_dispatch import PKT_S_ENTER_GAME, make_send_buffer
 
@@ -120,7 +120,9 @@ class Room(JobQueue):
             self._sessions = [p.session for p in self.players.values() if p.session is not None]
         if self.link is not None:
             self.link.publish(buf)      # members on other workers: one message per iteration
-        return send_to_all(self._sessions, buf)
+        # The chats of one job slice reach each member as one queue entry
+        # (netcore.send_to_all_coalesced); the list is replaced, never changed.
+        return send_to_all_coalesced(self._sessions, buf)
 
 
 def _drained(room: Room, fut) -> None:
