@@ -150,6 +150,7 @@ cdef class SendFlusher:
 
     cdef int append_run(self, list targets, SendBuffer buf) except -1:
         cdef Py_ssize_t need
+        cdef unsigned char* data
         if targets is not self.run_targets:
             self.close_run()
         elif self.run_size + buf.size > RUN_MAX_BYTES:
@@ -164,14 +165,15 @@ cdef class SendFlusher:
             return self.schedule()
         need = self.run_size + buf.size
         if need > self.run_cap:
-            self.run_data = <unsigned char*>PyMem_Realloc(self.run_data, RUN_MAX_BYTES
-                                                          if need <= RUN_MAX_BYTES else need)
-            if self.run_data == NULL:
-                self.run_cap = 0
-                self.run_targets = None
-                self.run_first = None
-                raise MemoryError()
-            self.run_cap = RUN_MAX_BYTES if need <= RUN_MAX_BYTES else need
+            # Grown once to RUN_MAX_BYTES (a run never holds more) and kept.
+            data = <unsigned char*>PyMem_Realloc(self.run_data, RUN_MAX_BYTES)
+            if data == NULL:
+                # No room to coalesce: send what the run holds, and this
+                # buffer as a run of its own, in order; nothing is lost.
+                self.close_run()
+                return self.append_run(targets, buf)
+            self.run_data = data
+            self.run_cap = RUN_MAX_BYTES
         if self.run_first is not None:
             memcpy(self.run_data, self.run_first.data, self.run_first.size)
             self.run_first = None
