@@ -2,14 +2,16 @@
 character at login (S_LOGIN.players[i].id), the player's id once it enters
 with that character (S_ENTER_GAME.playerId and every S_CHAT.playerId), never
 issued twice while the server runs; the database id stays on the server."""
+import struct
+
 import pytest
 
 from netcore_packets import Protocol_pb2 as pb
 from netcore_packets.Struct_pb2 import Player as PlayerInfo
 
 from netcore_game.db import Character, SQLiteDatabase
-from netcore_game.logins import character_tail, login_reply_payload
 from netcore_game.player import MAX_PLAYER_ID, PlayerIdAllocator
+from netcore_game.replies import LoginReply, character_tail, enter_reply, login_reply_payload
 from netcore_game.server import GameServer, ServerConfig
 from game_support import GameClient, ServerProcess, connect, leave
 
@@ -146,3 +148,30 @@ def test_the_hand_built_login_reply_is_what_protobuf_makes(ids, characters):
         for i, c in zip(ids, characters)]).SerializeToString()
     assert got == want
     assert [p.id for p in pb.S_LOGIN.FromString(got).players] == list(ids)
+
+
+@pytest.mark.parametrize("characters", [
+    (Character(7, "Knight1", 1), Character(8, "Knight2", 1), Character(9, "Archer", 2)),
+    (Character(0, "", 0), Character(0, "\u00e9l\u00e8ve" * 40, 3)),
+])
+def test_the_laid_out_login_reply_is_what_protobuf_makes(characters):
+    """LoginReply keeps the reply's bytes per id size: ids of every size, one
+    template reused across sizes and back, and ids that straddle a size
+    boundary (the general path) all give protobuf's bytes."""
+    reply = LoginReply(character_tail(c) for c in characters)
+    n = len(characters)
+    firsts = [1, 120, 127, 128, 16380, 2 ** 21 - 2, 2 ** 28, 2 ** 63, MAX_PLAYER_ID - n + 1, 5]
+    for first in firsts:
+        ids = tuple(range(first, first + n))
+        want = pb.S_LOGIN(success=True, players=[
+            PlayerInfo(id=i, name=c.name, playerType=c.player_type)
+            for i, c in zip(ids, characters)]).SerializeToString()
+        assert reply.payload(ids) == want, ids
+        packet = reply.packet(ids)
+        assert bytes(packet) == struct.pack("<HH", 4 + len(want), 1001) + want
+
+
+@pytest.mark.parametrize("player_id", [1, 127, 128, 2 ** 21, 2 ** 35, MAX_PLAYER_ID])
+def test_the_hand_built_enter_reply_is_what_protobuf_makes(player_id):
+    want = pb.S_ENTER_GAME(success=True, playerId=player_id).SerializeToString()
+    assert bytes(enter_reply(player_id)) == struct.pack("<HH", 4 + len(want), 1003) + want

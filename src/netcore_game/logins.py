@@ -32,9 +32,6 @@ import asyncio
 import collections
 import time
 
-from netcore import make_packet
-from netcore_packets.server_dispatch import PKT_S_LOGIN
-
 PRUNE_EVERY = 1024          # charges between sweeps of expired address entries
 
 
@@ -192,60 +189,3 @@ class LoginGate:
 
     def created(self, key: str | None) -> None:
         self.new_accounts.charge(key, self.clock())
-
-
-# -- the S_LOGIN reply ---------------------------------------------------------------
-#
-# Built by hand, not through protobuf: a guest login is a hot path (a login
-# storm after a restart is thousands a second) and its reply differs per login
-# only in the ids. Each character's name and type are encoded once; a reply is
-# the success flag plus, per character, a Player submessage of its new id and
-# that tail. The bytes are what S_LOGIN.SerializeToString() makes (a test
-# pins it).
-
-_SUCCESS = b"\x08\x01"          # field 1 (success), varint 1
-_PLAYERS_TAG = b"\x12"          # field 2 (players), length-delimited
-_ID_TAG = b"\x08"               # Player field 1 (id), varint
-_NAME_TAG = b"\x12"             # Player field 2 (name), length-delimited
-_TYPE_TAG = b"\x18"             # Player field 3 (playerType), varint
-
-
-def _varint(n: int) -> bytes:
-    # Unrolled for the sizes ids have for a long time (up to 2**28).
-    if n < 0x80:
-        return bytes((n,))
-    if n < 0x4000:
-        return bytes((n & 0x7F | 0x80, n >> 7))
-    if n < 0x200000:
-        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
-    if n < 0x10000000:
-        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def character_tail(c) -> bytes:
-    """The encoded name and type of a character (proto3 leaves out defaults)."""
-    name = c.name.encode()
-    out = _NAME_TAG + _varint(len(name)) + name if name else b""
-    if c.player_type:
-        out += _TYPE_TAG + _varint(c.player_type & 0xFFFFFFFFFFFFFFFF)  # enums: int32 varint
-    return out
-
-
-def login_reply_payload(tails, ids) -> bytes:
-    """S_LOGIN{success: true, players: [{id, name, playerType}, ...]}."""
-    parts = [_SUCCESS]
-    for tail, player_id in zip(tails, ids):
-        body = _ID_TAG + _varint(player_id) + tail
-        parts.append(_PLAYERS_TAG + _varint(len(body)) + body)
-    return b"".join(parts)
-
-
-def login_reply(tails, ids):
-    """The framed S_LOGIN success reply, ready to send."""
-    return make_packet(PKT_S_LOGIN, login_reply_payload(tails, ids))

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 _CARD = struct.Struct("<QI")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class Player:
     player_id: int          # in-game id, from the server's generator (not the database id)
     db_id: int              # the character row; 0 for a guest's characters

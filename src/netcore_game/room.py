@@ -26,6 +26,7 @@ from netcore_packets.Protocol_pb2 import S_CHAT, S_ENTER_GAME
 from netcore_packets.server_dispatch import PKT_S_ENTER_GAME, make_send_buffer
 
 from netcore_game.player import Player
+from netcore_game.replies import enter_reply
 
 SYSTEM_PLAYER_ID = 0        # S_CHAT from the room itself (announcements)
 # Kept forever: its own pool, so it pins no chunk of the shared one.
@@ -85,7 +86,7 @@ class Room(JobQueue):
             self.drop_if_unused()
             return
         # The answer goes first, so the player knows its id before any chat arrives.
-        player.send(make_send_buffer(S_ENTER_GAME(success=True, playerId=player.player_id)))
+        player.send(enter_reply(player.player_id))
         self.players[player.player_id] = player
         self._sessions = None
         if player.gateway is not None:

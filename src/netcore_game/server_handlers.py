@@ -14,14 +14,14 @@ from netcore import DisconnectReason
 from netcore.addresses import address_key
 
 from netcore_game.db import GUEST_CHARACTERS, LoginResult, LoginStatus
-from netcore_game.logins import character_tail, login_reply
+from netcore_game.replies import LoginReply, character_tail, login_reply
 from netcore_game.player import Player
 from netcore_game.room import Room
 from netcore_game.session import State
 
 log = logging.getLogger("netcore_game.handlers")
 
-_GUEST_TAILS = tuple(character_tail(c) for c in GUEST_CHARACTERS)
+_GUEST_REPLY = LoginReply(character_tail(c) for c in GUEST_CHARACTERS)
 
 
 def handle_C_LOGIN(session, pkt):
@@ -40,7 +40,7 @@ def handle_C_LOGIN(session, pkt):
         session.state = State.LOGGED_IN
         session.mark_logged_in()
         server.logins_done += 1
-        session.send(login_reply(_GUEST_TAILS, ids))
+        session.send(_GUEST_REPLY.packet(ids))
         return
     if "\x00" in pkt.account:
         # PostgreSQL text cannot hold NUL: no backend stores such a name, so

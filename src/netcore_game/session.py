@@ -29,6 +29,11 @@ class State(enum.Enum):
 
 
 class GameSession(netcore.PacketSession):
+    # Slots, not a __dict__: one per connection, and a login storm makes
+    # thousands a second (a subclass that adds attributes gets a __dict__ back).
+    __slots__ = ("server", "state", "account", "characters", "player_ids", "player",
+                 "failed_logins", "__weakref__")
+
     def __init__(self, server: "GameServer"):
         self.server = server
         self.state = State.CONNECTED
