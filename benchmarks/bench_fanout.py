@@ -70,8 +70,9 @@ class Server:
             cmd = ["taskset", "-c", SERVER_CORE, *shlex.split(reference_cmd), "--port", str(port)]
             banner_on = "stderr"
         else:
-            cmd = pinned(SERVER_CORE, str(HERE / "baseline_server.py"), "--port", str(port),
-                         "--loop", loop)
+            # A Python server of benchmarks/: the baseline, or netcore's transport alone.
+            script = "transport_login_server.py" if kind == "transport" else "baseline_server.py"
+            cmd = pinned(SERVER_CORE, str(HERE / script), "--port", str(port), "--loop", loop)
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE if banner_on == "stdout" else subprocess.DEVNULL,
             stderr=subprocess.PIPE if banner_on == "stderr" else subprocess.DEVNULL, text=True)

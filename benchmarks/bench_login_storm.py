@@ -10,10 +10,13 @@ most --concurrency between connect and S_ENTER_GAME at once, spread over
 --rooms rooms, held open until all are in. Printed: the median of --repeat
 runs of logins + enters per second, clients that failed, the server's CPU
 seconds per thousand logins, and netcore's ratio to the C server's figure of
-the same invocation.
+the same invocation. With --layers, netcore's transport alone
+(transport_login_server.py: fixed answers, no game) runs beside them: the
+gap between the two netcore figures is the game layer's.
 
     gcc -O2 -o /tmp/refserver ../shared/reference/refserver.c
     python benchmarks/bench_login_storm.py --reference-cmd /tmp/refserver
+    python benchmarks/bench_login_storm.py --reference-cmd /tmp/refserver --layers
     python benchmarks/bench_login_storm.py --clients 500 --repeat 1     # a smoke run
 """
 from __future__ import annotations
@@ -71,9 +74,12 @@ def main() -> int:
                     help="the C reference server's command (e.g. /tmp/refserver), run alternately")
     ap.add_argument("--generator", default=None,
                     help="a login_storm built beforehand (default: built here with gcc)")
+    ap.add_argument("--layers", action="store_true",
+                    help="also run netcore's transport alone (fixed answers, no game layer)")
     args = ap.parse_args()
     args.loop = resolve_loop_kind(args.loop)
-    kinds = ["netcore"] + (["C ref"] if args.reference_cmd else [])
+    kinds = (["netcore"] + (["transport"] if args.layers else [])
+             + (["C ref"] if args.reference_cmd else []))
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as workdir:
         args.workdir = workdir
@@ -87,7 +93,7 @@ def main() -> int:
                 r = one_run(kind, port, args, exe)
                 port += 1
                 runs[kind].append(r)
-                print(f"  run {i + 1} {kind:8s}: {r['logins_per_s']:>9,.0f} logins + enters/s, "
+                print(f"  run {i + 1} {kind:9s}: {r['logins_per_s']:>9,.0f} logins + enters/s, "
                       f"{r['failed']} failed", flush=True)
     result = {}
     for kind in kinds:
@@ -101,8 +107,13 @@ def main() -> int:
         ratio = (f"  {m['rate'] / result['C ref']['rate']:.2f}x the C server"
                  if kind != "C ref" and "C ref" in result else "")
         cpu = f"{m['cpu_per_k']:.3f}" if m["cpu_per_k"] is not None else "-"
-        print(f"  {kind:8s} login + enter {m['rate']:>9,.0f}/s  failed {m['failed']:,.0f}  "
+        print(f"  {kind:9s} login + enter {m['rate']:>9,.0f}/s  failed {m['failed']:,.0f}  "
               f"server cpu {cpu} s per 1,000 logins{ratio}", flush=True)
+    if "transport" in result and None not in (result["netcore"]["cpu_per_k"],
+                                              result["transport"]["cpu_per_k"]):
+        game = result["netcore"]["cpu_per_k"] - result["transport"]["cpu_per_k"]
+        print(f"  the game layer: {game * 1e3:.0f} us of server CPU per login "
+              f"(netcore-server's less the transport's alone)", flush=True)
     met = result["netcore"]["rate"] >= TARGET and result["netcore"]["failed"] == 0
     print(f"target: netcore >= {TARGET:,} logins + enters/s, none failed: "
           f"{'MET' if met else 'MISSED'}", flush=True)
