@@ -18,6 +18,8 @@ from netcore import PacketSession, ServerService, make_packet
 from netcore_packets import Protocol_pb2 as pb
 from netcore_packets.server_dispatch import PKT_C_LOGIN, PKT_S_ENTER_GAME, PKT_S_LOGIN
 
+from netcore_game.server import ServerConfig     # its defaults only: no game code runs
+
 LOGIN = make_packet(PKT_S_LOGIN, pb.S_LOGIN(success=True).SerializeToString())
 ENTER = make_packet(PKT_S_ENTER_GAME,
                     pb.S_ENTER_GAME(success=True, playerId=1).SerializeToString())
@@ -29,7 +31,20 @@ class FixedAnswers(PacketSession):
 
 
 async def serve(port: int) -> None:
-    async with ServerService(FixedAnswers, port=port, max_sessions=30_000) as server:
+    # netcore-server's defaults for everything the service does per
+    # connection and per packet (limits, per-address counts, rate, keepalive),
+    # and the session bound bench_fanout gives it.
+    c = ServerConfig()
+    service = ServerService(
+        FixedAnswers, port=port, max_sessions=30_000, max_packet_size=c.max_packet_size,
+        max_pending_bytes=c.max_pending_bytes, packet_rate=c.packet_rate,
+        packet_burst=c.packet_burst, login_timeout=c.login_timeout,
+        idle_timeout=c.idle_timeout, max_packets_per_read=c.max_packets_per_read,
+        max_pending_bytes_total=c.max_pending_bytes_total,
+        max_sessions_per_address=c.max_sessions_per_address,
+        exempt_networks=c.exempt_networks, keepalive_idle=c.keepalive_idle,
+        keepalive_interval=c.keepalive_interval)
+    async with service as server:
         print(f"listening on 127.0.0.1:{server.port}", flush=True)
         await asyncio.Event().wait()
 

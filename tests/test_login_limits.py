@@ -295,6 +295,8 @@ def test_new_accounts_per_address_are_limited_over_a_window(run, tmp_path, monke
     (["--max-pending-bytes-total", "-1"], "--max-pending-bytes-total -1: must be >= 0"),
     (["--keepalive-idle", "0.5"], "keepalive-idle 0.5: must be 0 (off) or 1..32767 s"),
     (["--keepalive-interval", "0"], "--keepalive-interval 0: must be >= 1"),
+    (["--listen-sockets", "65"], "--listen-sockets 65: must be <= 64"),
+    (["--listen-sockets", "-1"], "--listen-sockets -1: must be >= 0"),
     (["--peer-log-rate", "-1"], "--peer-log-rate -1: must be >= 0"),
     (["--log-summary-seconds", "nan"], "--log-summary-seconds nan: must be a finite number"),
 ])

@@ -55,6 +55,20 @@
 #
 # max_pending_bytes_total bounds the bytes queued in all sessions together;
 # see SendFlusher in session.pxd for who is cut off past it.
+#
+# Listening sockets per address (ServerService listen_sockets). libuv, under
+# uvloop, accepts one connection per listening socket per loop iteration
+# (libuv PR 3696: the common case is one pending connection, and the second
+# accept() of a loop fails with EAGAIN). In a login storm that makes every
+# connection cost a whole iteration: a poll, a flush pass, a wake-up of the
+# peer. So on Linux under uvloop a service listens with a group of
+# DEFAULT_LISTEN_SOCKETS sockets on one port (SO_REUSEPORT: the kernel spreads
+# the connections over them), and one iteration accepts up to that many (the
+# login storm: 12,100-12,600 logins + enters a second with one socket,
+# 18,400-20,200 with 8 to 64). A port the service owns alone stays its own: a
+# plain bind is tried first, so a second server on that port fails as before
+# (reuse_port=True, the workers' shared port, skips that check). The selector
+# loop accepts up to its backlog per readiness already and gets one socket.
 
 from cpython.time cimport PyTime_t
 
@@ -71,6 +85,8 @@ cdef enum:
     MAX_KEEPALIVE_S = 32767
     ABORT_WAIT_MS = 1000        # close_sessions: for aborted stragglers to be gone
     ADDRESS_KEY_CACHE = 4096    # host strings whose address key is remembered
+    DEFAULT_LISTEN_SOCKETS = 16 # per address, under uvloop on Linux (see above)
+    MAX_LISTEN_SOCKETS = 64
 
 
 cdef class Service:
@@ -117,6 +133,7 @@ cdef class ServerService(Service):
     cdef readonly int port
     cdef readonly int backlog
     cdef readonly bint reuse_port           # SO_REUSEPORT: workers of one machine share the port
+    cdef readonly int listen_sockets        # per address; 0 until started when left to choose
     cdef list servers                       # one asyncio Server per listening socket
     # Other listeners making sessions of this service (netcore.websocket's
     # WebSocketListener): stopped and waited for with the service's own.

@@ -22,6 +22,8 @@ _S = TypeVar("_S", bound=Session)
 
 DEFAULT_EXEMPT: str
 
+def listen_socket_count(requested: int, loop: Any) -> int: ...
+
 class ListenSocket(socket.socket):
     __slots__ = ("_shed", "_shed_logged_at", "_spare")
 
@@ -114,6 +116,7 @@ class ServerService(Service[_S]):
         *,
         backlog: int = 4096,
         reuse_port: bool = False,
+        listen_sockets: int = 0,
         **limits: Any,
     ) -> None: ...
     @property
@@ -124,6 +127,8 @@ class ServerService(Service[_S]):
     def backlog(self) -> int: ...
     @property
     def reuse_port(self) -> bool: ...
+    @property
+    def listen_sockets(self) -> int: ...
     @property
     def address(self) -> tuple[str, int]: ...
     @property

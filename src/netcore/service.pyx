@@ -180,13 +180,32 @@ cdef bint _listeners_keepalive(list socks, double idle, double interval):
     return True
 
 
+def listen_socket_count(int requested, loop):
+    """How many listening sockets per address: `requested`, or with 0 the
+    default for this loop (see service.pxd: DEFAULT_LISTEN_SOCKETS under
+    uvloop on Linux, else 1)."""
+    if requested < 0 or requested > MAX_LISTEN_SOCKETS:
+        raise ValueError(f"listen_sockets must be in 0..{MAX_LISTEN_SOCKETS}, not {requested}")
+    if requested > 1 and not (sys.platform.startswith("linux")
+                              and hasattr(socket, "SO_REUSEPORT")):
+        raise ValueError("listen_sockets > 1 needs SO_REUSEPORT spreading connections "
+                         "(Linux)")
+    if requested:
+        return requested
+    if (sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+            and type(loop).__module__.partition(".")[0] == "uvloop"):
+        return DEFAULT_LISTEN_SOCKETS
+    return 1
+
+
 async def _serve_on(str host, int port, bint reuse_port, start, double keepalive_idle=0,
-                    double keepalive_interval=0):
-    """Listeners on every address of host: start(sock) awaited for each bound
-    socket (loop.create_server's, picows's); on any failure all that was made
-    is closed again and the error raised. Returns (servers, the bound port,
-    whether the accepted sockets inherit keepalive with keepalive_idle > 0)."""
-    socks = await _listen_sockets(host, port, reuse_port)
+                    double keepalive_interval=0, int listen_sockets=1):
+    """Listeners on every address of host, `listen_sockets` sockets each:
+    start(sock) awaited for each bound socket (loop.create_server's,
+    picows's); on any failure all that was made is closed again and the
+    error raised. Returns (servers, the bound port, whether the accepted
+    sockets inherit keepalive with keepalive_idle > 0)."""
+    socks = await _listen_sockets(host, port, reuse_port, listen_sockets)
     inherited = _listeners_keepalive(socks, keepalive_idle, keepalive_interval)
     servers = []
     try:
@@ -201,11 +220,36 @@ async def _serve_on(str host, int port, bint reuse_port, start, double keepalive
     return servers, socks[0].getsockname()[1], inherited
 
 
-async def _listen_sockets(str host, int port, bint reuse_port=False):
+def _bind(sock, address):
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        raise OSError(exc.errno, f"error while attempting to bind on address "
+                                 f"{address!r}: {exc.strerror.lower()}") from None
+
+
+def _claim_port(family, socktype, proto, address):
+    """The address with its port, checked free for a socket group about to
+    take it: a plain bind fails on a port anyone listens on (a group of
+    SO_REUSEPORT sockets would join another one of the same user instead)."""
+    probe = socket.socket(family, socktype, proto)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        _bind(probe, address)
+        return address[:1] + probe.getsockname()[1:2] + address[2:]
+    finally:
+        probe.close()
+
+
+async def _listen_sockets(str host, int port, bint reuse_port=False, int count=1):
     """Bound (not yet listening) sockets for every address of host, as
-    loop.create_server would make them. With reuse_port, several processes
-    listen on the same port and the kernel spreads connections over them
-    (SO_REUSEPORT: Linux, and the BSDs without the spreading)."""
+    loop.create_server would make them, `count` per address. With
+    reuse_port, several processes listen on the same port and the kernel
+    spreads connections over them (SO_REUSEPORT: Linux, and the BSDs without
+    the spreading); a group of count > 1 on a port of its own does the same
+    within the process (see service.pxd)."""
     if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
         raise OSError("this platform has no SO_REUSEPORT: several workers cannot share a port")
     loop = asyncio.get_running_loop()
@@ -217,19 +261,20 @@ async def _listen_sockets(str host, int port, bint reuse_port=False):
             if (family, address) in seen:
                 continue
             seen.add((family, address))
-            sock = ListenSocket(family, socktype, proto)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(address)
-            except OSError as exc:
-                raise OSError(exc.errno, f"error while attempting to bind on address "
-                                         f"{address!r}: {exc.strerror.lower()}") from None
-            sock.setblocking(False)
+            if count > 1 and not reuse_port:
+                address = _claim_port(family, socktype, proto, address)
+            for i in range(count):
+                sock = ListenSocket(family, socktype, proto)
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port or count > 1:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                _bind(sock, address)
+                sock.setblocking(False)
+                if i == 0:      # port 0: the group takes the port the first got
+                    address = address[:1] + sock.getsockname()[1:2] + address[2:]
     except BaseException:
         for sock in socks:
             sock.close()
@@ -507,18 +552,23 @@ cdef class ServerService(Service):
     Arguments: session_factory, host ("127.0.0.1"), port (0 picks a free
     port; `port` holds the real one once started), then by keyword backlog
     (4096), reuse_port (False; True lets the worker processes of one machine
-    share the port, SO_REUSEPORT) and any of Service's limits.
+    share the port, SO_REUSEPORT), listen_sockets (listening sockets per
+    address; 0, the default, picks 16 under uvloop on Linux, where libuv
+    accepts one connection per socket per loop iteration, else 1) and any of
+    Service's limits.
     ``async with ServerService(...) as service:`` starts it and, on the way
     out, closes it (close()).
     """
 
     def __init__(self, session_factory, str host="127.0.0.1", int port=0, *,
-                 int backlog=4096, bint reuse_port=False, **limits):
+                 int backlog=4096, bint reuse_port=False, int listen_sockets=0, **limits):
         super().__init__(session_factory, **limits)
+        listen_socket_count(listen_sockets, None)      # checked now, chosen at start
         self.host = host
         self.port = port
         self.backlog = backlog
         self.reuse_port = reuse_port
+        self.listen_sockets = listen_sockets
         self.listeners = []
 
     def add_listener(self, listener):
@@ -533,10 +583,11 @@ cdef class ServerService(Service):
         that cannot be listened on raises OSError, and nothing listens."""
         loop = asyncio.get_running_loop()
         self.flusher = self.make_flusher(loop)
+        self.listen_sockets = listen_socket_count(self.listen_sockets, loop)
         self.servers, self.port, self.keepalive_inherited = await _serve_on(
             self.host, self.port, self.reuse_port,
             lambda sock: loop.create_server(self._accept, sock=sock, backlog=self.backlog),
-            self.keepalive_idle, self.keepalive_interval)
+            self.keepalive_idle, self.keepalive_interval, self.listen_sockets)
         self.start_sweeping(loop)
         log.info("listening on %s:%d", self.host, self.port)
         return self

@@ -75,6 +75,7 @@ cdef class WebSocketListener:
     cdef readonly str host
     cdef readonly int port
     cdef readonly bint reuse_port
+    cdef readonly int listen_sockets            # per address; 0 until started when left to choose
     cdef readonly int backlog
     cdef readonly Py_ssize_t max_message_size
     cdef readonly object origin_policy          # netcore.origins.OriginPolicy

@@ -18,7 +18,7 @@ from netcore.errors import Disconnect, DisconnectReason
 from netcore.framing import header_error
 from netcore.logs import peer_line
 from netcore.origins import DEFAULT_ORIGINS, OriginPolicy
-from netcore.service import _serve_on
+from netcore.service import _serve_on, listen_socket_count
 from netcore.session import _drain_backlog
 
 from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
@@ -364,9 +364,11 @@ cdef class WebSocketListener:
 
     def __init__(self, ServerService service not None, str host="127.0.0.1", int port=0, *,
                  origins=DEFAULT_ORIGINS, Py_ssize_t max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
-                 pages=None, bint reuse_port=False, int backlog=4096):
+                 pages=None, bint reuse_port=False, int backlog=4096, int listen_sockets=0):
         """origins: a netcore.origins policy ("self,loopback", "*", exact
-        origins) or an OriginPolicy. pages: {path: (content type, bytes)}."""
+        origins) or an OriginPolicy. pages: {path: (content type, bytes)}.
+        listen_sockets: as ServerService's (0: 16 under uvloop on Linux)."""
+        listen_socket_count(listen_sockets, None)      # checked now, chosen at start
         if max_message_size < service.max_packet_size:
             raise ValueError(f"max_message_size {max_message_size} cannot carry a packet of "
                              f"max_packet_size {service.max_packet_size}")
@@ -374,6 +376,7 @@ cdef class WebSocketListener:
         self.host = host
         self.port = port
         self.reuse_port = reuse_port
+        self.listen_sockets = listen_sockets
         self.backlog = backlog
         self.max_message_size = max_message_size
         self.origin_policy = origins if isinstance(origins, OriginPolicy) else OriginPolicy(origins)
@@ -385,6 +388,7 @@ cdef class WebSocketListener:
     async def start(self):
         """Listen (the service must be started); returns self."""
         loop = asyncio.get_running_loop()
+        self.listen_sockets = listen_socket_count(self.listen_sockets, loop)
         self.servers, self.port, inherited = await _serve_on(
             self.host, self.port, self.reuse_port,
             lambda sock: ws_create_server(
@@ -392,7 +396,7 @@ cdef class WebSocketListener:
                 websocket_handshake_timeout=HANDSHAKE_TIMEOUT_S,
                 logger_name=picows_log, enable_auto_ping=False, enable_auto_pong=True,
                 max_frame_size=self.max_message_size, use_aiofastnet=False),
-            self.service.keepalive_idle, self.service.keepalive_interval)
+            self.service.keepalive_idle, self.service.keepalive_interval, self.listen_sockets)
         if not inherited:
             # Its sessions are the service's: all of them get keepalive per connection.
             self.service.keepalive_inherited = False

@@ -84,6 +84,11 @@ class ServerConfig:
     # seconds (90 s); a silent but alive one stays (see idle_timeout).
     keepalive_idle: float = setting(60.0, min=0, max=32767)    # 0 is off
     keepalive_interval: float = setting(10.0, min=1, max=32767)
+    # Listening sockets per address (SO_REUSEPORT group): under uvloop libuv
+    # accepts one connection per socket per loop iteration, so a login storm
+    # is accepted this many per iteration (netcore.service.pxd). 0: 16 under
+    # uvloop on Linux, else 1.
+    listen_sockets: int = setting(0, min=0, max=64)
     max_pending_bytes_total: int = setting(256 << 20, min=0)    # all clients' unsent; 0 no bound
     # Named logins (scrypt on the database pool; see netcore_game.logins).
     max_logins_in_flight: int = setting(64, min=1)
@@ -217,14 +222,14 @@ class GameServer:
             max_sessions_per_address=config.max_sessions_per_address,
             exempt_networks=config.exempt_networks,
             keepalive_idle=config.keepalive_idle, keepalive_interval=config.keepalive_interval,
-            reuse_port=link is not None)
+            reuse_port=link is not None, listen_sockets=config.listen_sockets)
         self.ws = None
         if config.ws_port:
             from netcore.websocket import WebSocketListener
             self.ws = WebSocketListener(
                 self.service, config.host, config.ws_port, origins=config.ws_origins,
                 max_message_size=config.ws_max_message_bytes, pages={"/": chat_page()},
-                reuse_port=link is not None)
+                reuse_port=link is not None, listen_sockets=config.listen_sockets)
         self.metrics = None
         self._tasks: set[asyncio.Task] = set()
         self._summary_task: asyncio.Task | None = None
