@@ -61,10 +61,12 @@ class Server:
 
     def __init__(self, kind: str, port: int, workdir: str, loop: str, reference_cmd=None):
         banner_on = "stdout"
-        if kind == "netcore":
+        if kind in ("netcore", "1 socket"):
             cmd = pinned(SERVER_CORE, "-m", "netcore_game.cli", "--port", str(port), "--log-level",
                          "WARNING", "--db", os.path.join(workdir, f"bench-{port}.db"),
                          "--max-sessions", "30000", "--loop", loop)
+            if kind == "1 socket":      # netcore-server listening on one socket per address
+                cmd += ["--listen-sockets", "1"]
         elif kind == "C ref":
             # The C reference server (../shared/reference): a floor, not a competitor.
             cmd = ["taskset", "-c", SERVER_CORE, *shlex.split(reference_cmd), "--port", str(port)]

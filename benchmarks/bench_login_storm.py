@@ -12,7 +12,8 @@ runs of logins + enters per second, clients that failed, the server's CPU
 seconds per thousand logins, and netcore's ratio to the C server's figure of
 the same invocation. With --layers, netcore's transport alone
 (transport_login_server.py: fixed answers, no game) runs beside them: the
-gap between the two netcore figures is the game layer's.
+gap between the two netcore figures is the game layer's. With --single-socket,
+netcore-server listening on one socket (--listen-sockets 1) runs beside it too.
 
     gcc -O2 -o /tmp/refserver ../shared/reference/refserver.c
     python benchmarks/bench_login_storm.py --reference-cmd /tmp/refserver
@@ -76,9 +77,13 @@ def main() -> int:
                     help="a login_storm built beforehand (default: built here with gcc)")
     ap.add_argument("--layers", action="store_true",
                     help="also run netcore's transport alone (fixed answers, no game layer)")
+    ap.add_argument("--single-socket", action="store_true",
+                    help="also run netcore-server with --listen-sockets 1 (one listening "
+                         "socket, as before the group)")
     args = ap.parse_args()
     args.loop = resolve_loop_kind(args.loop)
-    kinds = (["netcore"] + (["transport"] if args.layers else [])
+    kinds = (["netcore"] + (["1 socket"] if args.single_socket else [])
+             + (["transport"] if args.layers else [])
              + (["C ref"] if args.reference_cmd else []))
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as workdir:
