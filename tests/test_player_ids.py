@@ -5,6 +5,8 @@ issued twice while the server runs; the database id stays on the server."""
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netcore_packets import Protocol_pb2 as pb
 from netcore_packets.Struct_pb2 import Player as PlayerInfo
@@ -175,3 +177,22 @@ def test_the_laid_out_login_reply_is_what_protobuf_makes(characters):
 def test_the_hand_built_enter_reply_is_what_protobuf_makes(player_id):
     want = pb.S_ENTER_GAME(success=True, playerId=player_id).SerializeToString()
     assert bytes(enter_reply(player_id)) == struct.pack("<HH", 4 + len(want), 1003) + want
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=st.integers(1, MAX_PLAYER_ID), characters=st.lists(
+    st.tuples(st.text(max_size=40), st.integers(-2 ** 31, 2 ** 31 - 1)), min_size=1, max_size=4))
+def test_generated_login_replies_are_what_protobuf_makes(first, characters):
+    """Any id run and any characters (names of any text, types of any int32,
+    defaults left out): the laid-out reply is protobuf's, bytes for bytes."""
+    chars = [Character(0, name, player_type) for name, player_type in characters]
+    first = min(first, MAX_PLAYER_ID - len(chars) + 1)
+    ids = tuple(range(first, first + len(chars)))
+    want = pb.S_LOGIN(success=True, players=[
+        PlayerInfo(id=i, name=c.name, playerType=c.player_type)
+        for i, c in zip(ids, chars)]).SerializeToString()
+    reply = LoginReply(character_tail(c) for c in chars)
+    assert reply.payload(ids) == want
+    assert reply.payload(ids) == want      # a second time, from the laid-out pieces
+    assert bytes(enter_reply(first))[4:] == pb.S_ENTER_GAME(
+        success=True, playerId=first).SerializeToString()
