@@ -15,6 +15,7 @@ import asyncio
 
 import netcore
 from netcore import PacketSession, ServerService, make_packet
+from netcore.loop import tune_gc_for_serving
 from netcore_packets import Protocol_pb2 as pb
 from netcore_packets.server_dispatch import PKT_C_LOGIN, PKT_S_ENTER_GAME, PKT_S_LOGIN
 
@@ -45,6 +46,7 @@ async def serve(port: int) -> None:
         exempt_networks=c.exempt_networks, keepalive_idle=c.keepalive_idle,
         keepalive_interval=c.keepalive_interval)
     async with service as server:
+        tune_gc_for_serving()           # as netcore-server does once it serves
         print(f"listening on 127.0.0.1:{server.port}", flush=True)
         await asyncio.Event().wait()
 
