@@ -193,7 +193,6 @@ cpdef SendBuffer copy_frames(const unsigned char[::1] data):
     is checked: a run that does not end on a packet boundary raises ValueError."""
     cdef Py_ssize_t n = data.shape[0], pos = 0, frames = 0
     cdef FrameHeader h
-    cdef SendBuffer buf
     if n == 0:
         raise ValueError("no packets to copy")
     while pos < n:
@@ -201,11 +200,7 @@ cpdef SendBuffer copy_frames(const unsigned char[::1] data):
             raise ValueError(f"not a whole packet at offset {pos} of {n}")
         pos += h.size
         frames += 1
-    buf = _default_pool.open(n)
-    memcpy(buf.data, &data[0], n)
-    buf.close(n)
-    buf.frames = frames
-    return buf
+    return copy_run(&data[0], n, frames)
 
 
 cdef SendBuffer copy_run(const unsigned char* data, Py_ssize_t n, Py_ssize_t frames):

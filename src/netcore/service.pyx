@@ -180,20 +180,24 @@ cdef bint _listeners_keepalive(list socks, double idle, double interval):
     return True
 
 
+# SO_REUSEPORT spreads connections over a group of sockets (Linux; the BSDs
+# give them all to one socket).
+cdef bint _REUSEPORT_SPREADS = (sys.platform.startswith("linux")
+                                and hasattr(socket, "SO_REUSEPORT"))
+
+
 def listen_socket_count(int requested, loop):
     """How many listening sockets per address: `requested`, or with 0 the
     default for this loop (see service.pxd: DEFAULT_LISTEN_SOCKETS under
     uvloop on Linux, else 1)."""
     if requested < 0 or requested > MAX_LISTEN_SOCKETS:
         raise ValueError(f"listen_sockets must be in 0..{MAX_LISTEN_SOCKETS}, not {requested}")
-    if requested > 1 and not (sys.platform.startswith("linux")
-                              and hasattr(socket, "SO_REUSEPORT")):
+    if requested > 1 and not _REUSEPORT_SPREADS:
         raise ValueError("listen_sockets > 1 needs SO_REUSEPORT spreading connections "
                          "(Linux)")
     if requested:
         return requested
-    if (sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
-            and type(loop).__module__.partition(".")[0] == "uvloop"):
+    if _REUSEPORT_SPREADS and type(loop).__module__.partition(".")[0] == "uvloop":
         return DEFAULT_LISTEN_SOCKETS
     return 1
 
@@ -228,6 +232,11 @@ def _bind(sock, address):
                                  f"{address!r}: {exc.strerror.lower()}") from None
 
 
+def _with_port_of(address, sock):
+    """`address` with the port `sock` is bound to (the one port 0 picked)."""
+    return address[:1] + sock.getsockname()[1:2] + address[2:]
+
+
 def _claim_port(family, socktype, proto, address):
     """The address with its port, checked free for a socket group about to
     take it: a plain bind fails on a port anyone listens on (a group of
@@ -238,7 +247,7 @@ def _claim_port(family, socktype, proto, address):
         if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
             probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         _bind(probe, address)
-        return address[:1] + probe.getsockname()[1:2] + address[2:]
+        return _with_port_of(address, probe)
     finally:
         probe.close()
 
@@ -274,7 +283,7 @@ async def _listen_sockets(str host, int port, bint reuse_port=False, int count=1
                 _bind(sock, address)
                 sock.setblocking(False)
                 if i == 0:      # port 0: the group takes the port the first got
-                    address = address[:1] + sock.getsockname()[1:2] + address[2:]
+                    address = _with_port_of(address, sock)
     except BaseException:
         for sock in socks:
             sock.close()

@@ -151,9 +151,7 @@ cdef class SendFlusher:
     cdef int append_run(self, list targets, SendBuffer buf) except -1:
         cdef Py_ssize_t need
         cdef unsigned char* data
-        if targets is not self.run_targets:
-            self.close_run()
-        elif self.run_size + buf.size > RUN_MAX_BYTES:
+        if targets is not self.run_targets or self.run_size + buf.size > RUN_MAX_BYTES:
             self.close_run()
         if self.run_targets is None:
             # Open: the first packet is only referenced (a run of one is sent
