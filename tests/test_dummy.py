@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from fractions import Fraction
 
 import pytest
@@ -670,6 +671,10 @@ def test_nothing_listening_is_one_clear_line(loop_kind, capsys):
     (["--shard", "3/3"], "--shard must be I/K with 0 <= I < K <= --clients, not 3/3"),
     (["--shard", "0/200"], "--shard must be I/K with 0 <= I < K <= --clients, not 0/200"),
     (["--shard", "1"], "expected I/K such as 0/4, not '1'"),
+    # A wall-clock reading is far later than CLOCK_MONOTONIC's: stamps would
+    # go negative mid-run (it was a traceback once the chats began).
+    (["--epoch-us", str(time.time_ns() // 1000)], "--epoch-us must be a CLOCK_MONOTONIC"),
+    (["--epoch-us", "-5"], "--epoch-us must be a CLOCK_MONOTONIC reading"),
 ])
 def test_bad_arguments_are_refused_before_connecting(capsys, args, message):
     with pytest.raises(SystemExit) as info:

@@ -111,6 +111,12 @@ class DummyConfig:
         if not 0 <= self.size <= MAX_CHAT_SIZE:
             raise ValueError(f"--size must be between 0 and {MAX_CHAT_SIZE} "
                              f"(the server's chat limit)")
+        # Send stamps count up from the epoch: one later than now (a wall-clock
+        # reading, say) would make them negative mid-run.
+        if self.epoch_us is not None and not 0 < self.epoch_us <= now_us():
+            raise ValueError(f"--epoch-us must be a CLOCK_MONOTONIC reading in microseconds "
+                             f"no later than now ({now_us()}; time.monotonic_ns() // 1000), "
+                             f"not {self.epoch_us}")
 
 
 @dataclass
