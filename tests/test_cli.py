@@ -57,6 +57,8 @@ def error_of(capsys, argv, environ=None):
     (["--max-packet-size", "100"], {},
      "max-packet-size 100 cannot carry a chat of max-chat-bytes 512 (needs 528)"),
     (["--db-pool-size", "0"], {}, "--db-pool-size 0: must be >= 1"),
+    (["--fast-replies", "maybe"], {}, "--fast-replies maybe: must be true or false"),
+    ([], {"NETCORE_FAST_REPLIES": "2"}, "NETCORE_FAST_REPLIES=2: must be true or false"),
     ([], {"NETCORE_DB_POOL_SIZE": "many"}, "NETCORE_DB_POOL_SIZE=many: must be an integer"),
     (["--db-statement-timeout", "0"], {}, "db-statement-timeout 0.0: must be > 0 seconds"),
     (["--db-connect-timeout", "-1"], {}, "--db-connect-timeout -1: must be >= 0"),
@@ -74,6 +76,7 @@ def test_a_bad_value_is_one_line_naming_the_setting_and_the_value(capsys, argv, 
     ("port = 1\n[server]\nport = 2\n", "port is set twice (port at the top level and port "
                                        "under [server]): keep one"),
     ("max-sessions = 1\nmax_sessions = 2\n", "max-sessions is set twice"),
+    ('fast-replies = "no"\n', "fast-replies must be bool, not str ('no')"),
 ])
 def test_a_bad_value_in_the_file_names_the_file_and_the_key(capsys, tmp_path, text, message):
     conf = tmp_path / "server.toml"
@@ -337,6 +340,8 @@ def synopsis_flags(command):
 
 
 def shown_default(value):
+    if isinstance(value, bool):         # as flags, files and the environment spell it
+        return "true" if value else "false"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

@@ -344,6 +344,37 @@ def test_a_handler_that_raises_closes_its_session_only(run, tmp_path, monkeypatc
                         ends[0].getMessage())
 
 
+def test_a_fault_answering_a_named_login_closes_that_session_only(run, tmp_path, monkeypatch,
+                                                                   caplog):
+    """The answer to a named login is sent after the database, outside any
+    packet handler: a fault there still closes that session as a handler
+    error, logged, instead of leaving the client waiting for ever."""
+    real = netcore_game.server_handlers.finish_login
+
+    def finish_login(session, account, characters):
+        if account == "doomed":
+            raise RuntimeError("a bug after the database")
+        return real(session, account, characters)
+
+    monkeypatch.setattr(netcore_game.server_handlers, "finish_login", finish_login)
+
+    async def go():
+        async with GameServer(ServerConfig(port=0),
+                              SQLiteDatabase(tmp_path / "game.db", scrypt_n=2 ** 10)) as server:
+            a, b = await connect(server.port, 2)
+            a.send_pkt(pb.C_LOGIN(account="doomed", password="pw"))
+            await a.until(lambda: a.reason is not None)
+            assert (await b.login("alice", "pw")).success and (await b.enter(0)).success
+            assert b.reason is None and server.service.listening
+            await leave(b)
+
+    run(go())
+    assert "answering the login of 'doomed' raised" in caplog.text
+    assert "RuntimeError: a bug after the database" in caplog.text      # with its traceback
+    assert re.search(r"disconnected: handler error: login answer: "
+                     r"RuntimeError\('a bug after the database'\)", caplog.text)
+
+
 # -- restart and crash consistency ----------------------------------------------------------
 
 def test_characters_survive_a_restart(tmp_path, backend):

@@ -2,6 +2,7 @@
 character at login (S_LOGIN.players[i].id), the player's id once it enters
 with that character (S_ENTER_GAME.playerId and every S_CHAT.playerId), never
 issued twice while the server runs; the database id stays on the server."""
+import asyncio
 import struct
 
 import pytest
@@ -13,7 +14,15 @@ from netcore_packets.Struct_pb2 import Player as PlayerInfo
 
 from netcore_game.db import Character, SQLiteDatabase
 from netcore_game.player import MAX_PLAYER_ID, PlayerIdAllocator
-from netcore_game.replies import LoginReply, character_tail, enter_reply, login_reply_payload
+from netcore_game import replies
+from netcore_game.replies import (
+    LoginReply,
+    ProtobufReplies,
+    character_tail,
+    enter_reply,
+    login_reply_payload,
+    replies_for,
+)
 from netcore_game.server import GameServer, ServerConfig
 from game_support import GameClient, ServerProcess, connect, leave
 
@@ -196,3 +205,77 @@ def test_generated_login_replies_are_what_protobuf_makes(first, characters):
     assert reply.payload(ids) == want      # a second time, from the laid-out pieces
     assert bytes(enter_reply(first))[4:] == pb.S_ENTER_GAME(
         success=True, playerId=first).SerializeToString()
+
+
+def _framed(pkt_id, message):
+    body = message.SerializeToString()
+    return struct.pack("<HH", 4 + len(body), pkt_id) + body
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=st.integers(1, MAX_PLAYER_ID), characters=st.lists(
+    st.tuples(st.text(max_size=40), st.integers(-2 ** 31, 2 ** 31 - 1)), min_size=1, max_size=4))
+def test_both_reply_builders_send_what_protobuf_makes(first, characters):
+    """The hand-laid replies (fast_replies, the default) and the protobuf
+    ones (fast_replies = false) are the same framed bytes for any login."""
+    chars = [Character(0, name, player_type) for name, player_type in characters]
+    first = min(first, MAX_PLAYER_ID - len(chars) + 1)
+    ids = tuple(range(first, first + len(chars)))
+    login = _framed(1001, pb.S_LOGIN(success=True, players=[
+        PlayerInfo(id=i, name=c.name, playerType=c.player_type) for i, c in zip(ids, chars)]))
+    enter = _framed(1003, pb.S_ENTER_GAME(success=True, playerId=first))
+    for builder in (replies_for(True, chars), replies_for(False, chars)):
+        assert bytes(builder.login(chars, ids)) == login
+        assert bytes(builder.guest_login(ids)) == login
+        assert bytes(builder.enter(first)) == enter
+
+
+async def _raw_login_and_enter(port, account, password):
+    """The S_LOGIN and S_ENTER_GAME bytes one connection gets, as sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def ask(pkt_id, message):
+        writer.write(_framed(pkt_id, message))
+        header = await reader.readexactly(4)
+        return header + await reader.readexactly(struct.unpack("<H", header[:2])[0] - 4)
+
+    try:
+        login = await ask(1000, pb.C_LOGIN(account=account, password=password))
+        return login, await ask(1002, pb.C_ENTER_GAME(playerIndex=1, roomId=4))
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "protobuf"])
+def test_fast_replies_can_be_switched_off(run, tmp_path, monkeypatch, fast):
+    """With fast_replies = false the server builds its login and enter
+    replies through protobuf: it answers, bytes for bytes as protobuf makes
+    them, even with the hand-laid path broken (with it on, that breaks them)."""
+    def broken(n):
+        raise AssertionError("the hand-laid path was used")
+
+    async def go():
+        db = SQLiteDatabase(tmp_path / f"game-{fast}.db", scrypt_n=2 ** 10)
+        async with GameServer(ServerConfig(port=0, fast_replies=fast), db) as game:
+            monkeypatch.setattr(replies, "_varint", broken)
+            assert isinstance(game.replies, ProtobufReplies) is (not fast)
+            assert game.rooms.replies is game.replies
+            got = []
+            for account in ("", "erin"):
+                try:
+                    got.append(await asyncio.wait_for(
+                        _raw_login_and_enter(game.port, account, "pw" if account else ""), 5))
+                except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                    got.append(None)
+            return got
+
+    got = run(go())
+    if fast:
+        assert got == [None, None]      # the broken path was the one taken
+        return
+    for (login, enter), first in zip(got, (1, 3)):
+        players = pb.S_LOGIN.FromString(login[4:]).players
+        assert [p.id for p in players] == [first, first + 1]
+        assert login == _framed(1001, pb.S_LOGIN(success=True, players=[
+            PlayerInfo(id=p.id, name=p.name, playerType=p.playerType) for p in players]))
+        assert enter == _framed(1003, pb.S_ENTER_GAME(success=True, playerId=first + 1))

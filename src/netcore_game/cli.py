@@ -124,6 +124,9 @@ FLAGS = [
      "log lines/s about single clients, server-wide; the rest are counted (0: no limit)"),
     ("--log-summary-seconds", "log_summary_seconds", float,
      "log an INFO summary (sessions, rooms, rates, refusals) this often (0: off)"),
+    ("--fast-replies", "fast_replies", bool,
+     "S_LOGIN and S_ENTER_GAME success replies laid out by hand, the bytes protobuf makes "
+     "(false: built through protobuf)"),
     ("--workers", "workers", int,
      "worker processes sharing the port (auto: one per core); more than 1 joins them over NATS"),
     ("--node-id", "node_id", str, "this machine's name in the cluster (default: the host name)"),
@@ -147,12 +150,15 @@ def _metavar(field) -> str:
         return "|".join(field.metadata["choices"])
     if kind_of(field) in (int, float):
         return "N"
+    if kind_of(field) is bool:
+        return "true|false"
     return field.name.upper().split("_")[-1]
 
 
 def _flag_help(field, text: str) -> str:
     choices = field.metadata.get("choices")
-    default = "uvloop when installed" if field.name == "loop" else field.default
+    default = ("uvloop when installed" if field.name == "loop" else
+               str(field.default).lower() if isinstance(field.default, bool) else field.default)
     return (f"{text}: one of {', '.join(choices)} " if choices else f"{text} ") + (
         f"(default: {default})")
 

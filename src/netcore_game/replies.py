@@ -1,15 +1,18 @@
-"""Replies built by hand, not through protobuf: the login storm's path.
+"""The login's success replies: laid out by hand, or through protobuf.
 
 A login storm after a restart is thousands of logins a second, and each
 login's S_LOGIN and S_ENTER_GAME differ from the last only in the ids. The
-bytes are what protobuf's SerializeToString() makes for the same message
-(tests pin it against the protobuf library); protobuf stays the source of
-truth for every other reply.
+hand-laid bytes are what protobuf's SerializeToString() makes for the same
+message (tests pin it against the protobuf library); protobuf stays the
+source of truth for every other reply, and for these two as well where the
+server's `fast_replies` setting is off (ProtobufReplies).
 """
 from __future__ import annotations
 
 from netcore import make_packet
-from netcore_packets.server_dispatch import PKT_S_ENTER_GAME, PKT_S_LOGIN
+from netcore_packets.Protocol_pb2 import S_ENTER_GAME, S_LOGIN
+from netcore_packets.server_dispatch import PKT_S_ENTER_GAME, PKT_S_LOGIN, make_send_buffer
+from netcore_packets.Struct_pb2 import Player as PlayerInfo
 
 # S_LOGIN: each character's name and type are encoded once (its "tail"); a
 # reply is the success flag plus, per character, a Player submessage of its
@@ -120,3 +123,48 @@ _ENTER_OK = b"\x08\x01\x10"
 def enter_reply(player_id: int):
     """The framed S_ENTER_GAME success reply, ready to send."""
     return make_packet(PKT_S_ENTER_GAME, _ENTER_OK + _varint(player_id))
+
+
+class HandLaidReplies:
+    """The success replies of a login and an enter, laid out by hand (the
+    default). `guest` is the characters every guest plays."""
+
+    __slots__ = ("_guest",)
+
+    def __init__(self, guest):
+        self._guest = LoginReply(character_tail(c) for c in guest)
+
+    def guest_login(self, ids):
+        return self._guest.packet(ids)
+
+    def login(self, characters, ids):
+        return login_reply([character_tail(c) for c in characters], ids)
+
+    def enter(self, player_id: int):
+        return enter_reply(player_id)
+
+
+class ProtobufReplies:
+    """The same replies through the protobuf library: `fast_replies = false`,
+    to rule the hand-laid bytes out when looking for a fault."""
+
+    __slots__ = ("_guest",)
+
+    def __init__(self, guest):
+        self._guest = tuple(guest)
+
+    def guest_login(self, ids):
+        return self.login(self._guest, ids)
+
+    def login(self, characters, ids):
+        return make_send_buffer(S_LOGIN(success=True, players=[
+            PlayerInfo(id=i, name=c.name, playerType=c.player_type)
+            for c, i in zip(characters, ids)]))
+
+    def enter(self, player_id: int):
+        return make_send_buffer(S_ENTER_GAME(success=True, playerId=player_id))
+
+
+def replies_for(fast: bool, guest) -> HandLaidReplies | ProtobufReplies:
+    """The replies a server with `fast_replies = fast` sends."""
+    return HandLaidReplies(guest) if fast else ProtobufReplies(guest)

@@ -25,8 +25,9 @@ from netcore import JobQueue, LatencyHistogram, SendBufferPool, send_to_all_coal
 from netcore_packets.Protocol_pb2 import S_CHAT, S_ENTER_GAME
 from netcore_packets.server_dispatch import PKT_S_ENTER_GAME, make_send_buffer
 
+from netcore_game.db import GUEST_CHARACTERS
 from netcore_game.player import Player
-from netcore_game.replies import enter_reply
+from netcore_game.replies import replies_for
 
 SYSTEM_PLAYER_ID = 0        # S_CHAT from the room itself (announcements)
 # Kept forever: its own pool, so it pins no chunk of the shared one.
@@ -86,7 +87,7 @@ class Room(JobQueue):
             self.drop_if_unused()
             return
         # The answer goes first, so the player knows its id before any chat arrives.
-        player.send(enter_reply(player.player_id))
+        player.send(self.rooms.replies.enter(player.player_id))
         self.players[player.player_id] = player
         self._sessions = None
         if player.gateway is not None:
@@ -143,8 +144,11 @@ class Rooms:
     """
 
     def __init__(self, announce_seconds: float = 0, cluster=None, max_players: int = 5000,
-                 max_queue: int = 10000):
+                 max_queue: int = 10000, replies=None):
+        """replies: what builds S_ENTER_GAME (netcore_game.replies; by
+        default the hand-laid ones)."""
         self._rooms: dict[int, Room] = {}
+        self.replies = replies_for(True, GUEST_CHARACTERS) if replies is None else replies
         self.announce_seconds = announce_seconds
         self.cluster = cluster
         self.max_players = max_players

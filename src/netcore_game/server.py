@@ -17,11 +17,12 @@ from netcore.loop import LOOP_KINDS
 from netcore_packets.server_dispatch import ServerPacketDispatcher
 
 from netcore_game import server_handlers
-from netcore_game.db import Database, check_db_setting
+from netcore_game.db import GUEST_CHARACTERS, Database, check_db_setting
 from netcore_game.logins import LoginGate
 from netcore_game.metrics import MetricsServer
 from netcore_game.player import PlayerIdAllocator
 from netcore_game.refusals import Refusals
+from netcore_game.replies import replies_for
 from netcore_game.room import Rooms
 from netcore_game.session import GameSession, State
 from netcore_game.settings import ConfigError, checked, setting
@@ -102,6 +103,10 @@ class ServerConfig:
     #                                                 is dropped
     peer_log_rate: float = setting(20.0, min=0)     # log lines/s about single clients; 0 none
     log_summary_seconds: float = setting(60.0, min=0)   # an INFO summary this often; 0 is off
+    # S_LOGIN and S_ENTER_GAME success replies laid out by hand, not through
+    # protobuf (netcore_game.replies): the same bytes, cheaper in a login
+    # storm. false builds them through protobuf, to rule them out.
+    fast_replies: bool = True
     # Scale-out (netcore_cluster): worker processes on this machine, the NATS
     # servers that join them to each other and to other machines ("" with one
     # worker: no broker; "" with several: a private nats-server), this node's
@@ -202,8 +207,10 @@ class GameServer:
         self.config = config
         self.db = db
         self.link = link
+        self.replies = replies_for(config.fast_replies, GUEST_CHARACTERS)
         self.rooms = Rooms(config.room_announce_seconds, cluster=link,
-                           max_players=config.max_room_players, max_queue=config.max_room_queue)
+                           max_players=config.max_room_players, max_queue=config.max_room_queue,
+                           replies=self.replies)
         self.player_ids = (PlayerIdAllocator(first=player_id_base + 1) if player_ids is None
                            else player_ids)
         self.logins = LoginGate(config, workers=max(1, db.workers))

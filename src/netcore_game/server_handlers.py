@@ -12,16 +12,14 @@ from netcore_packets.Protocol_pb2 import S_ENTER_GAME, S_LOGIN
 
 from netcore import DisconnectReason
 from netcore.addresses import address_key
+from netcore.logs import peer_line
 
 from netcore_game.db import GUEST_CHARACTERS, LoginResult, LoginStatus
-from netcore_game.replies import LoginReply, character_tail, login_reply
 from netcore_game.player import Player
 from netcore_game.room import Room
 from netcore_game.session import State
 
 log = logging.getLogger("netcore_game.handlers")
-
-_GUEST_REPLY = LoginReply(character_tail(c) for c in GUEST_CHARACTERS)
 
 
 def handle_C_LOGIN(session, pkt):
@@ -40,7 +38,7 @@ def handle_C_LOGIN(session, pkt):
         session.state = State.LOGGED_IN
         session.mark_logged_in()
         server.logins_done += 1
-        session.send(_GUEST_REPLY.packet(ids))
+        session.send(server.replies.guest_login(ids))
         return
     if "\x00" in pkt.account:
         # PostgreSQL text cannot hold NUL: no backend stores such a name, so
@@ -91,6 +89,21 @@ async def _login(session, key, account, password, may_create):
         gate.created(key)
     if not session.connected:
         return
+    try:
+        _answer_login(session, key, account, result)
+    except Exception as exc:
+        # A fault in answering (this runs after the database, not in a packet
+        # handler): closed as a handler's would be, not left waiting forever.
+        if peer_line(log, logging.ERROR):
+            log.exception("session %d: answering the login of %r raised",
+                          session.session_id, account)
+        session.disconnect(DisconnectReason.HANDLER_ERROR, f"login answer: {exc!r}", abort=True)
+
+
+def _answer_login(session, key, account, result):
+    server = session.server
+    gate = server.logins
+    status = None if result is None else result.status
     if result is None or not result.ok:
         session.state = State.CONNECTED
         if status is LoginStatus.WRONG_PASSWORD:
@@ -123,7 +136,7 @@ def finish_login(session, account, characters):
     session.state = State.LOGGED_IN
     session.mark_logged_in()
     session.server.logins_done += 1
-    session.send(login_reply([character_tail(c) for c in characters], ids))
+    session.send(session.server.replies.login(characters, ids))
 
 
 def handle_C_ENTER_GAME(session, pkt):
