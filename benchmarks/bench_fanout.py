@@ -61,11 +61,13 @@ class Server:
 
     def __init__(self, kind: str, port: int, workdir: str, loop: str, reference_cmd=None):
         banner_on = "stdout"
-        if kind in ("netcore", "1 socket"):
+        if kind in ("netcore", "loop tcp", "1 socket"):
             cmd = pinned(SERVER_CORE, "-m", "netcore_game.cli", "--port", str(port), "--log-level",
                          "WARNING", "--db", os.path.join(workdir, f"bench-{port}.db"),
                          "--max-sessions", "30000", "--loop", loop)
-            if kind == "1 socket":      # netcore-server listening on one socket per address
+            if kind != "netcore":       # the loop's TCP transports, as before netcore.tcp
+                cmd += ["--tcp-transport", "loop"]
+            if kind == "1 socket":      # ... and one listening socket, as before the group
                 cmd += ["--listen-sockets", "1"]
         elif kind == "C ref":
             # The C reference server (../shared/reference): a floor, not a competitor.

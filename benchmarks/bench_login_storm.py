@@ -12,8 +12,11 @@ runs of logins + enters per second, clients that failed, the server's CPU
 seconds per thousand logins, and netcore's ratio to the C server's figure of
 the same invocation. With --layers, netcore's transport alone
 (transport_login_server.py: fixed answers, no game) runs beside them: the
-gap between the two netcore figures is the game layer's. With --single-socket,
-netcore-server listening on one socket (--listen-sockets 1) runs beside it too.
+gap between the two netcore figures is the game layer's. With --loop-tcp,
+netcore-server on the event loop's TCP transports (--tcp-transport loop, a
+group of 16 listening sockets under uvloop: before netcore.tcp) runs beside
+it too; with --single-socket, also on those with one listening socket
+(--listen-sockets 1: before the group).
 
     gcc -O2 -o /tmp/refserver ../shared/reference/refserver.c
     python benchmarks/bench_login_storm.py --reference-cmd /tmp/refserver
@@ -77,12 +80,16 @@ def main() -> int:
                     help="a login_storm built beforehand (default: built here with gcc)")
     ap.add_argument("--layers", action="store_true",
                     help="also run netcore's transport alone (fixed answers, no game layer)")
+    ap.add_argument("--loop-tcp", action="store_true",
+                    help="also run netcore-server on the event loop's TCP transports "
+                         "(--tcp-transport loop)")
     ap.add_argument("--single-socket", action="store_true",
-                    help="also run netcore-server with --listen-sockets 1 (one listening "
-                         "socket, as before the group)")
+                    help="also run netcore-server with --tcp-transport loop --listen-sockets 1 "
+                         "(the loop's transports, one listening socket: as before the group)")
     args = ap.parse_args()
     args.loop = resolve_loop_kind(args.loop)
-    kinds = (["netcore"] + (["1 socket"] if args.single_socket else [])
+    kinds = (["netcore"] + (["loop tcp"] if args.loop_tcp else [])
+             + (["1 socket"] if args.single_socket else [])
              + (["transport"] if args.layers else [])
              + (["C ref"] if args.reference_cmd else []))
     runs: dict[str, list[dict]] = {k: [] for k in kinds}

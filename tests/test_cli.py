@@ -58,6 +58,7 @@ def error_of(capsys, argv, environ=None):
      "max-packet-size 100 cannot carry a chat of max-chat-bytes 512 (needs 528)"),
     (["--db-pool-size", "0"], {}, "--db-pool-size 0: must be >= 1"),
     (["--fast-replies", "maybe"], {}, "--fast-replies maybe: must be true or false"),
+    (["--tcp-transport", "uv"], {}, "--tcp-transport uv: must be one of auto, netcore, loop"),
     ([], {"NETCORE_FAST_REPLIES": "2"}, "NETCORE_FAST_REPLIES=2: must be true or false"),
     ([], {"NETCORE_DB_POOL_SIZE": "many"}, "NETCORE_DB_POOL_SIZE=many: must be an integer"),
     (["--db-statement-timeout", "0"], {}, "db-statement-timeout 0.0: must be > 0 seconds"),

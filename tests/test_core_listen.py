@@ -1,7 +1,9 @@
-"""Listening sockets: under uvloop on Linux a group of SO_REUSEPORT sockets
-per address (libuv accepts one connection per listening socket per loop
-iteration, so a storm of connections is accepted a group at a time), on a
-port that stays the service's own; the setting and its bounds."""
+"""Listening sockets: with uvloop's own transports on Linux a group of
+SO_REUSEPORT sockets per address (libuv accepts one connection per listening
+socket per loop iteration, so a storm of connections is accepted a group at
+a time), on a port that stays the service's own; netcore's acceptor (the
+default under uvloop) takes every pending connection from one socket; the
+settings and their bounds."""
 import asyncio
 import socket
 import sys
@@ -9,7 +11,7 @@ import sys
 import pytest
 
 from netcore import ServerService
-from netcore.service import listen_socket_count
+from netcore.service import listen_socket_count, tcp_transport_kind
 from netcore.websocket import WebSocketListener
 from support import ServerSessions, packet
 
@@ -30,11 +32,15 @@ def listening_on(port: int) -> int:
     return n
 
 
-def test_the_group_listens_on_one_port_and_serves_every_client(run, loop_kind):
+@pytest.mark.parametrize("transport", ["auto", "netcore", "loop"])
+def test_the_group_listens_on_one_port_and_serves_every_client(run, loop_kind, transport):
     async def main():
         made = ServerSessions()
-        async with ServerService(made) as server:
-            want = 16 if loop_kind == "uvloop" else 1
+        async with ServerService(made, tcp_transport=transport) as server:
+            chosen = "netcore" if transport == "auto" and loop_kind == "uvloop" else (
+                "loop" if transport == "auto" else transport)
+            assert server.tcp_transport == chosen
+            want = 16 if loop_kind == "uvloop" and chosen == "loop" else 1
             assert server.listen_sockets == want
             assert listening_on(server.port) == want
             clients = [await asyncio.open_connection("127.0.0.1", server.port)
@@ -50,16 +56,18 @@ def test_the_group_listens_on_one_port_and_serves_every_client(run, loop_kind):
     run(main())
 
 
-def test_a_burst_of_connections_is_accepted_a_group_at_a_time(run, loop_kind):
+@pytest.mark.parametrize("transport, most", [("loop", 32), ("netcore", 2)])
+def test_a_burst_of_connections_is_accepted_a_group_at_a_time(run, loop_kind, transport, most):
     """64 connections waiting in the kernel's backlogs: one listening socket
-    takes a loop iteration for each under uvloop, the group of 16 a handful."""
-    if loop_kind != "uvloop":
+    takes a loop iteration for each with uvloop's transports, the group of 16
+    a handful; netcore's acceptor takes them all at one readiness."""
+    if loop_kind != "uvloop" and transport == "loop":
         pytest.skip("the selector loop accepts up to its backlog per readiness")
 
     async def main():
         loop = asyncio.get_running_loop()
         made = ServerSessions()
-        async with ServerService(made) as server:
+        async with ServerService(made, tcp_transport=transport) as server:
             clients = []
             for _ in range(64):     # connected in the kernel; the loop has not run yet
                 c = socket.create_connection(("127.0.0.1", server.port))
@@ -75,7 +83,7 @@ def test_a_burst_of_connections_is_accepted_a_group_at_a_time(run, loop_kind):
             await made.wait_count(64)
             for c in clients:
                 c.close()
-        assert iterations <= 32, f"64 connections took {iterations} loop iterations"
+        assert iterations <= most, f"64 connections took {iterations} loop iterations"
     run(main())
 
 
@@ -124,9 +132,19 @@ def test_listen_sockets_out_of_range_are_refused(bad):
         ServerService(ServerSessions(), listen_sockets=bad)
 
 
-def test_the_default_follows_the_loop(run, loop_kind):
+def test_the_defaults_follow_the_loop(run, loop_kind):
     async def main():
         loop = asyncio.get_running_loop()
         assert listen_socket_count(0, loop) == (16 if loop_kind == "uvloop" else 1)
-        assert listen_socket_count(5, loop) == 5
+        assert listen_socket_count(0, loop, "netcore") == 1
+        assert listen_socket_count(5, loop) == listen_socket_count(5, loop, "netcore") == 5
+        assert tcp_transport_kind("auto", loop) == ("netcore" if loop_kind == "uvloop" else "loop")
+        assert tcp_transport_kind("netcore", loop) == "netcore"
+        assert tcp_transport_kind("loop", loop) == "loop"
     run(main())
+
+
+@pytest.mark.parametrize("bad", ["uv", "", "NETCORE"])
+def test_an_unknown_tcp_transport_is_refused(bad):
+    with pytest.raises(ValueError, match="tcp_transport must be one of auto, netcore, loop"):
+        ServerService(ServerSessions(), tcp_transport=bad)

@@ -19,7 +19,7 @@ pytest.importorskip("mypy", reason="mypy is not installed (pip install '.[test]'
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPILED = ["framing", "jobqueue", "recvbuffer", "sendbuffer", "sendqueue", "service",
-            "session", "stats", "websocket"]
+            "session", "stats", "tcp", "websocket"]
 
 
 def mypy_env(tmp_path):

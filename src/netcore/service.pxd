@@ -68,7 +68,9 @@
 # 18,400-20,200 with 8 to 64). A port the service owns alone stays its own: a
 # plain bind is tried first, so a second server on that port fails as before
 # (reuse_port=True, the workers' shared port, skips that check). The selector
-# loop accepts up to its backlog per readiness already and gets one socket.
+# loop accepts up to its backlog per readiness already and gets one socket,
+# and so does netcore's own acceptor (tcp_transport "netcore", the default
+# under uvloop on Linux: see tcp.pxd), which takes every pending connection.
 
 from cpython.time cimport PyTime_t
 
@@ -134,7 +136,11 @@ cdef class ServerService(Service):
     cdef readonly int backlog
     cdef readonly bint reuse_port           # SO_REUSEPORT: workers of one machine share the port
     cdef readonly int listen_sockets        # per address; 0 until started when left to choose
-    cdef list servers                       # one asyncio Server per listening socket
+    # Whose transports carry the accepted connections: "netcore" (netcore.tcp)
+    # or "loop"; "auto" until started (see tcp.pxd).
+    cdef readonly str tcp_transport
+    cdef list servers                       # per listening socket: an asyncio Server or a TcpAcceptor
+    cdef object poller                      # netcore.tcp's: its connections' epoll set
     # Other listeners making sessions of this service (netcore.websocket's
     # WebSocketListener): stopped and waited for with the service's own.
     cdef readonly list listeners

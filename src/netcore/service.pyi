@@ -22,7 +22,10 @@ _S = TypeVar("_S", bound=Session)
 
 DEFAULT_EXEMPT: str
 
-def listen_socket_count(requested: int, loop: Any) -> int: ...
+TCP_TRANSPORTS: tuple[str, ...]
+
+def tcp_transport_kind(requested: str, loop: Any) -> str: ...
+def listen_socket_count(requested: int, loop: Any, transport: str = "loop") -> int: ...
 
 class ListenSocket(socket.socket):
     __slots__ = ("_shed", "_shed_logged_at", "_spare")
@@ -117,6 +120,7 @@ class ServerService(Service[_S]):
         backlog: int = 4096,
         reuse_port: bool = False,
         listen_sockets: int = 0,
+        tcp_transport: str = "auto",
         **limits: Any,
     ) -> None: ...
     @property
@@ -129,6 +133,8 @@ class ServerService(Service[_S]):
     def reuse_port(self) -> bool: ...
     @property
     def listen_sockets(self) -> int: ...
+    @property
+    def tcp_transport(self) -> str: ...
     @property
     def address(self) -> tuple[str, int]: ...
     @property

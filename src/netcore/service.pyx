@@ -1,6 +1,7 @@
 # cython: language_level=3
 import asyncio
 import errno
+import functools
 import logging
 import math
 import os
@@ -10,6 +11,7 @@ import time
 
 from netcore.addresses import DEFAULT_EXEMPT, address_key, parse_networks
 from netcore.errors import DisconnectReason
+from netcore import tcp
 
 from cpython.dict cimport PyDict_Next
 from cpython.object cimport PyObject
@@ -18,6 +20,7 @@ from cpython.time cimport PyTime_MonotonicRaw, PyTime_t
 from netcore.framing cimport MAX_WIRE_SIZE
 from netcore.sendbuffer cimport SendBuffer
 from netcore.stats cimport PacketStats
+from netcore.tcp cimport TcpAcceptor, TcpPoller
 from netcore.session cimport (
     DEFAULT_MAX_PENDING_BYTES, RateLimit, SendFlusher, Session, default_burst, rate_init,
     send_to_all,
@@ -186,10 +189,40 @@ cdef bint _REUSEPORT_SPREADS = (sys.platform.startswith("linux")
                                 and hasattr(socket, "SO_REUSEPORT"))
 
 
-def listen_socket_count(int requested, loop):
+TCP_TRANSPORTS = ("auto", "netcore", "loop")
+
+
+def _is_uvloop(loop):
+    return type(loop).__module__.partition(".")[0] == "uvloop"
+
+
+def tcp_transport_kind(str requested, loop):
+    """Whose transports carry accepted connections: "netcore" (netcore.tcp)
+    or "loop" (the event loop's create_server); "auto" is netcore's under
+    uvloop on Linux, the loop's elsewhere (see tcp.pxd)."""
+    if requested not in TCP_TRANSPORTS:
+        raise ValueError(f"tcp_transport must be one of {', '.join(TCP_TRANSPORTS)}, "
+                         f"not {requested!r}")
+    if requested == "netcore" and not tcp.AVAILABLE:
+        raise ValueError("tcp_transport 'netcore' needs Linux; 'loop' works everywhere")
+    if requested == "auto":
+        return "netcore" if tcp.AVAILABLE and loop is not None and _is_uvloop(loop) else "loop"
+    return requested
+
+
+async def _start_acceptor(loop, poller, protocol_factory, int backlog, sock):
+    return TcpAcceptor(loop, poller, sock, protocol_factory, backlog)
+
+
+async def _create_server(loop, poller, protocol_factory, int backlog, sock):
+    return await loop.create_server(protocol_factory, sock=sock, backlog=backlog)
+
+
+def listen_socket_count(int requested, loop, str transport="loop"):
     """How many listening sockets per address: `requested`, or with 0 the
-    default for this loop (see service.pxd: DEFAULT_LISTEN_SOCKETS under
-    uvloop on Linux, else 1)."""
+    default for this loop and transport (see service.pxd: DEFAULT_LISTEN_SOCKETS
+    for uvloop's own transports on Linux, else 1: netcore's acceptor takes
+    every pending connection per readiness)."""
     if requested < 0 or requested > MAX_LISTEN_SOCKETS:
         raise ValueError(f"listen_sockets must be in 0..{MAX_LISTEN_SOCKETS}, not {requested}")
     if requested > 1 and not _REUSEPORT_SPREADS:
@@ -197,7 +230,7 @@ def listen_socket_count(int requested, loop):
                          "(Linux)")
     if requested:
         return requested
-    if _REUSEPORT_SPREADS and type(loop).__module__.partition(".")[0] == "uvloop":
+    if _REUSEPORT_SPREADS and transport == "loop" and _is_uvloop(loop):
         return DEFAULT_LISTEN_SOCKETS
     return 1
 
@@ -561,18 +594,23 @@ cdef class ServerService(Service):
     Arguments: session_factory, host ("127.0.0.1"), port (0 picks a free
     port; `port` holds the real one once started), then by keyword backlog
     (4096), reuse_port (False; True lets the worker processes of one machine
-    share the port, SO_REUSEPORT), listen_sockets (listening sockets per
-    address; 0, the default, picks 16 under uvloop on Linux, where libuv
-    accepts one connection per socket per loop iteration, else 1) and any of
-    Service's limits.
+    share the port, SO_REUSEPORT), tcp_transport ("auto", the default:
+    netcore's own accept and transport, netcore.tcp, under uvloop on Linux,
+    else the event loop's; "netcore" or "loop" to choose), listen_sockets
+    (listening sockets per address; 0, the default, picks 16 for uvloop's
+    own transports on Linux, where libuv accepts one connection per socket
+    per loop iteration, else 1) and any of Service's limits.
     ``async with ServerService(...) as service:`` starts it and, on the way
     out, closes it (close()).
     """
 
     def __init__(self, session_factory, str host="127.0.0.1", int port=0, *,
-                 int backlog=4096, bint reuse_port=False, int listen_sockets=0, **limits):
+                 int backlog=4096, bint reuse_port=False, int listen_sockets=0,
+                 str tcp_transport="auto", **limits):
         super().__init__(session_factory, **limits)
         listen_socket_count(listen_sockets, None)      # checked now, chosen at start
+        tcp_transport_kind(tcp_transport, None)
+        self.tcp_transport = tcp_transport
         self.host = host
         self.port = port
         self.backlog = backlog
@@ -592,11 +630,24 @@ cdef class ServerService(Service):
         that cannot be listened on raises OSError, and nothing listens."""
         loop = asyncio.get_running_loop()
         self.flusher = self.make_flusher(loop)
-        self.listen_sockets = listen_socket_count(self.listen_sockets, loop)
-        self.servers, self.port, self.keepalive_inherited = await _serve_on(
-            self.host, self.port, self.reuse_port,
-            lambda sock: loop.create_server(self._accept, sock=sock, backlog=self.backlog),
-            self.keepalive_idle, self.keepalive_interval, self.listen_sockets)
+        self.tcp_transport = tcp_transport_kind(self.tcp_transport, loop)
+        self.listen_sockets = listen_socket_count(self.listen_sockets, loop, self.tcp_transport)
+        # partial, not a lambda: a Cython coroutine's closure scope would hold
+        # the lambda that holds the scope, a cycle keeping the service alive.
+        if self.tcp_transport == "netcore":
+            self.poller = TcpPoller(loop)
+        start = functools.partial(
+            _start_acceptor if self.tcp_transport == "netcore" else _create_server,
+            loop, self.poller, self._accept, self.backlog)
+        try:
+            self.servers, self.port, self.keepalive_inherited = await _serve_on(
+                self.host, self.port, self.reuse_port, start,
+                self.keepalive_idle, self.keepalive_interval, self.listen_sockets)
+        except BaseException:
+            if self.poller is not None:
+                self.poller.close()
+                self.poller = None
+            raise
         self.start_sweeping(loop)
         log.info("listening on %s:%d", self.host, self.port)
         return self
@@ -628,6 +679,9 @@ cdef class ServerService(Service):
             for server in self.servers:
                 await server.wait_closed()
             self.servers = None
+        if self.poller is not None:
+            self.poller.close()
+            self.poller = None
         for listener in self.listeners:
             await listener.wait_closed()
 

@@ -27,6 +27,7 @@ from netcore.sendqueue cimport (
     gather_free, sq_clear, sq_free, sq_push, sq_take_joined, sq_take_joined_after, sq_write_to,
 )
 from netcore.stats cimport PacketStats
+from netcore.tcp cimport TcpTransport
 from netcore.session cimport RateLimit, rate_admit
 
 log = logging.getLogger("netcore.session")
@@ -287,6 +288,8 @@ def _direct_fd(transport):
     """The descriptor a flush may write to itself: a plain TCP socket's, not
     one under TLS or anything that frames what it sends (a transport that
     frames says so in get_extra_info("framing"): netcore.websocket's)."""
+    if type(transport) is TcpTransport:
+        return (<TcpTransport>transport).fd
     if (transport.get_extra_info("sslcontext") is not None
             or transport.get_extra_info("framing") is not None):
         return -1
@@ -485,7 +488,8 @@ cdef class Session:
             # connection until a full collection; 3.12 drops it on close
             # (CPython gh-100348). It has read its last once we are told the
             # connection is lost, so drop it here as well.
-            if getattr(self.transport, "_read_ready_cb", None) is not None:
+            if (type(self.transport) is not TcpTransport
+                    and getattr(self.transport, "_read_ready_cb", None) is not None):
                 self.transport._read_ready_cb = None
             self.transport = None
             self.lost = True

@@ -100,9 +100,12 @@ FLAGS = [
      "seconds of silence before TCP keepalive probes find a vanished client (0: off)"),
     ("--keepalive-interval", "keepalive_interval", float,
      "seconds between keepalive probes; 3 unanswered end the connection"),
+    ("--tcp-transport", "tcp_transport", str,
+     "whose transports carry TCP connections: netcore's own, the event loop's, or auto "
+     "(netcore's under uvloop on Linux)"),
     ("--listen-sockets", "listen_sockets", int,
      "listening sockets per address sharing the port, each accepting one connection per "
-     "loop iteration under uvloop (0: 16 under uvloop on Linux, else 1)"),
+     "loop iteration with uvloop's transports (0: 16 for those on Linux, else 1)"),
     ("--max-pending-bytes-total", "max_pending_bytes_total", int,
      "unsent bytes of all clients together; past it the largest are cut off (0: no bound)"),
     ("--max-logins-in-flight", "max_logins_in_flight", int,

@@ -14,6 +14,8 @@ from netcore import logs as netcore_logs
 from netcore.addresses import DEFAULT_EXEMPT, parse_networks
 from netcore.origins import DEFAULT_ORIGINS, OriginPolicy
 from netcore.loop import LOOP_KINDS
+from netcore import tcp
+from netcore.service import TCP_TRANSPORTS
 from netcore_packets.server_dispatch import ServerPacketDispatcher
 
 from netcore_game import server_handlers
@@ -85,10 +87,14 @@ class ServerConfig:
     # seconds (90 s); a silent but alive one stays (see idle_timeout).
     keepalive_idle: float = setting(60.0, min=0, max=32767)    # 0 is off
     keepalive_interval: float = setting(10.0, min=1, max=32767)
-    # Listening sockets per address (SO_REUSEPORT group): under uvloop libuv
-    # accepts one connection per socket per loop iteration, so a login storm
-    # is accepted this many per iteration (netcore.service.pxd). 0: 16 under
-    # uvloop on Linux, else 1.
+    # Whose transports carry the TCP connections (netcore.tcp.pxd): netcore's
+    # own (accept4, a descriptor, no transport object of the loop's), the
+    # event loop's, or auto: netcore's under uvloop on Linux, else the loop's.
+    tcp_transport: str = setting("auto", choices=TCP_TRANSPORTS)
+    # Listening sockets per address (SO_REUSEPORT group): with uvloop's own
+    # transports libuv accepts one connection per socket per loop iteration,
+    # so a login storm is accepted this many per iteration
+    # (netcore.service.pxd). 0: 16 for uvloop's transports on Linux, else 1.
     listen_sockets: int = setting(0, min=0, max=64)
     max_pending_bytes_total: int = setting(256 << 20, min=0)    # all clients' unsent; 0 no bound
     # Named logins (scrypt on the database pool; see netcore_game.logins).
@@ -151,6 +157,8 @@ class ServerConfig:
         if 0 < self.keepalive_idle < 1:
             raise ValueError(f"keepalive-idle {self.keepalive_idle}: must be 0 (off) or "
                              f"1..32767 s")
+        if self.tcp_transport == "netcore" and not tcp.AVAILABLE:
+            raise ValueError("tcp-transport netcore: needs Linux; auto or loop work everywhere")
         try:
             parse_networks(self.exempt_networks)
         except ValueError as exc:
@@ -229,7 +237,8 @@ class GameServer:
             max_sessions_per_address=config.max_sessions_per_address,
             exempt_networks=config.exempt_networks,
             keepalive_idle=config.keepalive_idle, keepalive_interval=config.keepalive_interval,
-            reuse_port=link is not None, listen_sockets=config.listen_sockets)
+            reuse_port=link is not None, listen_sockets=config.listen_sockets,
+            tcp_transport=config.tcp_transport)
         self.ws = None
         if config.ws_port:
             from netcore.websocket import WebSocketListener

@@ -1,0 +1,245 @@
+"""netcore's own TCP transport (netcore.tcp), on both loops: what a session
+sees of it (backpressure, half-close, resets, addresses, options inherited
+from the listener), and when its descriptor is closed."""
+import asyncio
+import os
+import socket
+import struct
+import sys
+
+import pytest
+
+from netcore import DisconnectReason, ServerService, make_packet
+from netcore.tcp import TcpTransport
+from support import Echo, Recorder, ServerSessions, closed_by_peer, packet, raw_client
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="netcore's TCP path is Linux's")
+
+
+def service(factory, **kw):
+    return ServerService(factory, tcp_transport="netcore", **kw)
+
+
+class Flood(Recorder):
+    """Sends `count` packets of `size` bytes once connected, numbered."""
+
+    count, size = 200, 60_000
+
+    def __init__(self):
+        super().__init__()
+        self.pauses = self.resumes = 0
+
+    def pause_writing(self):
+        self.pauses += 1
+        super().pause_writing()
+        self._changed.set()
+
+    def resume_writing(self):
+        self.resumes += 1
+        super().resume_writing()
+        self._changed.set()
+
+    def on_connected(self):
+        super().on_connected()
+        body = b"x" * (self.size - 8)
+        for i in range(self.count):
+            self.send(make_packet(7, struct.pack("<I", i) + body))
+
+
+def test_a_reader_that_stalls_pauses_writing_then_gets_every_byte_in_order(run):
+    async def main():
+        made = ServerSessions(Flood)
+        async with service(made, max_pending_bytes=64 << 20) as server:
+            reader, writer = await raw_client(server.port)
+            (s,) = await made.wait_count(1)
+            assert type(s.transport) is TcpTransport
+            # 12 MB against the socket buffers: the transport holds the rest
+            # and tells the session to stop flushing.
+            await s.until(lambda: s.pauses or s.reason is not None)
+            assert s.transport.get_write_buffer_size() > 0 and s.resumes == 0
+            for i in range(Flood.count):
+                header = await reader.readexactly(4)
+                size, pkt_id = struct.unpack("<HH", header)
+                body = await reader.readexactly(size - 4)
+                assert (size, pkt_id, struct.unpack("<I", body[:4])[0]) == (Flood.size, 7, i)
+            await s.until(lambda: s.resumes == s.pauses)
+            assert s.transport.get_write_buffer_size() == 0 and s.reason is None
+            writer.close()
+            assert (await s.wait_gone()).kind is DisconnectReason.PEER_CLOSED
+    run(main())
+
+
+def test_a_peer_that_half_closes_still_gets_its_answers(run):
+    async def main():
+        made = ServerSessions()
+        async with service(made) as server:
+            reader, writer = await raw_client(server.port)
+            writer.write(packet(1004, b"one") + packet(1004, b"two"))
+            writer.write_eof()
+            got = await reader.readexactly(2 * len(packet(1004, b"one")))
+            assert got == packet(1004, b"one") + packet(1004, b"two")
+            assert await closed_by_peer(reader)
+            (s,) = made.made
+            assert (await s.wait_gone()).kind is DisconnectReason.PEER_CLOSED
+            writer.close()
+    run(main())
+
+
+def test_a_reset_ends_the_session_as_a_connection_error(run):
+    async def main():
+        made = ServerSessions()
+        async with service(made) as server:
+            c = socket.create_connection(("127.0.0.1", server.port))
+            (s,) = await made.wait_count(1)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()                   # an RST, not a FIN
+            reason = await s.wait_gone()
+            assert reason.kind is DisconnectReason.CONNECTION_ERROR
+            assert "reset" in reason.detail.lower()
+    run(main())
+
+
+def test_addresses_and_the_listeners_options_are_the_connections(run):
+    async def main():
+        made = ServerSessions()
+        async with service(made, keepalive_idle=30, keepalive_interval=5) as server:
+            c = socket.create_connection(("127.0.0.1", server.port))
+            (s,) = await made.wait_count(1)
+            t = s.transport
+            assert t.get_extra_info("peername") == c.getsockname() == s.peername
+            assert t.get_extra_info("sockname") == c.getpeername()
+            sock = t.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+            assert t.get_extra_info("sslcontext") is None
+            assert t.get_extra_info("nothing", "default") == "default"
+            c.close()
+            await s.wait_gone()
+            assert sock.fileno() == -1      # its duplicate closed with the connection
+    run(main())
+
+
+def test_an_ipv6_peer_has_the_socket_modules_four_tuple(run):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+
+    async def main():
+        made = ServerSessions()
+        try:
+            server = await service(made, host="::1").start()
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        try:
+            c = socket.create_connection(("::1", server.port))
+            (s,) = await made.wait_count(1)
+            assert s.peername == c.getsockname()[:2] + (0, 0)
+            c.close()
+            await s.wait_gone()
+        finally:
+            await server.close()
+    run(main())
+
+
+def test_the_descriptor_stays_the_sessions_until_connection_lost_has_run(run):
+    """A session may write to its descriptor until it is told the connection
+    is lost: the number must not name another connection before then."""
+    seen = {}
+
+    class Watch(Echo):
+        def on_disconnected(self, reason):
+            super().on_disconnected(reason)
+            seen["open in on_disconnected"] = _is_open(self.transport_fd)
+
+        def on_connected(self):
+            super().on_connected()
+            self.transport_fd = self.transport.fd
+
+    async def main():
+        made = ServerSessions(Watch)
+        async with service(made) as server:
+            reader, writer = await raw_client(server.port)
+            (s,) = await made.wait_count(1)
+            s.disconnect()
+            assert await closed_by_peer(reader)
+            await s.wait_gone()     # resumed a loop turn after on_disconnected: closed by now
+            seen["open after"] = _is_open(s.transport_fd)
+            writer.close()
+    run(main())
+    assert seen == {"open in on_disconnected": True, "open after": False}
+
+
+def _is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def test_a_connection_the_factory_cannot_serve_is_closed_and_the_next_is_served(run, caplog):
+    async def main():
+        made = ServerSessions()
+        calls = []
+
+        def factory():
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("no session for you")
+            return made()
+
+        async with service(factory) as server:
+            first_r, first_w = await raw_client(server.port)
+            assert await closed_by_peer(first_r)
+            reader, writer = await raw_client(server.port)
+            writer.write(packet(1004, b"hi"))
+            assert await reader.readexactly(len(packet(1004, b"hi"))) == packet(1004, b"hi")
+            for w in (first_w, writer):
+                w.close()
+    run(main())
+    assert "a new connection could not be set up" in caplog.text
+    assert "no session for you" in caplog.text
+
+
+def test_write_after_write_eof_is_refused_and_after_close_dropped(run):
+    async def main():
+        made = ServerSessions()
+        async with service(made) as server:
+            reader, writer = await raw_client(server.port)
+            other_reader, other_writer = await raw_client(server.port)
+            s, other = await made.wait_count(2)
+            t = s.transport
+            t.write(packet(1004, b"before"))
+            t.write_eof()
+            with pytest.raises(RuntimeError, match="write_eof"):
+                t.write(b"after")
+            assert await reader.readexactly(len(packet(1004, b"before"))) == packet(1004, b"before")
+            assert await reader.read() == b""   # the FIN
+            other.transport.close()
+            other.transport.write(b"dropped")   # closing: nothing sent, nothing raised
+            assert other.transport.is_closing()
+            assert await other_reader.read() == b""
+            for w in (writer, other_writer):
+                w.close()
+            await s.wait_gone()
+            await other.wait_gone()
+    run(main())
+
+
+def test_write_buffer_limits_follow_asyncio(run):
+    async def main():
+        made = ServerSessions()
+        async with service(made) as server:
+            reader, writer = await raw_client(server.port)
+            (s,) = await made.wait_count(1)
+            t = s.transport
+            t.set_write_buffer_limits(high=1000)
+            assert t.get_write_buffer_limits() == (250, 1000)
+            t.set_write_buffer_limits(low=100)
+            assert t.get_write_buffer_limits() == (100, 400)
+            with pytest.raises(ValueError):
+                t.set_write_buffer_limits(high=10, low=20)
+            writer.close()
+            await s.wait_gone()
+    run(main())
