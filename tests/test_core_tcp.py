@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from netcore import DisconnectReason, ServerService, make_packet
-from netcore.tcp import TcpTransport
+from netcore.service import ListenSocket
+from netcore.tcp import TcpAcceptor, TcpPoller, TcpTransport
 from support import Echo, Recorder, ServerSessions, closed_by_peer, packet, raw_client
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -242,4 +243,39 @@ def test_write_buffer_limits_follow_asyncio(run):
                 t.set_write_buffer_limits(high=10, low=20)
             writer.close()
             await s.wait_gone()
+    run(main())
+
+
+def test_one_readiness_reads_every_connection_even_past_a_batch(run):
+    """A loop iteration that fans out to thousands takes long; what arrived
+    meanwhile must all be read at the next one, or reads fall behind for
+    good. With 4 events per epoll_wait, 20 connections that each sent a
+    packet are all read in one loop iteration (full batches are repeated)."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        poller = TcpPoller(loop, batch=4)
+        made = ServerSessions(Recorder)
+        sock = ListenSocket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        acceptor = TcpAcceptor(loop, poller, sock, made, 64)
+        clients = [socket.create_connection(sock.getsockname()) for _ in range(20)]
+        sessions = await made.wait_count(20)
+        for c in clients:           # all in the kernel before the loop runs again
+            c.sendall(packet(1004, b"x"))
+        iterations = 0
+
+        def tick():
+            nonlocal iterations
+            iterations += 1
+            if not all(s.packets for s in sessions):
+                loop.call_soon(tick)
+        loop.call_soon(tick)
+        await asyncio.wait_for(asyncio.gather(*(s.wait_packets(1) for s in sessions)), 10)
+        assert iterations <= 2, f"20 reads took {iterations} loop iterations"
+        for c in clients:
+            c.close()
+        for s in sessions:
+            await s.wait_gone()
+        acceptor.close()
+        poller.close()
     run(main())

@@ -34,7 +34,8 @@
 
 cdef enum:
     ACCEPT_BATCH = 128          # connections accepted per readiness of a listener
-    POLL_BATCH = 512            # connection events handled per readiness of the poller
+    POLL_BATCH = 1024           # connection events per epoll_wait of the poller
+    POLL_ROUNDS = 16            # full batches handled per readiness (libuv: 48 of 1024)
     DEFAULT_HIGH_WATER = 65536  # as asyncio's transports; low = high / 4
 
 
@@ -45,9 +46,11 @@ cdef enum:
 # closes the handle and logs, and the session would never hear of its end.
 # So the connections live in an epoll set of netcore's own (TcpPoller), one
 # per service, and the loop watches only that set's descriptor: readable
-# when any connection has an event. One loop callback then handles up to
-# POLL_BATCH connection events in C, an error calling the reader (whose recv
-# reports it) or the writer. The set is level-triggered, holds a connection
+# when any connection has an event. One loop callback then handles every
+# connection event in C (batches of POLL_BATCH, until one is not full, at
+# most POLL_ROUNDS: an iteration that fans out to thousands takes long, and
+# a cap below what arrives meanwhile lets reads fall behind for good), an
+# error calling the reader (whose recv reports it) or the writer. The set is level-triggered, holds a connection
 # only while it is read or written (paused and idle: out of the set, so an
 # error on it cannot spin), and an event names its transport by pointer: the
 # set holds a reference while registered, and a transport taken out during a
@@ -55,12 +58,14 @@ cdef enum:
 cdef class TcpPoller:
     cdef object loop
     cdef int epfd
-    cdef void* events                   # POLL_BATCH epoll events
+    cdef void* events                   # `batch` epoll events
+    cdef int batch                      # POLL_BATCH
     cdef bint closed                    # the loop no longer watches it
     cdef bint dispatching
     cdef list retired                   # taken out during this batch
     cdef int watch(self, TcpTransport t) except -1
     cdef int dispatch(self) except -1
+    cdef int dispatch_batch(self, int n) except -1
 
 
 cdef class TcpTransport:

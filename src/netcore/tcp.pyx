@@ -187,12 +187,16 @@ cdef class TcpPoller:
     def __cinit__(self):
         self.epfd = -1
 
-    def __init__(self, loop):
+    def __init__(self, loop, int batch=POLL_BATCH):
+        """batch: events per epoll_wait (tests make it small)."""
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
         self.loop = loop
+        self.batch = batch
         self.epfd = netcore_poller_new()
         if self.epfd < 0:
             raise OSError(c_errno, _strerror(c_errno))
-        self.events = PyMem_Malloc(POLL_BATCH * sizeof(netcore_event))
+        self.events = PyMem_Malloc(batch * sizeof(netcore_event))
         if self.events == NULL:
             netcore_close(self.epfd)
             self.epfd = -1
@@ -222,7 +226,9 @@ cdef class TcpPoller:
         if want == t.events or self.epfd < 0 or t.fd < 0:
             return 0
         op = 0 if t.events == 0 else 2 if want == 0 else 1
-        if netcore_poller_set(self.epfd, op, t.fd, want, <void*>t) < 0:
+        # A failed delete still takes it out (the kernel drops a closed
+        # descriptor by itself): the set's reference must go either way.
+        if netcore_poller_set(self.epfd, op, t.fd, want, <void*>t) < 0 and op != 2:
             raise OSError(c_errno, _strerror(c_errno))
         if op == 0:
             Py_INCREF(t)                # the set's reference, for the event's pointer
@@ -234,12 +240,23 @@ cdef class TcpPoller:
         return 0
 
     cdef int dispatch(self) except -1:
-        cdef int i, n
+        """Every connection event there is, up to POLL_ROUNDS full batches:
+        a loop iteration that takes long (a fan-out to thousands) must read
+        everything that arrived meanwhile, or reads fall behind for good."""
+        cdef int i, n, rounds
+        for rounds in range(POLL_ROUNDS):
+            n = netcore_poller_wait(self.epfd, <netcore_event*>self.events, self.batch)
+            if n < 0:
+                raise OSError(c_errno, _strerror(c_errno))
+            self.dispatch_batch(n)
+            if n < self.batch:
+                break
+        return 0
+
+    cdef int dispatch_batch(self, int n) except -1:
+        cdef int i
         cdef unsigned mask
         cdef TcpTransport t
-        n = netcore_poller_wait(self.epfd, <netcore_event*>self.events, POLL_BATCH)
-        if n < 0:
-            raise OSError(c_errno, _strerror(c_errno))
         self.dispatching = True
         try:
             for i in range(n):
@@ -476,7 +493,8 @@ cdef class TcpTransport:
     cdef int fail(self, object exc) except -1:
         self.closing = True
         self.reading = self.writing = False
-        self.poller.watch(self)
+        if self.poller is not None:         # None once connection_lost has run
+            self.poller.watch(self)
         del self.pending[:]
         self.schedule_lost(exc)
         return 0
