@@ -89,6 +89,15 @@ class ServerSessions:
         self._new.set()
         return s
 
+    async def wait_made(self, n, timeout=10.0):
+        """The first n server sessions, once made (connected or not)."""
+        async def made():
+            while len(self.made) < n:
+                self._new.clear()
+                await self._new.wait()
+        await asyncio.wait_for(made(), timeout)
+        return self.made[:n]
+
     async def wait_count(self, n, timeout=10.0):
         """The first n server sessions, once each is connected."""
         async def connected():

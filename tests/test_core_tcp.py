@@ -279,3 +279,86 @@ def test_one_readiness_reads_every_connection_even_past_a_batch(run):
         acceptor.close()
         poller.close()
     run(main())
+
+
+class PausedAtStart(Echo):
+    def on_connected(self):
+        super().on_connected()
+        self.pause_reading()        # as a game might while it loads the account
+
+
+def test_a_pause_in_on_connected_holds_until_resumed(run):
+    async def main():
+        made = ServerSessions(PausedAtStart)
+        async with service(made) as server:
+            paused_r, paused_w = await raw_client(server.port)
+            (paused,) = await made.wait_count(1)
+            paused_w.write(packet(1004, b"wait"))
+            await paused_w.drain()
+            # The fence: a packet sent after that one, on another connection,
+            # read and answered: the first would have been read by then.
+            made.cls = Echo
+            fence_r, fence_w = await raw_client(server.port)
+            fence_w.write(packet(1004, b"fence"))
+            assert await fence_r.readexactly(len(packet(1004, b"fence"))) == packet(1004, b"fence")
+            assert paused.packets == [] and not paused.transport.is_reading()
+            paused.resume_reading()
+            assert await paused.wait_packets(1) == [(1004, b"wait")]
+            for w in (paused_w, fence_w):
+                w.close()
+    run(main())
+
+
+def test_a_connection_whose_session_fails_to_start_ends_with_the_error(run, caplog):
+    class Broken(Recorder):
+        def on_connected(self):
+            raise RuntimeError("bug in on_connected")
+
+    async def main():
+        made = ServerSessions(Broken)
+        async with service(made) as server:
+            reader, writer = await raw_client(server.port)
+            (s,) = await made.wait_made(1)
+            reason = await s.wait_gone()
+            assert reason.kind is DisconnectReason.CONNECTION_ERROR
+            assert reason.detail == "bug in on_connected"
+            assert await closed_by_peer(reader)
+            writer.close()
+    run(main())
+    assert "a new connection could not be set up" in caplog.text
+
+
+def test_what_is_written_after_a_close_still_follows_the_buffered_bytes(run):
+    async def main():
+        made = ServerSessions()
+        async with service(made) as server:
+            reader, writer = await raw_client(server.port)
+            (s,) = await made.wait_count(1)
+            t = s.transport
+            body = b"x" * 4_000_000         # more than the socket takes at once
+            t.write(body)
+            assert t.get_write_buffer_size() > 0
+            t.close()
+            t.write(b"TAIL")                # buffered bytes remain: it follows them
+            got = await reader.read()       # to the FIN
+            assert len(got) == len(body) + 4 and got.endswith(b"TAIL")
+            await s.wait_gone()
+            writer.close()
+    run(main())
+
+
+def test_the_transports_socket_cannot_be_made_blocking_and_it_is_not_made_by_hand(run):
+    with pytest.raises(TypeError, match="made by TcpAcceptor"):
+        TcpTransport()
+
+    async def main():
+        made = ServerSessions()
+        async with service(made) as server:
+            reader, writer = await raw_client(server.port)
+            (s,) = await made.wait_count(1)
+            sock = s.transport.get_extra_info("socket")
+            with pytest.raises(ValueError, match="cannot be blocking"):
+                sock.setblocking(True)
+            writer.close()
+            await s.wait_gone()
+    run(main())

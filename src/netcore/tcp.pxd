@@ -36,6 +36,7 @@ cdef enum:
     ACCEPT_BATCH = 128          # connections accepted per readiness of a listener
     POLL_BATCH = 1024           # connection events per epoll_wait of the poller
     POLL_ROUNDS = 16            # full batches handled per readiness (libuv: 48 of 1024)
+    ACCEPT_PAUSE_MS = 1000      # after an accept error other than EAGAIN or EMFILE
     DEFAULT_HIGH_WATER = 65536  # as asyncio's transports; low = high / 4
 
 
@@ -86,7 +87,7 @@ cdef class TcpTransport:
     cdef bint eof_written
     cdef bint protocol_paused           # pause_writing() was called
     cdef readonly object peername
-    cdef object sock                    # get_extra_info("socket"), made on first use
+    cdef object sock                    # for get_extra_info("socket"), made on first use
     cdef int start_reading(self) except -1
     cdef int stop_reading(self) except -1
     cdef int read_ready(self) except -1

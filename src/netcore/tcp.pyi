@@ -15,6 +15,8 @@ class TcpPoller:
 
 @disjoint_base
 class TcpTransport:
+    # Made by TcpAcceptor only: calling it raises TypeError.
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
     @property
     def fd(self) -> int: ...
     @property

@@ -4,6 +4,7 @@ import errno
 import logging
 import os
 import socket
+from asyncio.trsock import TransportSocket
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
@@ -40,6 +41,10 @@ cdef extern from *:
     }
     static int netcore_shutdown_write(int fd) { return shutdown(fd, SHUT_WR); }
     static int netcore_close(int fd) { return close(fd); }
+    static int netcore_sockname(int fd, netcore_sockaddr *a) {
+        socklen_t len = sizeof *a;
+        return getsockname(fd, (struct sockaddr *)a, &len);
+    }
     #include <sys/epoll.h>
     #define NETCORE_IN EPOLLIN
     #define NETCORE_OUT EPOLLOUT
@@ -97,6 +102,9 @@ cdef extern from *:
     }
     static int netcore_shutdown_write(int fd) { (void)fd; errno = ENOSYS; return -1; }
     static int netcore_close(int fd) { (void)fd; errno = ENOSYS; return -1; }
+    static int netcore_sockname(int fd, netcore_sockaddr *a) {
+        (void)fd; (void)a; errno = ENOSYS; return -1;
+    }
     #define NETCORE_IN 1
     #define NETCORE_OUT 4
     #define NETCORE_ERR 24
@@ -125,6 +133,7 @@ cdef extern from *:
     Py_ssize_t netcore_send(int fd, const char* p, Py_ssize_t n) nogil
     int netcore_shutdown_write(int fd) nogil
     int netcore_close(int fd) nogil
+    int netcore_sockname(int fd, netcore_sockaddr* a) nogil
     int netcore_address(const netcore_sockaddr* a, char* host, size_t hostlen,
                         unsigned* port, unsigned* flowinfo, unsigned* scope_id) nogil
     ctypedef struct netcore_event:
@@ -302,6 +311,13 @@ cdef class TcpTransport:
     """One accepted connection (see tcp.pxd): the asyncio.Transport calls a
     netcore Session makes, over a non-blocking socket descriptor it owns."""
 
+    def __init__(self):
+        raise TypeError("TcpTransport is made by TcpAcceptor for each accepted connection")
+
+    def __dealloc__(self):
+        if self.fd >= 0:            # never reached connection_lost (not in the set then)
+            netcore_close(self.fd)
+
     def __cinit__(self):
         self.fd = -1
         self.pending = bytearray()
@@ -317,7 +333,11 @@ cdef class TcpTransport:
     cdef int start_reading(self) except -1:
         if not self.reading and not self.closing and not self.read_eof:
             self.reading = True
-            self.poller.watch(self)
+            try:
+                self.poller.watch(self)
+            except BaseException:
+                self.reading = False        # not registered: a later call tries again
+                raise
         return 0
 
     cdef int stop_reading(self) except -1:
@@ -370,8 +390,9 @@ cdef class TcpTransport:
         cdef int err = 0
         if self.eof_written or self.eof_pending:
             raise RuntimeError("cannot call write() after write_eof()")
-        if self.closing:
-            return          # as asyncio's: what is written after a close is dropped
+        if self.lost_scheduled:
+            return          # as asyncio's once the connection is lost: dropped
+        # (after close() with bytes still buffered, these follow them, as asyncio's)
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             if view.len == 0:
@@ -391,7 +412,11 @@ cdef class TcpTransport:
             PyBuffer_Release(&view)
         if not self.writing:
             self.writing = True
-            self.poller.watch(self)
+            try:
+                self.poller.watch(self)
+            except BaseException:
+                self.writing = False
+                raise
         self.check_pause()
 
     def writelines(self, list_of_data):
@@ -508,17 +533,23 @@ cdef class TcpTransport:
     # -- the rest of asyncio.Transport ---------------------------------------------
 
     def get_extra_info(self, name, default=None):
+        cdef netcore_sockaddr addr
         if name == "peername":
             return self.peername
-        if name == "socket" or name == "sockname":
+        if self.fd < 0:
+            return default
+        if name == "sockname":
+            if netcore_sockname(self.fd, &addr) < 0:
+                return default
+            return _address(&addr)
+        if name == "socket":
             if self.sock is None:
-                if self.fd < 0:
-                    return default
-                # A socket object of its own (a duplicate descriptor of the
-                # same connection): setsockopt and getsockname act on the
-                # connection; closing it closes only the duplicate.
+                # A socket object of its own, on a duplicate descriptor of
+                # the same connection (setsockopt and getsockname act on the
+                # connection; closing it closes only the duplicate), wrapped
+                # as asyncio wraps its own: it cannot be made blocking.
                 self.sock = socket.socket(fileno=_dup(self.fd))
-            return self.sock if name == "socket" else self.sock.getsockname()
+            return TransportSocket(self.sock)
         return default
 
     def set_protocol(self, protocol):
@@ -534,6 +565,11 @@ cdef int _dup(int fd) except -1:
 
 def _accept_ready(TcpAcceptor a):
     a.accept_ready()
+
+
+def _resume_accepting(TcpAcceptor a):
+    if a.serving:
+        a.loop.add_reader(a.fd, _accept_ready, a)
 
 
 cdef class TcpAcceptor:
@@ -571,7 +607,12 @@ cdef class TcpAcceptor:
                 if err in _OUT_OF_FDS:
                     self.sock._shed_pending()       # service.ListenSocket: as libuv does
                     return 0
-                log.error("accept on %s failed: %s", self.sock.getsockname(), _strerror(err))
+                # ENOBUFS, ENOMEM...: the listener stays readable, so pause
+                # accepting a second rather than spin, as asyncio does.
+                log.error("accept on %s failed: %s; accepting again in %g s",
+                          self.sock.getsockname(), _strerror(err), ACCEPT_PAUSE_MS / 1000.0)
+                self.loop.remove_reader(self.fd)
+                self.loop.call_later(ACCEPT_PAUSE_MS / 1000.0, _resume_accepting, self)
                 return 0
             t = TcpTransport.__new__(TcpTransport)
             t.loop = self.loop
@@ -580,11 +621,12 @@ cdef class TcpAcceptor:
             t.peername = _address(&addr)
             try:
                 t.protocol = self.protocol_factory()
-                t.protocol.connection_made(t)
+                # Registered first: a pause_reading() in connection_made holds.
                 t.start_reading()
-            except Exception:
+                t.protocol.connection_made(t)
+            except Exception as exc:
                 log.exception("a new connection could not be set up")
-                t.fail(None)
+                t.fail(exc)
         return 0
 
     def close(self):
