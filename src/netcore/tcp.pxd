@@ -51,9 +51,12 @@ cdef enum:
 # connection event in C (batches of POLL_BATCH, until one is not full, at
 # most POLL_ROUNDS: an iteration that fans out to thousands takes long, and
 # a cap below what arrives meanwhile lets reads fall behind for good), an
-# error calling the reader (whose recv reports it) or the writer. The set is level-triggered, holds a connection
-# only while it is read or written (paused and idle: out of the set, so an
-# error on it cannot spin), and an event names its transport by pointer: the
+# error calling the reader (whose recv reports it) or the writer. The set is
+# level-triggered, holds a connection only while it is read or written
+# (paused and idle: out of the set, so an error on it cannot spin; one
+# closing for good stays in until the close of its descriptor, a loop turn
+# later, takes it out: no epoll_ctl to delete, as the C server does), and an
+# event names its transport by pointer: the
 # set holds a reference while registered, and a transport taken out during a
 # batch is kept alive until the batch ends.
 cdef class TcpPoller:
@@ -65,6 +68,7 @@ cdef class TcpPoller:
     cdef bint dispatching
     cdef list retired                   # taken out during this batch
     cdef int watch(self, TcpTransport t) except -1
+    cdef int forget(self, TcpTransport t) except -1
     cdef int dispatch(self) except -1
     cdef int dispatch_batch(self, int n) except -1
 

@@ -234,6 +234,13 @@ cdef class TcpPoller:
         cdef int op
         if want == t.events or self.epfd < 0 or t.fd < 0:
             return 0
+        if want == 0 and t.lost_scheduled and t.sock is None:
+            # Closing for good: close() of its only descriptor, a loop turn
+            # from now and before the next poll, takes it out of the set
+            # (forget() drops the reference then); a delete now would be a
+            # system call per connection for nothing. Its events meanwhile
+            # are ignored: it neither reads nor writes.
+            return 0
         op = 0 if t.events == 0 else 2 if want == 0 else 1
         # A failed delete still takes it out (the kernel drops a closed
         # descriptor by itself): the set's reference must go either way.
@@ -248,6 +255,16 @@ cdef class TcpPoller:
         t.events = want
         return 0
 
+    cdef int forget(self, TcpTransport t) except -1:
+        """t's descriptor was closed (no duplicate of it): the kernel took it
+        out of the set; drop the set's reference."""
+        if t.events:
+            t.events = 0
+            if self.dispatching:
+                self.retired.append(t)
+            Py_DECREF(t)
+        return 0
+
     cdef int dispatch(self) except -1:
         """Every connection event there is, up to POLL_ROUNDS full batches:
         a loop iteration that takes long (a fan-out to thousands) must read
@@ -257,13 +274,15 @@ cdef class TcpPoller:
             n = netcore_poller_wait(self.epfd, <netcore_event*>self.events, self.batch)
             if n < 0:
                 raise OSError(c_errno, _strerror(c_errno))
-            self.dispatch_batch(n)
-            if n < self.batch:
+            # Not full, or nothing in it to do (connections closing for good
+            # stay in the set until their close, their events ignored).
+            if self.dispatch_batch(n) == 0 or n < self.batch:
                 break
         return 0
 
     cdef int dispatch_batch(self, int n) except -1:
-        cdef int i
+        """Handle n events; returns how many were for a reader or a writer."""
+        cdef int i, handled = 0
         cdef unsigned mask
         cdef TcpTransport t
         self.dispatching = True
@@ -273,8 +292,10 @@ cdef class TcpPoller:
                 t = <TcpTransport>netcore_event_ptr(<netcore_event*>self.events, i)
                 try:
                     if t.reading and mask & (NETCORE_IN | NETCORE_ERR):
+                        handled += 1
                         t.read_ready()
                     if t.writing and mask & (NETCORE_OUT | NETCORE_ERR):
+                        handled += 1
                         t.write_ready()
                 except Exception as exc:
                     _fatal(t, exc)
@@ -282,7 +303,7 @@ cdef class TcpPoller:
             self.dispatching = False
             if self.retired:
                 self.retired = []
-        return 0
+        return handled
 
 
 def _call_connection_lost(TcpTransport t, exc):
@@ -291,14 +312,18 @@ def _call_connection_lost(TcpTransport t, exc):
         if protocol is not None:
             protocol.connection_lost(exc)
     finally:
-        if t.events:        # still in the set (connection_lost wrote again): out first
-            t.reading = t.writing = False
+        t.reading = t.writing = False
+        if t.events and t.sock is not None:
+            # A duplicate descriptor (get_extra_info("socket")) keeps the
+            # connection open past our close: out of the set explicitly.
+            t.lost_scheduled = False
             t.poller.watch(t)
         # Only now: until connection_lost has run, the session may still
         # hold this number as its descriptor.
         if t.fd >= 0:
             netcore_close(t.fd)
             t.fd = -1
+        t.poller.forget(t)
         if t.sock is not None:
             t.sock.close()
             t.sock = None
@@ -366,9 +391,12 @@ cdef class TcpTransport:
             self.protocol.buffer_updated(n)
         elif n == 0:
             self.read_eof = True
-            self.stop_reading()
+            self.reading = False
             if not self.protocol.eof_received():
                 self.close()
+            # Out of the set, or writing only; the usual end (closed, nothing
+            # left to send) costs no call: its close takes it out.
+            self.poller.watch(self)
         elif not _would_block(err):
             self.fail(OSError(err, _strerror(err)))
         return 0
@@ -454,14 +482,14 @@ cdef class TcpTransport:
                 self.protocol.resume_writing()
             return 0
         self.writing = False
+        if self.closing:
+            self.schedule_lost(None)        # first: then leaving the set costs no call
         self.poller.watch(self)
         if self.protocol_paused:
             self.protocol_paused = False
             if not self.closing:
                 self.protocol.resume_writing()
-        if self.closing:
-            self.schedule_lost(None)
-        elif self.eof_pending:
+        if self.eof_pending and not self.closing:
             self.eof_pending = False
             self.eof_written = True
             netcore_shutdown_write(self.fd)
@@ -507,9 +535,9 @@ cdef class TcpTransport:
         if self.closing:
             return
         self.closing = True
-        self.stop_reading()
         if not PyByteArray_GET_SIZE(self.pending):
-            self.schedule_lost(None)
+            self.schedule_lost(None)        # first: then leaving the set costs no call
+        self.stop_reading()
 
     def abort(self):
         """End the connection now; what is buffered is dropped."""
@@ -518,10 +546,10 @@ cdef class TcpTransport:
     cdef int fail(self, object exc) except -1:
         self.closing = True
         self.reading = self.writing = False
+        del self.pending[:]
+        self.schedule_lost(exc)             # first: then leaving the set costs no call
         if self.poller is not None:         # None once connection_lost has run
             self.poller.watch(self)
-        del self.pending[:]
-        self.schedule_lost(exc)
         return 0
 
     cdef int schedule_lost(self, object exc) except -1:
