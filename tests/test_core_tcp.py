@@ -2,6 +2,7 @@
 sees of it (backpressure, half-close, resets, addresses, options inherited
 from the listener), and when its descriptor is closed."""
 import asyncio
+import contextlib
 import os
 import socket
 import struct
@@ -20,6 +21,20 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 
 def service(factory, **kw):
     return ServerService(factory, tcp_transport="netcore", **kw)
+
+
+@contextlib.asynccontextmanager
+async def one_connection(made=None, **kw):
+    """A service on netcore's path, one raw client: (its server session,
+    the client's reader and writer); the client is closed on the way out."""
+    made = ServerSessions() if made is None else made
+    async with service(made, **kw) as server:
+        reader, writer = await raw_client(server.port)
+        (s,) = await made.wait_count(1)
+        try:
+            yield s, reader, writer
+        finally:
+            writer.close()
 
 
 class Flood(Recorder):
@@ -50,10 +65,8 @@ class Flood(Recorder):
 
 def test_a_reader_that_stalls_pauses_writing_then_gets_every_byte_in_order(run):
     async def main():
-        made = ServerSessions(Flood)
-        async with service(made, max_pending_bytes=64 << 20) as server:
-            reader, writer = await raw_client(server.port)
-            (s,) = await made.wait_count(1)
+        async with one_connection(ServerSessions(Flood), max_pending_bytes=64 << 20) as (
+                s, reader, writer):
             assert type(s.transport) is TcpTransport
             # 12 MB against the socket buffers: the transport holds the rest
             # and tells the session to stop flushing.
@@ -230,10 +243,7 @@ def test_write_after_write_eof_is_refused_and_after_close_dropped(run):
 
 def test_write_buffer_limits_follow_asyncio(run):
     async def main():
-        made = ServerSessions()
-        async with service(made) as server:
-            reader, writer = await raw_client(server.port)
-            (s,) = await made.wait_count(1)
+        async with one_connection() as (s, reader, writer):
             t = s.transport
             t.set_write_buffer_limits(high=1000)
             assert t.get_write_buffer_limits() == (250, 1000)
@@ -330,10 +340,7 @@ def test_a_connection_whose_session_fails_to_start_ends_with_the_error(run, capl
 
 def test_what_is_written_after_a_close_still_follows_the_buffered_bytes(run):
     async def main():
-        made = ServerSessions()
-        async with service(made) as server:
-            reader, writer = await raw_client(server.port)
-            (s,) = await made.wait_count(1)
+        async with one_connection() as (s, reader, writer):
             t = s.transport
             body = b"x" * 4_000_000         # more than the socket takes at once
             t.write(body)
@@ -352,10 +359,7 @@ def test_the_transports_socket_cannot_be_made_blocking_and_it_is_not_made_by_han
         TcpTransport()
 
     async def main():
-        made = ServerSessions()
-        async with service(made) as server:
-            reader, writer = await raw_client(server.port)
-            (s,) = await made.wait_count(1)
+        async with one_connection() as (s, reader, writer):
             sock = s.transport.get_extra_info("socket")
             with pytest.raises(ValueError, match="cannot be blocking"):
                 sock.setblocking(True)
