@@ -351,10 +351,10 @@ def test_a_fault_answering_a_named_login_closes_that_session_only(run, tmp_path,
     error, logged, instead of leaving the client waiting for ever."""
     real = netcore_game.server_handlers.finish_login
 
-    def finish_login(session, account, characters):
+    def finish_login(session, account, characters, **kw):
         if account == "doomed":
             raise RuntimeError("a bug after the database")
-        return real(session, account, characters)
+        return real(session, account, characters, **kw)
 
     monkeypatch.setattr(netcore_game.server_handlers, "finish_login", finish_login)
 

@@ -165,6 +165,11 @@ cdef object _strerror(int err):
     return os.strerror(err)
 
 
+cdef object _os_error(int err):
+    """The OSError subclass for errno `err` (ConnectionResetError, ...)."""
+    return OSError(err, os.strerror(err))
+
+
 cdef object _address(netcore_sockaddr* a):
     cdef char host[64]
     cdef unsigned port = 0, flowinfo = 0, scope_id = 0
@@ -204,7 +209,7 @@ cdef class TcpPoller:
         self.batch = batch
         self.epfd = netcore_poller_new()
         if self.epfd < 0:
-            raise OSError(c_errno, _strerror(c_errno))
+            raise _os_error(c_errno)
         self.events = PyMem_Malloc(batch * sizeof(netcore_event))
         if self.events == NULL:
             netcore_close(self.epfd)
@@ -245,7 +250,7 @@ cdef class TcpPoller:
         # A failed delete still takes it out (the kernel drops a closed
         # descriptor by itself): the set's reference must go either way.
         if netcore_poller_set(self.epfd, op, t.fd, want, <void*>t) < 0 and op != 2:
-            raise OSError(c_errno, _strerror(c_errno))
+            raise _os_error(c_errno)
         if op == 0:
             Py_INCREF(t)                # the set's reference, for the event's pointer
         elif op == 2:
@@ -273,7 +278,7 @@ cdef class TcpPoller:
         for rounds in range(POLL_ROUNDS):
             n = netcore_poller_wait(self.epfd, <netcore_event*>self.events, self.batch)
             if n < 0:
-                raise OSError(c_errno, _strerror(c_errno))
+                raise _os_error(c_errno)
             # Not full, or nothing in it to do (connections closing for good
             # stay in the set until their close, their events ignored).
             if self.dispatch_batch(n) == 0 or n < self.batch:
@@ -398,7 +403,7 @@ cdef class TcpTransport:
             # left to send) costs no call: its close takes it out.
             self.poller.watch(self)
         elif not _would_block(err):
-            self.fail(OSError(err, _strerror(err)))
+            self.fail(_os_error(err))
         return 0
 
     def pause_reading(self):
@@ -430,7 +435,7 @@ cdef class TcpTransport:
                 if n < 0:
                     err = c_errno
                     if not _would_block(err):
-                        self.fail(OSError(err, _strerror(err)))
+                        self.fail(_os_error(err))
                         return
                     n = 0
                 if n == view.len:
@@ -464,7 +469,7 @@ cdef class TcpTransport:
         if n < 0:
             err = c_errno
             if not _would_block(err):
-                self.fail(OSError(err, _strerror(err)))
+                self.fail(_os_error(err))
             return 0
         if n:
             del self.pending[:n]

@@ -25,7 +25,6 @@ from netcore import JobQueue, LatencyHistogram, SendBufferPool, send_to_all_coal
 from netcore_packets.Protocol_pb2 import S_CHAT, S_ENTER_GAME
 from netcore_packets.server_dispatch import PKT_S_ENTER_GAME, make_send_buffer
 
-from netcore_game.db import GUEST_CHARACTERS
 from netcore_game.player import Player
 from netcore_game.replies import replies_for
 
@@ -148,7 +147,7 @@ class Rooms:
         """replies: what builds S_ENTER_GAME (netcore_game.replies; by
         default the hand-laid ones)."""
         self._rooms: dict[int, Room] = {}
-        self.replies = replies_for(True, GUEST_CHARACTERS) if replies is None else replies
+        self.replies = replies_for(True, ()) if replies is None else replies
         self.announce_seconds = announce_seconds
         self.cluster = cluster
         self.max_players = max_players

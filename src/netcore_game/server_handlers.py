@@ -31,14 +31,7 @@ def handle_C_LOGIN(session, pkt):
         session.send_packet(S_LOGIN(success=False))
         return
     if not pkt.account:
-        ids = server.player_ids.take(len(GUEST_CHARACTERS))
-        session.account = ""
-        session.characters = GUEST_CHARACTERS
-        session.player_ids = ids
-        session.state = State.LOGGED_IN
-        session.mark_logged_in()
-        server.logins_done += 1
-        session.send(server.replies.guest_login(ids))
+        finish_login(session, "", GUEST_CHARACTERS, guest=True)
         return
     if "\x00" in pkt.account:
         # PostgreSQL text cannot hold NUL: no backend stores such a name, so
@@ -90,7 +83,7 @@ async def _login(session, key, account, password, may_create):
     if not session.connected:
         return
     try:
-        _answer_login(session, key, account, result)
+        _answer_login(session, key, account, result, status)
     except Exception as exc:
         # A fault in answering (this runs after the database, not in a packet
         # handler): closed as a handler's would be, not left waiting forever.
@@ -100,10 +93,9 @@ async def _login(session, key, account, password, may_create):
         session.disconnect(DisconnectReason.HANDLER_ERROR, f"login answer: {exc!r}", abort=True)
 
 
-def _answer_login(session, key, account, result):
+def _answer_login(session, key, account, result, status):
     server = session.server
     gate = server.logins
-    status = None if result is None else result.status
     if result is None or not result.ok:
         session.state = State.CONNECTED
         if status is LoginStatus.WRONG_PASSWORD:
@@ -128,15 +120,19 @@ def _answer_login(session, key, account, result):
         session.disconnect(DisconnectReason.PEER_CLOSED, "after the login answer")
 
 
-def finish_login(session, account, characters):
-    ids = session.server.player_ids.take(len(characters))
+def finish_login(session, account, characters, guest=False):
+    """Issue the characters' in-game ids and answer; a guest's reply (the
+    storm's path) comes from the server's laid-out template."""
+    server = session.server
+    ids = server.player_ids.take(len(characters))
     session.account = account
     session.characters = characters
     session.player_ids = ids
     session.state = State.LOGGED_IN
     session.mark_logged_in()
-    session.server.logins_done += 1
-    session.send(session.server.replies.login(characters, ids))
+    server.logins_done += 1
+    session.send(server.replies.guest_login(ids) if guest
+                 else server.replies.login(characters, ids))
 
 
 def handle_C_ENTER_GAME(session, pkt):
