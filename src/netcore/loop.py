@@ -15,6 +15,10 @@ import time
 from typing import Any, Coroutine
 
 LOOP_ENV = "NETCORE_LOOP"
+# Descriptors a server needs besides one per session: listening sockets (a
+# group of 16 per address), epoll sets, the database and its journal per
+# worker thread, logs, a refused connection or two.
+DESCRIPTOR_HEADROOM = 64
 LOOP_KINDS = ("uvloop", "asyncio")
 
 
@@ -168,6 +172,45 @@ def raise_open_files_limit(want: int) -> int | None:
         except (ValueError, OSError):      # macOS caps the soft limit below "unlimited"
             pass
     return soft
+
+
+def reserve_descriptors(count: int) -> int:
+    """Grow this process's descriptor table now to hold descriptors up to
+    `count` (no further than the open-files soft limit); return how many it
+    holds for certain (0 where the platform has no such table: Windows).
+
+    Linux grows the table by doubling when a new descriptor does not fit,
+    and in a process with more than one thread (a database's thread pool, a
+    logging thread) the call that crossed the size waits out an RCU grace
+    period before it returns (expand_files -> synchronize_rcu): an accept4()
+    sleeps 10-30 ms with the event loop inside it, at 64, 128, ... 16,384
+    descriptors. That was about 150 ms of stalls in the first login storm
+    after start-up (10,000 clients: 32,000 logins/s against 48,000 for the
+    same server once its table had grown; benchmarks/README.md). Asking once,
+    at start-up, for a descriptor at the top makes the table its final size
+    before any client waits on it. F_DUPFD takes the lowest free number at or
+    above the one asked for, so no open descriptor is ever replaced.
+    """
+    try:
+        import fcntl
+        import resource
+    except ImportError:
+        return 0
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY:
+        count = min(count, soft)
+    if count < 1:
+        return 0
+    fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.close(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, count - 1))
+    except OSError:
+        # Every number from count - 1 up is taken, or past a system-wide cap
+        # (fs.nr_open): the table is as large as it can get already.
+        pass
+    finally:
+        os.close(fd)
+    return count
 
 
 class LagMonitor:

@@ -11,6 +11,7 @@ import time
 
 from netcore.addresses import DEFAULT_EXEMPT, address_key, parse_networks
 from netcore.errors import DisconnectReason
+from netcore.loop import DESCRIPTOR_HEADROOM, reserve_descriptors
 from netcore import tcp
 
 from cpython.dict cimport PyDict_Next
@@ -629,6 +630,9 @@ cdef class ServerService(Service):
         """Listen on every address of `host`; returns this service. An address
         that cannot be listened on raises OSError, and nothing listens."""
         loop = asyncio.get_running_loop()
+        # The descriptor table at its full size now, not grown by doubling
+        # under a storm of accepts (each growth a stall: netcore.loop).
+        reserve_descriptors(self.max_sessions + DESCRIPTOR_HEADROOM)
         self.flusher = self.make_flusher(loop)
         self.tcp_transport = tcp_transport_kind(self.tcp_transport, loop)
         self.listen_sockets = listen_socket_count(self.listen_sockets, loop, self.tcp_transport)
@@ -737,6 +741,7 @@ cdef class ClientService(Service):
         Connections that fail are recorded in `failures`; returns the sessions.
         """
         sem = asyncio.Semaphore(self.connect_concurrency)
+        reserve_descriptors(self.count + DESCRIPTOR_HEADROOM)     # as ServerService.start
         self.start_sweeping(asyncio.get_running_loop())
         # A method, not a closure: a Cython coroutine's locals live in a scope
         # object that a nested function would hold while being held by it, a

@@ -27,7 +27,8 @@ from typing import NoReturn
 
 import netcore
 from netcore.logs import configure_peer_lines, start_queued_logging
-from netcore.loop import raise_open_files_limit, tune_gc_for_serving, uvloop_available
+from netcore.loop import (DESCRIPTOR_HEADROOM, raise_open_files_limit, tune_gc_for_serving,
+                          uvloop_available)
 
 from netcore_game.config import ConfigError, Origin, env_texts, load_file, resolve
 from netcore_game.config import render as render_config
@@ -38,9 +39,6 @@ from netcore_game import workers
 
 log = logging.getLogger("netcore_game.cli")
 
-# Descriptors the process needs besides one per session: the database and its
-# journal per worker thread, the event loop, logs, a refused connection or two.
-FD_HEADROOM = 64
 EXIT_USAGE = 2              # a bad setting, or the server could not start
 EXIT_INTERRUPTED = 130      # Ctrl-C before it served (128 + SIGINT, as shells report it)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -267,11 +265,11 @@ async def migrate(config: ServerConfig) -> int:
 
 
 async def serve(config: ServerConfig, kind: str) -> int:
-    limit = raise_open_files_limit(config.max_sessions + FD_HEADROOM)
+    limit = raise_open_files_limit(config.max_sessions + DESCRIPTOR_HEADROOM)
     if limit is not None and limit < config.max_sessions:
         log.warning("the open-files limit is %d, below max sessions %d: connections past "
                     "about %d are closed at once", limit, config.max_sessions,
-                    max(limit - FD_HEADROOM, 0))
+                    max(limit - DESCRIPTOR_HEADROOM, 0))
     try:
         server = GameServer(config, make_database(config))
         await server.start()
