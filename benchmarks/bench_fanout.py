@@ -59,7 +59,8 @@ def pinned(core, *cmd):
 class Server:
     """A server process on SERVER_CORE, with its CPU and RSS sampled."""
 
-    def __init__(self, kind: str, port: int, workdir: str, loop: str, reference_cmd=None):
+    def __init__(self, kind: str, port: int, workdir: str, loop: str, reference_cmd=None,
+                 workers: int = 1):
         banner_on = "stdout"
         if kind in ("netcore", "loop tcp", "1 socket"):
             cmd = pinned(SERVER_CORE, "-m", "netcore_game.cli", "--port", str(port), "--log-level",
@@ -69,6 +70,8 @@ class Server:
                 cmd += ["--tcp-transport", "loop"]
             if kind == "1 socket":      # ... and one listening socket, as before the group
                 cmd += ["--listen-sockets", "1"]
+            if workers > 1:             # a supervisor, its workers and a private nats-server
+                cmd += ["--workers", str(workers)]
         elif kind == "C ref":
             # The C reference server (../shared/reference): a floor, not a competitor.
             cmd = ["taskset", "-c", SERVER_CORE, *shlex.split(reference_cmd), "--port", str(port)]
@@ -104,6 +107,27 @@ class Server:
 
     def rss(self) -> int:
         return self.read()[2]
+
+    def tree_rss(self) -> int:
+        """RSS of the server and every process under it (with --workers: the
+        supervisor, its workers and its nats-server)."""
+        parent = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                parent[int(entry)] = (int(fields[1]), int(fields[21]) * PAGE)
+        tree, total, grown = {self.proc.pid}, 0, True
+        while grown:
+            grown = False
+            for pid, (ppid, _) in parent.items():
+                if ppid in tree and pid not in tree:
+                    tree.add(pid)
+                    grown = True
+        return sum(parent[pid][1] for pid in tree if pid in parent)
 
     def peak_cpu(self) -> float:
         """CPU percent of the busiest 1-second window."""
@@ -213,18 +237,35 @@ def row(kind, clients, rooms, m, base=None, ref=None):
 
 
 def hold(args, port):
-    """Idle in-game clients, 100 to a room: the server's RSS per client."""
-    clients = args.hold_clients
-    server = Server("netcore", port, args.workdir, args.loop)
+    """Idle in-game clients, 100 to a room: the server's RSS per client.
+
+    With --hold-workers N the server is netcore-server --workers N and its RSS
+    that of the whole process tree (each worker holds its share of the
+    clients under its own open-files limit), and the clients come from as
+    many dummy processes, for the same reason."""
+    clients, workers = args.hold_clients, args.hold_workers
+    server = Server("netcore", port, args.workdir, args.loop, workers=workers)
+    peak, done = [0], threading.Event()
+
+    def sample():                   # the tree's peak while the clients are in
+        while not done.wait(0.25):
+            peak[0] = max(peak[0], server.tree_rss())
+
+    sampler = threading.Thread(target=sample, daemon=True)
     try:
-        before = server.rss()
-        r = dummy(port, clients, max(clients // 100, 1), args.rate, 1, "--hold")
-        after = server.peak_rss()
+        before = server.tree_rss()
+        sampler.start()
+        r = dummy(port, clients, max(clients // 100, 1), args.rate, 1, "--hold",
+                  dummies=workers)
     finally:
+        done.set()
+        sampler.join()
         server.stop()
+    after = peak[0]
     per = (after - before) / max(r["in_game"], 1)
+    on = f"{workers} workers" if workers > 1 else "one process"
     print(f"  hold: {r['in_game']:,} in game idle in {max(clients // 100, 1)} rooms "
-          f"({r['failed']:,} failed to get in), server RSS {before / 2**20:.1f} -> "
+          f"({r['failed']:,} failed to get in), server ({on}) RSS {before / 2**20:.1f} -> "
           f"{after / 2**20:.1f} MiB: {per / 1000:.2f} kB per client (target <= 3 kB)", flush=True)
 
 
@@ -277,6 +318,9 @@ def main():
     ap.add_argument("--dummies", type=int, default=1,
                     help="netcore-dummy processes (shards of one run) per chat scenario, "
                          "on --load-cores in turn")
+    ap.add_argument("--hold-workers", type=int, default=1,
+                    help="netcore-server --workers for the hold, and as many dummies (20,000 "
+                         "clients need 2 where the open-files hard limit is 20,000)")
     ap.add_argument("--hold-clients", type=int, default=19_000,
                     help="idle clients of the hold, 100 to a room (20,000 needs an open-files "
                          "limit above 20,000 for both server and dummy)")

@@ -613,6 +613,30 @@ def test_go_on_stdin_says_ready_and_chats_only_after_the_go(loop_kind, capsys, m
     assert json.loads(report)["ok"] is True and game.chats == 32
 
 
+def test_go_on_stdin_with_hold_holds_only_after_the_go(loop_kind, capsys, monkeypatch):
+    game = FakeGame()
+    at_go = []
+
+    class Stdin:
+        def readline(self):
+            at_go.append((time.monotonic(), game.logins))
+            return "go\n"
+
+    monkeypatch.setattr(sys, "stdin", Stdin())
+    with ServerThread(game, loop_kind) as server:
+        assert cli.main(cli_args(server.port, loop_kind, "--json", "--go-on-stdin",
+                                 "--hold")) == 0
+        ended = time.monotonic()
+    ready, report = capsys.readouterr().out.splitlines()
+    assert json.loads(ready) == {"ready": True, "in_game": 8, "failed": 0}
+    [(go, logins)] = at_go                      # asked once, every client already in
+    assert logins == 8
+    assert ended - go >= 0.2                    # the whole --duration held after the go
+    report = json.loads(report)
+    assert report["ok"] is True and report["in_game"] == 8 and report["sent"] == 0
+    assert game.chats == 0
+
+
 def test_the_table_names_every_figure(loop_kind, capsys):
     with ServerThread(FakeGame(), loop_kind) as server:
         assert cli.main(cli_args(server.port, loop_kind)) == 0

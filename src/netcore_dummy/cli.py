@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: 0)")
     ap.add_argument("--go-on-stdin", action="store_true",
                     help="once every client is in game, print a JSON line {\"ready\": ...} "
-                         "and chat only after a line arrives on stdin (to start shards "
-                         "together) (default: chat at once)")
+                         "and chat (or, with --hold, start holding) only after a line "
+                         "arrives on stdin, to start shards together (default: at once)")
     ap.add_argument("--json", action="store_true",
                     help="print one JSON line on stdout instead of the table (default: table)")
     ap.add_argument("--version", action="version", version=f"netcore-dummy {netcore.__version__}")

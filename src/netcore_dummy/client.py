@@ -324,6 +324,10 @@ class DummyRun:
         try:
             await self.connect()
             if self.config.hold:
+                # Shards hold together too: each one's clients stay in until
+                # every shard's are in (and the caller has measured them).
+                if before_chat is not None:
+                    await before_chat(self.in_game, self.failed)
                 self.phase = "hold"
                 await asyncio.sleep(self.config.duration)   # idle in game: the point of a hold
             elif self.players:
