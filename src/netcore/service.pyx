@@ -11,7 +11,8 @@ import time
 
 from netcore.addresses import DEFAULT_EXEMPT, address_key, parse_networks
 from netcore.errors import DisconnectReason
-from netcore.loop import DESCRIPTOR_HEADROOM, reserve_descriptors
+# Private here (the constant is netcore.loop's, not this module's API).
+from netcore.loop import DESCRIPTOR_HEADROOM as _HEADROOM, reserve_descriptors
 from netcore import tcp
 
 from cpython.dict cimport PyDict_Next
@@ -632,7 +633,7 @@ cdef class ServerService(Service):
         loop = asyncio.get_running_loop()
         # The descriptor table at its full size now, not grown by doubling
         # under a storm of accepts (each growth a stall: netcore.loop).
-        reserve_descriptors(self.max_sessions + DESCRIPTOR_HEADROOM)
+        reserve_descriptors(self.max_sessions + _HEADROOM)
         self.flusher = self.make_flusher(loop)
         self.tcp_transport = tcp_transport_kind(self.tcp_transport, loop)
         self.listen_sockets = listen_socket_count(self.listen_sockets, loop, self.tcp_transport)
@@ -741,7 +742,7 @@ cdef class ClientService(Service):
         Connections that fail are recorded in `failures`; returns the sessions.
         """
         sem = asyncio.Semaphore(self.connect_concurrency)
-        reserve_descriptors(self.count + DESCRIPTOR_HEADROOM)     # as ServerService.start
+        reserve_descriptors(self.count + _HEADROOM)     # as ServerService.start
         self.start_sweeping(asyncio.get_running_loop())
         # A method, not a closure: a Cython coroutine's locals live in a scope
         # object that a nested function would hold while being held by it, a
