@@ -203,7 +203,7 @@ def reserve_descriptors(count: int) -> int:
         return 0
     fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.close(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, count - 1))
+        os.close(fcntl.fcntl(fd, getattr(fcntl, "F_DUPFD_CLOEXEC", fcntl.F_DUPFD), count - 1))
     except OSError:
         # Every number from count - 1 up is taken, or past a system-wide cap
         # (fs.nr_open): the table is as large as it can get already.

@@ -11,7 +11,8 @@
 # ONE joined bytes object through the transport: one write per session per
 # event-loop iteration, however many packets were queued.
 #
-# The direct call: a short queue goes as one writev of its buffers, no copy.
+# The direct call: a short queue goes as one sendmsg of its buffers (one send
+# for a single buffer), no copy.
 # A longer one is first copied into the flusher's gather buffer and leaves
 # in one write, as the C server writes its per-client output buffer: a
 # memcpy of a few dozen bytes per packet is cheaper than the kernel's
@@ -28,7 +29,7 @@ from cpython.ref cimport Py_INCREF
 from netcore.sendbuffer cimport SendBuffer
 
 cdef enum:
-    # A queue of at most this many buffers leaves in one writev (UIO_FASTIOV:
+    # A queue of at most this many buffers leaves in one sendmsg (UIO_FASTIOV:
     # the kernel copies this many iovecs on its stack); a longer one is
     # gathered into one buffer and written.
     MAX_IOV = 8
@@ -71,8 +72,8 @@ cdef bytes sq_take_joined(SendQueue* q)
 # What is left after the first `skip` bytes, as one bytes object; the queue
 # is left empty.
 cdef bytes sq_take_joined_after(SendQueue* q, Py_ssize_t skip)
-# Write the queue to a socket descriptor at once (writev of its buffers,
-# or one write of them gathered into g; no Python object): the bytes
+# Write the queue to a socket descriptor at once (sendmsg of its buffers,
+# or one send of them gathered into g; no Python object): the bytes
 # written, or -1 when the kernel took nothing (full, or an error the
 # transport will meet and report). A queue of more than GATHER_MAX bytes,
 # or one that g cannot grow for, is not tried (-1). The queue is unchanged.

@@ -12,7 +12,7 @@
 # C struct inside the session, sendqueue.pxd; a buffer still open, its size
 # not yet known, is refused) and marks the session dirty in its SendFlusher;
 # once per event-loop iteration the flusher writes every dirty session's queue
-# in one write each (writev on the socket, the rest through the transport). The
+# in one write each (sendmsg on the socket, the rest through the transport). The
 # queue is bounded (max_pending_bytes): past it the session is a slow consumer
 # and is aborted, so a reader that stalls costs the server a bounded amount of
 # memory and never delays anyone else. While the transport is paused (its own
@@ -155,7 +155,7 @@ cdef class Session:
     cdef readonly unsigned long long packets_sent
     cdef readonly unsigned long long bytes_sent
     cdef readonly unsigned long long writes
-    cdef readonly unsigned long long direct_writes  # of which the kernel took whole (writev)
+    cdef readonly unsigned long long direct_writes  # of which the kernel took whole (sendmsg)
     cdef RecvBuffer rbuf
     cdef SendQueue queue                    # a struct, embedded: see sendqueue.pxd
     cdef SendFlusher flusher
@@ -176,7 +176,7 @@ cdef class Session:
     cdef bint eof_seen                      # the peer half-closed: nothing more to read
     cdef bint write_paused
     # The socket's descriptor where the transport is a plain TCP one: a flush
-    # then writes the queue itself (writev) when the transport holds nothing,
+    # then writes the queue itself (sendmsg) when the transport holds nothing,
     # and hands the transport only what the kernel did not take; -1 (TLS, a
     # WebSocket, a pipe) always goes through the transport.
     cdef int fd

@@ -23,7 +23,7 @@
 # Send: the session's SendFlusher joins its queue once per loop iteration as
 # for TCP; write() sends that as ONE binary message (picows writes header and
 # payload with one send() when the socket has room). The session's direct
-# writev path is off for it (get_extra_info("framing")): raw packets on the
+# sendmsg path is off for it (get_extra_info("framing")): raw packets on the
 # socket would break the WebSocket stream. Write back-pressure
 # (pause_writing/resume_writing) comes through picows to the session.
 #
