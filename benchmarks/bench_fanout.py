@@ -120,7 +120,7 @@ class Server:
                 except OSError:
                     continue
                 parent[int(entry)] = (int(fields[1]), int(fields[21]) * PAGE)
-        tree, total, grown = {self.proc.pid}, 0, True
+        tree, grown = {self.proc.pid}, True
         while grown:
             grown = False
             for pid, (ppid, _) in parent.items():
@@ -322,8 +322,9 @@ def main():
                     help="netcore-server --workers for the hold, and as many dummies (20,000 "
                          "clients need 2 where the open-files hard limit is 20,000)")
     ap.add_argument("--hold-clients", type=int, default=19_000,
-                    help="idle clients of the hold, 100 to a room (20,000 needs an open-files "
-                         "limit above 20,000 for both server and dummy)")
+                    help="idle clients of the hold, 100 to a room (one process holds fewer "
+                         "than its open-files limit: 20,000 need --hold-workers 2 where the "
+                         "hard limit is 20,000)")
     args = ap.parse_args()
     args.loop = resolve_loop_kind(args.loop)
     SERVER_CORE = args.server_core

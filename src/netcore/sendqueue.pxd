@@ -14,7 +14,7 @@
 # The direct call: a short queue goes as one sendmsg of its buffers (one send
 # for a single buffer), no copy.
 # A longer one is first copied into the flusher's gather buffer and leaves
-# in one write, as the C server writes its per-client output buffer: a
+# in one send, as the C server writes its per-client output buffer: a
 # memcpy of a few dozen bytes per packet is cheaper than the kernel's
 # per-segment work (and its allocation of an iovec array past 8 segments),
 # and a queue of hundreds of chats, which a busy room makes, stays on this

@@ -28,9 +28,10 @@ cdef extern from *:
     #endif
     #define netcore_iovec iovec
     /* send()/sendmsg() rather than write()/writev(): on a socket they skip
-       the file layer (position lock, rw_verify_area, fsnotify), which perf
-       put at a tenth of the server's time at 5,000 clients in 50 rooms,
-       where nearly every delivery is a system call of its own. */
+       the file layer (vfs_writev, fdget_pos, sock_write_iter: 13% of the
+       server's time at 5,000 clients in 50 rooms, where nearly every
+       delivery is a system call of its own, against 7% for the C server's
+       sendto path). */
     static Py_ssize_t netcore_sendv(int fd, struct iovec *iov, int n) {
         struct msghdr m;
         Py_ssize_t r;
