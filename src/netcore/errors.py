@@ -47,6 +47,11 @@ class DisconnectReason(enum.Enum):
     between worker processes).
     """
 
+    # Members are singletons, equal only to themselves: the identity hash,
+    # in C, rather than Enum's hash of the name in Python. Every session's
+    # end looks its reason up in sets and counters (session.pyx, service.pyx).
+    __hash__ = object.__hash__
+
     PEER_CLOSED = "peer closed"
     CONNECTION_ERROR = "connection error"
     PROTOCOL_ERROR = "protocol error"

@@ -52,6 +52,9 @@ cdef frozenset _REFUSALS = frozenset([DisconnectReason.SERVER_FULL,
                                       DisconnectReason.ADDRESS_FULL,
                                       DisconnectReason.LOGIN_TIMEOUT,
                                       DisconnectReason.IDLE_TIMEOUT])
+# The everyday ending, made once (Disconnect is frozen): not a dataclass
+# instance per connection.
+cdef object _PEER_CLOSED_REASON = Disconnect(PEER_CLOSED)
 cdef int DEBUG = logging.DEBUG
 cdef int INFO = logging.INFO
 cdef int WARNING = logging.WARNING
@@ -463,7 +466,7 @@ cdef class Session:
     def connection_lost(self, exc):
         reason = self.close_reason
         if reason is None:
-            reason = (Disconnect(PEER_CLOSED) if exc is None
+            reason = (_PEER_CLOSED_REASON if exc is None
                       else Disconnect(CONNECTION_ERROR, str(exc) or type(exc).__name__))
             self.close_reason = reason
         self.closing = True
