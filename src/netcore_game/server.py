@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from importlib import resources
@@ -226,7 +227,8 @@ class GameServer:
         self.logins_done = 0                # logins that succeeded, guests included
         self.dispatcher = ServerPacketDispatcher(server_handlers)
         self.service = ServerService(
-            lambda: GameSession(self), config.host, config.port,
+            # A partial, not a lambda: no Python frame of ours per connection.
+            functools.partial(GameSession, self), config.host, config.port,
             max_sessions=config.max_sessions, max_packet_size=config.max_packet_size,
             max_pending_bytes=config.max_pending_bytes,
             flush_interval_ms=config.flush_interval_ms,
