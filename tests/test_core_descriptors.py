@@ -122,3 +122,29 @@ def test_a_server_grows_the_table_for_its_sessions_when_it_starts(loop_kind):
         netcore.run(main(), {loop_kind!r})
     """)
     assert out.strip() == "ok"
+
+
+def test_a_client_service_grows_the_table_for_its_sessions_when_it_starts():
+    out = in_fresh_python("""
+        import socket
+        import netcore
+        from netcore import ClientService, PacketSession
+        from netcore.loop import DESCRIPTOR_HEADROOM
+
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]       # bound, not listening: every dial is refused
+
+        async def main():
+            before = table()
+            service = ClientService(PacketSession, "127.0.0.1", port, count=3000)
+            sessions = await service.start()
+            assert before < 3000, before
+            assert table() >= 3000 + DESCRIPTOR_HEADROOM, table()
+            assert sessions == [] and len(service.failures) == 3000
+            await service.close()
+            print("ok")
+
+        netcore.run(main(), "asyncio")
+    """)
+    assert out.strip() == "ok"
