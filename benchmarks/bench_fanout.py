@@ -41,7 +41,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from dummy_shards import run_dummies  # noqa: E402  (benchmarks/ is not a package)
+from bench_workers import tree_stat  # noqa: E402  (benchmarks/ is not a package)
+from dummy_shards import run_dummies  # noqa: E402
 from netcore.loop import LOOP_KINDS, resolve_loop_kind  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -62,6 +63,7 @@ class Server:
     def __init__(self, kind: str, port: int, workdir: str, loop: str, reference_cmd=None,
                  workers: int = 1):
         banner_on = "stdout"
+        self.workers = workers
         if kind in ("netcore", "loop tcp", "1 socket"):
             cmd = pinned(SERVER_CORE, "-m", "netcore_game.cli", "--port", str(port), "--log-level",
                          "WARNING", "--db", os.path.join(workdir, f"bench-{port}.db"),
@@ -92,6 +94,11 @@ class Server:
         self._thread.start()
 
     def read(self):
+        """(time, CPU seconds, RSS bytes): of the process, or with workers of
+        its whole tree (supervisor, workers, nats-server)."""
+        if self.workers > 1:
+            cpu, rss = tree_stat(self.proc.pid)
+            return time.monotonic(), cpu, rss
         with open(f"/proc/{self.proc.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -107,27 +114,6 @@ class Server:
 
     def rss(self) -> int:
         return self.read()[2]
-
-    def tree_rss(self) -> int:
-        """RSS of the server and every process under it (with --workers: the
-        supervisor, its workers and its nats-server)."""
-        parent = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                parent[int(entry)] = (int(fields[1]), int(fields[21]) * PAGE)
-        tree, grown = {self.proc.pid}, True
-        while grown:
-            grown = False
-            for pid, (ppid, _) in parent.items():
-                if ppid in tree and pid not in tree:
-                    tree.add(pid)
-                    grown = True
-        return sum(parent[pid][1] for pid in tree if pid in parent)
 
     def peak_cpu(self) -> float:
         """CPU percent of the busiest 1-second window."""
@@ -245,23 +231,13 @@ def hold(args, port):
     many dummy processes, for the same reason."""
     clients, workers = args.hold_clients, args.hold_workers
     server = Server("netcore", port, args.workdir, args.loop, workers=workers)
-    peak, done = [0], threading.Event()
-
-    def sample():                   # the tree's peak while the clients are in
-        while not done.wait(0.25):
-            peak[0] = max(peak[0], server.tree_rss())
-
-    sampler = threading.Thread(target=sample, daemon=True)
     try:
-        before = server.tree_rss()
-        sampler.start()
+        before = server.rss()
         r = dummy(port, clients, max(clients // 100, 1), args.rate, 1, "--hold",
                   dummies=workers)
+        after = server.peak_rss()
     finally:
-        done.set()
-        sampler.join()
         server.stop()
-    after = peak[0]
     per = (after - before) / max(r["in_game"], 1)
     on = f"{workers} workers" if workers > 1 else "one process"
     print(f"  hold: {r['in_game']:,} in game idle in {max(clients // 100, 1)} rooms "

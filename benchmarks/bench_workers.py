@@ -45,12 +45,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dummy_shards import run_dummies  # noqa: E402  (benchmarks/ is not a package)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
 P99_LIMIT_MS = 100.0
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """utime + stime of `root` and every descendant alive now."""
-    parent, cpu = {}, {}
+def tree_stat(root: int) -> tuple[float, int]:
+    """utime + stime (seconds) and RSS (bytes) of `root` and every
+    descendant alive now (a supervisor, its workers, its nats-server)."""
+    parent, cpu, rss = {}, {}, {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -62,12 +64,19 @@ def tree_cpu_seconds(root: int) -> float:
         pid = int(entry)
         parent[pid] = int(fields[1])
         cpu[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    total, todo = 0.0, [root]
+        rss[pid] = int(fields[21]) * PAGE
+    total_cpu, total_rss, todo = 0.0, 0, [root]
     while todo:
         pid = todo.pop()
-        total += cpu.get(pid, 0.0)
+        total_cpu += cpu.get(pid, 0.0)
+        total_rss += rss.get(pid, 0)
         todo += [p for p, pp in parent.items() if pp == pid]
-    return total
+    return total_cpu, total_rss
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """utime + stime of `root` and every descendant alive now."""
+    return tree_stat(root)[0]
 
 
 class Server:
