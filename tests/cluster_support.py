@@ -14,7 +14,7 @@ import pytest
 
 from netcore_cluster.natsd import NatsServerMissing, find_nats_server, free_port
 from netcore_cluster.placement import ClusterMap, Placement
-from netcore_game.workers import ID_SPACE_BITS
+from netcore_server.workers import ID_SPACE_BITS
 from netcore_packets import Protocol_pb2 as pb
 
 from game_support import ServerProcess, connect, leave

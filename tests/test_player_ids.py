@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from netcore_packets import Protocol_pb2 as pb
 from netcore_packets.Struct_pb2 import Player as PlayerInfo
 
-from netcore_game.db import Character, SQLiteDatabase
-from netcore_game.player import MAX_PLAYER_ID, PlayerIdAllocator
-from netcore_game import replies
-from netcore_game.replies import (
+from netcore_server.db import Character, SQLiteDatabase
+from netcore_server.player import MAX_PLAYER_ID, PlayerIdAllocator
+from netcore_server import replies
+from netcore_game.game import CHAT
+from netcore_server.replies import (
     LoginReply,
     ProtobufReplies,
     character_tail,
@@ -224,7 +225,7 @@ def test_both_reply_builders_send_what_protobuf_makes(first, characters):
     login = _framed(1001, pb.S_LOGIN(success=True, players=[
         PlayerInfo(id=i, name=c.name, playerType=c.player_type) for i, c in zip(ids, chars)]))
     enter = _framed(1003, pb.S_ENTER_GAME(success=True, playerId=first))
-    for builder in (replies_for(True, chars), replies_for(False, chars)):
+    for builder in (replies_for(True, chars), replies_for(False, chars, CHAT.protocol)):
         assert bytes(builder.login(chars, ids)) == login
         assert bytes(builder.guest_login(ids)) == login
         assert bytes(builder.enter(first)) == enter

@@ -17,8 +17,8 @@ from netcore_packets.client_dispatch import PACKET_IDS
 
 from netcore_dummy.client import DummyConfig, run_dummy
 from netcore_game.cli import parse_args
-from netcore_game.db import SQLiteDatabase
-from netcore_game.metrics import MetricsServer
+from netcore_server.db import SQLiteDatabase
+from netcore_server.metrics import MetricsServer
 from netcore_game.server import GameServer, ServerConfig
 
 from game_support import ServerProcess, in_game, leave

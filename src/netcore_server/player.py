@@ -1,15 +1,15 @@
-"""A player in the world: one character of one logged-in session."""
+"""A player in the world: one character of one logged-in session.
+
+A game with data of its own per player subclasses Player (Game.player_class;
+a slots dataclass too, its fields with defaults). A player connected to
+another worker reaches the room's owner as its card (to_card/from_card): a
+subclass whose room needs more of it there extends both.
+"""
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
-
-from netcore_game.session import State
-
-if TYPE_CHECKING:
-    from netcore_game.room import Room
-    from netcore_game.session import GameSession
+from typing import Any, Optional
 
 _CARD = struct.Struct("<QI")
 
@@ -21,9 +21,10 @@ class Player:
     name: str
     player_type: int
     # Player <-> session is a reference cycle while in game; GameSession breaks
-    # it on disconnect so neither outlives the connection.
-    session: Optional["GameSession"] = field(default=None, repr=False)
-    room: Optional["Room"] = field(default=None, repr=False)
+    # it on disconnect so neither outlives the connection. (Annotated as Any:
+    # this module imports neither the session's nor the room's.)
+    session: Optional[Any] = field(default=None, repr=False)
+    room: Optional[Any] = field(default=None, repr=False)
     # On a room's owner, a player connected to another worker: that worker's
     # (slot, epoch); None for a player connected here.
     gateway: Optional[tuple] = field(default=None, repr=False)
@@ -39,17 +40,13 @@ class Player:
         elif self.gateway is not None and self.room is not None and self.room.link is not None:
             self.room.link.unicast(self, buf)
 
-    def on_removed_from_room(self, room) -> None:
-        """The room's owner (another worker) took the player out without a
-        leave of its own, e.g. a full room refused it: its session is back
-        to choosing a room."""
+    def on_removed_from_room(self, room, why: str = "room_refused") -> None:
+        """The room's owner (another worker) refused the player's enter, for
+        `why` (room_full, room_refused): its session is back to choosing a room."""
         session = self.session
-        if session is not None and session.player is self:
-            session.server.refusals.refuse(session, "enter", "room_full",
-                                           "enter refused by room %d's owner: full",
-                                           room.room_id)
-            session.player = None
-            session.state = State.LOGGED_IN
+        if session is not None:
+            session.enter_refused(self, why, "enter refused by room %d's owner: %s",
+                                  room.room_id, why.replace("_", " "))
         self.session = None
 
     # What another worker's room needs to know of the player (never the db id).
