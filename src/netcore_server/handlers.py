@@ -126,7 +126,13 @@ def finish_login(session, account, characters, guest=False):
     """Issue the characters' in-game ids and answer; a guest's reply (the
     storm's path) comes from the server's laid-out template."""
     server = session.server
-    ids = server.player_ids.take(len(characters))
+    try:
+        ids = server.player_ids.take(len(characters))
+    except OverflowError as exc:            # every id held or resting: try again later
+        session.state = State.CONNECTED
+        session.refuse("login", "no_player_ids", "login refused: %s", exc)
+        session.send(LOGIN_REFUSED)
+        return
     session.account = account
     session.characters = characters
     session.player_ids = ids
@@ -174,6 +180,7 @@ def handle_C_ENTER_GAME(session, pkt):
     player.room = room
     session.player = player
     session.state = State.IN_GAME
+    session.entered = True
     # The room answers S_ENTER_GAME when its enter job runs (on whichever
     # worker owns it): from that answer on, the player gets every packet of the room.
     room.do_async(room.enter, player)

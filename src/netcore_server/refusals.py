@@ -19,7 +19,8 @@ log = logging.getLogger("netcore_server.handlers")
 # Every (what, reason) of the layer's own.
 REASONS = {
     "login": ("wrong_state", "server_busy", "address_busy", "address_failures",
-              "wrong_password", "no_new_account", "database_error", "bad_account_name"),
+              "wrong_password", "no_new_account", "database_error", "bad_account_name",
+              "no_player_ids"),
     # room_refused: the room's on_join_attempt said no (its reason is logged).
     "enter": ("wrong_state", "bad_index", "bad_room", "room_full", "room_refused"),
 }

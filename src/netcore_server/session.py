@@ -37,7 +37,7 @@ class GameSession(netcore.PacketSession):
     # Slots, not a __dict__: one per connection, and a login storm makes
     # thousands a second (a subclass that adds attributes gets a __dict__ back).
     __slots__ = ("server", "state", "account", "characters", "player_ids", "player",
-                 "failed_logins", "__weakref__")
+                 "failed_logins", "entered", "__weakref__")
 
     def __init__(self, server):
         """server: the GameServer (netcore_server.server) this session belongs to."""
@@ -48,12 +48,18 @@ class GameSession(netcore.PacketSession):
         self.player_ids: tuple[int, ...] = ()     # issued at login, one per character
         self.player = None                        # the Player, in game
         self.failed_logins = 0
+        self.entered = False                      # it asked a room to take it
 
     def on_recv_packet(self, pkt_id: int, payload: bytes) -> None:
         self.server.dispatcher.dispatch(self, pkt_id, payload)
 
     def on_disconnected(self, reason: netcore.Disconnect) -> None:
         player, self.player = self.player, None
+        if self.player_ids:
+            # Issued at login: free again, at once where only this client
+            # knew them, else after a rest (PlayerIdAllocator).
+            ids, self.player_ids = self.player_ids, ()
+            self.server.player_ids.release(ids, heard=self.entered)
         if player is None:
             return
         if player.room.closed:
