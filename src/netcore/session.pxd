@@ -81,12 +81,15 @@ cdef inline bint rate_admit(RateLimit* rl, PyTime_t now) noexcept:
 # Server-wide bound on unsent bytes: every session of a service shares its
 # flusher, so the flusher keeps the total its sessions hold queued
 # (`pending_bytes`, two integer additions per packet: one at enqueue, one at
-# flush or drop). Past `max_pending_bytes` (0: no bound) shed() walks the
-# service's registry once and aborts the sessions with the largest queues
-# first, as slow consumers, until the total is back under 3/4 of the bound:
-# the hysteresis keeps a server that sits at its bound from walking the
-# registry per packet. Bytes already handed to a transport (at most its high
-# water mark plus one write per session) are not counted.
+# flush or drop; a flush takes off whatever left the queue even when the
+# transport's write raised after the queue was emptied, else the total would
+# drift up and cut off sessions that hold nothing). Past `max_pending_bytes`
+# (0: no bound) shed() walks the service's registry once and aborts the
+# sessions with the largest queues first, as slow consumers, until the total
+# is back under 3/4 of the bound: the hysteresis keeps a server that sits at
+# its bound from walking the registry per packet. Bytes already handed to a
+# transport (at most its high water mark plus one write per session) are not
+# counted.
 #
 # Coalesced fan-out (send_to_all_coalesced): a room that broadcasts k chats in
 # one job slice queued k entries at each of its N members, k*N pushes, each

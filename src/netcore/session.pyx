@@ -630,26 +630,32 @@ cdef class Session:
         self.flush_scheduled = False
         if n == 0 or self.write_paused or self.transport is None:
             return 0
-        # The direct path (as picows does): the kernel usually takes it all,
-        # and then there is no joined copy and no transport call at all. Only
-        # while the transport holds nothing, or bytes would overtake its own.
-        if self.fd >= 0 and not self.closing:
-            # Asking the transport costs a Python call: only after we handed
-            # it bytes, until it says it has written them all.
-            if self.transport_holds and self.transport.get_write_buffer_size() == 0:
-                self.transport_holds = False
-            if not self.transport_holds:
-                written = sq_write_to(&self.queue, self.fd, &self.flusher.gather)
-        if written == total:
-            sq_clear(&self.queue)
-            self.direct_writes += 1
-        else:
-            self.transport_holds = True
-            if written > 0:
-                self.transport.write(sq_take_joined_after(&self.queue, written))
+        try:
+            # The direct path (as picows does): the kernel usually takes it
+            # all, and then there is no joined copy and no transport call at
+            # all. Only while the transport holds nothing, or bytes would
+            # overtake its own.
+            if self.fd >= 0 and not self.closing:
+                # Asking the transport costs a Python call: only after we
+                # handed it bytes, until it says it has written them all.
+                if self.transport_holds and self.transport.get_write_buffer_size() == 0:
+                    self.transport_holds = False
+                if not self.transport_holds:
+                    written = sq_write_to(&self.queue, self.fd, &self.flusher.gather)
+            if written == total:
+                sq_clear(&self.queue)
+                self.direct_writes += 1
             else:
-                self.transport.write(sq_take_joined(&self.queue))
-        self.flusher.pending_bytes -= total
+                self.transport_holds = True
+                if written > 0:
+                    self.transport.write(sq_take_joined_after(&self.queue, written))
+                else:
+                    self.transport.write(sq_take_joined(&self.queue))
+        finally:
+            # What left the queue leaves the server-wide total, also when
+            # the transport's write raised after the queue was emptied: a
+            # total that drifted up would cut off sessions holding nothing.
+            self.flusher.pending_bytes -= total - self.queue.nbytes
         self.writes += 1
         self.packets_sent += n
         self.bytes_sent += total
@@ -666,7 +672,7 @@ cdef class Session:
                 # reads nor closes): cut it short, and say so.
                 self.close_reason = Disconnect(kind, detail)
                 self.aborted = True
-                sq_clear(&self.queue)
+                self.drop_queue()
                 self.transport.abort()
             return 0
         self.closing = True
@@ -695,7 +701,7 @@ cdef class Session:
             # uvloop closes the transport of a cancelled create_connection
             # itself (is_closing() still False) and refuses every later call
             # on it; its connection_lost, which ends this session, follows.
-            sq_clear(&self.queue)
+            self.drop_queue()
         return 0
 
 
