@@ -35,7 +35,11 @@ cdef enum:
     # A graceful close sends FIN after the queued bytes and reads (discarding)
     # until the peer closes too, for at most this long. Closing with unread
     # input instead would make the kernel send RST, and an RST can destroy
-    # the very bytes the close was meant to deliver.
+    # the very bytes the close was meant to deliver. Every graceful close has
+    # this deadline, the one that follows the peer's own FIN too: a peer that
+    # half-closes and then reads nothing would otherwise keep its session,
+    # its buffers and its room place for as long as it likes, waiting for a
+    # drain that never comes. Past it the transport is aborted.
     LINGER_MS = 3000
 
 
@@ -171,7 +175,7 @@ cdef class Session:
     cdef readonly Py_ssize_t max_packets_per_read
     cdef bint backlogged                    # stopped at the cap with packets left
     cdef bint reading_paused                # pause_reading(): a backlog must not resume it
-    cdef object linger_timer
+    cdef object linger_timer                # the deadline of a graceful close (LINGER_MS)
     # A graceful close asked to abort (close_sessions' timeout) is cut short:
     # the transport aborted once, the reason replaced by the one that did it.
     cdef bint closing
@@ -193,6 +197,10 @@ cdef class Session:
     cdef int enqueue(self, SendBuffer buf) except -1
     cdef int flush(self) except -1
     cdef int close(self, object kind, str detail, bint abort) except -1
+    cdef int arm_linger(self) except -1     # the deadline of a graceful close
+    # The peer sends nothing more: deliver what is queued, then close (with
+    # the linger deadline) unless on_eof() keeps it open; 1 when kept open.
+    cdef int end_input(self, str detail) except -1
     cdef void drop_queue(self) noexcept     # clear the queue, keeping the flusher's total
     cdef Py_ssize_t process(self, FrameReader* r) except -1
     cdef int consume(self, FrameReader* r) except -1

@@ -516,14 +516,10 @@ cdef class Session:
         return False
 
     def eof_received(self):
-        # What the peer sent before its FIN has been processed; deliver what
-        # is queued for it, then let the transport close (it also ends a
-        # lingering close of ours) unless the session has answers to come.
-        self.eof_seen = True
-        self.flush()
-        if not self.closing and self.on_eof():
-            return True
-        return False
+        # What the peer sent before its FIN has been processed (end_input).
+        # False lets the transport close, which it has begun already (it
+        # also ends a lingering close of ours); True: answers still to come.
+        return self.end_input("") != 0
 
     def get_buffer(self, Py_ssize_t sizehint):
         return self.rbuf.get_buffer()
@@ -676,7 +672,8 @@ cdef class Session:
                 self.transport.abort()
             return 0
         self.closing = True
-        self.close_reason = Disconnect(kind, detail)
+        self.close_reason = (_PEER_CLOSED_REASON if kind is PEER_CLOSED and not detail
+                             else Disconnect(kind, detail))
         if self.transport is None:
             return 0
         if kind in _PEER_FAULTS:
@@ -693,15 +690,40 @@ cdef class Session:
             if self.transport.can_write_eof() and not self.eof_seen:
                 self.transport.write_eof()
                 self.transport.resume_reading()
-                self.linger_timer = asyncio.get_running_loop().call_later(
-                    LINGER_MS / 1000.0, self.transport.abort)
+                self.arm_linger()
             else:
+                # The peer half-closed already (or the transport cannot):
+                # close once what is buffered is sent, which a peer that
+                # reads nothing would put off for ever without the deadline.
                 self.transport.close()
+                if not (type(self.transport) is TcpTransport
+                        and (<TcpTransport>self.transport).lost_scheduled):
+                    self.arm_linger()
         except RuntimeError:
             # uvloop closes the transport of a cancelled create_connection
             # itself (is_closing() still False) and refuses every later call
             # on it; its connection_lost, which ends this session, follows.
             self.drop_queue()
+        return 0
+
+    cdef int arm_linger(self) except -1:
+        if self.linger_timer is None and self.transport is not None:
+            self.linger_timer = asyncio.get_running_loop().call_later(
+                LINGER_MS / 1000.0, self.transport.abort)
+        return 0
+
+    cdef int end_input(self, str detail) except -1:
+        """The peer sends nothing more (TCP's FIN, a WebSocket close frame):
+        what it sent before has been handled. Deliver what is queued for it,
+        then close gracefully, with the linger deadline, unless the session
+        has answers still to come (on_eof). 1 when it stays open."""
+        self.eof_seen = True
+        self.flush()
+        if self.closing:
+            return 0
+        if self.on_eof():
+            return 1
+        self.close(PEER_CLOSED, detail, False)
         return 0
 
 
