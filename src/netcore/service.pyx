@@ -105,10 +105,15 @@ class ListenSocket(socket.socket):
 
     def _shed_pending(self):
         cdef Py_ssize_t n = 0
+        cdef int i
         if self._spare >= 0:
             os.close(self._spare)
             self._spare = -1
-        while True:
+        # At most SHED_BATCH per call: under a connect flood the backlog
+        # refills as fast as it is shed, and an unbounded loop would hold the
+        # event loop for as long as the flood lasts. What is left keeps the
+        # socket readable: the loop comes back after serving everyone else.
+        for i in range(SHED_BATCH):
             try:
                 conn, _ = socket.socket.accept(self)
             except ConnectionAbortedError:
