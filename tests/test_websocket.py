@@ -14,9 +14,10 @@ from netcore import ClientService, DisconnectReason, PacketSession, make_packet
 from netcore.origins import OriginPolicy
 from netcore.websocket import WebSocketListener, close_reason_bytes
 
-from support import Echo, Recorder, ServerSessions, packet
+from support import Echo, Recorder, ServerSessions, packet, stingy_connection
 from ws_support import (
-    OP_BINARY, OP_CONT, OP_TEXT, frame, http_get, raw_ws, read_close, read_frame, ws_service,
+    OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, frame, http_get, raw_ws, read_close,
+    read_frame, ws_service,
 )
 
 
@@ -283,6 +284,71 @@ def test_a_slow_consumer_is_cut_off_with_4003(run):
         writer.close()
         await service.close()
     run(go())
+
+
+
+# -- frames that carry no packet ---------------------------------------------------------
+
+FREE_RIDERS = {
+    "ping": frame(OP_PING, b"p") * 50,
+    "pong": frame(OP_PONG, b"p") * 50,        # unasked: the server sends no pings
+    "empty message": frame(OP_BINARY) * 50,
+    "fragment": frame(OP_BINARY, b"\x01", fin=False) + frame(OP_CONT, b"\x01", fin=False) * 49,
+}
+
+
+@pytest.mark.parametrize("kind", FREE_RIDERS)
+def test_every_frame_costs_the_packet_rate_whatever_it_carries(run, kind):
+    # 50 frames with no packet in them, in one write: each costs what a
+    # packet costs, so the sixth is past a burst of 5.
+    async def go():
+        made = ServerSessions(Recorder)
+        service, listener = await ws_service(made, packet_rate=10, packet_burst=5)
+        reader, writer = await raw_ws(listener.port)
+        (s,) = await made.wait_count(1)
+        writer.write(FREE_RIDERS[kind])
+        assert await read_close(reader, timeout=5) == (
+            4002, "rate limited: more than 10 packets/s (burst 5)")
+        assert (await s.wait_gone()).kind is DisconnectReason.RATE_LIMITED
+        assert s.packets == []
+        writer.close()
+        await service.close()
+    run(go())
+
+
+def test_a_peer_that_pings_and_never_reads_costs_one_pong_not_one_per_ping(run):
+    # No packet rate here: the write side alone must hold. 20,000 pings of
+    # 125 bytes, none of their pongs read: answered one by one they would be
+    # 2.6 MB in the server's transport. While the peer does not read, only
+    # the latest ping is remembered; its pong goes once it reads again.
+    n = 20_000
+
+    async def go():
+        made = ServerSessions(Recorder)
+        service, listener = await ws_service(made)
+        reader, writer = await raw_ws(listener.port,
+                                      sock=await stingy_connection(listener.port))
+        (s,) = await made.wait_count(1)
+        writer.transport.pause_reading()
+        for i in range(n):
+            writer.write(frame(OP_PING, b"%08d" % i + b"p" * 117))
+            if i % 1000 == 999:
+                await writer.drain()
+        writer.write(frame(OP_BINARY, packet(1, b"after the pings")))
+        await s.wait_packets(1)         # every ping before it has been handled
+        conn = s.transport
+        assert conn.get_write_buffer_size() <= 65536 + 200, conn.get_write_buffer_size()
+        assert conn.pings == n and s.reason is None
+        writer.transport.resume_reading()
+        last = -1
+        while last != n - 1:            # pongs in order, the last for the last ping
+            _, opcode, payload = await asyncio.wait_for(read_frame(reader), 10)
+            assert opcode == OP_PONG and int(payload[:8]) > last
+            last = int(payload[:8])
+        assert s.reason is None
+        writer.close()
+        await service.close()
+    run(go(), timeout=60)
 
 
 # -- closing ---------------------------------------------------------------------------

@@ -201,6 +201,11 @@ cdef class Session:
     # The peer sends nothing more: deliver what is queued, then close (with
     # the linger deadline) unless on_eof() keeps it open; 1 when kept open.
     cdef int end_input(self, str detail) except -1
+    # One unit of the packet rate for something the peer sent that carries no
+    # packet (a WebSocket control frame, an empty message, a fragment): every
+    # frame costs at least what a packet costs. 1 admitted; 0: it closed the
+    # session as rate limited.
+    cdef int admit_frame(self) except -1
     cdef void drop_queue(self) noexcept     # clear the queue, keeping the flusher's total
     cdef Py_ssize_t process(self, FrameReader* r) except -1
     cdef int consume(self, FrameReader* r) except -1

@@ -726,6 +726,13 @@ cdef class Session:
         self.close(PEER_CLOSED, detail, False)
         return 0
 
+    cdef int admit_frame(self) except -1:
+        if self.rate.interval and not rate_admit(&self.rate, PyTime_MonotonicRaw()):
+            self.close(RATE_LIMITED, f"more than {self.packet_rate:g} packets/s "
+                                     f"(burst {self.packet_burst})", True)
+            return 0
+        return 1
+
 
 cdef class PacketSession(Session):
     """A Session speaking the 4-byte-header protocol.

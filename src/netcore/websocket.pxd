@@ -1,10 +1,10 @@
 # WebSocket transport: the same sessions, packets and limits as TCP, carried
 # in binary WebSocket messages (browsers, Unity WebGL, Godot web exports).
 #
-# picows does the WebSocket work (HTTP upgrade, frame parsing, masking, ping
-# and pong) in C; we cimport its listener type, so picows calls our
-# on_ws_frame through its C vtable and we read each payload in place, in its
-# receive buffer (no copy, no Python object per frame).
+# picows does the WebSocket work (HTTP upgrade, frame parsing, masking) in
+# C; pings we answer ourselves (below). We cimport its listener type, so
+# picows calls our on_ws_frame through its C vtable and we read each payload
+# in place, in its receive buffer (no copy, no Python object per frame).
 #
 # WsConnection is both the picows listener of one connection and the
 # "transport" its netcore Session writes to: the Session calls write(),
@@ -41,6 +41,19 @@
 # Fragmented messages are put together in a buffer of the connection's own,
 # bounded by max_message_size; the common unfragmented message is never
 # copied.
+#
+# Every frame costs the peer something. A binary message costs its packets
+# (the session's rate limit, in process); a frame that carries no packet (a
+# PING, a PONG, an empty message, a fragment before the last) costs one
+# packet's worth of the same rate (Session.admit_frame): a flood of any of
+# them is cut off as rate limited like a flood of packets. They are not
+# activity for the idle timeout, which counts packets as on TCP. PINGs reach
+# us (picows's automatic pong is off) and are answered through the same
+# write back-pressure as everything else: while the session's transport is
+# paused (its buffer over the high-water mark: the peer does not read), only
+# the latest ping is remembered and its pong goes once writing resumes (RFC
+# 6455 5.5.3 allows answering only the most recent), so a peer that pings and
+# never reads costs one 125-byte payload, not a pong per ping.
 
 from picows.picows cimport WSFrame, WSListener, WSTransport
 
@@ -100,12 +113,15 @@ cdef class WsConnection(WSListener):
     cdef int fault_code                 # a WebSocket-level fault's code, set before closing
     cdef bint close_sent
     cdef bint lost
+    cdef readonly unsigned long long pings      # PING frames received
+    cdef bytes pong_due                 # the latest ping's payload, while writing is paused
     # A fragmented message being put together (never used by unfragmented ones).
     cdef unsigned char* frag
     cdef Py_ssize_t frag_len
     cdef bint in_fragments
 
     cdef int feed(self, const unsigned char* data, Py_ssize_t size) except -1
+    cdef int answer_ping(self, WSFrame frame) except -1
     cdef int add_fragment(self, WSFrame frame) except -1
     cdef int refuse(self, int code, object kind, str detail) except -1
     cdef int send_close(self) except -1

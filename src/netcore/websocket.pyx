@@ -145,7 +145,7 @@ cdef class WsConnection(WSListener):
                                     f"> maximum {self.max_message_size}")
                     else:
                         self.feed(<const unsigned char*>frame.payload_ptr, frame.payload_size)
-                else:
+                elif s.admit_frame():           # a fragment before the last: no packet yet
                     self.in_fragments = True
                     self.frag_len = 0
                     self.add_fragment(frame)
@@ -153,14 +153,19 @@ cdef class WsConnection(WSListener):
                 if not self.in_fragments:
                     self.refuse(CLOSE_WS_PROTOCOL, PROTOCOL_ERROR,
                                 "websocket: a continuation frame with no message to continue")
-                else:
+                elif frame.fin or s.admit_frame():
                     self.add_fragment(frame)
+            elif kind == WSMsgType.PING:
+                self.pings += 1
+                if s.admit_frame():
+                    self.answer_ping(frame)
+            elif kind == WSMsgType.PONG:
+                s.admit_frame()                 # unasked (we send no pings): only its cost
             elif kind == WSMsgType.TEXT:
                 self.refuse(CLOSE_UNSUPPORTED_DATA, PROTOCOL_ERROR,
                             "websocket: a text frame (the protocol is binary messages)")
             elif kind == WSMsgType.CLOSE:
                 self.peer_closed(frame)
-            # PING is answered by picows; an unasked PONG needs nothing.
         except Exception as exc:
             # Never left to picows, which would log it outside the line budget.
             if peer_line(log, logging.ERROR):
@@ -192,7 +197,12 @@ cdef class WsConnection(WSListener):
         self.session.pause_writing()
 
     cpdef resume_writing(self):
+        cdef bytes payload
         self.session.resume_writing()
+        if self.pong_due is not None and not self.session.write_paused:
+            payload, self.pong_due = self.pong_due, None
+            if not self.close_sent and not self.lost:
+                self.ws.send(WSMsgType.PONG, payload)
 
     # -- the transport its Session writes to ---------------------------------------
 
@@ -249,6 +259,9 @@ cdef class WsConnection(WSListener):
         cdef FrameReader r
         cdef FrameHeader h
         cdef FrameStatus st
+        if size == 0:
+            s.admit_frame()         # an empty message: no packet, but not free
+            return 0
         if s.backlogged:
             # picows hands over the rest of a socket read's messages after a
             # capped parse paused reading: they queue behind the backlog.
@@ -311,6 +324,16 @@ cdef class WsConnection(WSListener):
     cdef int refuse(self, int code, object kind, str detail) except -1:
         self.fault_code = code
         self.session.close(kind, detail, True)
+        return 0
+
+    cdef int answer_ping(self, WSFrame frame) except -1:
+        cdef bytes payload = frame.get_payload_as_bytes()      # at most 125 bytes
+        if self.session.write_paused:
+            # The peer reads nothing for now: remember only the latest ping
+            # (resume_writing answers it), not a pong per ping.
+            self.pong_due = payload
+        elif not self.close_sent and not self.lost:
+            self.ws.send(WSMsgType.PONG, payload)
         return 0
 
     cdef int peer_closed(self, WSFrame frame) except -1:
@@ -394,7 +417,8 @@ cdef class WebSocketListener:
             lambda sock: ws_create_server(
                 self._request, sock=sock, backlog=self.backlog,
                 websocket_handshake_timeout=HANDSHAKE_TIMEOUT_S,
-                logger_name=picows_log, enable_auto_ping=False, enable_auto_pong=True,
+                logger_name=picows_log, enable_auto_ping=False,
+                enable_auto_pong=False,     # PINGs are ours: WsConnection.answer_ping
                 max_frame_size=self.max_message_size, use_aiofastnet=False),
             self.service.keepalive_idle, self.service.keepalive_interval, self.listen_sockets)
         if not inherited:
@@ -489,6 +513,7 @@ async def connect_websocket(session_factory, str host, int port, str path="/", *
         await ws_connect(factory, f"ws://{netloc}{path}",
                          websocket_handshake_timeout=handshake_timeout,
                          logger_name=picows_log, enable_auto_ping=False,
+                         enable_auto_pong=False,    # as the server's: WsConnection.answer_ping
                          max_frame_size=max_message_size, use_aiofastnet=False,
                          extra_headers={"Origin": origin} if origin else None)
     except WSError as exc:
