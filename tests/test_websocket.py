@@ -16,7 +16,7 @@ from netcore.websocket import WebSocketListener, close_reason_bytes
 
 from support import Echo, Recorder, ServerSessions, packet, stingy_connection
 from ws_support import (
-    OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, frame, http_get, raw_ws, read_close,
+    OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, frame, http_get, raw_ws, read_close,
     read_frame, ws_service,
 )
 
@@ -351,6 +351,25 @@ def test_a_peer_that_pings_and_never_reads_costs_one_pong_not_one_per_ping(run):
     run(go(), timeout=60)
 
 
+# -- a close frame behind a capped message ---------------------------------------------------
+
+def test_a_close_frame_in_the_same_read_as_a_capped_message_loses_nothing(run):
+    async def go():
+        made = ServerSessions(Recorder)
+        service, listener = await ws_service(made, max_packets_per_read=4)
+        reader, writer = await raw_ws(listener.port)
+        (s,) = await made.wait_count(1)
+        writer.write(frame(OP_BINARY, b"".join(packet(1, b"%d" % i) for i in range(100)))
+                     + frame(OP_CLOSE, struct.pack("!H", 1000) + b"done"))
+        code, _ = await read_close(reader)
+        assert code == 1000
+        assert (await s.wait_gone()).detail == "close 1000 'done'"
+        assert [p for _, p in s.packets] == [b"%d" % i for i in range(100)]
+        writer.close()
+        await service.close()
+    run(go())
+
+
 # -- closing ---------------------------------------------------------------------------
 
 def test_a_graceful_close_delivers_what_is_queued_first(run):
@@ -583,6 +602,28 @@ def test_a_truncated_message_behind_a_backlog_is_refused_too():
         assert "ends inside a packet" in s.close_reason.detail
         assert conn.close_code == 4001 and tcp.fake.aborted
         assert len(s.packets) == 2              # nothing after the fault is handled
+        tcp.sock.close()
+    netcore.run(go(), "asyncio")
+
+
+def close_frame(code, reason=b""):
+    from picows.picows import WSMsgType, _make_test_ws_frame
+    return _make_test_ws_frame(WSMsgType.CLOSE, struct.pack("!H", code) + reason, True, False)
+
+
+def test_a_close_frame_behind_a_capped_message_waits_for_its_backlog():
+    # picows parses a whole socket read at once: the close frame comes while
+    # 6 of the message's packets still wait. They are handled first.
+    async def go():
+        service = netcore.ServerService(Recorder, max_packets_per_read=4)
+        s, tcp, conn, ws = hand_fed_connection(service)
+        conn.on_ws_frame(ws, binary(b"".join(packet(1, b"%d" % i) for i in range(10))))
+        conn.on_ws_frame(ws, close_frame(1000, b"bye"))
+        assert len(s.packets) == 4 and s.close_reason is None
+        await s.wait_packets(10)
+        assert [p for _, p in s.packets] == [b"%d" % i for i in range(10)]
+        assert s.close_reason.kind is DisconnectReason.PEER_CLOSED
+        assert s.close_reason.detail == "close 1000 'bye'" and conn.close_code == 1000
         tcp.sock.close()
     netcore.run(go(), "asyncio")
 

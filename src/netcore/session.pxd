@@ -176,6 +176,12 @@ cdef class Session:
     cdef bint backlogged                    # stopped at the cap with packets left
     cdef bint reading_paused                # pause_reading(): a backlog must not resume it
     cdef object linger_timer                # the deadline of a graceful close (LINGER_MS)
+    # The peer's end of input (its log detail) that a transport handed over
+    # while a capped read's backlog still waited: picows parses a whole socket
+    # read at once, so a WebSocket close frame can come right behind a
+    # message that was only partly handled. It is acted on once the backlog
+    # has drained, so that nothing the peer sent before it is dropped.
+    cdef object deferred_end
     # A graceful close asked to abort (close_sessions' timeout) is cut short:
     # the transport aborted once, the reason replaced by the one that did it.
     cdef bint closing
@@ -201,6 +207,8 @@ cdef class Session:
     # The peer sends nothing more: deliver what is queued, then close (with
     # the linger deadline) unless on_eof() keeps it open; 1 when kept open.
     cdef int end_input(self, str detail) except -1
+    # end_input, or deferred_end while a backlog waits; 1: the transport stays open.
+    cdef int peer_ended(self, str detail) except -1
     # One unit of the packet rate for something the peer sent that carries no
     # packet (a WebSocket control frame, an empty message, a fragment): every
     # frame costs at least what a packet costs. 1 admitted; 0: it closed the

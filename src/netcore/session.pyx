@@ -550,6 +550,10 @@ cdef class Session:
             return 0
         if self.backlogged:
             asyncio.get_running_loop().call_soon(_drain_backlog, self)
+        elif self.deferred_end is not None:
+            # The peer ended behind the backlog (peer_ended): now, in order.
+            detail, self.deferred_end = self.deferred_end, None
+            self.end_input(detail)
         elif not self.reading_paused:
             self.transport.resume_reading()
         return 0
@@ -725,6 +729,13 @@ cdef class Session:
             return 1
         self.close(PEER_CLOSED, detail, False)
         return 0
+
+    cdef int peer_ended(self, str detail) except -1:
+        if self.backlogged and not self.closing:
+            if self.deferred_end is None:
+                self.deferred_end = detail
+            return 1
+        return self.end_input(detail)
 
     cdef int admit_frame(self) except -1:
         if self.rate.interval and not rate_admit(&self.rate, PyTime_MonotonicRaw()):

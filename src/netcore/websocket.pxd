@@ -54,6 +54,13 @@
 # the latest ping is remembered and its pong goes once writing resumes (RFC
 # 6455 5.5.3 allows answering only the most recent), so a peer that pings and
 # never reads costs one 125-byte payload, not a pong per ping.
+#
+# The peer's end of input: its close frame is the session's end_input, as
+# TCP's FIN is: what is queued is delivered, then a graceful close with the
+# session's linger deadline. picows parses a whole socket read at once, so a
+# close frame can come right behind a message that max_packets_per_read left
+# partly handled: it waits (Session.peer_ended) until that backlog has
+# drained, and nothing sent before it is dropped.
 
 from picows.picows cimport WSFrame, WSListener, WSTransport
 
@@ -112,6 +119,7 @@ cdef class WsConnection(WSListener):
     cdef readonly int peer_code         # the code of the peer's close frame; 0 while none
     cdef int fault_code                 # a WebSocket-level fault's code, set before closing
     cdef bint close_sent
+    cdef bint close_received            # the peer's close frame (nothing after it counts)
     cdef bint lost
     cdef readonly unsigned long long pings      # PING frames received
     cdef bytes pong_due                 # the latest ping's payload, while writing is paused

@@ -134,6 +134,8 @@ cdef class WsConnection(WSListener):
                 if kind == WSMsgType.CLOSE:
                     self.peer_closed(frame)
                 return
+            if self.close_received:
+                return          # nothing may follow the peer's close frame (RFC 6455 5.5.1)
             if kind == WSMsgType.BINARY:
                 if self.in_fragments:
                     self.refuse(CLOSE_WS_PROTOCOL, PROTOCOL_ERROR,
@@ -343,15 +345,15 @@ cdef class WsConnection(WSListener):
             # Our close frame has been answered: the closing handshake is done.
             self.tcp.close()
             return 0
-        if s.closing:
+        if s.closing or self.close_received:
             return 0
-        # As TCP's FIN: what the peer sent before has been handled; deliver
-        # what is queued, then answer with our close frame, unless the
-        # session has answers still to come (on_eof; it disconnects later).
-        if not s.eof_received():
-            reason = frame.get_close_reason()
-            s.close(PEER_CLOSED, f"close {self.peer_code}" + (f" {reason!r}" if reason else ""),
-                    False)
+        self.close_received = True
+        # As TCP's FIN (Session.end_input): what the peer sent before has
+        # been handled (behind a backlog, once it has drained); deliver what
+        # is queued, then answer with our close frame, unless the session has
+        # answers still to come (on_eof; it disconnects later).
+        reason = frame.get_close_reason()
+        s.peer_ended(f"close {self.peer_code}" + (f" {reason!r}" if reason else ""))
         return 0
 
     cdef int send_close(self) except -1:

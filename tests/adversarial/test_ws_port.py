@@ -1,5 +1,6 @@
 """WebSocket abuse against a real server (--ws-port) while twenty bystanders
-chat over TCP: frames that carry no packet.
+chat over TCP: frames that carry no packet, a close frame behind a capped
+message.
 
 The offenders speak raw RFC 6455 (ws_support.py): what no well-behaved
 client library sends.
@@ -16,7 +17,7 @@ from netcore_packets.client_dispatch import PACKET_IDS
 from game_support import MESSAGE_BY_ID
 from support import packet
 from ws_support import (
-    OP_BINARY, OP_PING, OP_PONG, frame, raw_ws, read_close, read_frame,
+    OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, frame, raw_ws, read_close, read_frame,
 )
 
 C_LOGIN, C_ENTER_GAME, C_CHAT = (PACKET_IDS[n] for n in ("C_LOGIN", "C_ENTER_GAME", "C_CHAT"))
@@ -109,4 +110,29 @@ def test_a_flood_of_frames_without_packets_is_cut_off_as_rate_limited(arena, cas
     c = case.run(go())
     case.assert_reason(c.port, f"rate limited: more than {PACKET_RATE} packets/s "
                                f"(burst {PACKET_BURST})")
+
+
+# -- a close frame behind a capped message -----------------------------------------------
+
+def test_a_close_frame_right_behind_a_capped_message_loses_none_of_its_chats(arena, case):
+    # 100 chats in one message (the server handles 64 a read, the rest in the
+    # next iterations) and the close frame in the same write: every chat
+    # reaches every bystander, then the session ends as the peer asked.
+    msgs = [f"ws {case.number} {i}" for i in range(100)]
+
+    async def go():
+        c = await RawPlayer.connect(arena.server.ws_port)
+        player_id = await c.enter(0)
+        c.writer.write(frame(OP_BINARY, b"".join(chat(m) for m in msgs))
+                       + frame(OP_CLOSE, struct.pack("!H", 1000)))
+        code, _ = await read_close(c.reader)
+        assert code == 1000
+        c.writer.close()
+        for m in msgs:
+            case.expect_chat(player_id, m)
+        await case.finish()
+        return c
+
+    c = case.run(go())
+    case.assert_reason(c.port, "peer closed: close 1000")
 
