@@ -14,10 +14,12 @@ from netcore import ClientService, DisconnectReason, PacketSession, make_packet
 from netcore.origins import OriginPolicy
 from netcore.websocket import WebSocketListener, close_reason_bytes
 
-from support import Echo, Recorder, ServerSessions, packet, stingy_connection
+from support import (
+    Echo, Recorder, ServerSessions, closed_by_peer, packet, raw_client, stingy_connection,
+)
 from ws_support import (
     OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, frame, http_get, raw_ws, read_close,
-    read_frame, ws_service,
+    read_frame, upgrade, ws_service,
 )
 
 
@@ -365,6 +367,134 @@ def test_a_close_frame_in_the_same_read_as_a_capped_message_loses_nothing(run):
         assert code == 1000
         assert (await s.wait_gone()).detail == "close 1000 'done'"
         assert [p for _, p in s.packets] == [b"%d" % i for i in range(100)]
+        writer.close()
+        await service.close()
+    run(go())
+
+
+# -- connections that are no session yet ---------------------------------------------------
+
+def test_connections_that_never_upgrade_are_capped_server_wide(run):
+    async def go():
+        service, listener = await ws_service(Recorder, max_upgrades=3, listen_sockets=1)
+        held = [await raw_client(listener.port) for _ in range(3)]      # connected, silent
+        reader, writer = await raw_client(listener.port)
+        # Aborted at once (the handshake deadline is 5 s away).
+        assert await asyncio.wait_for(closed_by_peer(reader), 2)
+        writer.close()
+        assert listener.upgrading == 3 and listener.refused_upgrades == 1
+        # One of them upgrades: a session now, and its place is free again.
+        reader, writer = await upgrade(*held.pop(0), listener.port)
+        assert listener.upgrading == 2 and len(service) == 1
+        held.append(await raw_ws(listener.port))
+        assert listener.upgrading == 2 and len(service) == 2
+        for _, w in held + [(reader, writer)]:
+            w.close()
+        await service.close()
+    run(go())
+
+
+def test_connections_that_never_upgrade_are_capped_per_address(run):
+    async def go():
+        service, listener = await ws_service(Recorder, max_upgrades_per_address=2,
+                                             exempt_networks="", listen_sockets=1)
+        held = [await raw_client(listener.port) for _ in range(2)]
+        reader, writer = await raw_client(listener.port)
+        assert await asyncio.wait_for(closed_by_peer(reader), 2)
+        writer.close()
+        assert listener.upgrading_by_address == {"127.0.0.1": 2}
+        # Another address is counted on its own.
+        other = await raw_ws(listener.port, local_addr=("127.0.0.2", 0))
+        assert len(service) == 1 and listener.refused_upgrades == 1
+        for _, w in held + [other]:
+            w.close()
+        await service.close()
+    run(go())
+
+
+async def until(predicate, timeout=10.0):
+    """Wait for a condition of the server's that it announces nowhere,
+    checking every 10 ms until `timeout`."""
+    async def wait():
+        while not predicate():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(wait(), timeout)
+
+
+def test_an_upgrade_not_done_in_time_is_aborted(run):
+    page = b"x" * 4_000_000
+
+    async def go():
+        service, listener = await ws_service(Recorder, handshake_timeout=0.5,
+                                             pages={"/": ("text/plain", page)})
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        silent = await raw_client(listener.port)
+        partial = await raw_client(listener.port)
+        partial[1].write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n")   # and no more
+        # A page asked for and never read: its graceful close would wait for ever.
+        slow = await asyncio.open_connection(sock=await stingy_connection(listener.port))
+        slow[1].transport.pause_reading()
+        slow[1].write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for reader, _ in (silent, partial):
+            assert await asyncio.wait_for(closed_by_peer(reader), 5)
+        assert loop.time() - began >= 0.4
+        await until(lambda: listener.upgrading == 0)
+        assert listener.handshake_timeouts == 3 and listener.pages_served == 1
+        slow[1].transport.resume_reading()
+        got = 0
+        try:
+            while data := await asyncio.wait_for(slow[0].read(1 << 16), 5):
+                got += len(data)
+        except ConnectionResetError:
+            pass
+        assert got < len(page)          # aborted: the rest was never sent
+        for _, w in (silent, partial, slow):
+            w.close()
+        await service.close()
+    run(go())
+
+
+# -- every graceful close has a deadline ---------------------------------------------------
+
+class Unread(Recorder):
+    """Queues 900 KB for its peer once connected; `paused` once its transport
+    holds some of them."""
+
+    def __init__(self):
+        super().__init__()
+        self.paused = False
+
+    def pause_writing(self):
+        super().pause_writing()
+        self.paused = True
+        self._changed.set()
+
+    def on_connected(self):
+        super().on_connected()
+        for _ in range(15):
+            self.send(make_packet(7, b"u" * 59_996))
+
+
+@pytest.mark.parametrize("ending", ["close frame", "fin"])
+def test_a_peer_that_ends_and_reads_nothing_is_cut_off_after_the_linger(run, ending):
+    async def go():
+        made = ServerSessions(Unread)
+        service, listener = await ws_service(made)
+        reader, writer = await raw_ws(listener.port,
+                                      sock=await stingy_connection(listener.port))
+        writer.transport.pause_reading()
+        (s,) = await made.wait_count(1)
+        await s.until(lambda: s.paused)
+        if ending == "close frame":
+            writer.write(frame(OP_CLOSE, struct.pack("!H", 1000)))
+        else:
+            writer.write_eof()
+        reason = await s.wait_gone(timeout=10)      # the linger is 3 s
+        assert reason.kind is DisconnectReason.PEER_CLOSED
+        assert reason.detail == ("close 1000" if ending == "close frame"
+                                 else "without a close frame")
+        assert service.sessions == {}
         writer.close()
         await service.close()
     run(go())

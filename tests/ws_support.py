@@ -94,7 +94,9 @@ async def read_close(reader, timeout=10.0):
 
 async def ws_service(factory, **limits):
     """A started ServerService and a WebSocketListener on it (both on free ports)."""
-    ws_options = {k: limits.pop(k) for k in ("origins", "max_message_size", "pages")
+    ws_options = {k: limits.pop(k) for k in ("origins", "max_message_size", "pages",
+                                             "handshake_timeout", "max_upgrades",
+                                             "max_upgrades_per_address", "listen_sockets")
                   if k in limits}
     service = await ServerService(factory, "127.0.0.1", 0, **limits).start()
     listener = await WebSocketListener(service, "127.0.0.1", 0, **ws_options).start()

@@ -131,6 +131,7 @@ cdef class Service:
     cdef SendFlusher flusher
     cdef object new_session(self)
     cdef object address_key_of(self, Session s)
+    cdef object address_key_for(self, object peer)
     cdef SendFlusher make_flusher(self, object loop)
     cdef int start_sweeping(self, object loop) except -1
     cdef void stop_sweeping(self) noexcept

@@ -521,7 +521,10 @@ cdef class Service:
         return True
 
     cdef object address_key_of(self, Session s):
-        peer = s.peername
+        return self.address_key_for(s.peername)
+
+    cdef object address_key_for(self, object peer):
+        """The per-address key of a peer address (None: not counted)."""
         if not peer or not isinstance(peer, tuple) or not isinstance(peer[0], str):
             return address_key(peer, self.exempt_networks)
         host = peer[0]

@@ -1,6 +1,6 @@
 """WebSocket abuse against a real server (--ws-port) while twenty bystanders
 chat over TCP: frames that carry no packet, a close frame behind a capped
-message.
+message, and connections that never finish their upgrade.
 
 The offenders speak raw RFC 6455 (ws_support.py): what no well-behaved
 client library sends.
@@ -8,14 +8,15 @@ client library sends.
 import asyncio
 import socket
 import struct
+import sys
 
 import pytest
 
 from netcore_packets import Protocol_pb2 as pb
 from netcore_packets.client_dispatch import PACKET_IDS
 
-from game_support import MESSAGE_BY_ID
-from support import packet
+from game_support import MESSAGE_BY_ID, ServerProcess, connect, in_game, leave
+from support import closed_by_peer, packet
 from ws_support import (
     OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, frame, raw_ws, read_close, read_frame,
 )
@@ -135,4 +136,50 @@ def test_a_close_frame_right_behind_a_capped_message_loses_none_of_its_chats(are
 
     c = case.run(go())
     case.assert_reason(c.port, "peer closed: close 1000")
+
+
+# -- connections that never finish their upgrade ------------------------------------------
+
+def limit_open_files(n):
+    def preexec():
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return preexec
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX descriptor limits")
+def test_connections_that_never_upgrade_leave_the_game_port_its_descriptors(run, tmp_path,
+                                                                            loop_kind):
+    # 200 connections to the WebSocket port that never send a byte, against
+    # a server with an open-files limit of 200 and --max-sessions 100: they
+    # are no sessions, so no session cap counts them. They must not take the
+    # descriptors the game port needs: a player logs in over TCP meanwhile,
+    # and one more after the handshake deadline has dropped them.
+    async def go(server):
+        players = await in_game(server.port, 2, room=1)
+        idle = []
+        for _ in range(200):
+            try:
+                idle.append(await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", server.ws_port), 5))
+            except (OSError, asyncio.TimeoutError):
+                pass                    # refused or reset while the server sheds: fine
+        (late,) = await in_game(server.port, 1, room=1)     # served while they are held
+        ended = [asyncio.ensure_future(closed_by_peer(r)) for r, _ in idle]
+        done, _ = await asyncio.wait(ended, timeout=10)
+        assert len(done) == len(ended), "idle connections outlived the handshake deadline"
+        for _, w in idle:
+            w.close()
+        (after,) = await in_game(server.port, 1, room=1)
+        ws = await connect(server.ws_port, 1, transport="ws")   # the WebSocket port serves again
+        await leave(*players, late, after, *ws)
+
+    with ServerProcess(tmp_path, loop_kind, "--max-sessions", "100",
+                       "--ws-port", str(free_port()),
+                       preexec_fn=limit_open_files(200)) as server:
+        run(go(server), timeout=60)
+        assert server.stop() == 0
+    log = server.log_text()
+    assert "Traceback" not in log
+    assert "websocket connection from 127.0.0.1:" in log     # refused at once, or cut at 5 s
 
