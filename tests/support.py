@@ -121,7 +121,8 @@ def stingy_socket():
     100 KB of what the server sends it (rather than megabytes on loopback)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    if hasattr(socket, "TCP_MAXSEG"):       # not on Windows
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
     sock.setblocking(False)
     return sock
 
