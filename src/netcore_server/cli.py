@@ -179,7 +179,9 @@ async def migrate(game: Game, config: ServerConfig) -> int:
 
 
 async def serve(game: Game, config: ServerConfig, kind: str) -> int:
-    limit = raise_open_files_limit(config.max_sessions + DESCRIPTOR_HEADROOM)
+    # The WebSocket port's upgrades in progress hold descriptors of their own.
+    upgrades = config.ws_max_upgrades if config.ws_port else 0
+    limit = raise_open_files_limit(config.max_sessions + upgrades + DESCRIPTOR_HEADROOM)
     if limit is not None and limit < config.max_sessions:
         log.warning("the open-files limit is %d, below max sessions %d: connections past "
                     "about %d are closed at once", limit, config.max_sessions,

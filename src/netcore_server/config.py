@@ -95,6 +95,16 @@ class ServerConfig:
     # fragments of one message put together); a larger one closes it (1009).
     ws_max_message_bytes: int = setting(65536, min=HEADER + 1, max=16 << 20, help=(
         "largest WebSocket message a client may send; larger closes it (1009)"))
+    # A connection to the WebSocket port is no session until its HTTP upgrade
+    # is done, but it holds a descriptor: these bound it (netcore.websocket).
+    ws_handshake_timeout: float = setting(5.0, min=0, help=(
+        "seconds a WebSocket connection has from its connect to a finished upgrade; then "
+        "aborted"))
+    ws_max_upgrades: int = setting(1024, min=1, help=(
+        "WebSocket connections in their upgrade at once, server-wide; more are aborted"))
+    ws_max_upgrades_per_address: int = setting(16, min=0, help=(
+        "WebSocket connections in their upgrade at once from one address; more are aborted "
+        "(0: no cap)"))
     # Per source address (an IPv4 address, an IPv6 /64). Clients from these
     # networks are not counted by any per-address limit: loopback, where
     # tests, benchmarks and a proxy on the same host connect from. "" is none.
@@ -207,6 +217,9 @@ class ServerConfig:
         if self.ws_max_message_bytes < self.max_packet_size:
             raise ValueError(f"ws-max-message-bytes {self.ws_max_message_bytes} cannot carry a "
                              f"packet of max-packet-size {self.max_packet_size}")
+        if self.ws_handshake_timeout <= 0:
+            raise ValueError(f"ws-handshake-timeout {self.ws_handshake_timeout}: must be > 0 "
+                             f"seconds")
         if self.ws_port and self.ws_port == self.port:
             raise ValueError(f"ws-port {self.ws_port}: the game port is {self.port}; "
                              f"they must differ")

@@ -115,6 +115,16 @@ class ServerCollector:
             return
         yield CounterMetricFamily("netcore_websocket_upgrades",
                                   "WebSocket upgrades accepted (sessions begun)", value=ws.upgrades)
+        yield GaugeMetricFamily("netcore_websocket_upgrading",
+                                "WebSocket connections in their HTTP upgrade now",
+                                value=ws.upgrading)
+        yield CounterMetricFamily("netcore_websocket_upgrades_refused",
+                                  "WebSocket connections aborted before their upgrade: past "
+                                  "--ws-max-upgrades or --ws-max-upgrades-per-address",
+                                  value=ws.refused_upgrades)
+        yield CounterMetricFamily("netcore_websocket_handshake_timeouts",
+                                  "WebSocket connections aborted at --ws-handshake-timeout",
+                                  value=ws.handshake_timeouts)
         yield CounterMetricFamily("netcore_websocket_origin_refusals",
                                   "WebSocket upgrades refused: origin not allowed (--ws-origins)",
                                   value=ws.refused_origins)

@@ -91,7 +91,10 @@ class GameServer:
                 self.service, config.host, config.ws_port, origins=config.ws_origins,
                 max_message_size=config.ws_max_message_bytes,
                 pages={path: page() for path, page in game.pages.items()},
-                reuse_port=link is not None, listen_sockets=config.listen_sockets)
+                reuse_port=link is not None, listen_sockets=config.listen_sockets,
+                handshake_timeout=config.ws_handshake_timeout,
+                max_upgrades=config.ws_max_upgrades,
+                max_upgrades_per_address=config.ws_max_upgrades_per_address)
         self.metrics = None
         self._tasks: set[asyncio.Task] = set()
         self._summary_task: asyncio.Task | None = None
