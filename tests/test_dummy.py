@@ -374,6 +374,9 @@ class FakeGame:
             pb.S_ENTER_GAME(success=True, playerId=player_id)))
         session.room.append(session)
 
+    def handle_C_MOVE(self, session, pkt):
+        raise AssertionError("the chat scenario never moves")
+
     def handle_C_CHAT(self, session, pkt):
         faulty = self.chats == self.FAULT_CHAT
         if faulty:
