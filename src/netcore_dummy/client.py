@@ -42,10 +42,6 @@ from netcore import ClientService
 from netcore.loop import wait_for
 
 import random
-import struct
-
-from netcore import make_packet
-from netcore_packets.client_dispatch import PKT_C_MOVE
 
 from netcore_dummy.session import DummySession
 from netcore_dummy.tally import UNKNOWN_PLAYER_ID, Tally, now_us
@@ -62,7 +58,6 @@ CLOSE_TIMEOUT = 5.0
 MAX_ERRORS_KEPT = 5             # failure reasons quoted in the report
 TRANSPORTS = ("tcp", "ws")      # ws: the server's --ws-port, binary WebSocket messages
 SCENARIOS = ("chat", "field")
-_F32 = struct.Struct("<f")
 
 
 class DummyError(Exception):
@@ -237,9 +232,8 @@ class DummyRun:
         self.chat_start_us = 0
         self.login_seconds = 0.0
         # The field scenario.
-        self.field_tally = FieldTally(config.view_radius)
-        self.rng = random.Random()
-        self.late = 0
+        self.field_tally = FieldTally(config.view_radius, config.field_size, config.max_step,
+                                      random.getrandbits(64))
         self.walk_seconds = 0.0
 
     def _new_session(self):
@@ -368,24 +362,11 @@ class DummyRun:
     # -- walk (the field scenario) ---------------------------------------------------
 
     def _move(self, start: int, stop: int) -> None:
-        players, rng = self.players, self.rng
+        players = self.players
         n = len(players)
-        size = self.config.field_size
-        reach = self.config.max_step * 0.95     # float32 rounding stays within max-step
         for m in range(start, stop):
             s = players[m % n]
-            walker = s.walker
-            if not s.connected:
-                continue
-            if walker.in_flight:
-                self.late += 1
-                continue
-            x, y = walker.position()
-            angle, step = rng.uniform(0, 2 * math.pi), rng.uniform(0, reach)
-            tx = _F32.unpack(_F32.pack(min(max(x + step * math.cos(angle), 0.0), size)))[0]
-            ty = _F32.unpack(_F32.pack(min(max(y + step * math.sin(angle), 0.0), size)))[0]
-            if walker.move(tx, ty):
-                s.send(make_packet(PKT_C_MOVE, move_payload(tx, ty)))
+            if s.connected and s.walker.step(s):       # in C: the target, the packet, the send
                 self.sent += 1
 
     async def walk(self) -> None:
@@ -414,7 +395,7 @@ class DummyRun:
         seen = t.seen + t.spawned + t.despawned
         return {
             "moves": {"sent": t.moves_sent, "acked": t.acked, "corrected": t.corrected,
-                      "late": self.late,
+                      "late": t.late,
                       "unanswered": sum(1 for s in self.players if s.walker.in_flight)},
             "seen": {"moves": t.seen, "spawned": t.spawned, "despawned": t.despawned},
             "violations": t.violations(),
@@ -492,16 +473,6 @@ class DummyRun:
             errors_not_listed=self.failed - len(self.errors),
             field=self.field_report() if self.config.scenario == "field" else {},
         )
-
-
-def move_payload(x: float, y: float) -> bytes:
-    """C_MOVE{x, y} as protobuf lays it out (a float of bits 0 left out)."""
-    out = b""
-    for tag, v in ((b"\x0d", x), (b"\x15", y)):
-        raw = _F32.pack(v)
-        if raw != b"\0\0\0\0":
-            out += tag + raw
-    return out
 
 
 def describe(exc: BaseException) -> str:

@@ -27,8 +27,11 @@
 
 from libc.stdint cimport int64_t, uint64_t
 
+from netcore.sendbuffer cimport SendBufferPool
+
 cdef enum:
     # Must equal netcore_packets.client_dispatch's (checked at import).
+    C_MOVE_ID = 1006
     S_MOVE_ID = 1007
     S_SPAWN_ID = 1008
     S_DESPAWN_ID = 1009
@@ -62,6 +65,10 @@ cdef struct IdMap:
 cdef class FieldTally:
     cdef readonly double radius
     cdef double radius2
+    cdef readonly double size                       # the server's field, for the walk
+    cdef readonly double reach                      # a step's length at most
+    cdef uint64_t rng                               # xorshift64*: the walks' randomness
+    cdef readonly unsigned long long late           # a step skipped: the last move unanswered
     cdef readonly unsigned long long moves_sent
     cdef readonly unsigned long long acked
     cdef readonly unsigned long long corrected
@@ -74,6 +81,7 @@ cdef class FieldTally:
     cdef uint64_t* hist_seen
     cdef uint64_t ack_max_us
     cdef uint64_t seen_max_us
+    cdef SendBufferPool pool
 
 
 cdef class Walker:

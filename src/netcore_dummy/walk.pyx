@@ -1,17 +1,23 @@
 # cython: language_level=3
 """The field scenario's walkers: every field packet checked in C (design in walk.pxd)."""
+from libc.math cimport cos, sin
 from libc.stdint cimport UINT64_MAX, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
+
+from netcore.framing cimport HEADER_SIZE, write_header
+from netcore.sendbuffer cimport SendBuffer, SendBufferPool
+from netcore.session cimport Session
 
 from netcore_dummy.hist cimport HIST_BUCKETS, dummy_clock_us, hist_index, hist_percentile
 from netcore_dummy.pbwire cimport (WT_I32, WT_LEN, WT_SGROUP, WT_VARINT, read_field, read_tag,
                                    read_varint, skip_group)
 
+from netcore.sendbuffer import default_pool
 from netcore_packets import client_dispatch as _dispatch
 
-if (_dispatch.PKT_S_MOVE, _dispatch.PKT_S_SPAWN, _dispatch.PKT_S_DESPAWN) != (
-        S_MOVE_ID, S_SPAWN_ID, S_DESPAWN_ID):
+if (_dispatch.PKT_S_MOVE, _dispatch.PKT_S_SPAWN, _dispatch.PKT_S_DESPAWN,
+        _dispatch.PKT_C_MOVE) != (S_MOVE_ID, S_SPAWN_ID, S_DESPAWN_ID, C_MOVE_ID):
     raise ImportError("walk.pxd's field packet ids are not the protocol's: update them")
 
 VIOLATIONS = ("spawn_self", "spawn_twice", "spawn_far", "move_unseen", "move_far",
@@ -127,15 +133,43 @@ cdef inline void observe(uint64_t* hist, uint64_t* top, int64_t read_us, int64_t
         top[0] = lat
 
 
+cdef inline double uniform(FieldTally t) noexcept nogil:
+    """A number in [0, 1): xorshift64* (plenty for random walks, and C speed)."""
+    t.rng ^= t.rng >> 12
+    t.rng ^= t.rng << 25
+    t.rng ^= t.rng >> 27
+    return <double>((t.rng * <uint64_t>0x2545F4914F6CDD1D) >> 11) * (1.0 / 9007199254740992.0)
+
+
+cdef inline unsigned char* put_float(unsigned char* p, unsigned char tag, float f) noexcept:
+    cdef uint32_t bits
+    memcpy(&bits, &f, 4)
+    if bits == 0:
+        return p
+    p[0] = tag
+    p[1] = <unsigned char>(bits & 0xFF)
+    p[2] = <unsigned char>(bits >> 8 & 0xFF)
+    p[3] = <unsigned char>(bits >> 16 & 0xFF)
+    p[4] = <unsigned char>(bits >> 24)
+    return p + 5
+
+
 cdef class FieldTally:
     """What every walker of a run counts into: moves, their answers, what was
-    seen, the violations by kind, and the latency histograms."""
+    seen, the violations by kind, and the latency histograms. `size` and
+    `max_step` (the server's) bound the walk: a step goes at most 95% of
+    max_step, so float32 rounding keeps it within."""
 
-    def __cinit__(self, double radius):
-        if not radius > 0:
-            raise ValueError("view radius must be > 0")
+    def __cinit__(self, double radius, double size=1000.0, double max_step=10.0,
+                  uint64_t seed=0x9E3779B97F4A7C15):
+        if not (radius > 0 and size > 0 and max_step > 0):
+            raise ValueError("view radius, field size and max step must be > 0")
         self.radius = radius
         self.radius2 = radius * radius
+        self.size = size
+        self.reach = max_step * 0.95
+        self.rng = seed or 1
+        self.pool = default_pool()
         self.hist_ack = <uint64_t*>calloc(HIST_BUCKETS, sizeof(uint64_t))
         self.hist_seen = <uint64_t*>calloc(HIST_BUCKETS, sizeof(uint64_t))
         if self.hist_ack == NULL or self.hist_seen == NULL:
@@ -187,6 +221,32 @@ cdef class Walker:
         self.sent_us = dummy_clock_us()
         self.tally.moves_sent += 1
         map_put(&self.tally.moving, self.player_id, x, y, self.sent_us)
+        return True
+
+    def step(self, Session session not None):
+        """One step of the walk: a random point within reach, inside the
+        field, sent as C_MOVE on `session` now (C all the way). False when
+        the last move is still unanswered (counted late)."""
+        cdef FieldTally t = self.tally
+        cdef double angle, length, x, y
+        cdef SendBuffer buf
+        cdef unsigned char* p
+        if self.player_id == 0:
+            return False
+        if self.in_flight:
+            t.late += 1
+            return False
+        angle = uniform(t) * 6.283185307179586
+        length = uniform(t) * t.reach
+        x = min(max(<double>self.x + length * cos(angle), 0.0), t.size)
+        y = min(max(<double>self.y + length * sin(angle), 0.0), t.size)
+        self.move(<float>x, <float>y)
+        buf = t.pool.open(HEADER_SIZE + 10)
+        p = put_float(put_float(buf.data + HEADER_SIZE, 0x0D, self.tx), 0x15, self.ty)
+        write_header(buf.data, p - buf.data, C_MOVE_ID)
+        buf.close(p - buf.data)
+        buf.frames = 1
+        session.enqueue(buf)
         return True
 
     def position(self):

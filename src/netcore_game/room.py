@@ -54,7 +54,8 @@ class ChatRoom(Room):
 @dataclass(eq=False, slots=True)
 class FieldPlayer(Player):
     """A player with its place in its room's field (slot -1: none, the
-    field is off or it has not joined)."""
+    field is off or it has not joined). x, y: where it entered; the field
+    holds where it is now (room.field.position(slot))."""
     x: float = 0.0
     y: float = 0.0
     slot: int = -1
@@ -138,11 +139,9 @@ class FieldRoom(ChatRoom):
     def move(self, player, x: float, y: float) -> None:
         if self.field is None or player.slot < 0:
             return
-        refused = self.field.move(player.slot, x, y)
+        refused = self.field.move(player.slot, x, y)    # the field holds where it is now
         if refused:
             self.rooms.refusals.count("move", refused)
-        else:
-            player.x, player.y = self.field.position(player.slot)
 
     def on_tick(self, dt: float) -> None:
         """Every monster wanders: a step of at most max-step, inside the field."""
