@@ -72,6 +72,8 @@ def run(command, **kwargs):
     return proc
 
 
+# A whole build of every extension in a fresh environment: minutes on 2 cores.
+@pytest.mark.timeout(900)
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="stops the server with SIGTERM")
 def test_a_message_added_to_the_proto_is_served_after_pip_install(tmp_path):

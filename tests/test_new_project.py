@@ -302,6 +302,8 @@ def logged_in(port):
     return sock
 
 
+# A whole build of every extension in a fresh environment: minutes on 2 cores.
+@pytest.mark.timeout(900)
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="stops the server with SIGTERM")
 def test_a_new_project_installs_runs_passes_its_test_and_grows_a_packet(tmp_path):

@@ -71,7 +71,7 @@ cdef struct Entity:
     int32_t* seen                   # its neighbours' slots, unordered
     int32_t n_seen
     int32_t cap_seen
-    uint32_t mark                   # scratch for a move (stamps)
+    uint64_t mark                   # scratch for a move (stamps; 64 bits never wrap)
     uint8_t observer                # it gets packets: a player (not a monster)
     uint8_t remote                  # its session is on another worker
 
@@ -89,7 +89,7 @@ cdef class Field:
     cdef double radius2
     cdef double step2
     cdef double cell
-    cdef uint32_t stamp
+    cdef uint64_t stamp
     cdef list sessions              # slot -> the netcore Session it is sent to, or None
     cdef list tails                 # slot -> bytes: its Player's name and type, encoded
     cdef public object remote_sink  # callable(ids: bytes of u64, buf) for other workers
@@ -120,6 +120,8 @@ cdef class Field:
     cdef int unsee(self, int32_t a, int32_t b) except -1
     cdef int see(self, int32_t a, int32_t b) except -1
     cdef MoveRefusal check_move(self, Entity* e, float x, float y) noexcept
+    cdef int scan(self, int32_t slot, float x, float y, int32_t cell, uint64_t old_mark,
+                  uint64_t new_mark, int32_t* n_stay, int32_t* n_enter) except -1
     cdef int apply_move(self, int32_t slot, float x, float y) except -1
     cdef SendBuffer move_packet(self, int32_t slot)
     cdef list spawn_packets(self, const int32_t* slots, int32_t n)

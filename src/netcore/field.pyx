@@ -8,6 +8,7 @@ from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from netcore.framing cimport HEADER_SIZE, write_header
+from netcore.protowrite cimport float_size, put_float, put_varint, varint_size
 from netcore.sendbuffer cimport SendBuffer, SendBufferPool
 from netcore.session cimport Session
 
@@ -17,46 +18,6 @@ REFUSALS = ("not_finite", "outside", "too_far")     # FieldStats.refused, in Mov
 
 
 # -- the protobuf encoding, by hand (field.pxd) -------------------------------------
-
-cdef inline int varint_size(uint64_t v) noexcept:
-    cdef int n = 1
-    while v >= 0x80:
-        v >>= 7
-        n += 1
-    return n
-
-
-cdef inline unsigned char* put_varint(unsigned char* p, uint64_t v) noexcept:
-    while v >= 0x80:
-        p[0] = <unsigned char>(v & 0x7F | 0x80)
-        p += 1
-        v >>= 7
-    p[0] = <unsigned char>v
-    return p + 1
-
-
-cdef inline uint32_t float_bits(float f) noexcept:
-    cdef uint32_t bits
-    memcpy(&bits, &f, 4)
-    return bits
-
-
-cdef inline unsigned char* put_float(unsigned char* p, unsigned char tag, float f) noexcept:
-    """A fixed32 field, little-endian, left out where its bits are 0 (proto3)."""
-    cdef uint32_t bits = float_bits(f)
-    if bits == 0:
-        return p
-    p[0] = tag
-    p[1] = <unsigned char>(bits & 0xFF)
-    p[2] = <unsigned char>(bits >> 8 & 0xFF)
-    p[3] = <unsigned char>(bits >> 16 & 0xFF)
-    p[4] = <unsigned char>(bits >> 24)
-    return p + 5
-
-
-cdef inline int float_size(float f) noexcept:
-    return 5 if float_bits(f) != 0 else 0
-
 
 cdef inline int player_body_size(Entity* e, Py_ssize_t tail) noexcept:
     return 1 + varint_size(e.id) + <int>tail + float_size(e.x) + float_size(e.y)
@@ -139,13 +100,11 @@ cdef class Field:
         type, encoded (player_tail); `session` the netcore Session its packets
         go to, None for a monster or (with `remote`) a player of another
         worker, whose packets go to remote_sink. Returns its slot."""
-        cdef int32_t slot, other, cell, cx, cy, gx, gy, i
-        cdef int32_t n_enter = 0
+        cdef int32_t slot, cell, i
+        cdef int32_t n_stay = 0, n_enter = 0
         cdef Entity* e
-        cdef Entity* o
         cdef float fx = <float>x
         cdef float fy = <float>y
-        cdef double dx, dy
         if not (isfinite(fx) and isfinite(fy)):
             raise ValueError(f"position ({x!r}, {y!r}) is not finite")
         fx = <float>min(max(fx + <float>0.0, <float>0.0), <float>self.size)
@@ -163,20 +122,8 @@ cdef class Field:
         self.tails[slot] = tail
         self.count += 1
         cell = self.cell_of(fx, fy)
-        self.grow_scratch(self.count)
-        cx = cell % self.cols
-        cy = cell // self.cols
-        for gy in range(max(cy - 1, 0), min(cy + 2, self.cols)):
-            for gx in range(max(cx - 1, 0), min(cx + 2, self.cols)):
-                other = self.cells[gy * self.cols + gx]
-                while other != NO_SLOT:
-                    o = &self.ents[other]
-                    dx = <double>fx - <double>o.x
-                    dy = <double>fy - <double>o.y
-                    if dx * dx + dy * dy <= self.radius2:
-                        self.enters[n_enter] = other
-                        n_enter += 1
-                    other = o.next
+        self.stamp += 2                 # a stamp nobody holds: all it finds enter
+        self.scan(slot, fx, fy, cell, self.stamp, self.stamp + 1, &n_stay, &n_enter)
         self.cell_insert(slot, cell)
         for i in range(n_enter):
             self.see(slot, self.enters[i])
@@ -253,13 +200,39 @@ cdef class Field:
             return MOVE_TOO_FAR
         return MOVE_OK
 
+    cdef int scan(self, int32_t slot, float x, float y, int32_t cell, uint64_t old_mark,
+                  uint64_t new_mark, int32_t* n_stay, int32_t* n_enter) except -1:
+        """Everything within the radius of (x, y), but `slot`, from the 3x3
+        cells around `cell`: into stays where marked old_mark, else into
+        enters; each marked new_mark."""
+        cdef int32_t cx = cell % self.cols, cy = cell // self.cols, gx, gy, other
+        cdef Entity* o
+        cdef double dx, dy
+        self.grow_scratch(self.count)
+        for gy in range(max(cy - 1, 0), min(cy + 2, self.cols)):
+            for gx in range(max(cx - 1, 0), min(cx + 2, self.cols)):
+                other = self.cells[gy * self.cols + gx]
+                while other != NO_SLOT:
+                    o = &self.ents[other]
+                    if other != slot:
+                        dx = <double>x - <double>o.x
+                        dy = <double>y - <double>o.y
+                        if dx * dx + dy * dy <= self.radius2:
+                            if o.mark == old_mark:
+                                self.stays[n_stay[0]] = other
+                                n_stay[0] += 1
+                            else:
+                                self.enters[n_enter[0]] = other
+                                n_enter[0] += 1
+                            o.mark = new_mark
+                    other = o.next
+        return 0
+
     cdef int apply_move(self, int32_t slot, float x, float y) except -1:
         cdef Entity* e = &self.ents[slot]
-        cdef Entity* o
-        cdef uint32_t old_mark, new_mark
-        cdef int32_t i, other, cell, cx, cy, gx, gy
+        cdef uint64_t old_mark, new_mark
+        cdef int32_t i, other, cell
         cdef int32_t n_stay = 0, n_enter = 0, n_leave = 0, n_old = e.n_seen
-        cdef double dx, dy
         self.moves += 1
         self.stamp += 2
         old_mark = self.stamp
@@ -272,26 +245,7 @@ cdef class Field:
         if cell != e.cell:
             self.cell_remove(slot)
             self.cell_insert(slot, cell)
-        self.grow_scratch(self.count)
-        cx = cell % self.cols
-        cy = cell // self.cols
-        for gy in range(max(cy - 1, 0), min(cy + 2, self.cols)):
-            for gx in range(max(cx - 1, 0), min(cx + 2, self.cols)):
-                other = self.cells[gy * self.cols + gx]
-                while other != NO_SLOT:
-                    o = &self.ents[other]
-                    if other != slot:
-                        dx = <double>x - <double>o.x
-                        dy = <double>y - <double>o.y
-                        if dx * dx + dy * dy <= self.radius2:
-                            if o.mark == old_mark:
-                                self.stays[n_stay] = other
-                                n_stay += 1
-                            else:
-                                self.enters[n_enter] = other
-                                n_enter += 1
-                            o.mark = new_mark
-                    other = o.next
+        self.scan(slot, x, y, cell, old_mark, new_mark, &n_stay, &n_enter)
         for i in range(n_old):
             other = e.seen[i]
             if self.ents[other].mark != new_mark:

@@ -6,6 +6,7 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
 from netcore.framing cimport HEADER_SIZE, write_header
+from netcore.protowrite cimport put_float
 from netcore.sendbuffer cimport SendBuffer, SendBufferPool
 from netcore.session cimport Session
 
@@ -139,19 +140,6 @@ cdef inline double uniform(FieldTally t) noexcept nogil:
     t.rng ^= t.rng << 25
     t.rng ^= t.rng >> 27
     return <double>((t.rng * <uint64_t>0x2545F4914F6CDD1D) >> 11) * (1.0 / 9007199254740992.0)
-
-
-cdef inline unsigned char* put_float(unsigned char* p, unsigned char tag, float f) noexcept:
-    cdef uint32_t bits
-    memcpy(&bits, &f, 4)
-    if bits == 0:
-        return p
-    p[0] = tag
-    p[1] = <unsigned char>(bits & 0xFF)
-    p[2] = <unsigned char>(bits >> 8 & 0xFF)
-    p[3] = <unsigned char>(bits >> 16 & 0xFF)
-    p[4] = <unsigned char>(bits >> 24)
-    return p + 5
 
 
 cdef class FieldTally:
