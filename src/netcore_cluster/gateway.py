@@ -110,19 +110,19 @@ class RemoteRoom:
 
     # -- the stream ------------------------------------------------------------------
 
-    def fan_out(self, frames) -> int:
+    def fan_out(self, buf) -> int:
         """DATA: every confirmed member here gets the packets, in one queue entry."""
         if self._sessions is None:
             self._sessions = [self.members[m].session for m in self.confirmed
                               if self.members[m].session is not None]
         if not self._sessions:
             return 0
-        return send_to_all(self._sessions, copy_frames(frames))
+        return send_to_all(self._sessions, buf)
 
-    def unicast(self, member_id: int, frames) -> None:
+    def unicast(self, member_id: int, buf) -> None:
         member = self.members.get(member_id)
         if member is not None and member.session is not None:
-            member.session.send(copy_frames(frames))
+            member.session.send(buf)
 
     def lost(self, packets: int) -> None:
         """The stream skipped messages: the members here missed packets of the
@@ -292,6 +292,7 @@ class Gateway:
         rr = self.rooms.get(room_id)
         if rr is None:
             return                          # unsubscribed since: nothing here wants it
+        segments = [_checked(seg) for seg in segments]      # all of it parses, or none is used
         stats = self.link.stats
         key = (owner_epoch, incarnation)
         if rr.stream_key != key:
@@ -342,3 +343,19 @@ class Gateway:
             del self.rooms[rr.room_id]
             rr.closed = True
             self.link.unsubscribe(rr.room_id)
+
+
+def _checked(seg):
+    """A segment whose packets (DATA, UNICAST) are whole, as many as it says,
+    copied into the send buffer they will go out in."""
+    kind = seg[0]
+    if kind == wire.DATA or kind == wire.UNICAST:
+        try:
+            buf = copy_frames(seg[-1])
+        except ValueError as exc:
+            raise wire.WireError(f"segment of kind {kind}: {exc}") from None
+        if buf.frames != seg[-2]:
+            raise wire.WireError(f"segment of kind {kind} says {seg[-2]} packets, "
+                                 f"has {buf.frames}")
+        return (*seg[:-1], buf)
+    return seg

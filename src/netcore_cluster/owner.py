@@ -215,6 +215,17 @@ class Owner:
 
     # -- ops from gateways ---------------------------------------------------------------
 
+    @staticmethod
+    def check_ops(ops: list) -> list:
+        """Every op of a message checked before any is acted on: a JOB's
+        payload becomes its (name, args), or the whole message is a WireError."""
+        checked = []
+        for kind, room_id, seq, member_id, payload in ops:
+            if kind & ~wire.FIRST == wire.JOB:
+                payload = wire.decode_job(payload)
+            checked.append((kind, room_id, seq, member_id, payload))
+        return checked
+
     def on_ops(self, gateway: tuple, ops) -> None:
         for kind, room_id, seq, member_id, payload in ops:
             if kind == wire.PING:
@@ -279,25 +290,53 @@ class Owner:
 
     def apply(self, room, kind, gateway, seq, member_id, payload) -> None:
         """A job on the owner's room: one op, then its acknowledgement, so that
-        the ack follows whatever the op made the room send."""
+        the ack follows whatever the op made the room send. The ack is made
+        whatever the op does (a job that raises is the room's to log): an op
+        is run once, never resent for ever."""
         stream = room.link
-        member = room.players.get(member_id)
-        mine = member is not None and member.gateway == gateway
-        if kind == wire.JOIN:
-            if not mine:
-                room.enter(room.member_from_card(payload, gateway))
-        elif kind == wire.LEAVE:
-            if mine:
-                room.leave(member)
-        elif kind == wire.JOB:
-            name, args = wire.decode_job(payload)
-            if name not in room.REMOTE_JOBS:
-                self.link.stats["ops_refused"] += 1
-                log.error("cluster: %s asked room %d to run %r, which is not one of its "
-                          "remote jobs", gateway[0], room.room_id, name)
-            elif mine:
-                getattr(room, name)(member, *args)
-        stream.ack(gateway[0], gateway[1], seq)
+        try:
+            member = room.players.get(member_id)
+            mine = member is not None and member.gateway == gateway
+            if kind == wire.JOIN:
+                if not mine:
+                    self._enter(room, gateway, member_id, payload)
+            elif kind == wire.LEAVE:
+                if mine:
+                    room.leave(member)
+            elif kind == wire.JOB:
+                name, args = payload
+                if name not in room.REMOTE_JOBS:
+                    self._refused(gateway, room, "asked room %d to run %r, which is not one "
+                                  "of its remote jobs", room.room_id, name)
+                elif mine:
+                    getattr(room, name)(member, *args)
+        finally:
+            stream.ack(gateway[0], gateway[1], seq)
+            drop = getattr(room, "drop_if_unused", None)
+            if drop is not None and room.link is stream and not room.players:
+                drop()                      # an op that left nobody in it
+
+    def _enter(self, room, gateway, member_id, card) -> None:
+        try:
+            member = room.member_from_card(card, gateway)
+        except Exception as exc:
+            member = None
+            why = f"a card that does not parse ({exc!r})"
+        else:
+            why = f"a card for member {member.member_id}"
+        if member is None or member.member_id != member_id:
+            self._refused(gateway, room, "sent room %d a JOIN of member %d with %s",
+                          room.room_id, member_id, why)
+            room.link.refused(_Gone(member_id, gateway))     # its gateway takes it out
+            return
+        room.enter(member)
+
+    def _refused(self, gateway, room, fmt, *args) -> None:
+        stats = self.link.stats
+        stats["ops_refused"] += 1
+        if stats["ops_refused"] & (stats["ops_refused"] - 1) == 0:
+            log.error("cluster: %s " + fmt + " (%d refused so far)", gateway[0], *args,
+                      stats["ops_refused"])
 
     # -- gateways that are gone -----------------------------------------------------------
 
@@ -326,6 +365,15 @@ class Owner:
                     rooms.pop(key[1], None)
                     if not rooms:
                         del self.applied[key[0]]
+
+
+class _Gone:
+    """A member the room never took: enough of one for RoomStream.refused."""
+    __slots__ = ("member_id", "gateway")
+
+    def __init__(self, member_id, gateway):
+        self.member_id = member_id
+        self.gateway = gateway
 
 
 def _leave_gone(room, member_id, gateway) -> None:

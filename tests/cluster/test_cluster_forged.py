@@ -1,0 +1,187 @@
+"""Forged and malformed messages on the broker (issue 26, "The broker").
+
+Each forged message is published, as bytes, on a real nats-server that the
+workers use, by a client of that broker that is no worker: what any process
+that can reach an unauthenticated broker could do."""
+import asyncio
+import json
+import signal
+import struct
+
+import pytest
+
+from netcore_cluster import wire
+from netcore_packets import Protocol_pb2 as pb
+
+from cluster_support import (
+    ClusterProcess, NatsProcess, Pair, assert_one_order, chat_rounds, clients_on_every_worker,
+    wait_until,
+)
+from game_support import in_game, leave
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX processes")
+
+
+def ctl(**fields):
+    return json.dumps(fields).encode()
+
+
+def forged_messages(prefix, node, real, other, room):
+    """(subject, bytes): control messages with every field out of range, and
+    upstream and stream messages that do not parse; `real` receives the
+    upstream ones as if from `other`, in node `node` of 2 workers."""
+    ctl_subject = f"{prefix}.ctl"
+    cmap = f"{node}=2"
+    bad_ctl = [
+        ctl(op="hello", slot=real, epoch=2 ** 64, cluster=cmap),    # past u64
+        ctl(op="hello", slot=f"{node}-7", epoch=2 ** 64, cluster=cmap),   # no such slot
+        ctl(op="hello", slot=f"{node}-7", epoch=5, cluster=cmap),
+        ctl(op="hello", slot=real, epoch=-1, cluster=cmap),
+        ctl(op="hello", slot=real, epoch=0, cluster=cmap),
+        ctl(op="hello", slot=real, epoch="12", cluster=cmap),
+        ctl(op="hello", slot=real, epoch=True, cluster=cmap),
+        ctl(op="hello", slot=real, epoch=1.5, cluster=cmap),
+        ctl(op="who", slot=f"{real}.>", epoch=3, cluster=cmap),
+        ctl(op="hello", slot=[real], epoch=3),
+        ctl(op="down", slot=other, epoch=0),
+        ctl(op="down", slot=other),
+        ctl(op="reboot", slot=real, epoch=3),
+        ctl(op="hello", slot=real, epoch=3, cluster=7),
+        b"not json", b"[1, 2]", b"3", b"\xff\xfe", b"[" * 100000,
+    ]
+    up = wire.up_header(5, 6, other)
+    bad_up = [
+        up + wire.up_op(wire.JOB, room, 1, 1)[:-3],                       # truncated
+        up + wire.up_op(9, room, 1, 1),                                   # unknown kind
+        up + wire.up_op(wire.JOB, room, 0, 1, wire.encode_job("chat", ("x",))),  # seq 0
+        up + wire.up_op(wire.JOB, room, 1, 1, b"\x04chat" + b"i\x01"),    # bad job
+        up + wire.up_op(wire.JOB, room, 1, 1, b"\x05_exit"),              # not a job name
+        wire.up_header(0, 6, other),                                      # epoch 0
+        struct.pack("<cQQ", b"U", 5, 6) + b"\x03\xff\xfe\xfd",           # not ASCII
+        wire.up_header(5, 6, f"{node}-0.x"),
+    ]
+    down = wire.down_header(room, 5, 1, 1, 0)
+    bad_down = [
+        down + b"\x09",                                                   # unknown segment
+        down + wire.data_segment_head(1, 10) + b"\x00" * 4,               # truncated
+        wire.down_header(room, 0, 1, 1, 0),                               # epoch 0
+        down + wire.ack_segment(0, 5, other),                             # ack of 0
+        down + wire.member_segment(wire.JOINED, 1, 0, other),             # epoch 0
+        down + wire.data_segment_head(1, 3) + b"abc",                     # not a packet
+    ]
+    return ([(ctl_subject, m) for m in bad_ctl]
+            + [(f"{prefix}.w.{real}", m) for m in bad_up]
+            + [(f"{prefix}.r.{room}", m) for m in bad_down])
+
+
+def test_forged_messages_on_the_broker_are_dropped_and_the_workers_carry_on(
+        run, tmp_path, loop_kind):
+    import nats as nats_py
+    broker = NatsProcess(tmp_path).start()
+    try:
+        with ClusterProcess(tmp_path, loop_kind, 2, "--nats", broker.url) as server:
+            room = server.rooms_owned_by("t-1", 1)[0]
+
+            async def go():
+                clients = await clients_on_every_worker(server, room=room, per_worker=2)
+                await chat_rounds(clients, 2, tag="a")
+                before = {f"a{c.player_id}:{k}" for c in clients for k in range(2)}
+                for c in clients:
+                    await c.until(lambda c=c: sum(m in before for _, m in c.chats)
+                                  == len(before))
+                forger = await nats_py.connect(broker.url)
+                messages = (forged_messages("netcore", "t", "t-1", "t-0", room)
+                            + forged_messages("netcore", "t", "t-0", "t-1", room))
+                for subject, data in messages:
+                    await forger.publish(subject, data)
+                await forger.flush()
+                await forger.close()
+                # Both workers still publish: the room keeps crossing them, in one order.
+                await chat_rounds(clients, 5, tag="b")
+                after = {f"b{c.player_id}:{k}" for c in clients for k in range(5)}
+                for c in clients:
+                    await c.until(lambda c=c: sum(m in after for _, m in c.chats) == len(after)
+                                  or c.reason is not None)
+                assert all(c.reason is None for c in clients)
+                assert_one_order(clients, after)
+                await leave(*clients)
+            run(go(), timeout=60)
+            assert server.stop() == 0
+            log = server.log_text()
+            assert "does not parse" in log
+            assert "Traceback" not in log
+    finally:
+        broker.stop(signal.SIGKILL)
+
+
+def test_every_malformed_message_is_counted_and_none_is_acted_on(run, tmp_path):
+    """In one process: each forged message is one bad message, and nothing of
+    it is taken (no slot learnt, no member, no op run)."""
+    async def go():
+        import nats as nats_py
+        with NatsProcess(tmp_path) as broker:
+            async with Pair(broker, tmp_path) as pair:
+                room = pair.owner_of["w-0"]
+                owner, gateway = pair.link("w-0"), pair.link("w-1")
+                (local,) = await in_game(pair.servers["w-0"].port, 1, room=room)
+                (remote,) = await in_game(pair.servers["w-1"].port, 1, room=room)
+                messages = forged_messages("netcore", "w", "w-0", "w-1", room)
+                known = (dict(owner.known), dict(gateway.known))
+                start = (owner.stats["bad_messages"], gateway.stats["bad_messages"])
+                forger = await nats_py.connect(broker.url)
+                for subject, data in messages:
+                    await forger.publish(subject, data)
+                await forger.flush()
+                await forger.close()
+                # The owner gets the control and upstream ones, the gateway the
+                # control and room stream ones: each counted once.
+                n_ctl = sum(s == "netcore.ctl" for s, _ in messages)
+                n_up = sum(".w." in s for s, _ in messages)
+                n_down = sum(".r." in s for s, _ in messages)
+                await wait_until(lambda: owner.stats["bad_messages"] - start[0] == n_ctl + n_up
+                                 and gateway.stats["bad_messages"] - start[1] == n_ctl + n_down,
+                                 "every forged message counted")
+                assert (owner.known, gateway.known) == known
+                assert owner.stats["internal_errors"] == gateway.stats["internal_errors"] == 0
+                remote.send_pkt(pb.C_CHAT(msg="still here"))
+                for c in (local, remote):
+                    await c.until(lambda c=c: (remote.player_id, "still here") in c.chats)
+                assert sorted(pair.servers["w-0"].rooms.get(room).players) == sorted(
+                    [local.player_id, remote.player_id])
+                await leave(local, remote)
+    run(go(), timeout=60)
+
+
+def test_the_outbox_is_bounded_while_the_broker_takes_nothing(run, tmp_path):
+    """A sender that cannot publish: what waits for it stays within
+    max_outbox_bytes (the rest dropped and counted), and once it can, the
+    ops dropped there are resent and every chat arrives, once, in order."""
+    async def go():
+        with NatsProcess(tmp_path) as broker:
+            async with Pair(broker, tmp_path, max_outbox_bytes=4096,
+                            retransmit_after=0.2) as pair:
+                room = pair.owner_of["w-0"]
+                gateway = pair.link("w-1")
+                (c,) = await in_game(pair.servers["w-1"].port, 1, room=room)
+                real_publish = gateway.nc.publish
+                unblocked = asyncio.Event()
+
+                async def stuck_publish(*args, **kwargs):
+                    await unblocked.wait()
+                    return await real_publish(*args, **kwargs)
+
+                gateway.nc.publish = stuck_publish
+                try:
+                    for k in range(120):                  # within the default packet burst
+                        c.send_pkt(pb.C_CHAT(msg=f"m{k}"))
+                    await wait_until(lambda: gateway.stats["ops_forwarded"] >= 121, "the chats")
+                    await wait_until(lambda: gateway.stats["messages_dropped"] > 0, "the bound")
+                    waiting = sum(len(item[2]) for item in gateway._outbox if item[0] == "pub")
+                    assert waiting <= 4096
+                finally:
+                    unblocked.set()
+                    gateway.nc.publish = real_publish
+                await c.until(lambda: len(c.chats) == 120, timeout=20)
+                assert [m for _, m in c.chats] == [f"m{k}" for k in range(120)]
+                await leave(c)
+    run(go(), timeout=60)
