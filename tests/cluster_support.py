@@ -209,6 +209,21 @@ class Pair:
     def link(self, slot):
         return self.servers[slot].link
 
+    async def cut_ops(self, slot):
+        """The worker at `slot` stops receiving ops (its subscription to
+        <prefix>.w.<slot> is dropped): an owner that is unreachable, same
+        incarnation. What is published meanwhile never reaches it."""
+        link = self.link(slot)
+        subject = f"{link.prefix}.w.{slot}"
+        (sub,) = [s for s in link.nc._subs.values() if s.subject == subject]
+        await sub.unsubscribe()
+        await link.nc.flush()
+
+    async def restore_ops(self, slot):
+        link = self.link(slot)
+        await link.nc.subscribe(f"{link.prefix}.w.{slot}", cb=link._on_up_msg)
+        await link.nc.flush()
+
     async def __aenter__(self):
         for server in self.servers.values():
             await server.start()

@@ -59,7 +59,7 @@ class RemoteRoom:
         self._sessions: list | None = []        # fan-out list, rebuilt after a change
         # Ops not yet acknowledged: (seq, kind, member_id, data, first_sent).
         self.pending: deque = deque()
-        self.next_seq = _first_seq()
+        self.next_seq = self.first_seq = _first_seq()
         self.fresh = True                       # the next op starts the numbering
         self.numbered_for = 0                   # owner epoch the seqs count for
         self.subscribed = False
@@ -162,7 +162,7 @@ class RemoteRoom:
         self.pending.clear()
         self.confirmed.clear()
         self._sessions = None
-        self.next_seq = _first_seq()
+        self.next_seq = self.first_seq = _first_seq()
         self.fresh = True
         self.numbered_for = epoch
         now = time.monotonic()
@@ -294,6 +294,13 @@ class Gateway:
             return                          # unsubscribed since: nothing here wants it
         segments = [_checked(seg) for seg in segments]      # all of it parses, or none is used
         stats = self.link.stats
+        if owner_epoch != rr.numbered_for:
+            # From another incarnation of the owner than the one our ops are
+            # numbered for (a late message of one that died, or of one we do
+            # not know yet): its ACKs, JOINED and LEFT marks are not about
+            # our ops and members there, and its packets are not that room's.
+            stats["stream_stale"] += 1
+            return
         key = (owner_epoch, incarnation)
         if rr.stream_key != key:
             rr.stream_key = key             # a room (re)made on its owner: start here
@@ -327,6 +334,9 @@ class Gateway:
                     self.maybe_drop(rr)
 
     def acked(self, rr: RemoteRoom, seq: int) -> None:
+        if not rr.first_seq <= seq < rr.next_seq:
+            self.link.stats["acks_stale"] += 1      # of an earlier numbering: not about these
+            return
         if rr.pending and rr.pending[0][0] <= seq:
             now = time.monotonic()
             for op in rr.pending:

@@ -185,3 +185,48 @@ def test_the_outbox_is_bounded_while_the_broker_takes_nothing(run, tmp_path):
                 assert [m for _, m in c.chats] == [f"m{k}" for k in range(120)]
                 await leave(c)
     run(go(), timeout=60)
+
+
+def test_a_stream_message_of_another_owner_incarnation_changes_nothing(run, tmp_path):
+    """A late message of an owner's previous incarnation (here forged, with
+    the highest seq and the gateway's own slot and epoch): its ACK must not
+    pop ops numbered for the current one, its LEFT must not take a member
+    out, its packets must not reach anyone."""
+    from netcore_packets.server_dispatch import make_send_buffer
+
+    async def go():
+        import nats as nats_py
+        with NatsProcess(tmp_path) as broker:
+            async with Pair(broker, tmp_path, retransmit_after=0.2) as pair:
+                room = pair.owner_of["w-0"]
+                gateway = pair.link("w-1")
+                (local,) = await in_game(pair.servers["w-0"].port, 1, room=room)
+                (remote,) = await in_game(pair.servers["w-1"].port, 1, room=room)
+                rr = gateway.gateway.rooms[room]
+                await wait_until(lambda: remote.player_id in rr.confirmed, "the JOINED mark")
+                await pair.cut_ops("w-0")
+                remote.send_pkt(pb.C_CHAT(msg="kept"))
+                await wait_until(lambda: len(rr.pending) == 1, "the chat to wait for its ack")
+                stale_epoch = gateway.known["w-0"] % (2 ** 64 - 1) + 1
+                packet = bytes(make_send_buffer(pb.S_CHAT(playerId=1, msg="forged")))
+                forged = (wire.down_header(room, stale_epoch, 1, 1, 0)
+                          + wire.data_segment_head(1, len(packet)) + packet
+                          + wire.ack_segment(2 ** 64 - 1, gateway.epoch, "w-1")
+                          + wire.member_segment(wire.LEFT, remote.player_id, gateway.epoch, "w-1"))
+                forger = await nats_py.connect(broker.url)
+                bad = gateway.stats["bad_messages"]
+                await forger.publish(f"netcore.r.{room}", forged)
+                await forger.publish(f"netcore.r.{room}", b"S")     # then one that is counted
+                await forger.flush()
+                await forger.close()
+                await wait_until(lambda: gateway.stats["bad_messages"] == bad + 1,
+                                 "the gateway to take both")
+                assert [op[0] for op in rr.pending] == [rr.first_seq + 1]
+                assert remote.player_id in rr.members and remote.player_id in rr.confirmed
+                # The owner reachable again: the chat that waited is resent and runs.
+                await pair.restore_ops("w-0")
+                for c in (local, remote):
+                    await c.until(lambda c=c: (remote.player_id, "kept") in c.chats)
+                assert all(m != "forged" for c in (local, remote) for _, m in c.chats)
+                await leave(local, remote)
+    run(go(), timeout=60)
