@@ -21,6 +21,7 @@ exactly those produced after its enter ran.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -57,8 +58,11 @@ class RemoteRoom:
         self.members: dict[int, object] = {}    # entered here and not left
         self.confirmed: set[int] = set()        # ... and shown in by the owner's stream
         self._sessions: list | None = []        # fan-out list, rebuilt after a change
-        # Ops not yet acknowledged: (seq, kind, member_id, data, first_sent).
+        # Ops not yet acknowledged: [seq, kind, member_id, data, first_sent,
+        # resend_due, sends, last_sent] (0: never sent; see Gateway.tick).
         self.pending: deque = deque()
+        # The earliest resend_due among pending (inf: none; 0: look now).
+        self.resend_at = math.inf
         self.next_seq = self.first_seq = _first_seq()
         self.fresh = True                       # the next op starts the numbering
         self.numbered_for = 0                   # owner epoch the seqs count for
@@ -168,15 +172,15 @@ class RemoteRoom:
         now = time.monotonic()
         for mid, member in self.members.items():
             self._append(wire.JOIN, mid, member.to_card(), now)
-        for _, kind, mid, data, _ in old:
-            self._append(kind & ~wire.FIRST, mid, data, now)
+        for op in old:
+            self._append(op[1] & ~wire.FIRST, op[2], op[3], now)
         return list(self.pending)
 
     def _append(self, kind: int, member_id: int, data: bytes, now: float):
         if self.fresh:
             kind |= wire.FIRST
             self.fresh = False
-        op = (self.next_seq, kind, member_id, data, now)
+        op = [self.next_seq, kind, member_id, data, now, 0.0, 0, 0.0]
         self.next_seq += 1
         self.pending.append(op)
         return op
@@ -193,12 +197,15 @@ class Gateway:
     their rooms' streams fanned out here."""
 
     def __init__(self, link: "ClusterLink", max_pending_ops: int, retransmit_after: float,
-                 give_up_after: float):
+                 give_up_after: float, max_backoff: float | None = None):
         self.link = link
         self.rooms: dict[int, RemoteRoom] = {}
         self.max_pending_ops = max_pending_ops
         self.retransmit_after = retransmit_after
         self.give_up_after = give_up_after
+        # An op unacknowledged for retransmit_after is sent again, and again
+        # after twice as long each time, up to max_backoff between sends.
+        self.max_backoff = max_backoff if max_backoff is not None else 8 * retransmit_after
 
     def room(self, room_id: int) -> RemoteRoom:
         rr = self.rooms.get(room_id)
@@ -226,20 +233,50 @@ class Gateway:
         op = rr._append(kind, member_id, payload, time.monotonic())
         if self._reachable(rr):
             self._send(rr, (op,))
+        else:
+            rr.resend_at = 0.0              # sent by the first tick that finds it reachable
 
     def _reachable(self, rr: RemoteRoom) -> bool:
         """Its owner's incarnation is the one its ops are numbered for."""
         return bool(rr.numbered_for) and rr.numbered_for == self.link.known.get(rr.owner)
 
-    def _send(self, rr: RemoteRoom, ops) -> None:
-        self.link.queue_ops(rr.owner, rr.numbered_for,
-                            [wire.up_op(kind, rr.room_id, seq, mid, payload)
-                             for seq, kind, mid, payload, _ in ops])
+    def _send(self, rr: RemoteRoom, ops, timed_out: bool = True) -> None:
+        self.link.queue_ops(rr.owner, rr.numbered_for, self._sent(rr, ops, timed_out))
+
+    def _sent(self, rr: RemoteRoom, ops, timed_out: bool = True) -> list:
+        """The ops encoded, each timed for its next resend: retransmit_after
+        from its first send, then twice as long after each resend that a
+        timeout made (up to max_backoff), with a little jitter so that
+        gateways do not resend together."""
+        now = time.monotonic()
+        encoded = []
+        for op in ops:
+            if timed_out or not op[6]:
+                op[6] += 1
+            delay = min(self.retransmit_after * (1 << min(op[6] - 1, 30)), self.max_backoff)
+            op[5] = now + delay * (1.0 + 0.25 * random.random())
+            op[7] = now
+            if op[5] < rr.resend_at:
+                rr.resend_at = op[5]
+            encoded.append(wire.up_op(op[1], rr.room_id, op[0], op[2], op[3]))
+        return encoded
 
     def resend(self, rr: RemoteRoom) -> None:
+        """Everything unacknowledged, now (the broker reconnected: what was in
+        flight may be lost)."""
         if rr.pending and self._reachable(rr):
             self.link.stats["ops_resent"] += len(rr.pending)
             self._send(rr, tuple(rr.pending))
+
+    def resend_expired(self, rr: RemoteRoom, now: float) -> None:
+        """Only the ops whose own resend time has come."""
+        if not rr.pending or now < rr.resend_at or not self._reachable(rr):
+            return
+        due = [op for op in rr.pending if op[5] <= now]
+        rr.resend_at = min((op[5] for op in rr.pending if op[5] > now), default=math.inf)
+        if due:
+            self.link.stats["ops_resent"] += sum(1 for op in due if op[6])
+            self._send(rr, due)
 
     def resend_all(self) -> None:
         for rr in list(self.rooms.values()):
@@ -260,14 +297,11 @@ class Gateway:
                    if rr.owner == slot and rr.numbered_for != epoch]
         ops = []
         for rr, renumbered in rebuilt:
-            ops += [wire.up_op(kind, rr.room_id, seq, mid, payload)
-                    for seq, kind, mid, payload, _ in renumbered
-                    if kind & ~wire.FIRST == wire.JOIN]
+            rr.resend_at = math.inf
+            ops += self._sent(rr, [op for op in renumbered if op[1] & ~wire.FIRST == wire.JOIN])
         ops.append(wire.up_op(wire.SYNC, 0, 0, 0))
         for rr, renumbered in rebuilt:
-            ops += [wire.up_op(kind, rr.room_id, seq, mid, payload)
-                    for seq, kind, mid, payload, _ in renumbered
-                    if kind & ~wire.FIRST != wire.JOIN]
+            ops += self._sent(rr, [op for op in renumbered if op[1] & ~wire.FIRST != wire.JOIN])
         self.link.queue_ops(slot, epoch, ops)
 
     def tick(self, now: float) -> None:
@@ -282,8 +316,8 @@ class Gateway:
                           rr.room_id, rr.owner, age, len(rr.pending))
                 rr.pending.clear()
                 self.maybe_drop(rr)
-            elif age > self.retransmit_after:
-                self.resend(rr)
+            else:
+                self.resend_expired(rr, now)
 
     # -- the streams in ---------------------------------------------------------------------
 
@@ -339,11 +373,22 @@ class Gateway:
             return
         if rr.pending and rr.pending[0][0] <= seq:
             now = time.monotonic()
+            filled = 0.0
             for op in rr.pending:
                 if op[0] > seq:
                     break
                 self.link.forward_delay.observe(now - op[4])
+                if op[6] > 1:
+                    filled = op[7]          # a resend of it ran
             rr.acked(seq)
+            if filled and rr.pending and self._reachable(rr):
+                # The owner runs ops in order and drops those past a gap: what
+                # was last sent before the resend that filled the gap, it
+                # dropped. Sent again now, not each at its own timeout.
+                behind = [op for op in rr.pending if 0.0 < op[7] < filled]
+                if behind:
+                    self.link.stats["ops_resent"] += len(behind)
+                    self._send(rr, behind, timed_out=False)
             self.maybe_drop(rr)
             if not rr.pending:
                 self.link.maybe_quiet()

@@ -416,9 +416,13 @@ class ClusterLink:
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            self.gateway.tick(now)
-            self.maybe_quiet()
-            self.owner.forget_idle_numberings(now)
+            try:
+                self.gateway.tick(now)
+                self.maybe_quiet()
+                self.owner.forget_idle_numberings(now)
+            except Exception:           # counted; the next tick runs all the same
+                self.stats["internal_errors"] += 1
+                log.exception("cluster: the resend tick failed")
 
 
 CTL_OPS = ("hello", "who", "down")

@@ -230,3 +230,109 @@ def test_a_stream_message_of_another_owner_incarnation_changes_nothing(run, tmp_
                 assert all(m != "forged" for c in (local, remote) for _, m in c.chats)
                 await leave(local, remote)
     run(go(), timeout=60)
+
+
+def test_an_owner_that_falls_behind_gets_each_op_again_only_as_it_expires(run, tmp_path):
+    """The owner takes no ops for a while (as one far behind): the gateway
+    resends each op when its own timer expires, then after twice as long
+    (not the whole window every half period), and once the owner takes them
+    again every chat runs once, in order, and each stream message carries at
+    most one ACK for the gateway."""
+    async def go():
+        with NatsProcess(tmp_path) as broker:
+            async with Pair(broker, tmp_path, retransmit_after=0.2) as pair:
+                room = pair.owner_of["w-0"]
+                link = pair.link("w-1")
+                gw = link.gateway
+                (remote,) = await in_game(pair.servers["w-1"].port, 1, room=room)
+                rr = gw.rooms[room]
+                await wait_until(lambda: remote.player_id in rr.confirmed, "the JOINED mark")
+                acks_per_message = []
+                real_on_stream = gw.on_stream
+
+                def spy(data):
+                    segs = wire.read_down(data)[5]
+                    acks_per_message.append(sum(1 for s in segs if s[0] == wire.ACK
+                                                and s[3] == "w-1"))
+                    real_on_stream(data)
+                gw.on_stream = spy
+                ticks = []
+                real_tick = gw.tick
+
+                def counting_tick(now):
+                    ticks.append(now)
+                    real_tick(now)
+                gw.tick = counting_tick
+
+                await pair.cut_ops("w-0")
+                n = 20
+                for k in range(n):
+                    remote.send_pkt(pb.C_CHAT(msg=f"m{k}"))
+                await wait_until(lambda: len(rr.pending) == n, "the chats to wait")
+                resent = link.stats["ops_resent"]
+                start = len(ticks)
+                # 12 ticks of 0.1 s: 6 retransmit periods. Each op is due at
+                # 0.2 s, then 0.4 s later, then 0.8 s later: at most 3 sends
+                # after the first (the old whole-window resend: one per tick).
+                await wait_until(lambda: len(ticks) >= start + 12, "12 ticks")
+                again = link.stats["ops_resent"] - resent
+                assert n <= again <= 3 * n, again
+                await pair.restore_ops("w-0")
+                await remote.until(lambda: len(remote.chats) >= n, timeout=20)
+                assert [m for _, m in remote.chats] == [f"m{k}" for k in range(n)]
+                await wait_until(lambda: not rr.pending, "every ack")
+                assert max(acks_per_message) == 1, acks_per_message
+                await leave(remote)
+    run(go(), timeout=60)
+
+
+def test_a_duplicate_is_acknowledged_only_after_its_original_ran(run, tmp_path):
+    """An op and its resend reach a busy owner together (its room's queue
+    spends its slice on other work first): no ACK of that op may reach the
+    gateway before the packets the op produced."""
+    import time as _time
+
+    def busy(seconds):
+        end = _time.perf_counter() + seconds
+        while _time.perf_counter() < end:     # a room job that takes a while (load)
+            pass
+
+    async def go():
+        with NatsProcess(tmp_path) as broker:
+            async with Pair(broker, tmp_path) as pair:
+                room = pair.owner_of["w-0"]
+                owner, gateway = pair.link("w-0"), pair.link("w-1")
+                (remote,) = await in_game(pair.servers["w-1"].port, 1, room=room)
+                rr = gateway.gateway.rooms[room]
+                await wait_until(lambda: remote.player_id in rr.confirmed and not rr.pending,
+                                 "the JOIN acknowledged")
+                owner_room = pair.servers["w-0"].rooms.get(room)
+                events = []
+                real_on_stream = gateway.gateway.on_stream
+
+                def spy(data):
+                    for seg in wire.read_down(data)[5]:
+                        if seg[0] == wire.DATA:
+                            events.append("data")
+                        elif seg[0] == wire.ACK and seg[3] == "w-1":
+                            events.append(("ack", seg[1]))
+                    real_on_stream(data)
+                gateway.gateway.on_stream = spy
+                real_on_ops = owner.owner.on_ops
+
+                def busy_first(gw, ops):
+                    owner_room.do_async(busy, 0.02)       # past the room's 5 ms slice
+                    real_on_ops(gw, ops)
+                owner.owner.on_ops = busy_first
+
+                member = rr.members[remote.player_id]
+                rr.do_async(rr.chat, member, "twice")
+                gateway.gateway.resend(rr)              # the same op again, same message
+                seq = rr.pending[-1][0]
+                await remote.until(lambda: (remote.player_id, "twice") in remote.chats)
+                await wait_until(lambda: not rr.pending, "the ack")
+                acks = [i for i, e in enumerate(events) if e != "data" and e[1] >= seq]
+                assert "data" in events and acks, events
+                assert events.index("data") < acks[0], events
+                await leave(remote)
+    run(go(), timeout=60)
