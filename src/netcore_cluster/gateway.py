@@ -310,14 +310,48 @@ class Gateway:
             if not rr.pending:
                 continue
             age = now - rr.pending[0][4]
-            if age > self.give_up_after:
-                self.link.stats["ops_given_up"] += len(rr.pending)
-                log.error("cluster: room %d: owner %s silent for %.0f s; %d ops dropped",
-                          rr.room_id, rr.owner, age, len(rr.pending))
-                rr.pending.clear()
-                self.maybe_drop(rr)
+            if age > self.give_up_after and (rr.members or any(
+                    op[1] & ~wire.FIRST != wire.LEAVE for op in rr.pending)):
+                self.give_up(rr, age)
             else:
                 self.resend_expired(rr, now)
+
+    def give_up(self, rr: RemoteRoom, age: float) -> None:
+        """The owner has not acknowledged for give_up_after: its ops are
+        dropped (counted), and the room here is left in a defined state. Its
+        members here are disconnected with the reason (they missed their own
+        ops, and maybe the room's packets: never left in game hearing
+        nothing), and a new numbering starts with a LEAVE of every member the
+        dropped ops were about, resent (with backoff, never given up) until
+        the owner takes them or its incarnation ends: an owner that comes back
+        as the same incarnation removes them, one that restarted never had
+        them. Later enters here join that numbering, behind the LEAVEs."""
+        stats = self.link.stats
+        gone = {op[2] for op in rr.pending} | set(rr.members)
+        members = list(rr.members.values())
+        stats["ops_given_up"] += len(rr.pending)
+        stats["members_given_up"] += len(members)
+        log.error("cluster: room %d: owner %s silent for %.0f s; %d ops dropped, %d members "
+                  "here disconnected", rr.room_id, rr.owner, age, len(rr.pending), len(members))
+        rr.pending.clear()
+        rr.members.clear()
+        rr.confirmed.clear()
+        rr._sessions = None
+        rr.next_seq = rr.first_seq = _first_seq()
+        rr.fresh = True
+        rr.resend_at = math.inf
+        detail = f"room {rr.room_id}: its owner {rr.owner} did not answer for {age:.0f} s"
+        for member in members:
+            session = member.session
+            if session is not None:
+                session.disconnect(DisconnectReason.LOST_PACKETS, detail)
+        now = time.monotonic()
+        leaves = [rr._append(wire.LEAVE, mid, b"", now) for mid in sorted(gone)]
+        if leaves and self._reachable(rr):
+            self._send(rr, leaves)
+        elif leaves:
+            rr.resend_at = 0.0
+        self.maybe_drop(rr)
 
     # -- the streams in ---------------------------------------------------------------------
 

@@ -336,3 +336,37 @@ def test_a_duplicate_is_acknowledged_only_after_its_original_ran(run, tmp_path):
                 assert events.index("data") < acks[0], events
                 await leave(remote)
     run(go(), timeout=60)
+
+
+def test_giving_up_on_an_owner_disconnects_its_members_here_and_the_room_works_after(
+        run, tmp_path):
+    """An owner that takes no ops for give_up_after (same incarnation: it
+    does not restart): the gateway's members there are disconnected, the
+    owner is told they left once it takes ops again, and the room's later
+    ops (a new player's enter and chat) run, not dropped as out of order."""
+    async def go():
+        with NatsProcess(tmp_path) as broker:
+            async with Pair(broker, tmp_path, retransmit_after=0.2,
+                            give_up_after=1.0) as pair:
+                room = pair.owner_of["w-0"]
+                link = pair.link("w-1")
+                (local,) = await in_game(pair.servers["w-0"].port, 1, room=room)
+                (remote,) = await in_game(pair.servers["w-1"].port, 1, room=room)
+                rr = link.gateway.rooms[room]
+                await wait_until(lambda: remote.player_id in rr.confirmed, "the JOINED mark")
+                owner_room = pair.servers["w-0"].rooms.get(room)
+                await pair.cut_ops("w-0")
+                remote.send_pkt(pb.C_CHAT(msg="unanswered"))
+                await remote.until(lambda: remote.reason is not None, timeout=20)
+                assert link.stats["members_given_up"] == 1
+                assert link.stats["ops_given_up"] == 1
+                await pair.restore_ops("w-0")
+                await wait_until(lambda: remote.player_id not in owner_room.players,
+                                 "the owner to hear that it left")
+                (fresh,) = await in_game(pair.servers["w-1"].port, 1, room=room)
+                fresh.send_pkt(pb.C_CHAT(msg="after"))
+                for c in (local, fresh):
+                    await c.until(lambda c=c: (fresh.player_id, "after") in c.chats)
+                assert all(m != "unanswered" for _, m in local.chats)
+                await leave(local, fresh)
+    run(go(), timeout=60)
