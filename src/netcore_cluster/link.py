@@ -33,6 +33,7 @@ import time
 from collections import Counter
 
 from netcore_cluster import wire
+from netcore_cluster.auth import NatsAuth, redact_url, take_inherited
 from netcore_cluster.gateway import Gateway, RemoteRoom
 from netcore_cluster.metrics import Histogram
 from netcore_cluster.owner import Owner, RoomStream
@@ -52,13 +53,17 @@ class ClusterLink:
                  prefix: str = "netcore", max_pending_ops: int = 10000,
                  retransmit_after: float = 1.0, give_up_after: float = 30.0,
                  rebuild_timeout: float = 2.0, sub_pending_bytes: int = 64 << 20,
-                 max_outbox_bytes: int = 64 << 20, epoch: int | None = None):
+                 max_outbox_bytes: int = 64 << 20, epoch: int | None = None,
+                 auth: "NatsAuth | None" = None):
+        """auth: how to authenticate to the servers (auth.NatsAuth). A worker
+        whose supervisor handed it credentials (auth.ENV_FD) uses those."""
         if slot not in cmap.slots:
             raise ValueError(f"slot {slot} is not in the cluster {cmap}")
         self.cmap = cmap
         self.placement = Placement(cmap)
         self.slot = slot
         self.servers = list(servers)
+        self.auth = take_inherited() or auth or NatsAuth()
         self.prefix = prefix
         self.epoch = epoch or (int.from_bytes(os.urandom(8), "little") >> 1) or 1
         self.sub_pending_bytes = sub_pending_bytes
@@ -102,7 +107,8 @@ class ClusterLink:
             allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
             connect_timeout=2, ping_interval=5, max_outstanding_pings=3,
             error_cb=self._on_error, disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected, pending_size=32 << 20)
+            reconnected_cb=self._on_reconnected, pending_size=32 << 20,
+            **self.auth.check().connect_options())
         self.max_message = self.nc.max_payload - 256
         await self.nc.subscribe(f"{self.prefix}.w.{self.slot}", cb=self._on_up_msg,
                                 pending_bytes_limit=self.sub_pending_bytes)
@@ -113,8 +119,8 @@ class ClusterLink:
         self._ctl("hello")
         self._ctl("who")
         await self.nc.flush()
-        log.info("cluster: %s (epoch %x) on %s, cluster %s", self.slot, self.epoch,
-                 ",".join(self.servers), self.cmap)
+        log.info("cluster: %s (epoch %x) on %s (%s), cluster %s", self.slot, self.epoch,
+                 ",".join(redact_url(u) for u in self.servers), self.auth.describe(), self.cmap)
         return self
 
     async def quiesce(self, timeout: float = 5.0) -> bool:
