@@ -66,6 +66,20 @@ class NatsAuth:
         return f"NatsAuth({self.describe()})"
 
     @classmethod
+    def from_settings(cls, settings, prefix: str = "nats_") -> "NatsAuth":
+        """From any object with attributes `<prefix><field>` (the game's
+        ServerConfig: nats_user, nats_password, nats_token,
+        nats_nkey_seed_file, nats_creds_file, nats_tls, nats_tls_ca_file,
+        nats_tls_cert_file, nats_tls_key_file, nats_tls_hostname); a missing
+        attribute is the field's default."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            value = getattr(settings, prefix + f.name, None)
+            if value is not None:
+                values[f.name] = value
+        return cls(**values)
+
+    @classmethod
     def generate(cls, user: str = "netcore") -> "NatsAuth":
         """A user and a random password for one run of a private broker."""
         return cls(user=user, password=secrets.token_urlsafe(32))

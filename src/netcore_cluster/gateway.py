@@ -303,6 +303,8 @@ class Gateway:
         for rr, renumbered in rebuilt:
             ops += self._sent(rr, [op for op in renumbered if op[1] & ~wire.FIRST != wire.JOIN])
         self.link.queue_ops(slot, epoch, ops)
+        for rr, _ in rebuilt:
+            self.maybe_drop(rr)         # only LEAVEs waited (after a give-up): nothing to redo
 
     def tick(self, now: float) -> None:
         """Resend what waits too long; give up on an owner silent for far longer."""

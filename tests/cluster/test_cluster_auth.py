@@ -227,3 +227,79 @@ def test_a_worker_takes_inherited_credentials_once():
     with pytest.raises(OSError):
         os.fstat(fd)                    # closed once read
     assert take_inherited(environ) is None
+
+
+def operator_setup(tmp_path):
+    """An operator, an account and a user of it, as nsc would make them: the
+    server's operator-mode configuration and the user's .creds file."""
+    import base64
+    import hashlib
+    import json
+    import time
+    nkeys = pytest.importorskip("nkeys", reason="the .creds form needs nkeys (pip install nkeys)")
+
+    def b64(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    def keypair(prefix):
+        seed = nkeys.encode_seed(os.urandom(32), prefix)
+        return seed, nkeys.from_seed(bytearray(seed))
+
+    def jwt(signer, subject, name, nats_claims):
+        claims = {"iat": int(time.time()), "iss": signer.public_key.decode(), "name": name,
+                  "sub": subject, "nats": {**nats_claims, "version": 2}}
+        claims["jti"] = base64.b32encode(hashlib.sha256(json.dumps(claims).encode())
+                                         .digest()).decode().rstrip("=")
+        head = b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+        body = b64(json.dumps(claims).encode())
+        return f"{head}.{body}.{b64(signer.sign(f'{head}.{body}'.encode()))}"
+
+    _, operator = keypair(nkeys.PREFIX_BYTE_OPERATOR)
+    _, account = keypair(nkeys.PREFIX_BYTE_ACCOUNT)
+    user_seed, user = keypair(nkeys.PREFIX_BYTE_USER)
+    unlimited = {"subs": -1, "data": -1, "payload": -1}
+    operator_jwt = jwt(operator, operator.public_key.decode(), "netcore-test",
+                       {"type": "operator"})
+    account_jwt = jwt(operator, account.public_key.decode(), "game",
+                      {"type": "account", "limits": {**unlimited, "imports": -1, "exports": -1,
+                                                     "wildcards": True, "conn": -1,
+                                                     "leaf": -1}})
+    user_jwt = jwt(account, user.public_key.decode(), "worker",
+                   {"type": "user", "pub": {}, "sub": {}, **unlimited})
+    creds = tmp_path / "worker.creds"
+    creds.write_text(f"-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n"
+                     f"-----BEGIN USER NKEY SEED-----\n{user_seed.decode()}\n"
+                     f"------END USER NKEY SEED------\n")
+    config = (f'operator: "{operator_jwt}"\nresolver: MEMORY\n'
+              f'resolver_preload: {{\n  {account.public_key.decode()}: "{account_jwt}"\n}}\n')
+    return config, str(creds)
+
+
+def test_workers_use_a_creds_file(run, tmp_path):
+    config, creds = operator_setup(tmp_path)
+    auth = NatsAuth(creds_file=creds)
+
+    async def go():
+        with NatsProcess(tmp_path, config=config) as broker:
+            assert await refused(broker.url) is not None
+            async with Pair(broker, tmp_path, auth=auth) as pair:
+                room = pair.owner_of["w-0"]
+                (local,) = await in_game(pair.servers["w-0"].port, 1, room=room)
+                (remote,) = await in_game(pair.servers["w-1"].port, 1, room=room)
+                remote.send_pkt(pb.C_CHAT(msg="over creds"))
+                for c in (local, remote):
+                    await c.until(lambda c=c: (remote.player_id, "over creds") in c.chats)
+                await leave(local, remote)
+    run(go(), timeout=60)
+
+
+def test_settings_become_credentials():
+    class Settings:
+        nats_user = "game"
+        nats_password = "pw"
+        nats_tls_ca_file = "/etc/ssl/ca.pem"
+        port = 7777
+    auth = NatsAuth.from_settings(Settings())
+    assert auth == NatsAuth(user="game", password="pw", tls_ca_file="/etc/ssl/ca.pem")
+    assert auth.uses_tls
+    assert NatsAuth.from_settings(object()) == NatsAuth()
