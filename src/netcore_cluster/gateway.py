@@ -17,6 +17,18 @@ anew (after the last one went idle) needs no agreement with the owner about
 where the old numbering ended, and the owner may forget idle numberings. A member starts
 receiving the room's packets at the JOINED mark the owner put in the stream:
 exactly those produced after its enter ran.
+
+Resending. Each op is resent when its own timer expires (retransmit_after,
+then twice as long after each resend, up to max_backoff), never the whole
+window on every tick: an owner that is merely behind gets each op a few
+times at most. The owner drops ops past a gap, so the ack of a resent op
+makes the ops sent before that resend go again at once. After give_up_after
+without an ack the room is left in a defined state (Gateway.give_up): its
+members here are disconnected, and a new numbering tells the owner they left.
+
+Trust. A stream message is taken only from the owner incarnation the ops are
+numbered for, an ACK only within the current numbering, and only once the
+whole message has parsed (packets whole, as many as each segment says).
 """
 from __future__ import annotations
 
