@@ -243,8 +243,11 @@ class ClusterLink:
         if op == "hello":
             if slot == self.slot:
                 if epoch != self.epoch:
-                    log.error("cluster: another worker says it is %s: two nodes with "
-                              "the same --node-id?", slot)
+                    self.stats["slot_conflicts"] += 1
+                    n = self.stats["slot_conflicts"]
+                    if n & (n - 1) == 0:
+                        log.error("cluster: another worker says it is %s: two nodes with "
+                                  "the same --node-id? (%d times so far)", slot, n)
                 return
             if cluster != str(self.cmap):
                 log.error("cluster: %s runs cluster %s, this worker %s: rooms will be "

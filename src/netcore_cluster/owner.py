@@ -274,9 +274,11 @@ class Owner:
         stats = self.link.stats
         if not self.link.owns(room_id):
             stats["ops_misrouted"] += 1
-            log.error("cluster: %s sent an op for room %d, which %s owns, not %s: "
-                      "do all nodes have the same --cluster?", gateway[0], room_id,
-                      self.link.placement.owner(room_id), self.link.slot)
+            n = stats["ops_misrouted"]
+            if n & (n - 1) == 0:                # the first, then at every power of two
+                log.error("cluster: %s sent an op for room %d, which %s owns, not %s: "
+                          "do all nodes have the same --cluster? (%d so far)", gateway[0],
+                          room_id, self.link.placement.owner(room_id), self.link.slot, n)
             return
         rooms = self.applied.setdefault(gateway, {})
         entry = rooms.get(room_id)
