@@ -42,8 +42,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from netcore_packets import Protocol_pb2 as pb                    # noqa: E402
 from netcore_packets.client_dispatch import PACKET_IDS            # noqa: E402
 
-from netcore_game.db import Database, SQLiteDatabase             # noqa: E402
-from netcore_game.passwords import DEFAULT_N, hash_password, verify_password  # noqa: E402
+from netcore_server.db import Database, SQLiteDatabase             # noqa: E402
+from netcore_server.passwords import DEFAULT_N, hash_password, verify_password  # noqa: E402
 
 C_LOGIN, S_LOGIN = PACKET_IDS["C_LOGIN"], PACKET_IDS["S_LOGIN"]
 SERVER_CORE, LOAD_CORE = "0", "1"
@@ -181,7 +181,7 @@ def main() -> int:
                 if name == "sqlite":
                     db = SQLiteDatabase(tmp / "direct.db", scrypt_n=CHEAP_N)
                 else:
-                    from netcore_game.db_postgres import PostgresDatabase
+                    from netcore_server.db_postgres import PostgresDatabase
                     db = PostgresDatabase(db_arg, scrypt_n=CHEAP_N)
                 results[name]["direct"] = asyncio.run(direct(db, args.direct, run_tag + "d"))
     finally:

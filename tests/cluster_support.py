@@ -15,9 +15,9 @@ import pytest
 from netcore_cluster.link import ClusterLink
 from netcore_cluster.natsd import NatsServerMissing, find_nats_server, free_port
 from netcore_cluster.placement import ClusterMap, Placement
-from netcore_game.db import SQLiteDatabase
 from netcore_game.server import GameServer, ServerConfig
-from netcore_game.workers import ID_SPACE_BITS
+from netcore_server.db import SQLiteDatabase
+from netcore_server.workers import ID_SPACE_BITS
 from netcore_packets import Protocol_pb2 as pb
 
 from game_support import ServerProcess, connect, leave
@@ -195,13 +195,14 @@ class Pair:
     own ClusterLink to a real nats-server: w-0 and w-1; `owner_of[slot]` a
     room that slot owns."""
 
-    def __init__(self, nats, tmp_path, **link_options):
+    def __init__(self, nats, tmp_path, game=None, **link_options):
+        """game: a netcore_server Game (default: the chat, netcore-server's)."""
         self.servers = {}
         for i, slot in enumerate(PAIR_MAP.slots):
             link = ClusterLink(PAIR_MAP, slot, [nats.url], rebuild_timeout=0.5, **link_options)
             db = SQLiteDatabase(tmp_path / f"{slot}.db", scrypt_n=2 ** 10)
             self.servers[slot] = GameServer(ServerConfig(port=0), db, link=link,
-                                            player_id_base=(i + 1) << 32)
+                                            player_id_base=(i + 1) << 32, game=game)
         placement = self.servers["w-0"].link.placement
         self.owner_of = {slot: next(r for r in range(100) if placement.owner(r) == slot)
                          for slot in PAIR_MAP.slots}

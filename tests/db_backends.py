@@ -10,7 +10,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from netcore_game.db import SCHEMA_VERSION, SQLiteDatabase
+from netcore_server.db import SCHEMA_VERSION, SQLiteDatabase
 
 SMALL_N = 2 ** 10           # scrypt cost for tests: fast, the same code path
 
@@ -82,7 +82,7 @@ class PostgresBackend:
         return self.cluster.url(self.dbname)
 
     def database(self, cls=None, **kwargs):
-        from netcore_game.db_postgres import PostgresDatabase
+        from netcore_server.db_postgres import PostgresDatabase
         kwargs.setdefault("scrypt_n", SMALL_N)
         return (cls or PostgresDatabase)(self.db_arg, **kwargs)
 

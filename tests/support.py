@@ -2,6 +2,7 @@
 import asyncio
 import contextlib
 import gc
+import socket
 import struct
 
 from netcore import PacketSession, make_packet
@@ -112,6 +113,25 @@ class ServerSessions:
 
 async def raw_client(port):
     return await asyncio.open_connection("127.0.0.1", port)
+
+
+def stingy_socket():
+    """A client socket that takes as little as it can (TCP_MAXSEG: Linux): a 4 KiB receive buffer
+    and 536-byte segments, so that the kernels on both sides hold only about
+    100 KB of what the server sends it (rather than megabytes on loopback)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if hasattr(socket, "TCP_MAXSEG"):       # not on Windows
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    sock.setblocking(False)
+    return sock
+
+
+async def stingy_connection(port):
+    """A connected stingy_socket()."""
+    sock = stingy_socket()
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return sock
 
 
 async def closed_by_peer(reader) -> bool:

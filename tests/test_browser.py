@@ -5,7 +5,7 @@ import socket
 
 from netcore_packets import Protocol_pb2 as pb
 
-from netcore_game.db import SQLiteDatabase
+from netcore_server.db import SQLiteDatabase
 from netcore_game.server import GameServer, ServerConfig
 
 from browser_support import Chromium

@@ -20,9 +20,10 @@ from netcore import demo
 from netcore.loop import uvloop_available
 from netcore_dummy import cli as dummy_cli
 from netcore_game import cli
-from netcore_game.db import SQLiteDatabase
-from netcore_game.server import GameServer, ServerConfig, StartupError
-from netcore_game.settings import fields_of
+from netcore_server.db import SQLiteDatabase
+from netcore_game.server import GameServer, ServerConfig
+from netcore_server import StartupError
+from netcore_server.settings import fields_of
 from netcore_tools import codegen, gen_handlers, new_project
 
 from game_support import ServerProcess
@@ -417,5 +418,5 @@ def test_wait_for_never_loses_a_cancellation_that_lands_as_its_future_completes(
     ("/var/lib/netcore/game.db", "/var/lib/netcore/game.db"),
 ])
 def test_a_database_is_shown_without_its_password(given, shown):
-    from netcore_game.db import describe_database
+    from netcore_server.db import describe_database
     assert describe_database(given) == shown

@@ -9,7 +9,8 @@ import pytest
 import netcore
 from netcore import DisconnectReason, ServerService
 from netcore.addresses import address_key, parse_networks
-from support import Echo, FakeTransport, Recorder, ServerSessions
+from netcore.session import flush_due
+from support import Echo, FakeTransport, Recorder, ServerSessions, raw_client
 
 
 async def dial(port, host="127.0.0.1"):
@@ -194,4 +195,43 @@ def test_without_a_total_bound_nobody_is_cut(run):
         s.connection_lost(None)
         assert service.pending_bytes == 0
 
+    run(go())
+
+
+class BrokenTransport(FakeTransport):
+    """A transport whose write raises, as uvloop's does once it has closed a
+    transport itself (every later call on it is refused)."""
+
+    def write(self, data):
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+
+@pytest.mark.parametrize("ending", ["flush", "graceful close"])
+def test_bytes_a_failed_write_took_leave_the_total_and_nobody_else_is_cut(run, ending):
+    # The queue is emptied into one bytes object, then the write raises: the
+    # bytes are gone either way, and must leave the server-wide total too.
+    # Counted there still, they would cut off a session that holds nothing
+    # near the bound.
+    async def go():
+        made = ServerSessions(Recorder)
+        async with ServerService(made, max_pending_bytes_total=10_000) as server:
+            reader, writer = await raw_client(server.port)
+            (innocent,) = await made.wait_count(1)
+            broken = server._accept()
+            broken.connection_made(BrokenTransport())     # of the same service and flusher
+            broken.send(data(6000))
+            assert server.pending_bytes == 6000
+            if ending == "flush":
+                flush_due()                               # the flusher's run: the write raises
+                assert broken.close_reason.kind is DisconnectReason.CONNECTION_ERROR
+                assert "write failed" in broken.close_reason.detail
+            else:
+                broken.disconnect()                       # its final flush raises
+                assert broken.close_reason.kind is DisconnectReason.CLOSED
+            assert server.pending_bytes == 0
+            innocent.send(data(5000))                     # far from the bound by itself
+            assert innocent.close_reason is None and server.shed_sessions == 0
+            assert await reader.readexactly(5000) == bytes(data(5000))
+            broken.connection_lost(None)
+            writer.close()
     run(go())

@@ -251,6 +251,59 @@ def test_a_read_of_many_packets_is_handled_a_cap_at_a_time():
     netcore.run(go(), "asyncio")
 
 
+
+# A capped read of 100 packets of 604 bytes (60 KB) with the start of one
+# more behind them: a tail of one byte (the next header not even whole), or
+# 700 bytes of a 1004-byte packet. Once the backlog has drained the session
+# keeps the tail, in a buffer sized for it: not the backlog's.
+BACKLOG = b"".join(packet(1004, bytes([i]) * 600) for i in range(100))
+NEXT = packet(1005, b"n" * 1000)
+TAILS = {"one byte": (1, 512), "part of a packet": (700, len(NEXT))}    # -> memory kept
+
+
+@pytest.mark.parametrize("tail", TAILS)
+def test_a_tail_left_behind_a_drained_backlog_keeps_only_what_it_needs(tail):
+    cut, kept = TAILS[tail]
+
+    async def go():
+        s = Recorder()
+        s.set_limits(max_packets_per_read=10)
+        t = FakeTransport()
+        s.connection_made(t)
+        data = BACKLOG + NEXT[:cut]
+        buf = s.get_buffer(-1)
+        buf[:len(data)] = data
+        s.buffer_updated(len(data))                     # one read: 10 now, 90 waiting
+        assert len(s.packets) == 10 and s.recv_buffer_size > 50_000
+        await s.wait_packets(100)
+        assert t.reading                                # drained: reading again
+        assert s.recv_buffer_size == kept               # not the backlog's 54 KB
+        feed(s, NEXT[cut:])
+        assert s.packets[-1] == (1005, b"n" * 1000) and s.recv_buffer_size == 0
+    netcore.run(go(), "asyncio")
+
+
+@pytest.mark.parametrize("tail", TAILS)
+def test_a_tail_behind_a_backlog_read_from_a_socket_keeps_only_what_it_needs(run, tail):
+    # The same over a real connection, written at once (whether it is read
+    # at once is up to the kernel: the bound holds either way).
+    cut, kept = TAILS[tail]
+
+    async def go():
+        made = ServerSessions(Recorder)
+        async with ServerService(made, max_packets_per_read=10) as server:
+            reader, writer = await raw_client(server.port)
+            writer.write(BACKLOG + NEXT[:cut])
+            (s,) = await made.wait_count(1)
+            await s.wait_packets(100)
+            assert s.recv_buffer_size <= kept
+            writer.write(NEXT[cut:])
+            await s.wait_packets(101)
+            assert s.packets[-1] == (1005, b"n" * 1000) and s.recv_buffer_size == 0
+            writer.close()
+    run(go())
+
+
 # -- the shared receive scratch: never overwritten while it is parsed --------
 
 class Relay(Recorder):

@@ -148,3 +148,32 @@ def test_the_defaults_follow_the_loop(run, loop_kind):
 def test_an_unknown_tcp_transport_is_refused(bad):
     with pytest.raises(ValueError, match="tcp_transport must be one of auto, netcore, loop"):
         ServerService(ServerSessions(), tcp_transport=bad)
+
+
+def test_out_of_descriptors_a_shedding_pass_closes_one_batch_and_returns():
+    # A pass (ListenSocket._shed_pending: what accept does on EMFILE) that
+    # ran until the backlog was empty would hold the event loop for as long
+    # as a connect flood kept refilling it. 300 pending: one pass sheds one
+    # batch (128, service.pxd SHED_BATCH); the rest waits for the next.
+    from netcore.service import ListenSocket
+    server = ListenSocket(socket.AF_INET, socket.SOCK_STREAM)
+    clients = []
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1024)
+        clients = [socket.create_connection(server.getsockname()) for _ in range(300)]
+        server._shed_pending()
+        server.setblocking(False)
+        left = 0
+        while True:
+            try:
+                conn, _ = server.accept()
+            except BlockingIOError:
+                break
+            conn.close()
+            left += 1
+        assert left == 300 - 128
+    finally:
+        for c in clients:
+            c.close()
+        server.close()

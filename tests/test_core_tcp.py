@@ -13,7 +13,9 @@ import pytest
 from netcore import DisconnectReason, ServerService, make_packet
 from netcore.service import ListenSocket
 from netcore.tcp import TcpAcceptor, TcpPoller, TcpTransport
-from support import Echo, Recorder, ServerSessions, closed_by_peer, packet, raw_client
+from support import (
+    Echo, Recorder, ServerSessions, closed_by_peer, packet, raw_client, stingy_connection,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="netcore's TCP path is Linux's")
@@ -365,4 +367,54 @@ def test_the_transports_socket_cannot_be_made_blocking_and_it_is_not_made_by_han
                 sock.setblocking(True)
             writer.close()
             await s.wait_gone()
+    run(main())
+
+
+# -- every graceful close has a deadline ------------------------------------------------
+
+LINGER_S = 3.0              # session.pxd: LINGER_MS
+
+
+class Unread(Recorder):
+    """Queues `size` bytes for its peer once connected; `paused` once its
+    transport holds some of them (past the high-water mark)."""
+
+    size = 900_000          # under max_pending_bytes (1 MiB): nobody is a slow consumer
+
+    def __init__(self):
+        super().__init__()
+        self.paused = False
+
+    def pause_writing(self):
+        super().pause_writing()
+        self.paused = True
+        self._changed.set()
+
+    def on_connected(self):
+        super().on_connected()
+        body = b"u" * 59_996
+        for _ in range(self.size // 60_000):
+            self.send(make_packet(7, body))
+
+
+@pytest.mark.parametrize("transport", ["netcore", "loop"])
+def test_a_peer_that_half_closes_and_reads_nothing_is_cut_off_after_the_linger(run, transport):
+    # Its FIN comes while the transport still holds output for it; it never
+    # reads. The close that follows its FIN waits for a drain that never
+    # comes: without a deadline the session, its buffers and (in a game) its
+    # room place are held for ever.
+    async def main():
+        made = ServerSessions(Unread)
+        async with ServerService(made, tcp_transport=transport) as server:
+            sock = await stingy_connection(server.port)
+            (s,) = await made.wait_count(1)
+            await s.until(lambda: s.paused)         # the kernels are full, the transport holds
+            loop = asyncio.get_running_loop()
+            sock.shutdown(socket.SHUT_WR)
+            began = loop.time()
+            reason = await s.wait_gone(timeout=LINGER_S + 7)
+            assert reason.kind is DisconnectReason.PEER_CLOSED
+            assert loop.time() - began >= LINGER_S - 0.5         # it had its linger
+            assert server.sessions == {} and server.pending_bytes == 0
+            sock.close()
     run(main())

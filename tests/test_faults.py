@@ -20,7 +20,8 @@ import netcore
 from netcore_packets import Protocol_pb2 as pb
 
 import netcore_game.server_handlers
-from netcore_game.db import SQLiteDatabase
+import netcore_server.handlers
+from netcore_server.db import SQLiteDatabase
 from netcore_game.server import GameServer, ServerConfig
 from db_backends import ACCOUNT_ROWS, CHARACTER_NAMES_OF, CHARACTER_ROWS, SLOTS_OF_EVERY_ACCOUNT
 from game_support import ServerProcess, connect, in_game, leave
@@ -186,7 +187,7 @@ def test_postgres_without_asyncpg_says_what_to_install(tmp_path):
 def test_a_migration_lock_held_past_the_statement_timeout_is_a_clear_error(tmp_path, pg_backend):
     """Another starter holding the migration lock for too long (the analogue
     of SQLite's file locked by another process): one line, exit 2."""
-    from netcore_game.db_postgres import MIGRATION_LOCK
+    from netcore_server.db_postgres import MIGRATION_LOCK
     make_db(None, "alice", backend=pg_backend)
     with pg_backend.cluster.hold(pg_backend.dbname,
                                  f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"):
@@ -349,14 +350,14 @@ def test_a_fault_answering_a_named_login_closes_that_session_only(run, tmp_path,
     """The answer to a named login is sent after the database, outside any
     packet handler: a fault there still closes that session as a handler
     error, logged, instead of leaving the client waiting for ever."""
-    real = netcore_game.server_handlers.finish_login
+    real = netcore_server.handlers.finish_login
 
     def finish_login(session, account, characters, **kw):
         if account == "doomed":
             raise RuntimeError("a bug after the database")
         return real(session, account, characters, **kw)
 
-    monkeypatch.setattr(netcore_game.server_handlers, "finish_login", finish_login)
+    monkeypatch.setattr(netcore_server.handlers, "finish_login", finish_login)
 
     async def go():
         async with GameServer(ServerConfig(port=0),

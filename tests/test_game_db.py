@@ -16,11 +16,11 @@ import pytest
 
 from netcore_packets import Protocol_pb2 as pb
 
-import netcore_game.db
-from netcore_game.db import (
+import netcore_server.db
+from netcore_server.db import (
     SCHEMA_VERSION, DatabaseError, LoginResult, LoginStatus, SQLiteDatabase,
 )
-from netcore_game.passwords import hash_password, verify_password
+from netcore_server.passwords import hash_password, verify_password
 from netcore_game.server import GameServer, ServerConfig
 from db_backends import ACCOUNT_ROWS, CHARACTER_ROWS, SMALL_N
 from game_support import connect, in_game
@@ -49,7 +49,7 @@ def test_the_schema_is_created_once_and_versioned(run, backend):
         again = await db.login("bob", "pw")
         assert again.status is LoginStatus.OK and again.characters == first.characters
         assert [(c.name, c.player_type) for c in again.characters] == list(
-            netcore_game.db.DEFAULT_CHARACTERS)
+            netcore_server.db.DEFAULT_CHARACTERS)
         assert await db.login("bob", "nope") == LoginResult(LoginStatus.WRONG_PASSWORD)
         await db.close()
 
@@ -118,7 +118,7 @@ def test_postgres_hashes_on_threads_and_queries_on_the_loop(run, pg_backend, mon
     import asyncpg
     backend = pg_backend
 
-    import netcore_game.db_postgres as pg
+    import netcore_server.db_postgres as pg
     hashed, queried = [], []
     for name in ("hash_password", "verify_password"):
         real = getattr(pg, name)
@@ -148,9 +148,9 @@ def test_postgres_hashes_on_threads_and_queries_on_the_loop(run, pg_backend, mon
 
 
 def test_a_login_whose_client_has_gone_is_not_hashed(run, backend, monkeypatch):
-    module = netcore_game.db
+    module = netcore_server.db
     if backend.name == "postgres":
-        import netcore_game.db_postgres as module
+        import netcore_server.db_postgres as module
     hashes = []
     for name in ("hash_password", "verify_password"):
         real = getattr(module, name)
@@ -203,11 +203,11 @@ def test_concurrent_account_creation_makes_one_account(run, backend):
 
 RACER = textwrap.dedent("""
     import asyncio, json, sys
-    from netcore_game.db import SQLiteDatabase
+    from netcore_server.db import SQLiteDatabase
 
     async def main(db_arg, racers):
         if db_arg.startswith("postgresql://"):
-            from netcore_game.db_postgres import PostgresDatabase
+            from netcore_server.db_postgres import PostgresDatabase
             db = PostgresDatabase(db_arg, scrypt_n=1024)
         else:
             db = SQLiteDatabase(db_arg, scrypt_n=1024)
@@ -415,7 +415,7 @@ def test_an_account_deleted_while_a_racer_creates_it_is_a_database_error(run, pg
     """Lost the race for a name, and the winner's account deleted by hand
     before it could be read: that login fails as a database error (the
     server answers success=false), never with an IndexError."""
-    import netcore_game.db_postgres as pg
+    import netcore_server.db_postgres as pg
 
     class Unlucky(pg.PostgresDatabase):
         fetched = 0

@@ -1,6 +1,7 @@
 """Server lifetime: clean shutdown under load, no leaked sessions or players, rooms."""
 import asyncio
 import collections
+import dataclasses
 import gc
 import signal
 import weakref
@@ -9,9 +10,10 @@ from netcore import DisconnectReason
 from netcore_packets import Protocol_pb2 as pb
 
 import netcore_game.server
-from netcore_game.db import SQLiteDatabase
+from netcore_game.game import CHAT
+from netcore_server.db import SQLiteDatabase
 from netcore_game.server import GameServer, ServerConfig
-from netcore_game.session import GameSession
+from netcore_server.session import GameSession
 from netcore_packets.client_dispatch import make_send_buffer
 from game_support import ServerProcess, connect, in_game
 from support import collector_as_the_server_runs_it
@@ -86,7 +88,8 @@ class TrackedSession(GameSession):
 
 
 def test_no_session_or_player_survives_10000_cycles(run, tmp_path, monkeypatch):
-    monkeypatch.setattr(netcore_game.server, "GameSession", TrackedSession)
+    monkeypatch.setattr(netcore_game.server.GameServer, "game",
+                        dataclasses.replace(CHAT, session_class=TrackedSession))
     TrackedSession.created = 0
     cycles, concurrency = 10_000, 200
 

@@ -14,7 +14,7 @@ import pytest
 from netcore import logs, make_packet
 from netcore_packets import Protocol_pb2 as pb
 
-from netcore_game.db import SQLiteDatabase
+from netcore_server.db import SQLiteDatabase
 from netcore_game.server import GameServer, ServerConfig
 from game_support import ServerProcess, connect, in_game, leave
 from test_operations import free_port, scrape
@@ -74,7 +74,7 @@ def test_an_abnormal_disconnect_is_logged_once_as_a_warning(run, tmp_path, loop_
 
 def test_refusals_are_counted_in_full_and_logged_within_the_budget(run, tmp_path, caplog,
                                                                    budget):
-    caplog.set_level(logging.INFO, logger="netcore_game.handlers")
+    caplog.set_level(logging.INFO, logger="netcore_server.handlers")
     logs.configure_peer_lines(0.001, 3)         # three lines, then nothing for 1,000 s
     suppressed = budget.suppressed
 
@@ -96,7 +96,7 @@ def test_refusals_are_counted_in_full_and_logged_within_the_budget(run, tmp_path
 
 
 def test_the_server_logs_a_summary_every_so_often(run, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="netcore_game.server")
+    caplog.set_level(logging.INFO, logger="netcore_server.server")
     config = ServerConfig(port=0, log_summary_seconds=0.05)
 
     async def go():

@@ -3,8 +3,8 @@ import asyncio
 
 from netcore_packets import Protocol_pb2 as pb
 
-from netcore_game.db import SQLiteDatabase
-from netcore_game.room import SYSTEM_PLAYER_ID
+from netcore_server.db import SQLiteDatabase
+from netcore_server import SYSTEM_PLAYER_ID
 from netcore_game.server import GameServer, ServerConfig
 from game_support import ServerProcess, in_game
 

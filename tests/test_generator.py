@@ -367,7 +367,7 @@ def test_pyinstaller_exe_matches_script(tmp_path):
             for p in (tmp_path / f"{runner}_game").rglob("*") if p.is_file())
     assert outputs["exe"] == outputs["script"]
     assert outputs["exe"]["server_dispatch.pyx"] == (GOLDEN / "server_dispatch.pyx").read_bytes()
-    assert len(outputs["exe"]["project"]) == 11
+    assert len(outputs["exe"]["project"]) == 13
 
 
 # -- what the build says and regenerates ------------------------------------------

@@ -2,11 +2,12 @@
 import asyncio
 import gc
 import logging
+import time
 import weakref
 
 import pytest
 
-from netcore import JobQueue, JobTimer
+from netcore import JobQueue, JobTicker, JobTimer
 from support import collector_as_the_server_runs_it
 
 
@@ -200,4 +201,117 @@ def test_what_a_job_slice_sends_is_written_before_the_next_poll(run):
             for c in clients:
                 assert await c.wait_packets(1) == [(1005, b"now")]
             assert [w - b for w, b in zip(written[0], before)] == [1, 1, 1]
+    run(go())
+
+
+# -- ticks: a fixed rate, never run twice to catch up ---------------------------------
+
+def test_a_tick_runs_at_its_slots_with_dt_until_cancelled(run):
+    async def go():
+        loop = asyncio.get_running_loop()
+        q, calls, ten = JobQueue(), [], asyncio.Event()
+
+        def tick(tag, dt):
+            calls.append((loop.time(), tag, dt))
+            if len(calls) == 10:
+                ten.set()
+
+        start = loop.time()
+        t = q.do_tick(100, tick, "tag")
+        assert isinstance(t, JobTicker)
+        await asyncio.wait_for(ten.wait(), 10)
+        t.cancel()
+        now = loop.time()
+        assert t.rate == 100 and t.ticks == 10 and all(tag == "tag" for _, tag, _ in calls)
+        # Every slot passed was run or skipped, none twice: slot k is due at start + k/100.
+        assert abs((t.ticks + t.skipped) - (now - start) * 100) <= 1.5
+        # dt is the time since the previous tick began (one period for the first).
+        assert calls[0][2] == pytest.approx(0.01)
+        for (before, _, _), (at, _, dt) in zip(calls, calls[1:]):
+            assert dt == pytest.approx(at - before, abs=1e-3)
+        done = asyncio.Event()
+        q.do_timer(50, done.set)                # five slots later: none ran
+        await asyncio.wait_for(done.wait(), 10)
+        assert len(calls) == 10 and t.cancelled
+    run(go())
+
+
+def test_a_tick_that_overruns_is_late_and_its_missed_slots_are_skipped(run):
+    async def go():
+        loop = asyncio.get_running_loop()
+        q, starts, more = JobQueue(), [], asyncio.Event()
+
+        def tick(dt):
+            starts.append(loop.time())
+            if len(starts) == 1:
+                end = time.monotonic() + 0.035      # 3.5 periods, holding the loop (a slow tick)
+                while time.monotonic() < end:
+                    pass
+            if len(starts) == 6:
+                more.set()
+
+        start = loop.time()
+        t = q.do_tick(100, tick)
+        await asyncio.wait_for(more.wait(), 10)
+        t.cancel()
+        now = loop.time()
+        # The slots the slow tick overran were not run one after another to
+        # catch up: skipped, and the tick after it counted late.
+        assert t.over_budget >= 1 and t.late >= 1 and t.skipped >= 2, (t.late, t.skipped)
+        assert abs((t.ticks + t.skipped) - (now - start) * 100) <= 1.5
+        assert t.ticks == 6 and len(starts) == 6
+    run(go())
+
+
+def test_a_tick_behind_a_busy_queue_is_not_piled_up(run):
+    async def go():
+        loop = asyncio.get_running_loop()
+        q, ran, done = JobQueue(budget_ms=1), [], asyncio.Event()
+
+        def busy():
+            end = time.monotonic() + 0.002
+            while time.monotonic() < end:
+                pass
+
+        start = loop.time()
+        t = q.do_tick(200, lambda dt: ran.append(dt))
+        for _ in range(100):                    # 200 ms of jobs, a slice per iteration
+            q.do_async(busy)
+        q.do_async(done.set)
+        await asyncio.wait_for(done.wait(), 10)
+        t.cancel()
+        now = loop.time()
+        # While its job waited its turn, the slots that came found it queued:
+        # skipped, so the queue never held a second tick behind the first.
+        assert t.skipped > 0
+        assert abs((t.ticks + t.skipped) - (now - start) * 200) <= 1.5
+        assert len(ran) == t.ticks
+    run(go())
+
+
+def test_a_closed_or_collected_queue_stops_its_tick(run):
+    async def go():
+        ticks = []
+        q = JobQueue()
+        t = q.do_tick(100, ticks.append)
+        q.close()
+        assert t.cancelled
+        with pytest.raises(RuntimeError, match="closed"):
+            q.do_tick(100, ticks.append)
+        with pytest.raises(ValueError, match="rate_hz"):
+            JobQueue().do_tick(0, ticks.append)
+
+        class Owner(JobQueue):
+            def tick(self, dt):
+                ticks.append(dt)
+
+        owner = Owner()
+        ref = weakref.ref(owner)
+        t = owner.do_tick(100, owner.tick)       # a method of its own: held weakly
+        del owner
+        assert ref() is None
+        done, waiter = asyncio.Event(), JobQueue()
+        waiter.do_timer(50, done.set)
+        await asyncio.wait_for(done.wait(), 10)
+        assert ticks == [] and t.cancelled
     run(go())

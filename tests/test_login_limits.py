@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-import netcore_game.db
+import netcore_server.db
 from netcore_packets import Protocol_pb2 as pb
 
-from netcore_game.db import GUEST_CHARACTERS, Database, LoginResult, LoginStatus, SQLiteDatabase
+from netcore_server.db import GUEST_CHARACTERS, Database, LoginResult, LoginStatus, SQLiteDatabase
 from netcore_game.server import GameServer, ServerConfig
 from game_support import connect, connect_from, leave
 
@@ -56,7 +56,7 @@ class HeldDatabase(Database):
 def test_a_login_whose_client_has_gone_is_not_hashed(run, tmp_path, monkeypatch):
     hashed = []
     busy, release = threading.Event(), threading.Event()
-    real = netcore_game.db.hash_password
+    real = netcore_server.db.hash_password
 
     def hash_password(password, n):
         hashed.append(password)
@@ -65,7 +65,7 @@ def test_a_login_whose_client_has_gone_is_not_hashed(run, tmp_path, monkeypatch)
             release.wait(20)
         return real(password, n)
 
-    monkeypatch.setattr(netcore_game.db, "hash_password", hash_password)
+    monkeypatch.setattr(netcore_server.db, "hash_password", hash_password)
 
     async def go():
         db = SQLiteDatabase(tmp_path / "game.db", workers=1, scrypt_n=2 ** 10)
@@ -93,7 +93,7 @@ def test_a_login_whose_client_has_gone_is_not_hashed(run, tmp_path, monkeypatch)
 
 
 def test_named_logins_in_flight_are_bounded_per_address_and_server_wide(run, caplog):
-    caplog.set_level(logging.INFO, logger="netcore_game.handlers")
+    caplog.set_level(logging.INFO, logger="netcore_server.handlers")
     db = HeldDatabase()
     config = ServerConfig(port=0, exempt_networks="", max_logins_in_flight=3,
                           max_logins_in_flight_per_address=2)
@@ -257,13 +257,13 @@ def test_failed_logins_per_address_are_limited_over_a_window(run, tmp_path):
 
 def test_new_accounts_per_address_are_limited_over_a_window(run, tmp_path, monkeypatch):
     hashed = []
-    real = netcore_game.db.hash_password
+    real = netcore_server.db.hash_password
 
     def hash_password(password, n):
         hashed.append(password)
         return real(password, n)
 
-    monkeypatch.setattr(netcore_game.db, "hash_password", hash_password)
+    monkeypatch.setattr(netcore_server.db, "hash_password", hash_password)
     config = ServerConfig(port=0, exempt_networks="", max_new_accounts_per_address=1)
 
     async def go():
@@ -311,7 +311,7 @@ def test_an_address_budget_allows_its_limit_whatever_the_clock_reads():
     # At this reading, 7955.22628668 + 300.0 - 7955.22628668 rounds to
     # 300.00000000000006: without slack the second of two events in the
     # window was refused (and the test above failed for some clock readings).
-    from netcore_game.logins import AddressBudget
+    from netcore_server.logins import AddressBudget
     now = 7955.22628668
     assert (now + 300.0) - now > 300.0
     budget = AddressBudget(2, 600)

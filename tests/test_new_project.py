@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FILES = sorted(["README.md", "pyproject.toml", "setup.py", ".gitignore",
                 "proto/mygame/Protocol.proto", "src/mygame/__init__.py",
                 "src/mygame/handlers.py", "src/mygame/game.py", "src/mygame/cli.py",
-                "src/mygame/py.typed", "tests/test_chat.py"])
+                "src/mygame/py.typed", "tests/conftest.py", "tests/test_chat.py",
+                "tests/test_cluster.py"])
 PING = """
 message C_PING {
   uint32 seq = 1;
@@ -67,7 +68,7 @@ def test_new_writes_a_complete_project_that_names_nothing_of_this_checkout(tmp_p
     assert pyproject["project"]["name"] == "mygame"
     assert pyproject["project"]["scripts"] == {"mygame-server": "mygame.cli:main"}
     # The compiled dispatch cimports netcore's types: it needs the netcore it was built with.
-    assert f"netcore=={netcore.__version__}" in pyproject["project"]["dependencies"]
+    assert f"netcore[cluster]=={netcore.__version__}" in pyproject["project"]["dependencies"]
     # It builds against the installed netcore; an isolated build must not fetch
     # another project's "netcore" from PyPI.
     assert not [r for r in pyproject["build-system"]["requires"] if r.startswith("netcore")]
@@ -271,9 +272,10 @@ class Server:
         self.proc = subprocess.Popen([script, "--port", "0"], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
         banner = self.proc.stdout.readline()
-        assert banner.startswith("mygame-server listening on 127.0.0.1:"), (
+        assert banner.startswith(f"mygame-server 0.1.0 (netcore {netcore.__version__}) "
+                                 f"listening on 127.0.0.1:"), (
             banner, self.proc.stderr.read() if self.proc.poll() is not None else "")
-        self.port = int(banner.rsplit(":", 1)[1])
+        self.port = int(banner.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
 
     def stop(self):
         self.proc.terminate()                       # SIGTERM: a clean stop, exit 0
@@ -328,10 +330,11 @@ def test_a_new_project_installs_runs_passes_its_test_and_grows_a_packet(tmp_path
                 cwd=tmp_path, env=env)
     assert Path(where.strip()).is_relative_to(venv) and where.strip().endswith(".so")
 
-    # Its own test: starts its server and chats through it.
+    # Its own tests: its server in one process, with --workers 2 and over
+    # WebSocket, loaded by netcore-dummy; its room's tick on the owner only.
     tested = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project,
                  env=env)
-    assert "3 passed" in tested
+    assert "9 passed" in tested
     # netcore-dummy speaks the starter's protocol: the same packets, the same ids.
     server = Server(str(scripts / "mygame-server"), env, tmp_path)
     try:
@@ -353,7 +356,8 @@ def test_a_new_project_installs_runs_passes_its_test_and_grows_a_packet(tmp_path
     # ... whose body, once written, answers it end to end.
     text = handlers.read_text().replace('    raise NotImplementedError("handle_C_PING")\n',
                                         PONG_BODY)
-    handlers.write_text(text.replace("    S_LOGIN,\n", "    S_LOGIN,\n    S_PONG,\n", 1))
+    handlers.write_text(text.replace("from mygame.Protocol_pb2 import C_CHAT\n",
+                                     "from mygame.Protocol_pb2 import C_CHAT, S_PONG\n", 1))
     run(install, cwd=project, env=env)
     server = Server(str(scripts / "mygame-server"), env, tmp_path)
     try:

@@ -17,9 +17,9 @@ import netcore
 from netcore import DisconnectReason, make_packet
 from netcore_packets import Protocol_pb2 as pb
 
-from netcore_game.config import ConfigError, build, load_file, render
-from netcore_game.db import SQLiteDatabase
-from netcore_game.metrics import LOOP_STALLED_SECONDS
+from netcore_server.config_file import ConfigError, build, load_file, render
+from netcore_server.db import SQLiteDatabase
+from netcore_server.metrics import LOOP_STALLED_SECONDS
 from netcore_game.server import GameServer, ServerConfig
 from game_support import ServerProcess, connect, in_game
 
@@ -37,7 +37,7 @@ def test_flags_override_the_file_which_overrides_the_defaults(tmp_path):
     assert out.returncode == 0, out.stderr
     printed = tmp_path / "printed.toml"
     printed.write_text(out.stdout)
-    effective = build(load_file(printed), {})
+    effective = build(load_file(printed, ServerConfig), {}, ServerConfig)
     assert effective.port == 4321                       # the flag
     assert effective.max_chat_bytes == 100              # the file
     assert effective.log_level == "WARNING"             # the file's [server] table
@@ -49,7 +49,7 @@ def test_print_config_round_trips(tmp_path):
     config = ServerConfig(host="0.0.0.0", db='a "quoted" path', loop="asyncio", idle_timeout=30.5)
     path = tmp_path / "roundtrip.toml"
     path.write_text(render(config))
-    assert build(load_file(path), {}) == config
+    assert build(load_file(path, ServerConfig), {}, ServerConfig) == config
 
 
 @pytest.mark.parametrize("text, message", [
@@ -122,7 +122,7 @@ def test_metrics_are_served_and_count_what_happened(run, tmp_path, loop_kind):
 
     assert before[("netcore_sessions", (("state", "in_game"),))] == 2
     assert before[("netcore_sessions", (("state", "connected"),))] == 1
-    assert before[("netcore_rooms", ())] == 1
+    assert before[("netcore_rooms", (("kind", "chat"),))] == 1
     assert before[("netcore_packets_in_total", (("packet", "C_CHAT"),))] == 5
     assert before[("netcore_packets_in_total", (("packet", "C_LOGIN"),))] == 2
     assert before[("netcore_packets_out_total", (("packet", "S_CHAT"),))] == 10   # 5 chats x 2
@@ -181,7 +181,9 @@ def test_metrics_follow_prometheus_conventions(run, tmp_path, loop_kind):
         inf_bucket = ("netcore_event_loop_lag_seconds_bucket", (("le", "+Inf"),))
         assert second[inf_bucket] == second[lag_count] > first[lag_count]
         # Build, platform and process information, as the default registry has it.
-        assert second[("netcore_build_info", (("python", platform.python_version()),
+        assert second[("netcore_build_info", (("game", "netcore"),
+                                              ("game_version", netcore.__version__),
+                                              ("python", platform.python_version()),
                                               ("version", netcore.__version__)))] == 1
         assert "python_info" in fresh
         if sys.platform.startswith("linux"):

@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from netcore_packets import Protocol_pb2 as pb
 from netcore_packets.Struct_pb2 import Player as PlayerInfo
 
-from netcore_game.db import Character, SQLiteDatabase
-from netcore_game.player import MAX_PLAYER_ID, PlayerIdAllocator
-from netcore_game import replies
-from netcore_game.replies import (
+from netcore_server.db import Character, SQLiteDatabase
+from netcore_server.player import MAX_PLAYER_ID, PlayerIdAllocator
+from netcore_server import replies
+from netcore_game.game import CHAT
+from netcore_server.replies import (
     LoginReply,
     ProtobufReplies,
     character_tail,
@@ -129,21 +130,108 @@ def test_an_allocator_per_worker_gives_disjoint_ids():
     assert sorted(issued) == list(range(1, 401))
 
 
-def test_the_allocator_refuses_ids_past_uint64_and_bad_settings():
+def test_the_allocator_goes_round_past_the_last_id_and_never_past_uint64():
     last = PlayerIdAllocator(first=MAX_PLAYER_ID - 1)
     assert last.take(2) == (MAX_PLAYER_ID - 1, MAX_PLAYER_ID)
-    with pytest.raises(OverflowError, match="uint64"):
+    with pytest.raises(OverflowError, match="uint64"):      # both held: none to be had
         last.take(1)
+    last.release((MAX_PLAYER_ID,), heard=False)
+    assert last.take(1) == (MAX_PLAYER_ID,)
     space = PlayerIdAllocator(first=1 << 32, last=(2 << 32) - 1)   # one worker's range
     assert space.take(2) == (1 << 32, (1 << 32) + 1)
     space._next = (2 << 32) - 2
     assert space.take(2) == ((2 << 32) - 2, (2 << 32) - 1)
-    with pytest.raises(OverflowError, match=f"the last is {(2 << 32) - 1}"):
-        space.take(1)
-    for first, stride, last in ((0, 1, 5), (MAX_PLAYER_ID + 1, 1, MAX_PLAYER_ID), (1, 0, 5),
-                                (1.5, 1, 5), (10, 1, 9), (1, 1, MAX_PLAYER_ID + 1)):
+    # Round again, past the ids still held.
+    assert space.take(1) == ((1 << 32) + 2,) and space.rounds == 1
+    for first, stride, last, quarantine in ((0, 1, 5, 0), (MAX_PLAYER_ID + 1, 1, MAX_PLAYER_ID, 0),
+                                            (1, 0, 5, 0), (1.5, 1, 5, 0), (10, 1, 9, 0),
+                                            (1, 1, MAX_PLAYER_ID + 1, 0), (1, 1, 5, -1)):
         with pytest.raises(ValueError):
-            PlayerIdAllocator(first=first, stride=stride, last=last)
+            PlayerIdAllocator(first=first, stride=stride, last=last, quarantine=quarantine)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_an_id_someone_may_have_heard_of_rests_before_it_is_issued_again():
+    clock = Clock()
+    ids = PlayerIdAllocator(first=1, last=4, quarantine=60, clock=clock)
+    a = ids.take(2)
+    ids.release(a, heard=True)                  # it entered a room: others heard of it
+    b = ids.take(2)
+    with pytest.raises(OverflowError, match="held or resting"):
+        ids.take(1)
+    ids.release(b, heard=False)                 # only its own client knew them
+    assert ids.take(2) == b
+    clock.now += 60
+    assert ids.take(2) == a                     # rested
+    # In a worker's range (2**32; here SMALL_RANGE, the least treated so)
+    # the cursor never comes round within a rest: no more than a range/8 is
+    # issued per quarantine, so only ids less than half a range ahead of the
+    # cursor need a record.
+    big = PlayerIdAllocator(first=1, last=PlayerIdAllocator.SMALL_RANGE, quarantine=60,
+                            clock=clock)
+    early = big.take(2)
+    big.release(early, heard=True)
+    assert not big.resting                      # just behind the cursor: a whole range ahead
+    late = big.take(2)
+    big._next = late[0] - 5                     # as if the cursor had come nearly round
+    big.release(late, heard=True)
+    assert set(big.resting) == set(late)
+    with pytest.raises(OverflowError, match="a range/8"):
+        for _ in range(PlayerIdAllocator.SMALL_RANGE // 16 + 1):
+            big.release(big.take(2), heard=False)
+    clock.now += 60                             # a new quarantine: ids again
+    assert len(big.take(2)) == 2
+
+
+def test_login_churn_never_runs_out_of_ids(run, tmp_path):
+    """Guests that log in and go, and players that enter and go, in a range of
+    eight ids: every login is served; the entered ones come back after a rest."""
+    clock = Clock()
+
+    async def go():
+        allocator = PlayerIdAllocator(first=1, last=8, quarantine=60, clock=clock)
+        async with GameServer(ServerConfig(port=0), SQLiteDatabase(tmp_path / "game.db"),
+                              player_ids=allocator) as game:
+            for _ in range(200):
+                (c,) = await connect(game.port)
+                login = await c.login()
+                assert login.success and {p.id for p in login.players} <= set(range(1, 9))
+                await leave(c)
+                await until(lambda: not allocator.held)
+            # Three players in game hold six ids; two that entered and left rest.
+            players = await connect(game.port, 3)
+            for c in players:
+                assert (await c.login()).success and (await c.enter()).success
+            (gone,) = await connect(game.port)
+            gone_login = await gone.login()
+            assert gone_login.success and (await gone.enter()).success
+            await leave(gone)
+            await until(lambda: len(allocator.resting) == 2)
+            (late,) = await connect(game.port)
+            assert not (await late.login()).success         # none to be had: refused, not closed
+            assert game.refusals.counts["login", "no_player_ids"] == 1
+            clock.now += 60
+            login = await late.login()                      # rested: issued again
+            assert login.success
+            assert {p.id for p in login.players} == {p.id for p in gone_login.players}
+            await leave(*players, late)
+
+    run(go())
+
+
+async def until(predicate, timeout=10.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.001)      # the server's side of a close: no event to await
 
 
 @pytest.mark.parametrize("ids", [(1, 2), (127, 128), (16383, 16384), (2 ** 21 - 1, 2 ** 21),
@@ -224,7 +312,7 @@ def test_both_reply_builders_send_what_protobuf_makes(first, characters):
     login = _framed(1001, pb.S_LOGIN(success=True, players=[
         PlayerInfo(id=i, name=c.name, playerType=c.player_type) for i, c in zip(ids, chars)]))
     enter = _framed(1003, pb.S_ENTER_GAME(success=True, playerId=first))
-    for builder in (replies_for(True, chars), replies_for(False, chars)):
+    for builder in (replies_for(True, chars), replies_for(False, chars, CHAT.protocol)):
         assert bytes(builder.login(chars, ids)) == login
         assert bytes(builder.guest_login(ids)) == login
         assert bytes(builder.enter(first)) == enter

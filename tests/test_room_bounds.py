@@ -7,11 +7,12 @@ import pytest
 from netcore_packets import Protocol_pb2 as pb
 from netcore_packets.client_dispatch import PACKET_IDS
 
-from netcore_game.db import SQLiteDatabase
-from netcore_game.player import Player
-from netcore_game.room import Rooms
+from netcore_server.db import SQLiteDatabase
+from netcore_server.player import Player
+from netcore_server.room import Rooms
+from netcore_game.room import ChatRoom
 from netcore_game.server import GameServer, ServerConfig
-from netcore_game.session import GameSession
+from netcore_server.session import GameSession
 from game_support import connect, in_game, leave
 from support import FakeTransport, feed, packet
 
@@ -88,7 +89,7 @@ class FakeSession:
 @pytest.mark.parametrize("pending", ["tick", "drain", "both"])
 def test_a_room_kept_alive_only_by_its_own_jobs_is_dropped_with_its_last_player(run, pending):
     async def go():
-        rooms = Rooms(announce_seconds=0)
+        rooms = Rooms(ChatRoom)
         room = rooms.get_or_create(5)
         player = Player(1, 0, "Knight1", 1, None)
         # The drain's task pushes its job first thing, before the room runs:

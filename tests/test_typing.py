@@ -86,7 +86,8 @@ def test_the_examples_and_a_new_project_type_check(tmp_path):
     shutil.copy(Path(netcore.__file__).parent / "demo.py", tmp_path / "demo_example.py")
     project = new_project(tmp_path)
     code, said = mypy(tmp_path, "readme_example.py", "demo_example.py",
-                      project / "src" / "mygame", project / "tests" / "test_chat.py")
+                      project / "src" / "mygame", project / "tests" / "test_chat.py",
+                      project / "tests" / "test_cluster.py")
     assert code == 0, said
 
 
@@ -125,16 +126,20 @@ def test_sessions_of_a_service_have_the_session_class_it_was_given(tmp_path):
 def test_a_jobs_arguments_and_a_sent_packet_are_checked(tmp_path):
     project = new_project(tmp_path)
     (project / "src" / "mygame" / "mistakes.py").write_text(
-        "from mygame.game import GameSession, Room\n"
+        "from netcore_server import GameSession\n"
+        "from mygame.game import GameRoom\n"
         "from mygame.Protocol_pb2 import C_CHAT\n"
         "from mygame.server_dispatch import make_send_buffer\n"
-        "def mistakes(room: Room, session: GameSession) -> None:\n"
-        "    room.do_async(room.chat, session)              # the chat's text is missing\n"
+        "def mistakes(session: GameSession) -> None:\n"
+        "    session.room_job(GameRoom.chat)                # the chat's text is missing\n"
         "    make_send_buffer(C_CHAT(msg='x'))              # the server sends S_*, not C_*\n")
     code, said = mypy(tmp_path, project / "src" / "mygame")
     assert code == 1
     errors = [line for line in said.splitlines() if ": error: " in line]
-    assert len(errors) == 2, said
-    assert 'mistakes.py:5: error: Argument 1 to "do_async" of "JobQueue"' in errors[0]
-    assert ('mistakes.py:6: error: Argument 1 to "make_send_buffer" has incompatible type '
-            '"C_CHAT"; expected "S_LOGIN | S_ENTER_GAME | S_CHAT"') in errors[1]
+    job, sent = ([e for e in errors if f"mistakes.py:{n}: " in e] for n in (6, 7))
+    assert len(job) + len(sent) == len(errors) and job and len(sent) == 1, said
+    # The job is held against GameRoom.chat(room, player, msg): msg is missing.
+    assert all('"room_job" of "GameSession"' in e for e in job), job
+    assert any("Callable[[GameRoom, Player, str], None]" in e for e in job), job
+    assert ('mistakes.py:7: error: Argument 1 to "make_send_buffer" has incompatible type '
+            '"C_CHAT"; expected "S_LOGIN | S_ENTER_GAME | S_CHAT"') in sent[0]

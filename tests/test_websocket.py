@@ -5,6 +5,7 @@ import asyncio
 import logging
 import socket
 import struct
+import sys
 
 import pytest
 import websockets
@@ -14,10 +15,19 @@ from netcore import ClientService, DisconnectReason, PacketSession, make_packet
 from netcore.origins import OriginPolicy
 from netcore.websocket import WebSocketListener, close_reason_bytes
 
-from support import Echo, Recorder, ServerSessions, packet
-from ws_support import (
-    OP_BINARY, OP_CONT, OP_TEXT, frame, http_get, raw_ws, read_close, read_frame, ws_service,
+from support import (
+    Echo, Recorder, ServerSessions, closed_by_peer, packet, raw_client, stingy_connection,
 )
+from ws_support import (
+    OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, frame, http_get, raw_ws, read_close,
+    read_frame, upgrade, ws_service,
+)
+
+
+# A client that makes the server's kernel hold little of what it is sent
+# (support.stingy_socket): the figures below are Linux's.
+LINUX_BUFFERS = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                   reason="socket buffer sizes as Linux has them")
 
 
 def url(listener):
@@ -285,6 +295,220 @@ def test_a_slow_consumer_is_cut_off_with_4003(run):
     run(go())
 
 
+
+# -- frames that carry no packet ---------------------------------------------------------
+
+FREE_RIDERS = {
+    "ping": frame(OP_PING, b"p") * 50,
+    "pong": frame(OP_PONG, b"p") * 50,        # unasked: the server sends no pings
+    "empty message": frame(OP_BINARY) * 50,
+    "fragment": frame(OP_BINARY, b"\x01", fin=False) + frame(OP_CONT, b"\x01", fin=False) * 49,
+}
+
+
+@pytest.mark.parametrize("kind", FREE_RIDERS)
+def test_every_frame_costs_the_packet_rate_whatever_it_carries(run, kind):
+    # 50 frames with no packet in them, in one write: each costs what a
+    # packet costs, so the sixth is past a burst of 5.
+    async def go():
+        made = ServerSessions(Recorder)
+        service, listener = await ws_service(made, packet_rate=10, packet_burst=5)
+        reader, writer = await raw_ws(listener.port)
+        (s,) = await made.wait_count(1)
+        writer.write(FREE_RIDERS[kind])
+        assert await read_close(reader, timeout=5) == (
+            4002, "rate limited: more than 10 packets/s (burst 5)")
+        assert (await s.wait_gone()).kind is DisconnectReason.RATE_LIMITED
+        assert s.packets == []
+        writer.close()
+        await service.close()
+    run(go())
+
+
+def test_a_peer_that_pings_and_never_reads_costs_one_pong_not_one_per_ping(run):
+    # No packet rate here: the write side alone must hold. 20,000 pings of
+    # 125 bytes, none of their pongs read: answered one by one they would be
+    # 2.6 MB in the server's transport. While the peer does not read, only
+    # the latest ping is remembered; its pong goes once it reads again.
+    n = 20_000
+
+    async def go():
+        made = ServerSessions(Recorder)
+        service, listener = await ws_service(made)
+        reader, writer = await raw_ws(listener.port,
+                                      sock=await stingy_connection(listener.port))
+        (s,) = await made.wait_count(1)
+        writer.transport.pause_reading()
+        for i in range(n):
+            writer.write(frame(OP_PING, b"%08d" % i + b"p" * 117))
+            if i % 1000 == 999:
+                await writer.drain()
+        writer.write(frame(OP_BINARY, packet(1, b"after the pings")))
+        await s.wait_packets(1)         # every ping before it has been handled
+        conn = s.transport
+        assert conn.get_write_buffer_size() <= 65536 + 200, conn.get_write_buffer_size()
+        assert conn.pings == n and s.reason is None
+        writer.transport.resume_reading()
+        last = -1
+        while last != n - 1:            # pongs in order, the last for the last ping
+            _, opcode, payload = await asyncio.wait_for(read_frame(reader), 10)
+            assert opcode == OP_PONG and int(payload[:8]) > last
+            last = int(payload[:8])
+        assert s.reason is None
+        writer.close()
+        await service.close()
+    run(go(), timeout=60)
+
+
+# -- a close frame behind a capped message ---------------------------------------------------
+
+def test_a_close_frame_in_the_same_read_as_a_capped_message_loses_nothing(run):
+    async def go():
+        made = ServerSessions(Recorder)
+        service, listener = await ws_service(made, max_packets_per_read=4)
+        reader, writer = await raw_ws(listener.port)
+        (s,) = await made.wait_count(1)
+        writer.write(frame(OP_BINARY, b"".join(packet(1, b"%d" % i) for i in range(100)))
+                     + frame(OP_CLOSE, struct.pack("!H", 1000) + b"done"))
+        code, _ = await read_close(reader)
+        assert code == 1000
+        assert (await s.wait_gone()).detail == "close 1000 'done'"
+        assert [p for _, p in s.packets] == [b"%d" % i for i in range(100)]
+        writer.close()
+        await service.close()
+    run(go())
+
+
+# -- connections that are no session yet ---------------------------------------------------
+
+def test_connections_that_never_upgrade_are_capped_server_wide(run):
+    async def go():
+        service, listener = await ws_service(Recorder, max_upgrades=3, listen_sockets=1)
+        held = [await raw_client(listener.port) for _ in range(3)]      # connected, silent
+        reader, writer = await raw_client(listener.port)
+        # Aborted at once (the handshake deadline is 5 s away).
+        assert await asyncio.wait_for(closed_by_peer(reader), 2)
+        writer.close()
+        assert listener.upgrading == 3 and listener.refused_upgrades == 1
+        # One of them upgrades: a session now, and its place is free again.
+        reader, writer = await upgrade(*held.pop(0), listener.port)
+        assert listener.upgrading == 2 and len(service) == 1
+        held.append(await raw_ws(listener.port))
+        assert listener.upgrading == 2 and len(service) == 2
+        for _, w in held + [(reader, writer)]:
+            w.close()
+        await service.close()
+    run(go())
+
+
+def test_connections_that_never_upgrade_are_capped_per_address(run):
+    async def go():
+        service, listener = await ws_service(Recorder, max_upgrades_per_address=2,
+                                             exempt_networks="", listen_sockets=1)
+        held = [await raw_client(listener.port) for _ in range(2)]
+        reader, writer = await raw_client(listener.port)
+        assert await asyncio.wait_for(closed_by_peer(reader), 2)
+        writer.close()
+        assert listener.upgrading_by_address == {"127.0.0.1": 2}
+        # Another address is counted on its own.
+        other = await raw_ws(listener.port, local_addr=("127.0.0.2", 0))
+        assert len(service) == 1 and listener.refused_upgrades == 1
+        for _, w in held + [other]:
+            w.close()
+        await service.close()
+    run(go())
+
+
+async def until(predicate, timeout=10.0):
+    """Wait for a condition of the server's that it announces nowhere,
+    checking every 10 ms until `timeout`."""
+    async def wait():
+        while not predicate():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(wait(), timeout)
+
+
+@LINUX_BUFFERS
+def test_an_upgrade_not_done_in_time_is_aborted(run):
+    page = b"x" * 4_000_000
+
+    async def go():
+        service, listener = await ws_service(Recorder, handshake_timeout=0.5,
+                                             pages={"/": ("text/plain", page)})
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        silent = await raw_client(listener.port)
+        partial = await raw_client(listener.port)
+        partial[1].write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n")   # and no more
+        # A page asked for and never read: its graceful close would wait for ever.
+        slow = await asyncio.open_connection(sock=await stingy_connection(listener.port))
+        slow[1].transport.pause_reading()
+        slow[1].write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for reader, _ in (silent, partial):
+            assert await asyncio.wait_for(closed_by_peer(reader), 5)
+        assert loop.time() - began >= 0.4
+        await until(lambda: listener.upgrading == 0)
+        assert listener.handshake_timeouts == 3 and listener.pages_served == 1
+        slow[1].transport.resume_reading()
+        got = 0
+        try:
+            while data := await asyncio.wait_for(slow[0].read(1 << 16), 5):
+                got += len(data)
+        except ConnectionResetError:
+            pass
+        assert got < len(page)          # aborted: the rest was never sent
+        for _, w in (silent, partial, slow):
+            w.close()
+        await service.close()
+    run(go())
+
+
+# -- every graceful close has a deadline ---------------------------------------------------
+
+class Unread(Recorder):
+    """Queues 900 KB for its peer once connected; `paused` once its transport
+    holds some of them."""
+
+    def __init__(self):
+        super().__init__()
+        self.paused = False
+
+    def pause_writing(self):
+        super().pause_writing()
+        self.paused = True
+        self._changed.set()
+
+    def on_connected(self):
+        super().on_connected()
+        for _ in range(15):
+            self.send(make_packet(7, b"u" * 59_996))
+
+
+@LINUX_BUFFERS
+@pytest.mark.parametrize("ending", ["close frame", "fin"])
+def test_a_peer_that_ends_and_reads_nothing_is_cut_off_after_the_linger(run, ending):
+    async def go():
+        made = ServerSessions(Unread)
+        service, listener = await ws_service(made)
+        reader, writer = await raw_ws(listener.port,
+                                      sock=await stingy_connection(listener.port))
+        writer.transport.pause_reading()
+        (s,) = await made.wait_count(1)
+        await s.until(lambda: s.paused)
+        if ending == "close frame":
+            writer.write(frame(OP_CLOSE, struct.pack("!H", 1000)))
+        else:
+            writer.write_eof()
+        reason = await s.wait_gone(timeout=10)      # the linger is 3 s
+        assert reason.kind is DisconnectReason.PEER_CLOSED
+        assert reason.detail == ("close 1000" if ending == "close frame"
+                                 else "without a close frame")
+        assert service.sessions == {}
+        writer.close()
+        await service.close()
+    run(go())
+
+
 # -- closing ---------------------------------------------------------------------------
 
 def test_a_graceful_close_delivers_what_is_queued_first(run):
@@ -517,6 +741,28 @@ def test_a_truncated_message_behind_a_backlog_is_refused_too():
         assert "ends inside a packet" in s.close_reason.detail
         assert conn.close_code == 4001 and tcp.fake.aborted
         assert len(s.packets) == 2              # nothing after the fault is handled
+        tcp.sock.close()
+    netcore.run(go(), "asyncio")
+
+
+def close_frame(code, reason=b""):
+    from picows.picows import WSMsgType, _make_test_ws_frame
+    return _make_test_ws_frame(WSMsgType.CLOSE, struct.pack("!H", code) + reason, True, False)
+
+
+def test_a_close_frame_behind_a_capped_message_waits_for_its_backlog():
+    # picows parses a whole socket read at once: the close frame comes while
+    # 6 of the message's packets still wait. They are handled first.
+    async def go():
+        service = netcore.ServerService(Recorder, max_packets_per_read=4)
+        s, tcp, conn, ws = hand_fed_connection(service)
+        conn.on_ws_frame(ws, binary(b"".join(packet(1, b"%d" % i) for i in range(10))))
+        conn.on_ws_frame(ws, close_frame(1000, b"bye"))
+        assert len(s.packets) == 4 and s.close_reason is None
+        await s.wait_packets(10)
+        assert [p for _, p in s.packets] == [b"%d" % i for i in range(10)]
+        assert s.close_reason.kind is DisconnectReason.PEER_CLOSED
+        assert s.close_reason.detail == "close 1000 'bye'" and conn.close_code == 1000
         tcp.sock.close()
     netcore.run(go(), "asyncio")
 

@@ -1,5 +1,6 @@
 """The game over WebSocket: netcore-server --ws-port, its settings, metrics,
 the dummy's --transport ws, and WebSocket and TCP players in one room."""
+import asyncio
 import json
 import socket
 import subprocess
@@ -17,8 +18,8 @@ from netcore_packets.client_dispatch import PACKET_IDS
 
 from netcore_dummy.client import DummyConfig, run_dummy
 from netcore_game.cli import parse_args
-from netcore_game.db import SQLiteDatabase
-from netcore_game.metrics import MetricsServer
+from netcore_server.db import SQLiteDatabase
+from netcore_server.metrics import MetricsServer
 from netcore_game.server import GameServer, ServerConfig
 
 from game_support import ServerProcess, in_game, leave
@@ -66,8 +67,50 @@ def test_the_websocket_port_is_off_by_default_and_set_like_every_setting(tmp_pat
     assert (config.ws_port, config.ws_origins) == (9090, "https://play.example.com")
 
 
+def test_the_upgrade_bounds_are_settings_that_reach_the_port(run, tmp_path):
+    """--ws-max-upgrades-per-address and --ws-handshake-timeout bound the
+    connections that have not upgraded (yet): past the cap one is aborted
+    before a byte is read; one that never upgrades is aborted at the
+    deadline; both are metrics."""
+    config, _ = parse_args(["--ws-max-upgrades", "3", "--ws-max-upgrades-per-address", "2",
+                            "--ws-handshake-timeout", "0.5"])
+    assert (config.ws_max_upgrades, config.ws_max_upgrades_per_address,
+            config.ws_handshake_timeout) == (3, 2, 0.5)
+    config = game_config(tmp_path, ws_max_upgrades=3, ws_max_upgrades_per_address=2,
+                         ws_handshake_timeout=0.5, exempt_networks="")
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        async with GameServer(config, SQLiteDatabase(tmp_path / "game.db")) as server:
+            assert (server.ws.max_upgrades, server.ws.max_upgrades_per_address) == (3, 2)
+            idle = []
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.ws_port)
+                idle.append((reader, writer))
+            # The third from this address is aborted at once; the first two at the deadline.
+            for reader, _ in idle:
+                try:
+                    assert await asyncio.wait_for(reader.read(), 5) == b""
+                except ConnectionResetError:
+                    pass
+            for _, writer in idle:
+                writer.close()
+            collector = MetricsServer(server, "127.0.0.1", 0)
+            text = await loop.run_in_executor(None, generate_latest, collector.registry)
+            samples = {s.name: s.value for f in text_string_to_metric_families(text.decode())
+                       for s in f.samples}
+            return samples, server.ws.refused_upgrades, server.ws.handshake_timeouts
+
+    samples, refused, timeouts = run(go())
+    assert (refused, timeouts) == (1, 2)
+    assert samples["netcore_websocket_upgrades_refused_total"] == 1
+    assert samples["netcore_websocket_handshake_timeouts_total"] == 2
+    assert samples["netcore_websocket_upgrading"] == 0
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--ws-port", "70000"], "--ws-port 70000: must be <= 65535"),
+    (["--ws-handshake-timeout", "0"], "ws-handshake-timeout 0.0: must be > 0 seconds"),
     (["--ws-port", "-1"], "--ws-port -1: must be >= 0"),
     (["--ws-origins", "ftp://x"], "ws-origins 'ftp://x': 'ftp://x' is not an origin"),
     (["--ws-max-message-bytes", "1000"], "ws-max-message-bytes 1000 cannot carry a packet"),

@@ -28,9 +28,18 @@ def frame(opcode: int, payload: bytes = b"", *, fin=True, mask=True) -> bytes:
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-async def raw_ws(port, *, origin=None, host=None, path="/ws"):
-    """(reader, writer) after a successful upgrade; AssertionError with the status line if not."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def raw_ws(port, *, origin=None, host=None, path="/ws", local_addr=None, sock=None):
+    """(reader, writer) after a successful upgrade; AssertionError with the status line if not.
+    local_addr: connect from that address; sock: a connected socket to speak on instead."""
+    if sock is not None:
+        reader, writer = await asyncio.open_connection(sock=sock)
+    else:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=local_addr)
+    return await upgrade(reader, writer, port, origin=origin, host=host, path=path)
+
+
+async def upgrade(reader, writer, port, *, origin=None, host=None, path="/ws"):
+    """The HTTP upgrade on a connection already open; (reader, writer) once it is done."""
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}",
              "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
@@ -85,8 +94,11 @@ async def read_close(reader, timeout=10.0):
 
 async def ws_service(factory, **limits):
     """A started ServerService and a WebSocketListener on it (both on free ports)."""
-    ws_options = {k: limits.pop(k) for k in ("origins", "max_message_size", "pages")
+    ws_options = {k: limits.pop(k) for k in ("origins", "max_message_size", "pages",
+                                             "handshake_timeout", "max_upgrades",
+                                             "max_upgrades_per_address", "listen_sockets")
                   if k in limits}
     service = await ServerService(factory, "127.0.0.1", 0, **limits).start()
     listener = await WebSocketListener(service, "127.0.0.1", 0, **ws_options).start()
     return service, listener
+

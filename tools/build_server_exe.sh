@@ -23,7 +23,7 @@ trap 'rm -rf "$work"' EXIT
     exit 1
 }
 
-cat > "$work/netcore_server.py" <<'EOF'
+cat > "$work/netcore_server_exe.py" <<'EOF'
 import sys
 
 from netcore_game.cli import main
@@ -33,7 +33,9 @@ EOF
 
 # The compiled modules import one another (and netcore_packets.*_pb2) from C, where
 # PyInstaller's import analysis cannot see them: collect the packages whole.
-# uvloop and protobuf are found through their Python imports and hooks; picows
+# The entry script is named for none of them (netcore_server is the server
+# layer's package). uvloop and protobuf are found through their Python
+# imports and hooks; picows
 # is imported by netcore.websocket's C code, and netcore_game carries the chat
 # page (web/chat.html) as data.
 # Where the packages are imported from: site-packages, or the checkout's src/
@@ -46,9 +48,10 @@ src="$("$py" -c 'import os, netcore_game; print(os.path.dirname(os.path.dirname(
     --paths "$src" \
     --collect-submodules netcore \
     --collect-submodules netcore_packets \
+    --collect-submodules netcore_server \
     --collect-submodules netcore_game \
     --collect-data netcore_game \
     --collect-submodules picows \
     --distpath "$dist" --workpath "$work/build" --specpath "$work" \
-    "$work/netcore_server.py"
+    "$work/netcore_server_exe.py"
 echo "build_server_exe: wrote $dist/netcore-server"

@@ -3,9 +3,11 @@
 The project is small and complete: pyproject.toml and setup.py that run the
 generator and compile the dispatch against the installed netcore, proto/NAME/
 with netcore's own login, enter and chat packets (same ids), the package
-src/NAME/ (handlers, a game of sessions and rooms, the NAME-server command), a
-test that starts the server and chats through it, and a README with its two
-commands. Every file comes from tools/templates/project/.
+src/NAME/ on netcore's server layer (handlers, the game: its settings and a
+room with a tick, and the NAME-server command with every setting of
+netcore-server), tests that run it in one process, with --workers 2 and over
+WebSocket, and a README with its two commands. Every file comes from
+tools/templates/project/.
 """
 import argparse
 import keyword
@@ -31,7 +33,9 @@ FILES = {
     "src/{name}/game.py": "game.py.j2",
     "src/{name}/cli.py": "cli.py.j2",
     "src/{name}/py.typed": None,                # empty: the package has types
+    "tests/conftest.py": "conftest.py.j2",
     "tests/test_chat.py": "test_chat.py.j2",
+    "tests/test_cluster.py": "test_cluster.py.j2",
 }
 # The name is the package, the distribution and the command's prefix.
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")

@@ -16,7 +16,7 @@ from netcore.errors import (
     UnknownPacketError,
 )
 from netcore.framing import HEADER, MAX_PACKET_SIZE, split_frames
-from netcore.jobqueue import JobQueue, JobTimer
+from netcore.jobqueue import JobQueue, JobTicker, JobTimer
 from netcore.loop import new_event_loop, resolve_loop_kind, run
 from netcore.sendbuffer import SendBuffer, SendBufferPool, copy_frames, default_pool, make_packet
 from netcore.service import ClientService, ServerService
@@ -56,8 +56,8 @@ class PacketSession(_session.PacketSession, asyncio.BufferedProtocol):
 
 
 __all__ = [
-    "ClientService", "Disconnect", "DisconnectReason", "HEADER", "JobQueue", "JobTimer",
-    "LATENCY_BOUNDS", "LatencyHistogram", "MAX_PACKET_SIZE",
+    "ClientService", "Disconnect", "DisconnectReason", "HEADER", "JobQueue", "JobTicker",
+    "JobTimer", "LATENCY_BOUNDS", "LatencyHistogram", "MAX_PACKET_SIZE",
     "MalformedPacketError", "PacketSession", "ProtocolError", "SendBuffer",
     "SendBufferPool", "ServerService", "Session", "UnknownPacketError",
     "copy_frames", "default_pool", "make_packet", "new_event_loop", "resolve_loop_kind", "run",

@@ -19,6 +19,17 @@
 # Timers (do_timer) fire by pushing their job onto the queue, so they obey the
 # same ordering. A timer holds its queue only weakly: when the queue is closed
 # or collected the timer does not run.
+#
+# Ticks (do_tick) are the fixed-rate timer of a game room (Nakama's match
+# loop, Colyseus's simulation interval): slot k is due at start + k/rate and
+# its job runs on the queue like any other, inside the queue's time budget.
+# A tick never runs twice to catch up. A slot whose firing finds the
+# previous tick's job still waiting (the queue is behind) pushes nothing, and
+# slots that pass while the loop itself is stalled are not fired at all:
+# both are counted `skipped`; a tick that starts a whole period or more after
+# its slot was due is counted `late`, and one that runs longer than the
+# queue's budget `over_budget`. The job gets dt, the seconds since the last
+# tick began, so game logic scales by real time whatever was skipped.
 
 from cpython.time cimport PyTime_t
 
@@ -62,3 +73,22 @@ cdef class JobTimer:
     cdef double interval            # seconds; 0 for a one-shot timer
     cdef double deadline            # loop time of the next firing
     cdef readonly bint cancelled
+
+
+cdef class JobTicker:
+    cdef object queue_ref           # weakref to the JobQueue
+    cdef object fn
+    cdef tuple args
+    cdef bint bind_owner            # fn is an owner method stored unbound
+    cdef object handle              # the loop's TimerHandle of the next slot
+    cdef double interval            # seconds per tick
+    cdef double deadline            # loop time the next slot is due
+    cdef double due                 # loop time the pushed tick's slot was due
+    cdef double last_start          # loop time the last tick began; 0 before the first
+    cdef bint waiting               # a tick's job is pushed and has not run
+    cdef LatencyHistogram histogram     # each tick's run time, when set
+    cdef readonly bint cancelled
+    cdef readonly unsigned long long ticks
+    cdef readonly unsigned long long late
+    cdef readonly unsigned long long skipped
+    cdef readonly unsigned long long over_budget

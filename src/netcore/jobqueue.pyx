@@ -70,11 +70,37 @@ cdef class JobQueue:
         self.timers.add(t)
         return t
 
+    def do_tick(self, double rate_hz, fn, *args, LatencyHistogram histogram=None):
+        """Push ``fn(*args, dt)`` rate_hz times a second, at fixed slots, the
+        first one period from now; dt is the seconds since the previous tick
+        began. Never twice to catch up: a slot that finds the last tick still
+        queued, or passes in a stall, is skipped and counted (jobqueue.pxd).
+        `histogram` observes each tick's run time. Returns a JobTicker (its
+        counts, and cancel())."""
+        cdef JobTicker t
+        if self.closed:
+            raise RuntimeError("job queue is closed")
+        if not rate_hz > 0:
+            raise ValueError("rate_hz must be > 0")
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        t = JobTicker.__new__(JobTicker)
+        t.queue_ref = weakref.ref(self)
+        t.bind_owner = getattr(fn, "__self__", None) is self and hasattr(fn, "__func__")
+        t.fn = fn.__func__ if t.bind_owner else fn
+        t.args = args
+        t.histogram = histogram
+        t.interval = 1.0 / rate_hz
+        t.deadline = self.loop.time() + t.interval
+        t.handle = self.loop.call_at(t.deadline, _fire_tick, t)
+        self.timers.add(t)
+        return t
+
     def close(self):
         """Drop pending jobs and cancel every timer; later pushes are refused."""
         self.closed = True
         for t in list(self.timers):
-            (<JobTimer>t).cancel()
+            t.cancel()                  # a JobTimer or a JobTicker
         self.jobs = []
         self.head = 0
 
@@ -180,3 +206,79 @@ def _fire(JobTimer t):
         t.cancelled = True
         q.timers.discard(t)
     q.push(t.fn, (q,) + t.args if t.bind_owner else t.args)
+
+
+cdef class JobTicker:
+    """A fixed-rate tick of a JobQueue (do_tick): its job is pushed at each slot."""
+
+    @property
+    def rate(self):
+        """Ticks per second."""
+        return 1.0 / self.interval
+
+    def cancel(self):
+        """Stop it: no slot fires after this, and a tick already queued does not run."""
+        cdef JobQueue q
+        if self.cancelled:
+            return
+        self.cancelled = True
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        q = self.queue_ref()
+        if q is not None:
+            q.timers.discard(self)
+
+
+def _fire_tick(JobTicker t):
+    cdef JobQueue q = t.queue_ref()
+    cdef double now
+    cdef double missed
+    t.handle = None
+    if q is None or q.closed or t.cancelled:
+        t.cancelled = True
+        return
+    now = q.loop.time()
+    if t.waiting:
+        t.skipped += 1                  # the last tick has not run yet: no second one behind it
+    else:
+        t.waiting = True
+        t.due = t.deadline
+        q.push(_run_tick, (t,))
+    t.deadline += t.interval
+    if t.deadline <= now:
+        # The loop stalled past whole slots: they are not fired late, one
+        # after the other; the next slot is the first one still ahead.
+        missed = <double>(<long long>((now - t.deadline) / t.interval)) + 1
+        t.skipped += <unsigned long long>missed
+        t.deadline += missed * t.interval
+    t.handle = q.loop.call_at(t.deadline, _fire_tick, t)
+
+
+def _run_tick(JobTicker t):
+    cdef JobQueue q = t.queue_ref()
+    cdef double start
+    cdef double dt
+    cdef PyTime_t began
+    cdef PyTime_t took
+    t.waiting = False
+    if q is None or t.cancelled:
+        return
+    start = q.loop.time()
+    if start - t.due >= t.interval:
+        t.late += 1
+    dt = start - t.last_start if t.last_start > 0 else t.interval
+    t.last_start = start
+    t.ticks += 1
+    began = PyTime_MonotonicRaw()
+    try:
+        if t.bind_owner:
+            t.fn(q, *t.args, dt)
+        else:
+            t.fn(*t.args, dt)
+    finally:
+        took = PyTime_MonotonicRaw() - began
+        if took > q.budget_ns:
+            t.over_budget += 1
+        if t.histogram is not None:
+            t.histogram.observe_ns(took)

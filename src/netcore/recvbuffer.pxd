@@ -10,6 +10,10 @@
 # - Whatever partial packet is left after parsing (the "tail") is moved once
 #   into the session's own buffer (`own`), sized for that packet, and freed as
 #   soon as it has been consumed: grow for a large packet, shrink back after.
+#   Whatever made `own` large before (a capped read's backlog, a read aside),
+#   the tail it is left with is all it keeps: a one-byte tail behind a drained
+#   62 KB backlog costs SMALL_TAIL bytes, not 62 KB, however long the peer
+#   then waits before it sends again.
 # - A small tail (<= SMALL_TAIL) is copied back in front of the next scratch
 #   read, so streams of small packets keep reading in large chunks. A large
 #   tail instead receives its remaining bytes directly in `own`, so each byte

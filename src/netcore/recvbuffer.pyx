@@ -108,19 +108,22 @@ cdef class RecvBuffer:
             if r.pos:
                 memmove(self.own, self.own + r.pos, tail)
             self.own_len = tail
-            if tail < self.own_cap and self.own_cap < READ_ASIDE:
-                return 0
             if tail >= self.own_cap:
                 # A raw stream consumed nothing from a full buffer: the caller
                 # bounds the tail, here we only make room for the next read.
                 packet_size = 0
-            # Else a read aside left a tail in its large buffer: resized below.
         if tail <= SMALL_TAIL:
             cap = SMALL_TAIL            # parked only; the next read copies it to scratch
         elif packet_size > tail:
             cap = packet_size           # the rest of this packet is read straight in
         else:
             cap = tail + MIN_OWN        # raw stream with no known size: leave read room
+        if in_own and tail < self.own_cap <= cap:
+            # Already in place and no larger than this tail needs. A larger
+            # buffer (a drained backlog's, a read aside's) is cut down to the
+            # tail, however small: kept, it would be memory outside every
+            # bound until the peer sends again, which it may never do.
+            return 0
         if self.own_cap != cap:
             grown = <unsigned char*>realloc(self.own, cap)
             if grown == NULL:

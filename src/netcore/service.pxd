@@ -26,7 +26,12 @@
 # service.pyx), whose accept() does what libuv does. On both loops a
 # connection that cannot get a descriptor is closed at once, nothing spins,
 # and the log says how many were shed, at most once a second. (uvloop never
-# calls the Python accept(), so it keeps no second spare.)
+# calls the Python accept(), so it keeps no second spare.) One shedding pass
+# closes at most SHED_BATCH connections: under a connect flood the backlog
+# refills as fast as it is emptied, and a pass that ran until it was empty
+# would hold the event loop for as long as the flood lasts. What it leaves
+# keeps the socket readable, so the loop returns to it after one iteration
+# of serving everything else.
 
 #
 # Per source address (netcore.addresses: an IPv4 address or an IPv6 /64;
@@ -83,6 +88,7 @@ cdef enum:
     MIN_SWEEP_MS = 10
     MAX_SWEEP_MS = 1000
     SHED_LOG_INTERVAL_MS = 1000
+    SHED_BATCH = 128            # connections closed per shedding pass (see above)
     KEEPALIVE_PROBES = 3
     MAX_KEEPALIVE_S = 32767
     ABORT_WAIT_MS = 1000        # close_sessions: for aborted stragglers to be gone
@@ -125,6 +131,7 @@ cdef class Service:
     cdef SendFlusher flusher
     cdef object new_session(self)
     cdef object address_key_of(self, Session s)
+    cdef object address_key_for(self, object peer)
     cdef SendFlusher make_flusher(self, object loop)
     cdef int start_sweeping(self, object loop) except -1
     cdef void stop_sweeping(self) noexcept

@@ -105,10 +105,15 @@ class ListenSocket(socket.socket):
 
     def _shed_pending(self):
         cdef Py_ssize_t n = 0
+        cdef int i
         if self._spare >= 0:
             os.close(self._spare)
             self._spare = -1
-        while True:
+        # At most SHED_BATCH per call: under a connect flood the backlog
+        # refills as fast as it is shed, and an unbounded loop would hold the
+        # event loop for as long as the flood lasts. What is left keeps the
+        # socket readable: the loop comes back after serving everyone else.
+        for i in range(SHED_BATCH):
             try:
                 conn, _ = socket.socket.accept(self)
             except ConnectionAbortedError:
@@ -516,7 +521,10 @@ cdef class Service:
         return True
 
     cdef object address_key_of(self, Session s):
-        peer = s.peername
+        return self.address_key_for(s.peername)
+
+    cdef object address_key_for(self, object peer):
+        """The per-address key of a peer address (None: not counted)."""
         if not peer or not isinstance(peer, tuple) or not isinstance(peer[0], str):
             return address_key(peer, self.exempt_networks)
         host = peer[0]

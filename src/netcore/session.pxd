@@ -35,7 +35,11 @@ cdef enum:
     # A graceful close sends FIN after the queued bytes and reads (discarding)
     # until the peer closes too, for at most this long. Closing with unread
     # input instead would make the kernel send RST, and an RST can destroy
-    # the very bytes the close was meant to deliver.
+    # the very bytes the close was meant to deliver. Every graceful close has
+    # this deadline, the one that follows the peer's own FIN too: a peer that
+    # half-closes and then reads nothing would otherwise keep its session,
+    # its buffers and its room place for as long as it likes, waiting for a
+    # drain that never comes. Past it the transport is aborted.
     LINGER_MS = 3000
 
 
@@ -81,12 +85,15 @@ cdef inline bint rate_admit(RateLimit* rl, PyTime_t now) noexcept:
 # Server-wide bound on unsent bytes: every session of a service shares its
 # flusher, so the flusher keeps the total its sessions hold queued
 # (`pending_bytes`, two integer additions per packet: one at enqueue, one at
-# flush or drop). Past `max_pending_bytes` (0: no bound) shed() walks the
-# service's registry once and aborts the sessions with the largest queues
-# first, as slow consumers, until the total is back under 3/4 of the bound:
-# the hysteresis keeps a server that sits at its bound from walking the
-# registry per packet. Bytes already handed to a transport (at most its high
-# water mark plus one write per session) are not counted.
+# flush or drop; a flush takes off whatever left the queue even when the
+# transport's write raised after the queue was emptied, else the total would
+# drift up and cut off sessions that hold nothing). Past `max_pending_bytes`
+# (0: no bound) shed() walks the service's registry once and aborts the
+# sessions with the largest queues first, as slow consumers, until the total
+# is back under 3/4 of the bound: the hysteresis keeps a server that sits at
+# its bound from walking the registry per packet. Bytes already handed to a
+# transport (at most its high water mark plus one write per session) are not
+# counted.
 #
 # Coalesced fan-out (send_to_all_coalesced): a room that broadcasts k chats in
 # one job slice queued k entries at each of its N members, k*N pushes, each
@@ -168,7 +175,13 @@ cdef class Session:
     cdef readonly Py_ssize_t max_packets_per_read
     cdef bint backlogged                    # stopped at the cap with packets left
     cdef bint reading_paused                # pause_reading(): a backlog must not resume it
-    cdef object linger_timer
+    cdef object linger_timer                # the deadline of a graceful close (LINGER_MS)
+    # The peer's end of input (its log detail) that a transport handed over
+    # while a capped read's backlog still waited: picows parses a whole socket
+    # read at once, so a WebSocket close frame can come right behind a
+    # message that was only partly handled. It is acted on once the backlog
+    # has drained, so that nothing the peer sent before it is dropped.
+    cdef object deferred_end
     # A graceful close asked to abort (close_sessions' timeout) is cut short:
     # the transport aborted once, the reason replaced by the one that did it.
     cdef bint closing
@@ -190,6 +203,17 @@ cdef class Session:
     cdef int enqueue(self, SendBuffer buf) except -1
     cdef int flush(self) except -1
     cdef int close(self, object kind, str detail, bint abort) except -1
+    cdef int arm_linger(self) except -1     # the deadline of a graceful close
+    # The peer sends nothing more: deliver what is queued, then close (with
+    # the linger deadline) unless on_eof() keeps it open; 1 when kept open.
+    cdef int end_input(self, str detail) except -1
+    # end_input, or deferred_end while a backlog waits; 1: the transport stays open.
+    cdef int peer_ended(self, str detail) except -1
+    # One unit of the packet rate for something the peer sent that carries no
+    # packet (a WebSocket control frame, an empty message, a fragment): every
+    # frame costs at least what a packet costs. 1 admitted; 0: it closed the
+    # session as rate limited.
+    cdef int admit_frame(self) except -1
     cdef void drop_queue(self) noexcept     # clear the queue, keeping the flusher's total
     cdef Py_ssize_t process(self, FrameReader* r) except -1
     cdef int consume(self, FrameReader* r) except -1

@@ -516,14 +516,10 @@ cdef class Session:
         return False
 
     def eof_received(self):
-        # What the peer sent before its FIN has been processed; deliver what
-        # is queued for it, then let the transport close (it also ends a
-        # lingering close of ours) unless the session has answers to come.
-        self.eof_seen = True
-        self.flush()
-        if not self.closing and self.on_eof():
-            return True
-        return False
+        # What the peer sent before its FIN has been processed (end_input).
+        # False lets the transport close, which it has begun already (it
+        # also ends a lingering close of ours); True: answers still to come.
+        return self.end_input("") != 0
 
     def get_buffer(self, Py_ssize_t sizehint):
         return self.rbuf.get_buffer()
@@ -554,6 +550,10 @@ cdef class Session:
             return 0
         if self.backlogged:
             asyncio.get_running_loop().call_soon(_drain_backlog, self)
+        elif self.deferred_end is not None:
+            # The peer ended behind the backlog (peer_ended): now, in order.
+            detail, self.deferred_end = self.deferred_end, None
+            self.end_input(detail)
         elif not self.reading_paused:
             self.transport.resume_reading()
         return 0
@@ -630,26 +630,32 @@ cdef class Session:
         self.flush_scheduled = False
         if n == 0 or self.write_paused or self.transport is None:
             return 0
-        # The direct path (as picows does): the kernel usually takes it all,
-        # and then there is no joined copy and no transport call at all. Only
-        # while the transport holds nothing, or bytes would overtake its own.
-        if self.fd >= 0 and not self.closing:
-            # Asking the transport costs a Python call: only after we handed
-            # it bytes, until it says it has written them all.
-            if self.transport_holds and self.transport.get_write_buffer_size() == 0:
-                self.transport_holds = False
-            if not self.transport_holds:
-                written = sq_write_to(&self.queue, self.fd, &self.flusher.gather)
-        if written == total:
-            sq_clear(&self.queue)
-            self.direct_writes += 1
-        else:
-            self.transport_holds = True
-            if written > 0:
-                self.transport.write(sq_take_joined_after(&self.queue, written))
+        try:
+            # The direct path (as picows does): the kernel usually takes it
+            # all, and then there is no joined copy and no transport call at
+            # all. Only while the transport holds nothing, or bytes would
+            # overtake its own.
+            if self.fd >= 0 and not self.closing:
+                # Asking the transport costs a Python call: only after we
+                # handed it bytes, until it says it has written them all.
+                if self.transport_holds and self.transport.get_write_buffer_size() == 0:
+                    self.transport_holds = False
+                if not self.transport_holds:
+                    written = sq_write_to(&self.queue, self.fd, &self.flusher.gather)
+            if written == total:
+                sq_clear(&self.queue)
+                self.direct_writes += 1
             else:
-                self.transport.write(sq_take_joined(&self.queue))
-        self.flusher.pending_bytes -= total
+                self.transport_holds = True
+                if written > 0:
+                    self.transport.write(sq_take_joined_after(&self.queue, written))
+                else:
+                    self.transport.write(sq_take_joined(&self.queue))
+        finally:
+            # What left the queue leaves the server-wide total, also when
+            # the transport's write raised after the queue was emptied: a
+            # total that drifted up would cut off sessions holding nothing.
+            self.flusher.pending_bytes -= total - self.queue.nbytes
         self.writes += 1
         self.packets_sent += n
         self.bytes_sent += total
@@ -666,11 +672,12 @@ cdef class Session:
                 # reads nor closes): cut it short, and say so.
                 self.close_reason = Disconnect(kind, detail)
                 self.aborted = True
-                sq_clear(&self.queue)
+                self.drop_queue()
                 self.transport.abort()
             return 0
         self.closing = True
-        self.close_reason = Disconnect(kind, detail)
+        self.close_reason = (_PEER_CLOSED_REASON if kind is PEER_CLOSED and not detail
+                             else Disconnect(kind, detail))
         if self.transport is None:
             return 0
         if kind in _PEER_FAULTS:
@@ -687,16 +694,55 @@ cdef class Session:
             if self.transport.can_write_eof() and not self.eof_seen:
                 self.transport.write_eof()
                 self.transport.resume_reading()
-                self.linger_timer = asyncio.get_running_loop().call_later(
-                    LINGER_MS / 1000.0, self.transport.abort)
+                self.arm_linger()
             else:
+                # The peer half-closed already (or the transport cannot):
+                # close once what is buffered is sent, which a peer that
+                # reads nothing would put off for ever without the deadline.
                 self.transport.close()
+                if not (type(self.transport) is TcpTransport
+                        and (<TcpTransport>self.transport).lost_scheduled):
+                    self.arm_linger()
         except RuntimeError:
             # uvloop closes the transport of a cancelled create_connection
             # itself (is_closing() still False) and refuses every later call
             # on it; its connection_lost, which ends this session, follows.
-            sq_clear(&self.queue)
+            self.drop_queue()
         return 0
+
+    cdef int arm_linger(self) except -1:
+        if self.linger_timer is None and self.transport is not None:
+            self.linger_timer = asyncio.get_running_loop().call_later(
+                LINGER_MS / 1000.0, self.transport.abort)
+        return 0
+
+    cdef int end_input(self, str detail) except -1:
+        """The peer sends nothing more (TCP's FIN, a WebSocket close frame):
+        what it sent before has been handled. Deliver what is queued for it,
+        then close gracefully, with the linger deadline, unless the session
+        has answers still to come (on_eof). 1 when it stays open."""
+        self.eof_seen = True
+        self.flush()
+        if self.closing:
+            return 0
+        if self.on_eof():
+            return 1
+        self.close(PEER_CLOSED, detail, False)
+        return 0
+
+    cdef int peer_ended(self, str detail) except -1:
+        if self.backlogged and not self.closing:
+            if self.deferred_end is None:
+                self.deferred_end = detail
+            return 1
+        return self.end_input(detail)
+
+    cdef int admit_frame(self) except -1:
+        if self.rate.interval and not rate_admit(&self.rate, PyTime_MonotonicRaw()):
+            self.close(RATE_LIMITED, f"more than {self.packet_rate:g} packets/s "
+                                     f"(burst {self.packet_burst})", True)
+            return 0
+        return 1
 
 
 cdef class PacketSession(Session):

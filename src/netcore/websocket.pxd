@@ -1,10 +1,10 @@
 # WebSocket transport: the same sessions, packets and limits as TCP, carried
 # in binary WebSocket messages (browsers, Unity WebGL, Godot web exports).
 #
-# picows does the WebSocket work (HTTP upgrade, frame parsing, masking, ping
-# and pong) in C; we cimport its listener type, so picows calls our
-# on_ws_frame through its C vtable and we read each payload in place, in its
-# receive buffer (no copy, no Python object per frame).
+# picows does the WebSocket work (HTTP upgrade, frame parsing, masking) in
+# C; pings we answer ourselves (below). We cimport its listener type, so
+# picows calls our on_ws_frame through its C vtable and we read each payload
+# in place, in its receive buffer (no copy, no Python object per frame).
 #
 # WsConnection is both the picows listener of one connection and the
 # "transport" its netcore Session writes to: the Session calls write(),
@@ -41,6 +41,41 @@
 # Fragmented messages are put together in a buffer of the connection's own,
 # bounded by max_message_size; the common unfragmented message is never
 # copied.
+#
+# Every frame costs the peer something. A binary message costs its packets
+# (the session's rate limit, in process); a frame that carries no packet (a
+# PING, a PONG, an empty message, a fragment before the last) costs one
+# packet's worth of the same rate (Session.admit_frame): a flood of any of
+# them is cut off as rate limited like a flood of packets. They are not
+# activity for the idle timeout, which counts packets as on TCP. PINGs reach
+# us (picows's automatic pong is off) and are answered through the same
+# write back-pressure as everything else: while the session's transport is
+# paused (its buffer over the high-water mark: the peer does not read), only
+# the latest ping is remembered and its pong goes once writing resumes (RFC
+# 6455 5.5.3 allows answering only the most recent), so a peer that pings and
+# never reads costs one 125-byte payload, not a pong per ping.
+#
+# The peer's end of input: a close frame, or TCP's FIN (our protocol class
+# hands picows's eof_received to WsConnection.peer_eof), is the session's
+# end_input, as TCP's FIN is: what is queued is delivered, then a graceful
+# close with the session's linger deadline. picows parses a whole socket read
+# at once, so a close frame can come right behind a message that
+# max_packets_per_read left partly handled: it waits (Session.peer_ended)
+# until that backlog has drained, and nothing sent before it is dropped.
+#
+# Upgrades in progress. A connection to the WebSocket port is no session
+# until its HTTP upgrade is done, so max_sessions and the per-address cap do
+# not count it; it still holds a descriptor and picows's buffers. The
+# listener counts them (our subclass of picows's protocol, from the accept to
+# the upgrade or the connection's end): at most upgrade_limit in progress
+# (max_upgrades, less where the open-files limit could not hold them beside
+# max_sessions: see upgrade_limit_for), at most max_upgrades_per_address
+# from one address (the service's address keys and exempt networks). One
+# past either is aborted at once, before picows sees it. Each has
+# handshake_timeout seconds from its accept to finish the upgrade (a plain
+# request: to be answered and gone); then it is aborted, whatever picows is
+# still waiting for (its own timeout only closes gracefully, which a peer
+# that reads nothing puts off for ever).
 
 from picows.picows cimport WSFrame, WSListener, WSTransport
 
@@ -68,6 +103,13 @@ cdef enum:
     MAX_CLOSE_REASON = 123          # bytes of UTF-8 a close frame's reason can hold
     DEFAULT_MAX_MESSAGE_SIZE = 65536
     HANDSHAKE_TIMEOUT_S = 5         # the HTTP upgrade must be complete by then
+    DEFAULT_MAX_UPGRADES = 1024     # upgrades in progress, server-wide
+    DEFAULT_MAX_UPGRADES_PER_ADDRESS = 16
+    # Where the open-files limit cannot hold max_sessions, max_upgrades and
+    # the headroom, upgrades get what is left after max_sessions, but at
+    # least this share (1/N) of the descriptors past the headroom: the game
+    # port keeps the rest.
+    UPGRADE_SHARE_DIVISOR = 4
 
 
 cdef class WebSocketListener:
@@ -87,6 +129,19 @@ cdef class WebSocketListener:
     cdef readonly unsigned long long pages_served       # plain GETs answered with a page
     cdef readonly unsigned long long not_found          # other plain requests (404)
     cdef readonly dict closes                   # close code -> close frames we sent
+    # Upgrades in progress (see above).
+    cdef readonly double handshake_timeout      # seconds from accept to a session
+    cdef readonly Py_ssize_t max_upgrades
+    cdef readonly Py_ssize_t max_upgrades_per_address   # 0: no cap
+    cdef readonly Py_ssize_t upgrade_limit      # in force (set at start); max_upgrades before
+    cdef set pending                            # their protocols (_UpgradeProtocol)
+    cdef readonly dict upgrading_by_address     # address key -> upgrades in progress from it
+    cdef readonly unsigned long long refused_upgrades   # aborted at accept: past a cap
+    cdef readonly unsigned long long handshake_timeouts # aborted: no upgrade in time
+    cdef object loop
+    cdef object request_handler                 # self._request, made once
+    cdef int begin_upgrade(self, object protocol, object transport) except -1
+    cdef int end_upgrade(self, object protocol) except -1
 
 
 cdef class WsConnection(WSListener):
@@ -99,13 +154,17 @@ cdef class WsConnection(WSListener):
     cdef readonly int peer_code         # the code of the peer's close frame; 0 while none
     cdef int fault_code                 # a WebSocket-level fault's code, set before closing
     cdef bint close_sent
+    cdef bint close_received            # the peer's close frame (nothing after it counts)
     cdef bint lost
+    cdef readonly unsigned long long pings      # PING frames received
+    cdef bytes pong_due                 # the latest ping's payload, while writing is paused
     # A fragmented message being put together (never used by unfragmented ones).
     cdef unsigned char* frag
     cdef Py_ssize_t frag_len
     cdef bint in_fragments
 
     cdef int feed(self, const unsigned char* data, Py_ssize_t size) except -1
+    cdef int answer_ping(self, WSFrame frame) except -1
     cdef int add_fragment(self, WSFrame frame) except -1
     cdef int refuse(self, int code, object kind, str detail) except -1
     cdef int send_close(self) except -1

@@ -1,7 +1,9 @@
 # cython: language_level=3
 """WebSocket transport: netcore sessions over binary WebSocket messages (see websocket.pxd)."""
 import asyncio
+import functools
 import logging
+import math
 
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
@@ -11,14 +13,16 @@ from picows import (
     WSUpgradeResponse,
     WSUpgradeResponseWithListener,
     ws_connect,
-    ws_create_server,
 )
+from picows.picows import WSProtocol
 
 from netcore.errors import Disconnect, DisconnectReason
 from netcore.framing import header_error
-from netcore.logs import peer_line
+from netcore.logs import format_address, peer_line
+# Private here (the constant is netcore.loop's, not this module's API).
+from netcore.loop import DESCRIPTOR_HEADROOM as _HEADROOM, reserve_descriptors
 from netcore.origins import DEFAULT_ORIGINS, OriginPolicy
-from netcore.service import _serve_on, listen_socket_count
+from netcore.service import _create_server, _serve_on, listen_socket_count
 from netcore.session import _drain_backlog
 
 from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
@@ -41,6 +45,11 @@ picows_log.propagate = False
 # A client reads whatever the server joins into one flush: up to the server's
 # max_pending_bytes (1 MiB by default) in one message.
 CLIENT_MAX_MESSAGE_SIZE = 16 << 20
+
+# picows's protocol, as ws_create_server makes it, less its automatic pong
+# (PINGs are ours: WsConnection.answer_ping) and its handshake timeout (the
+# listener's deadline aborts; picows's only closes gracefully).
+READ_BUFFER_INIT_SIZE = 16 * 1024
 
 cdef object PEER_CLOSED = DisconnectReason.PEER_CLOSED
 cdef object PROTOCOL_ERROR = DisconnectReason.PROTOCOL_ERROR
@@ -120,6 +129,9 @@ cdef class WsConnection(WSListener):
     cpdef on_ws_connected(self, WSTransport transport):
         self.ws = transport
         self.tcp = transport.underlying_transport
+        if self.listener is not None:
+            # The upgrade is done: from now on the session is counted, not it.
+            self.listener.end_upgrade(self.tcp.get_protocol())
         # Fetched now, while the socket is open: a session ended by a frame
         # error picows answered itself is logged after the socket is gone.
         self.session.peername
@@ -134,6 +146,8 @@ cdef class WsConnection(WSListener):
                 if kind == WSMsgType.CLOSE:
                     self.peer_closed(frame)
                 return
+            if self.close_received:
+                return          # nothing may follow the peer's close frame (RFC 6455 5.5.1)
             if kind == WSMsgType.BINARY:
                 if self.in_fragments:
                     self.refuse(CLOSE_WS_PROTOCOL, PROTOCOL_ERROR,
@@ -145,7 +159,7 @@ cdef class WsConnection(WSListener):
                                     f"> maximum {self.max_message_size}")
                     else:
                         self.feed(<const unsigned char*>frame.payload_ptr, frame.payload_size)
-                else:
+                elif s.admit_frame():           # a fragment before the last: no packet yet
                     self.in_fragments = True
                     self.frag_len = 0
                     self.add_fragment(frame)
@@ -153,14 +167,19 @@ cdef class WsConnection(WSListener):
                 if not self.in_fragments:
                     self.refuse(CLOSE_WS_PROTOCOL, PROTOCOL_ERROR,
                                 "websocket: a continuation frame with no message to continue")
-                else:
+                elif frame.fin or s.admit_frame():
                     self.add_fragment(frame)
+            elif kind == WSMsgType.PING:
+                self.pings += 1
+                if s.admit_frame():
+                    self.answer_ping(frame)
+            elif kind == WSMsgType.PONG:
+                s.admit_frame()                 # unasked (we send no pings): only its cost
             elif kind == WSMsgType.TEXT:
                 self.refuse(CLOSE_UNSUPPORTED_DATA, PROTOCOL_ERROR,
                             "websocket: a text frame (the protocol is binary messages)")
             elif kind == WSMsgType.CLOSE:
                 self.peer_closed(frame)
-            # PING is answered by picows; an unasked PONG needs nothing.
         except Exception as exc:
             # Never left to picows, which would log it outside the line budget.
             if peer_line(log, logging.ERROR):
@@ -192,7 +211,21 @@ cdef class WsConnection(WSListener):
         self.session.pause_writing()
 
     cpdef resume_writing(self):
+        cdef bytes payload
         self.session.resume_writing()
+        if self.pong_due is not None and not self.session.write_paused:
+            payload, self.pong_due = self.pong_due, None
+            if not self.close_sent and not self.lost:
+                self.ws.send(WSMsgType.PONG, payload)
+
+    def peer_eof(self):
+        """The peer's FIN (our protocol's eof_received): as a close frame
+        without a code. True keeps the transport open (answers still to
+        come, or a backlog still to handle first)."""
+        cdef Session s = self.session
+        if s.closing or self.lost or s.transport is None:
+            return False
+        return s.peer_ended("without a close frame") != 0
 
     # -- the transport its Session writes to ---------------------------------------
 
@@ -249,6 +282,9 @@ cdef class WsConnection(WSListener):
         cdef FrameReader r
         cdef FrameHeader h
         cdef FrameStatus st
+        if size == 0:
+            s.admit_frame()         # an empty message: no packet, but not free
+            return 0
         if s.backlogged:
             # picows hands over the rest of a socket read's messages after a
             # capped parse paused reading: they queue behind the backlog.
@@ -313,6 +349,16 @@ cdef class WsConnection(WSListener):
         self.session.close(kind, detail, True)
         return 0
 
+    cdef int answer_ping(self, WSFrame frame) except -1:
+        cdef bytes payload = frame.get_payload_as_bytes()      # at most 125 bytes
+        if self.session.write_paused:
+            # The peer reads nothing for now: remember only the latest ping
+            # (resume_writing answers it), not a pong per ping.
+            self.pong_due = payload
+        elif not self.close_sent and not self.lost:
+            self.ws.send(WSMsgType.PONG, payload)
+        return 0
+
     cdef int peer_closed(self, WSFrame frame) except -1:
         cdef Session s = self.session
         self.peer_code = <int>frame.get_close_code()
@@ -320,15 +366,15 @@ cdef class WsConnection(WSListener):
             # Our close frame has been answered: the closing handshake is done.
             self.tcp.close()
             return 0
-        if s.closing:
+        if s.closing or self.close_received:
             return 0
-        # As TCP's FIN: what the peer sent before has been handled; deliver
-        # what is queued, then answer with our close frame, unless the
-        # session has answers still to come (on_eof; it disconnects later).
-        if not s.eof_received():
-            reason = frame.get_close_reason()
-            s.close(PEER_CLOSED, f"close {self.peer_code}" + (f" {reason!r}" if reason else ""),
-                    False)
+        self.close_received = True
+        # As TCP's FIN (Session.end_input): what the peer sent before has
+        # been handled (behind a backlog, once it has drained); deliver what
+        # is queued, then answer with our close frame, unless the session has
+        # answers still to come (on_eof; it disconnects later).
+        reason = frame.get_close_reason()
+        s.peer_ended(f"close {self.peer_code}" + (f" {reason!r}" if reason else ""))
         return 0
 
     cdef int send_close(self) except -1:
@@ -364,14 +410,36 @@ cdef class WebSocketListener:
 
     def __init__(self, ServerService service not None, str host="127.0.0.1", int port=0, *,
                  origins=DEFAULT_ORIGINS, Py_ssize_t max_message_size=DEFAULT_MAX_MESSAGE_SIZE,
-                 pages=None, bint reuse_port=False, int backlog=4096, int listen_sockets=0):
+                 pages=None, bint reuse_port=False, int backlog=4096, int listen_sockets=0,
+                 double handshake_timeout=HANDSHAKE_TIMEOUT_S,
+                 Py_ssize_t max_upgrades=DEFAULT_MAX_UPGRADES,
+                 Py_ssize_t max_upgrades_per_address=DEFAULT_MAX_UPGRADES_PER_ADDRESS):
         """origins: a netcore.origins policy ("self,loopback", "*", exact
         origins) or an OriginPolicy. pages: {path: (content type, bytes)}.
-        listen_sockets: as ServerService's (0: 16 under uvloop on Linux)."""
+        listen_sockets: as ServerService's (0: 16 under uvloop on Linux).
+        handshake_timeout: seconds a connection has from its accept to finish
+        its upgrade (or its plain request); then it is aborted.
+        max_upgrades: connections in their upgrade at once, server-wide (fewer
+        where the open-files limit leaves fewer: upgrade_limit_for);
+        max_upgrades_per_address: from one address, not counting the
+        service's exempt networks (0: no cap). One past either is aborted at
+        once (see websocket.pxd)."""
         listen_socket_count(listen_sockets, None)      # checked now, chosen at start
         if max_message_size < service.max_packet_size:
             raise ValueError(f"max_message_size {max_message_size} cannot carry a packet of "
                              f"max_packet_size {service.max_packet_size}")
+        if not (handshake_timeout > 0 and math.isfinite(handshake_timeout)):
+            raise ValueError("handshake_timeout must be a finite number of seconds > 0")
+        if max_upgrades < 1:
+            raise ValueError("max_upgrades must be >= 1")
+        if max_upgrades_per_address < 0:
+            raise ValueError("max_upgrades_per_address must be >= 0")
+        self.handshake_timeout = handshake_timeout
+        self.max_upgrades = max_upgrades
+        self.max_upgrades_per_address = max_upgrades_per_address
+        self.upgrade_limit = max_upgrades
+        self.pending = set()
+        self.upgrading_by_address = {}
         self.service = service
         self.host = host
         self.port = port
@@ -388,14 +456,16 @@ cdef class WebSocketListener:
     async def start(self):
         """Listen (the service must be started); returns self."""
         loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.request_handler = self._request
         self.listen_sockets = listen_socket_count(self.listen_sockets, loop)
+        self.upgrade_limit = upgrade_limit_for(self.max_upgrades, self.service.max_sessions)
+        # As ServerService.start: the descriptor table at its full size now.
+        reserve_descriptors(self.service.max_sessions + self.upgrade_limit + _HEADROOM)
         self.servers, self.port, inherited = await _serve_on(
             self.host, self.port, self.reuse_port,
-            lambda sock: ws_create_server(
-                self._request, sock=sock, backlog=self.backlog,
-                websocket_handshake_timeout=HANDSHAKE_TIMEOUT_S,
-                logger_name=picows_log, enable_auto_ping=False, enable_auto_pong=True,
-                max_frame_size=self.max_message_size, use_aiofastnet=False),
+            functools.partial(_create_server, loop, None,
+                              functools.partial(_new_protocol, self), self.backlog),
             self.service.keepalive_idle, self.service.keepalive_interval, self.listen_sockets)
         if not inherited:
             # Its sessions are the service's: all of them get keepalive per connection.
@@ -442,6 +512,68 @@ cdef class WebSocketListener:
         self.closes[code] = self.closes.get(code, 0) + 1
 
     @property
+    def upgrading(self):
+        """Connections accepted and not yet a session (nor gone)."""
+        return len(self.pending)
+
+    cdef int begin_upgrade(self, object protocol, object transport) except -1:
+        """A connection accepted: count it, or refuse it (0) past a cap."""
+        cdef Py_ssize_t n
+        key = None
+        if len(self.pending) >= self.upgrade_limit:
+            why = f"{len(self.pending)} upgrades in progress (max {self.upgrade_limit})"
+        else:
+            why = None
+            if self.max_upgrades_per_address:
+                key = self.service.address_key_for(transport.get_extra_info("peername"))
+                if key is not None:
+                    n = self.upgrading_by_address.get(key, 0)
+                    if n >= self.max_upgrades_per_address:
+                        why = (f"{n} upgrades in progress from {key} "
+                               f"(max {self.max_upgrades_per_address})")
+                    else:
+                        self.upgrading_by_address[key] = n + 1
+        if why is not None:
+            self.refused_upgrades += 1
+            if peer_line(log, logging.INFO):
+                log.info("websocket connection from %s refused: %s",
+                         format_address(transport.get_extra_info("peername")), why)
+            return 0
+        self.pending.add(protocol)
+        protocol.key = key
+        protocol.tcp = transport
+        protocol.deadline = self.loop.call_later(self.handshake_timeout, _upgrade_deadline,
+                                                 protocol)
+        return 1
+
+    cdef int end_upgrade(self, object protocol) except -1:
+        """Upgraded (a session now) or gone: no longer counted here."""
+        cdef Py_ssize_t n
+        if protocol not in self.pending:
+            return 0
+        self.pending.discard(protocol)
+        key = protocol.key
+        if key is not None:
+            n = self.upgrading_by_address.pop(key, 0) - 1
+            if n > 0:
+                self.upgrading_by_address[key] = n
+        if protocol.deadline is not None:
+            protocol.deadline.cancel()
+            protocol.deadline = None
+        return 0
+
+    def _upgrade_timed_out(self, protocol):
+        if protocol not in self.pending:
+            return
+        protocol.deadline = None
+        self.handshake_timeouts += 1
+        if peer_line(log, logging.INFO):
+            log.info("websocket connection from %s aborted: no upgrade within %g s",
+                     format_address(protocol.tcp.get_extra_info("peername")),
+                     self.handshake_timeout)
+        protocol.tcp.abort()        # connection_lost ends the count
+
+    @property
     def listening(self):
         return self.servers is not None and any(s.is_serving() for s in self.servers)
 
@@ -456,10 +588,83 @@ cdef class WebSocketListener:
                 server.close()
 
     async def wait_closed(self):
+        # Connections still in their upgrade can no longer become sessions
+        # (they would get 503): not waited for.
+        for protocol in list(self.pending):
+            protocol.tcp.abort()
         if self.servers is not None:
             for server in self.servers:
                 await server.wait_closed()
             self.servers = None
+
+
+def upgrade_limit_for(Py_ssize_t max_upgrades, Py_ssize_t max_sessions, limit=None):
+    """Upgrades in progress allowed beside max_sessions sessions: max_upgrades,
+    unless the open-files soft limit (`limit`; None: this process's) cannot
+    hold them beside max_sessions and DESCRIPTOR_HEADROOM; then what it leaves
+    after those, but at least 1/UPGRADE_SHARE_DIVISOR of the descriptors past
+    the headroom (a server whose limit is below its max_sessions still takes
+    WebSocket players), and at least 1. The game port keeps the rest: a flood
+    of connections that never upgrade cannot take its descriptors."""
+    cdef Py_ssize_t usable
+    if limit is None:
+        try:
+            import resource
+        except ImportError:         # Windows: no such limit
+            return max_upgrades
+        limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if limit == resource.RLIM_INFINITY:
+            return max_upgrades
+    usable = limit - _HEADROOM
+    return max(1, min(max_upgrades, max(usable - max_sessions, usable // UPGRADE_SHARE_DIVISOR)))
+
+
+class _UpgradeProtocol(WSProtocol):
+    """picows's server protocol, counted by its listener from the accept
+    until the upgrade is done or the connection gone (websocket.pxd), and
+    handing the peer's FIN to the session once there is one."""
+
+    __slots__ = ("port", "tcp", "key", "deadline")
+
+    def connection_made(self, transport):
+        if not (<WebSocketListener>self.port).begin_upgrade(self, transport):
+            self.tcp = None
+            transport.abort()           # picows never sees it
+            return
+        WSProtocol.connection_made(self, transport)
+
+    def connection_lost(self, exc):
+        if self.tcp is None:
+            return                      # refused at accept: picows never saw it
+        (<WebSocketListener>self.port).end_upgrade(self)
+        WSProtocol.connection_lost(self, exc)
+
+    def eof_received(self):
+        connection = self.listener
+        if isinstance(connection, WsConnection):
+            return (<WsConnection>connection).peer_eof()
+        return False                    # not upgraded: close
+
+
+def _new_protocol(WebSocketListener listener):
+    protocol = _UpgradeProtocol(
+        None, None, False, listener.request_handler, picows_log,
+        True,                           # disconnect_on_exception
+        None,                           # picows's handshake timeout: ours aborts
+        False, 20, 20, 1,               # no automatic ping (idle, reply, strategy unused)
+        False,                          # no automatic pong: WsConnection.answer_ping
+        listener.max_message_size, None, READ_BUFFER_INIT_SIZE)
+    protocol.port = listener
+    protocol.tcp = None                 # set once admitted (begin_upgrade)
+    protocol.key = None
+    protocol.deadline = None
+    return protocol
+
+
+def _upgrade_deadline(protocol):
+    # A module function given its protocol (see netcore.loop: no bound
+    # method kept on an object of ours).
+    (<WebSocketListener>protocol.port)._upgrade_timed_out(protocol)
 
 
 class _ClientListenerFactory:
@@ -489,6 +694,7 @@ async def connect_websocket(session_factory, str host, int port, str path="/", *
         await ws_connect(factory, f"ws://{netloc}{path}",
                          websocket_handshake_timeout=handshake_timeout,
                          logger_name=picows_log, enable_auto_ping=False,
+                         enable_auto_pong=False,    # as the server's: WsConnection.answer_ping
                          max_frame_size=max_message_size, use_aiofastnet=False,
                          extra_headers={"Origin": origin} if origin else None)
     except WSError as exc:

@@ -155,15 +155,15 @@ class RemoteRoom:
             self.confirmed.add(member_id)
             self._sessions = None
 
-    def removed(self, member_id: int) -> None:
-        """The owner took the member out (refused it, kicked it)."""
+    def removed(self, member_id: int, why: str = "room_refused") -> None:
+        """The owner took the member out (refused its enter, for `why`)."""
         member = self.members.pop(member_id, None)
         self.confirmed.discard(member_id)
         self._sessions = None
         if member is not None:
             hook = getattr(member, "on_removed_from_room", None)
             if hook is not None:
-                hook(self)
+                hook(self, why)
 
     def acked(self, seq: int) -> None:
         pending = self.pending
@@ -406,6 +406,10 @@ class Gateway:
             elif kind == wire.UNICAST:
                 rr.packets_seen += seg[2]
                 rr.unicast(seg[1], seg[3])
+            elif kind == wire.REFUSED:
+                if seg[4] == me and seg[2] == my_epoch:
+                    rr.removed(seg[1], wire.refusal_reason(seg[3]))
+                    self.maybe_drop(rr)
             elif seg[3] == me and seg[2] == my_epoch:
                 if kind == wire.ACK:
                     self.acked(rr, seg[1])

@@ -88,12 +88,12 @@ class RoomStream:
         self.parts.append((b"", 0))
         self._mark()
 
-    def refused(self, member) -> None:
-        """The room would not take a member of another worker: its gateway
-        removes it again (a LEFT for a member that never joined)."""
+    def refused(self, member, why: str = "room_full") -> None:
+        """The room would not take a member of another worker (`why`, one of
+        wire.REFUSALS): its gateway removes it again and counts why."""
         slot, epoch = member.gateway
         self._close_data()
-        self.parts.append((wire.member_segment(wire.LEFT, member.member_id, epoch, slot), 0))
+        self.parts.append((wire.refused_segment(member.member_id, epoch, slot, why), 0))
         self._mark()
 
     def ack(self, slot: str, epoch: int, seq: int) -> None:
@@ -350,7 +350,7 @@ class Owner:
         if member is None or member.member_id != member_id:
             self._refused(gateway, room, "sent room %d a JOIN of member %d with %s",
                           room.room_id, member_id, why)
-            room.link.refused(_Gone(member_id, gateway))     # its gateway takes it out
+            room.link.refused(_Gone(member_id, gateway), "room_refused")   # its gateway takes it out
             return
         room.enter(member)
 

@@ -15,6 +15,8 @@ in one iteration, in the order it produced it, in one message.
             | LEFT   member u64, epoch u64, slot str8   (the owner removed it)
             | ACK    seq u64, epoch u64, slot str8      (a gateway's ops up to seq ran)
             | UNICAST member u64, frames u32, bytes32 (packets for that member only)
+            | REFUSED member u64, epoch u64, why u8, slot str8 (the room would not
+                     take a gateway's member: REFUSALS[why - 1] says why)
 
 Little-endian throughout; str8 is a length byte and ASCII, bytes32 a u32
 length and the bytes. The readers check every field of a message before any
@@ -36,7 +38,10 @@ JOIN, LEAVE, JOB, SYNC, PING = 1, 2, 3, 4, 5
 # random seq): the owner forgets what it had for that gateway and room.
 FIRST = 0x80
 # Downstream segment kinds.
-DATA, JOINED, LEFT, ACK, UNICAST = 1, 2, 3, 4, 5
+DATA, JOINED, LEFT, ACK, UNICAST, REFUSED = 1, 2, 3, 4, 5, 6
+# Why a room refused an enter (REFUSED's why, from 1): the server layer's
+# refusal reasons, so the gateway counts what the owner decided.
+REFUSALS = ("room_full", "room_refused")
 
 _UP_HEAD = struct.Struct("<cQQ")
 _OP = struct.Struct("<BIQQI")
@@ -47,6 +52,7 @@ _MEMBER = struct.Struct("<BQQ")
 _ACK = struct.Struct("<BQQ")
 _UNICAST = struct.Struct("<BQII")
 _DATA = struct.Struct("<BII")
+_REFUSED = struct.Struct("<BQQB")
 
 
 class WireError(ValueError):
@@ -147,6 +153,16 @@ def member_segment(kind: int, member: int, epoch: int, slot: str) -> bytes:
     return _MEMBER.pack(kind, member, epoch) + _str8(slot)
 
 
+def refused_segment(member: int, epoch: int, slot: str, why: str) -> bytes:
+    code = REFUSALS.index(why) + 1 if why in REFUSALS else len(REFUSALS)
+    return _REFUSED.pack(REFUSED, member, epoch, code) + _str8(slot)
+
+
+def refusal_reason(code: int) -> str:
+    """A REFUSED segment's why as a reason; one this worker does not know is room_refused."""
+    return REFUSALS[code - 1] if 1 <= code <= len(REFUSALS) else "room_refused"
+
+
 def unicast_segment(member: int, frames: int, data: bytes) -> bytes:
     return _UNICAST.pack(UNICAST, member, frames, len(data)) + data
 
@@ -159,7 +175,7 @@ def read_down(data):
     """(room, owner_epoch, incarnation, seq, packets_before, segments) of a
     downstream message; segments yields (DATA, frames, memoryview) or
     (JOINED|LEFT, member, epoch, slot) or (ACK, seq, epoch, slot) or
-    (UNICAST, member, frames, memoryview)."""
+    (UNICAST, member, frames, memoryview) or (REFUSED, member, epoch, why, slot)."""
     if len(data) < _DOWN_HEAD.size or data[0:1] != b"S":
         raise WireError("not a room stream message")
     _, room, owner_epoch, incarnation, seq, before = _DOWN_HEAD.unpack_from(data, 0)
@@ -172,7 +188,7 @@ def read_down(data):
 # Each segment: its fixed head, then a slot name (member and ack segments) or
 # a run of bytes whose length ends the head (data and unicast segments).
 _LAYOUTS = {DATA: (_DATA, False), JOINED: (_MEMBER, True), LEFT: (_MEMBER, True),
-            ACK: (_ACK, True), UNICAST: (_UNICAST, False)}
+            ACK: (_ACK, True), UNICAST: (_UNICAST, False), REFUSED: (_REFUSED, True)}
 
 
 def _segments(view, pos):

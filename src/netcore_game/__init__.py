@@ -1,1 +1,1 @@
-"""Game logic: the packet handlers the generated dispatchers call."""
+"""The chat game, netcore-server: its room, its chat handler, its page, on netcore_server."""

@@ -289,7 +289,7 @@ class Case:
         (as of finish()), without their time stamps."""
         assert self.log_text is not None, "call finish() first: it is the fence"
         sid = self.session_id(port)
-        return re.findall(rf" INFO netcore_game\.\w+: (session {sid}[: ].*)", self.log_text)
+        return re.findall(rf" INFO netcore_server\.\w+: (session {sid}[: ].*)", self.log_text)
 
     def reasons(self, port: int) -> list[str]:
         """How the game had logged the end of the session from `port` when

@@ -25,6 +25,8 @@ def arena(request, tmp_path_factory):
     if request.param == "uvloop" and not uvloop_available():
         pytest.skip("uvloop is not installed on this platform")
     args = getattr(request.module, "SERVER_ARGS", ())
+    if callable(args):          # chosen per arena (a free port, say)
+        args = args()
     a = Arena(tmp_path_factory.mktemp(f"arena-{request.param}"), request.param, *args)
     try:
         yield a.start()

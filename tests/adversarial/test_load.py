@@ -12,10 +12,10 @@ from netcore_packets.client_dispatch import PACKET_IDS
 
 from arena import (
     BYSTANDER_RATE, BYSTANDER_SIZE, closed_by_server, connected_lines, ended_lines, eventually,
-    offender,
+    local_port, offender,
 )
-from game_support import GameClient
-from support import packet
+from game_support import GameClient, leave
+from support import packet, stingy_connection
 
 C_CHAT, S_CHAT = PACKET_IDS["C_CHAT"], PACKET_IDS["S_CHAT"]
 MAX_PENDING = 1 << 20           # the server's default --max-pending-bytes
@@ -167,6 +167,39 @@ def test_readers_that_never_read_are_cut_off_as_slow_consumers(arena, case):
         (reason,) = case.reasons(c.port)
         pending, limit = re.fullmatch(r"slow consumer: (\d+) bytes pending > (\d+)", reason).groups()
         assert int(limit) == MAX_PENDING and int(pending) > MAX_PENDING
+
+
+
+def test_a_reader_that_half_closes_and_reads_nothing_is_cut_off_after_the_linger(arena, case):
+    # A player that stopped reading, in a room where three others chat, sends
+    # its FIN while the server holds output for it. The close its FIN begins
+    # waits for that output to drain, which it never does: without a
+    # deadline the session, its buffers and its room place stay for ever.
+    room = 90_000 + case.number
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        _, stalled = await loop.create_connection(
+            GameClient, sock=await stingy_connection(arena.server.port))
+        stalled.port = local_port(stalled)
+        assert (await stalled.login()).success
+        assert (await stalled.enter(0, room)).success
+        stalled.transport.pause_reading()
+        talkers = [await offender(arena.server.port, room=room) for _ in range(3)]
+        for t in talkers:               # 450 chats of 500 bytes: 230 KB for the stalled one
+            t.transport.write(chat("t" * 500) * 150)
+        for t in talkers:               # each heard all: the stalled one's are queued too
+            await t.until(lambda t=t: len(t.chats) >= 450, timeout=30)
+        stalled.transport.write_eof()
+        await eventually(lambda: case.reasons_now(stalled.port), 15,
+                         "the server to end the half-closed reader's session")
+        stalled.transport.abort()
+        await leave(*talkers)
+        await case.finish()
+        return stalled
+
+    stalled = case.run(go(), timeout=120)
+    case.assert_reason(stalled.port, "peer closed")
 
 
 # -- connections that never log in, connections that come and go ------------------------

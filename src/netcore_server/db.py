@@ -1,10 +1,13 @@
-"""The player database: one small interface, SQLite behind it by default.
+"""The accounts database: one small interface, SQLite behind it by default.
 
-Handlers only ever see `Database`; `make_database` picks the backend from the
-`db` setting: a file path is SQLite (this module: work on a small thread pool
-with thread-local connections and a WAL journal, so the event loop never waits
-on disk or on scrypt), a `postgresql://` URL is PostgreSQL
-(netcore_game.db_postgres, asyncpg), the one store that several machines share.
+Handlers only ever see `Database` (a game's own login, a token checked
+against the studio's auth service say, is a Database too: Game.accounts).
+netcore_server.databases.make_database picks the backend from the `db`
+setting: a file path is SQLite (this module: work on a small thread pool with
+thread-local connections and a WAL journal, so the event loop never waits on
+disk or on scrypt), a `postgresql://` URL is PostgreSQL
+(netcore_server.db_postgres, asyncpg), the one store that several machines
+share.
 """
 from __future__ import annotations
 
@@ -19,11 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from netcore_game.passwords import DEFAULT_N, hash_password, verify_password
-from netcore_packets.Enum_pb2 import PLAYER_TYPE_KNIGHT
+from netcore_server.passwords import DEFAULT_N, hash_password, verify_password
 
 SCHEMA_VERSION = 1
-# The original server gave every new account two knights.
+# PlayerType's PLAYER_TYPE_KNIGHT in the protocol every game on the layer
+# shares (netcore_server.protocol): the original server gave every new
+# account two knights.
+PLAYER_TYPE_KNIGHT = 1
 DEFAULT_CHARACTERS = (("Knight1", PLAYER_TYPE_KNIGHT), ("Knight2", PLAYER_TYPE_KNIGHT))
 
 _SCHEMA = """
@@ -50,6 +55,9 @@ class DatabaseError(Exception):
 
 @dataclass(frozen=True)
 class Character:
+    """A character a login may play: its row (0 when not stored), its name
+    and its PlayerType. The player ids come from the server, per login."""
+
     db_id: int
     name: str
     player_type: int
@@ -60,6 +68,8 @@ GUEST_CHARACTERS = tuple(Character(0, name, ptype) for name, ptype in DEFAULT_CH
 
 
 class LoginStatus(enum.Enum):
+    """How a login ended: OK and CREATED log in; the others are refused."""
+
     OK = "ok"                           # the password matched
     CREATED = "created"                 # a new account, with the default characters
     WRONG_PASSWORD = "wrong_password"
@@ -69,6 +79,8 @@ class LoginStatus(enum.Enum):
 
 @dataclass(frozen=True)
 class LoginResult:
+    """What Database.login answers: how it ended and, logged in, the characters."""
+
     status: LoginStatus
     characters: tuple[Character, ...] = ()
 
@@ -78,12 +90,23 @@ class LoginResult:
 
 
 class Database(abc.ABC):
-    # Logins it works on at once (its hashing threads): the server hands it no
-    # more than this, so that its own queue stays short and the server decides
-    # who goes next (netcore_game.logins).
+    """Where logins are checked: the accounts of SQLite or PostgreSQL, or a
+    game's own (Game.accounts), such as a token signed by the studio's auth
+    service. Every named login reaches login() through the server's
+    LoginGate (bounded in flight, per-address budgets, turns), never more
+    than `workers` at a time; a guest login (an empty C_LOGIN, where
+    `guests` allows it) never reaches it."""
+
+    #: Logins it works on at once (its hashing threads): the server hands it no
+    #: more than this, so that its own queue stays short and the server
+    #: decides who goes next (netcore_server.logins).
     workers: int = 4
-    # The schema version open() found, before it migrated (0: a new database).
+    #: The schema version open() found, before it migrated (0: a new
+    #: database; None: it has no schema of netcore's, a game's own login).
     found_version: int | None = None
+    #: An empty C_LOGIN plays GUEST_CHARACTERS without asking login(); False
+    #: sends it to login() like any other (account "" and password "").
+    guests: bool = True
 
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -125,21 +148,6 @@ def describe_database(db: str) -> str:
     if "://" not in db:
         return db
     return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", db))
-
-
-def make_database(config, *, scrypt_n: int = DEFAULT_N) -> "Database":
-    """The database a ServerConfig names (not open yet). A PostgreSQL URL
-    without asyncpg installed is a DatabaseError saying what to install."""
-    if is_postgres_url(config.db):
-        try:
-            from netcore_game.db_postgres import PostgresDatabase
-        except ImportError as exc:
-            raise DatabaseError(f"--db {describe_database(config.db)}: PostgreSQL needs "
-                                f"asyncpg ({exc}): pip install \"netcore[postgres]\"") from None
-        return PostgresDatabase(config.db, pool_size=config.db_pool_size, scrypt_n=scrypt_n,
-                                connect_timeout=config.db_connect_timeout,
-                                statement_timeout=config.db_statement_timeout)
-    return SQLiteDatabase(config.db, scrypt_n=scrypt_n, busy_timeout=config.db_busy_timeout)
 
 
 class SQLiteDatabase(Database):

@@ -1,9 +1,11 @@
-"""netcore-server with several workers: the supervisor's side and the worker's side.
+"""A game's server with several workers: the supervisor's side and the worker's side.
 
-`netcore-server --workers N` (or any `--nats`) runs a netcore_cluster
-Supervisor, which starts N copies of this same command as workers, each told
-its slot through the environment (NETCORE_WORKER_SLOT and friends: internal,
-not settings). A worker is the one-process server plus a ClusterLink.
+`<game>-server --workers N` (or any `--nats`) runs a netcore_cluster
+Supervisor, which starts N copies of the same command as workers
+(`python -m <Game.command_module>`), each told its slot through the
+environment (NETCORE_WORKER_SLOT and friends: internal, not settings). A
+worker is the one-process server plus a ClusterLink; the game's rooms need
+no code of their own for it (netcore_server.room).
 """
 from __future__ import annotations
 
@@ -15,14 +17,15 @@ import os
 import signal
 import sys
 
-import netcore
+from netcore_server.config import ServerConfig
+from netcore_server.db import DatabaseError, describe_database
+from netcore_server.game import Game
+from netcore_server.metrics import MetricsServer
+from netcore_server.player import PlayerIdAllocator
+from netcore_server.listen import listen_error
+from netcore_server.server import GameServer
 
-from netcore_game.db import DatabaseError, describe_database, make_database
-from netcore_game.metrics import MetricsServer
-from netcore_game.player import PlayerIdAllocator
-from netcore_game.server import GameServer, ServerConfig, host_port, listen_error
-
-log = logging.getLogger("netcore_game.workers")
+log = logging.getLogger("netcore_server.workers")
 
 ENV_SLOT = "NETCORE_WORKER_SLOT"
 ENV_STATUS_FD = "NETCORE_WORKER_STATUS_FD"
@@ -58,24 +61,24 @@ def nats_servers(config: ServerConfig) -> list[str]:
 
 # -- the supervisor ------------------------------------------------------------------
 
-def run_cluster(config: ServerConfig, argv: list[str]) -> int:
+def run_cluster(game: Game, config: ServerConfig, argv: list[str]) -> int:
     from netcore_cluster.metrics import MachineMetrics
     from netcore_cluster.supervisor import StartError, Supervisor
     try:
         node, cmap = cluster_map(config)
         import nats  # noqa: F401  (the cluster extra)
     except ImportError:
-        print('netcore-server: error: --workers and --nats need nats-py: '
+        print(f'{game.command}: error: --workers and --nats need nats-py: '
               'pip install "netcore[cluster]"', file=sys.stderr)
         return 2
     except ValueError as exc:
-        print(f"netcore-server: error: {exc}", file=sys.stderr)
+        print(f"{game.command}: error: {exc}", file=sys.stderr)
         return 2
     slots = [f"{node}-{i}" for i in range(config.workers)]
 
     def command(worker, status_fd, lifeline_fd):
         """This command again, as the worker of one slot (the later flags win)."""
-        args = [sys.executable, "-m", "netcore_game.cli", *argv, "--port", str(sup.port),
+        args = [sys.executable, "-m", game.command_module, *argv, "--port", str(sup.port),
                 "--node-id", node, "--cluster", str(cmap)]
         if not config.nats:
             args += ["--nats", sup.nats_servers[0]]
@@ -101,11 +104,11 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
             # The database once, before any worker: one that cannot be used is
             # one line here rather than one per worker, and its schema is
             # created or migrated once (each worker's open then finds it current).
-            db = make_database(config)
+            db = game.accounts(config)
             await db.open()
             await db.close()
         except DatabaseError as exc:
-            print(f"netcore-server: {exc}", file=sys.stderr)
+            print(f"{game.command}: {exc}", file=sys.stderr)
             return 2
 
         def start_metrics():            # the machine's one scrape, before any worker listens
@@ -121,14 +124,13 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
         try:
             await sup.start(before_workers=start_metrics)
         except StartError as exc:
-            print(f"netcore-server: error: {exc}", file=sys.stderr)
+            print(f"{game.command}: error: {exc}", file=sys.stderr)
             await sup.stop()
             if metrics is not None:
                 metrics.stop()
             return 2
-        web = (f"; websocket and chat page on http://{host_port(config.host, sup.ws_port)}/"
-               if sup.ws_port else "")
-        print(f"netcore-server {netcore.__version__} listening on {config.host}:{sup.port} "
+        web = game.web_banner(config.host, sup.ws_port)
+        print(f"{game.version_line()} listening on {config.host}:{sup.port} "
               f"({config.workers} worker{'s' if config.workers != 1 else ''} as node {node} "
               f"of cluster {cmap}, "
               f"NATS {','.join(sup.nats_servers)}, database {describe_database(config.db)})"
@@ -145,7 +147,7 @@ def run_cluster(config: ServerConfig, argv: list[str]) -> int:
 
 # -- a worker --------------------------------------------------------------------------
 
-async def serve_worker(config: ServerConfig, kind: str) -> int:
+async def serve_worker(game: Game, config: ServerConfig, kind: str) -> int:
     from netcore_cluster.link import ClusterLink
     slot = os.environ.pop(ENV_SLOT)
     status = os.fdopen(int(os.environ.pop(ENV_STATUS_FD)), "w", buffering=1)
@@ -161,11 +163,11 @@ async def serve_worker(config: ServerConfig, kind: str) -> int:
     config = dataclasses.replace(config, metrics_port=0)
     db = None
     try:
-        db = make_database(config)
-        server = GameServer(config, db, link=link, player_ids=ids)
+        db = game.accounts(config)
+        server = GameServer(config, db, link=link, player_ids=ids, game=game)
         await server.start()
     except (DatabaseError, OSError, Exception) as exc:
-        print(f"netcore-server: worker {slot}: {exc}", file=sys.stderr)
+        print(f"{game.command}: worker {slot}: {exc}", file=sys.stderr)
         if db is not None:
             await db.close()
         return 2

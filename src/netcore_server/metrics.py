@@ -1,4 +1,4 @@
-"""Prometheus metrics for netcore-server: /metrics, /healthz, and 404 elsewhere.
+"""Prometheus metrics of a game's server: /metrics, /healthz, and 404 elsewhere.
 
 The collector reads state only when scraped: packet counters and latency
 histograms live in C (netcore.stats), the rest is counted from the live
@@ -41,15 +41,12 @@ from netcore import DisconnectReason, LatencyHistogram
 from netcore import logs as netcore_logs
 from netcore.httpd import HTTPEndpoint
 from netcore.loop import LagMonitor
-from netcore_packets.server_dispatch import PACKET_IDS
 
-from netcore_game.session import State
+from netcore_server.session import State
 
 # The loop beats every 0.1 s: one that has not for this long is stuck.
 LOOP_STALLED_SECONDS = 5.0
 UNKNOWN_PACKET = "unknown"
-RECEIVED = {pkt_id: name for name, pkt_id in PACKET_IDS.items() if name.startswith("C_")}
-SENT = {pkt_id: name for name, pkt_id in PACKET_IDS.items() if name.startswith("S_")}
 
 
 def label(text: str) -> str:
@@ -65,13 +62,18 @@ def histogram(name: str, doc: str, h: LatencyHistogram) -> HistogramMetricFamily
 
 
 class ServerCollector:
-    SECTIONS = ("build_info", "sessions", "transports", "rooms", "packets", "disconnects",
-                "send_queue", "refusals", "logs", "latencies", "websocket", "cluster")
+    SECTIONS = ("build_info", "sessions", "transports", "rooms", "ticks", "packets",
+                "disconnects", "send_queue", "refusals", "logs", "latencies", "websocket",
+                "cluster")
 
     def __init__(self, server, lag: LagMonitor, lag_histogram: LatencyHistogram):
         self.server = server
         self.lag = lag
         self.lag_histogram = lag_histogram
+        # The game's packets by id: what clients send, what the server sends.
+        self.received = server.protocol.received()
+        self.sent = server.protocol.sent()
+        self.kinds = sorted({room.kind for room in server.game.room_classes()})
 
     def collect(self):
         sessions = list(self.server.service.sessions.values())
@@ -79,9 +81,11 @@ class ServerCollector:
             yield from getattr(self, section)(sessions)
 
     def build_info(self, sessions):
-        info = GaugeMetricFamily("netcore_build_info", "The running netcore: always 1",
-                                 labels=["version", "python"])
-        info.add_metric([netcore.__version__, platform.python_version()], 1)
+        info = GaugeMetricFamily("netcore_build_info", "The running netcore and game: always 1",
+                                 labels=["version", "python", "game", "game_version"])
+        game = self.server.game
+        info.add_metric([netcore.__version__, platform.python_version(), game.name,
+                         game.version or netcore.__version__], 1)
         yield info
 
     def sessions(self, sessions):
@@ -111,6 +115,16 @@ class ServerCollector:
             return
         yield CounterMetricFamily("netcore_websocket_upgrades",
                                   "WebSocket upgrades accepted (sessions begun)", value=ws.upgrades)
+        yield GaugeMetricFamily("netcore_websocket_upgrading",
+                                "WebSocket connections in their HTTP upgrade now",
+                                value=ws.upgrading)
+        yield CounterMetricFamily("netcore_websocket_upgrades_refused",
+                                  "WebSocket connections aborted before their upgrade: past "
+                                  "--ws-max-upgrades or --ws-max-upgrades-per-address",
+                                  value=ws.refused_upgrades)
+        yield CounterMetricFamily("netcore_websocket_handshake_timeouts",
+                                  "WebSocket connections aborted at --ws-handshake-timeout",
+                                  value=ws.handshake_timeouts)
         yield CounterMetricFamily("netcore_websocket_origin_refusals",
                                   "WebSocket upgrades refused: origin not allowed (--ws-origins)",
                                   value=ws.refused_origins)
@@ -128,8 +142,50 @@ class ServerCollector:
         yield closes
 
     def rooms(self, sessions):
-        yield GaugeMetricFamily("netcore_rooms", "Rooms with players",
-                                value=len(self.server.rooms))
+        family = GaugeMetricFamily("netcore_rooms", "Rooms with players, by kind (Room.kind)",
+                                   labels=["kind"])
+        counts = dict.fromkeys(self.kinds, 0)
+        for room in self.server.rooms.all():
+            counts[room.kind] = counts.get(room.kind, 0) + 1
+        for kind, n in sorted(counts.items()):
+            family.add_metric([kind], n)
+        yield family
+
+    def ticks(self, sessions):
+        """Room ticks by kind (Room.tick_rate): run, late, skipped, over budget, durations."""
+        rooms = self.server.rooms
+        kinds = set(self.kinds) | set(rooms.tick_totals)
+        families = [CounterMetricFamily(name, doc, labels=["kind"]) for name, doc in (
+            ("netcore_room_ticks", "Room ticks run"),
+            ("netcore_room_ticks_late", "Room ticks that began a whole period or more after "
+                                        "they were due"),
+            ("netcore_room_ticks_skipped", "Room tick slots skipped, never run to catch up "
+                                           "(the room's queue or the loop was behind)"),
+            ("netcore_room_ticks_over_budget", "Room ticks that ran longer than the room's "
+                                               "time budget"))]
+        live = {kind: [0, 0, 0, 0] for kind in kinds}
+        for room in rooms.all():
+            t = room.ticker
+            if t is not None:
+                counts = live.setdefault(room.kind, [0, 0, 0, 0])
+                for i, n in enumerate((t.ticks, t.late, t.skipped, t.over_budget)):
+                    counts[i] += n
+        for kind in sorted(live):
+            totals = rooms.tick_totals.get(kind)
+            past = ((totals.ticks, totals.late, totals.skipped, totals.over_budget)
+                    if totals is not None else (0, 0, 0, 0))
+            for family, now, before in zip(families, live[kind], past):
+                family.add_metric([kind], now + before)
+        yield from families
+        durations = HistogramMetricFamily("netcore_room_tick_seconds",
+                                          "How long each room tick ran", labels=["kind"])
+        for kind in sorted(live):
+            totals = rooms.tick_totals.get(kind)    # made on the loop's thread, never here
+            buckets, total = (totals.durations if totals is not None
+                              else LatencyHistogram()).snapshot()
+            durations.add_metric([kind], [("+Inf" if b == float("inf") else repr(b), n)
+                                          for b, n in buckets], sum_value=total)
+        yield durations
 
     def packets(self, sessions):
         received = [CounterMetricFamily(name, doc, labels=["packet"]) for name, doc in (
@@ -138,15 +194,16 @@ class ServerCollector:
         sent = [CounterMetricFamily(name, doc, labels=["packet"]) for name, doc in (
             ("netcore_packets_out", "Packets queued to clients (one per recipient)"),
             ("netcore_bytes_out", "Bytes of packets queued to clients"))]
-        counts_in = {name: [0, 0] for name in [*RECEIVED.values(), UNKNOWN_PACKET]}
-        counts_out = {name: [0, 0] for name in SENT.values()}
+        names_in, names_out = self.received, self.sent
+        counts_in = {name: [0, 0] for name in [*names_in.values(), UNKNOWN_PACKET]}
+        counts_out = {name: [0, 0] for name in names_out.values()}
         for pkt_id, (p_in, b_in, p_out, b_out) in self.server.service.packet_stats.snapshot().items():
-            into = counts_in[RECEIVED.get(pkt_id, UNKNOWN_PACKET)]
+            into = counts_in[names_in.get(pkt_id, UNKNOWN_PACKET)]
             into[0] += p_in
             into[1] += b_in
-            if pkt_id in SENT:
-                counts_out[SENT[pkt_id]][0] += p_out
-                counts_out[SENT[pkt_id]][1] += b_out
+            if pkt_id in names_out:
+                counts_out[names_out[pkt_id]][0] += p_out
+                counts_out[names_out[pkt_id]][1] += b_out
         for counts, families in ((counts_in, received), (counts_out, sent)):
             for name, values in counts.items():
                 for family, value in zip(families, values):
@@ -170,7 +227,7 @@ class ServerCollector:
 
     def refusals(self, sessions):
         refusals = CounterMetricFamily(
-            "netcore_refusals", "Client requests refused: logins, enters, chats dropped",
+            "netcore_refusals", "Client requests refused: logins, enters, room jobs dropped",
             labels=["refused", "reason"])
         for (what, reason), n in sorted(dict(self.server.refusals.counts).items()):
             refusals.add_metric([what, reason], n)

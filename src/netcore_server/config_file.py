@@ -1,7 +1,8 @@
-"""netcore-server's configuration: defaults, a TOML file, the environment, flags.
+"""A server's configuration: defaults, a TOML file, the environment, flags.
 
-Every key of the file is a field of ServerConfig with `_` or `-` (both are
-accepted), at the top level or under a `[server]` table (not both):
+Every key of the file is a field of the game's configuration (ServerConfig or
+its game's subclass; `cls` below, ServerConfig by default) with `_` or `-`
+(both are accepted), at the top level or under a `[server]` table (not both):
 
     port = 7777
     db = "/var/lib/netcore/game.db"
@@ -20,8 +21,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from netcore_game.server import ServerConfig
-from netcore_game.settings import (
+from netcore_server.config import ServerConfig
+from netcore_server.settings import (
     DEFAULT,
     ConfigError,
     Origin,
@@ -36,8 +37,8 @@ from netcore_game.settings import (
 __all__ = ["ConfigError", "Origin", "build", "load_file", "render", "resolve"]
 
 
-def load_file(path: str | Path) -> dict[str, Any]:
-    """The settings a TOML file makes, as ServerConfig field names and values."""
+def load_file(path: str | Path, cls: type = ServerConfig) -> dict[str, Any]:
+    """The settings a TOML file makes, as field names of `cls` and values."""
     path = Path(path)
     try:
         with path.open("rb") as f:
@@ -51,7 +52,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
         entries += [(k, v, "under [server]") for k, v in data["server"].items()]
     elif "server" in data:
         entries.append(("server", data["server"], "at the top level"))
-    fields = fields_of(ServerConfig)
+    fields = fields_of(cls)
     origin = Origin("file", str(path))
     values, seen = {}, {}
     for raw_key, value, place in entries:
@@ -67,21 +68,23 @@ def load_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def build(file_values: dict[str, Any], flag_values: dict[str, Any]) -> ServerConfig:
+def build(file_values: dict[str, Any], flag_values: dict[str, Any],
+          cls: type = ServerConfig) -> ServerConfig:
     """Defaults, then the file, then the flags that were given."""
-    return ServerConfig(**{**file_values, **flag_values})
+    return cls(**{**file_values, **flag_values})
 
 
 def resolve(file_values: dict[str, Any], env_texts: dict[str, str],
-            flag_texts: dict[str, str], file_path: str | None = None
-            ) -> tuple[ServerConfig, dict[str, Origin]]:
+            flag_texts: dict[str, str], file_path: str | None = None,
+            cls: type = ServerConfig) -> tuple[ServerConfig, dict[str, Origin]]:
     """The effective, checked configuration and the origin of each of its values,
     from the file's values and the texts of environment variables and flags
     (by field name).
 
     Each value is checked against its field's metadata first, so that an error
-    names it as given; then ServerConfig.validate checks how values combine."""
-    fields = fields_of(ServerConfig)
+    names it as given; then the configuration's validate() checks how values
+    combine."""
+    fields = fields_of(cls)
     origins = {name: DEFAULT for name in fields}
     file_origin = Origin("file", str(file_path or ""))
     values: dict[str, Any] = dict(file_values)
@@ -90,7 +93,7 @@ def resolve(file_values: dict[str, Any], env_texts: dict[str, str],
         for name, text in texts.items():
             origins[name] = Origin(kind, text=text)
             values[name] = from_text(fields[name], text, origins[name])
-    config = checked(ServerConfig(**values), origins)
+    config = checked(cls(**values), origins)
     try:
         config.validate()
     except ValueError as exc:
@@ -98,9 +101,9 @@ def resolve(file_values: dict[str, Any], env_texts: dict[str, str],
     return config, origins
 
 
-def env_texts(environ) -> dict[str, str]:
-    """The NETCORE_<NAME> environment variables that set a ServerConfig field."""
-    return texts_from_environment(ServerConfig, environ)
+def env_texts(environ, cls: type = ServerConfig) -> dict[str, str]:
+    """The NETCORE_<NAME> environment variables that set a field of `cls`."""
+    return texts_from_environment(cls, environ)
 
 
 def _toml_value(value: Any) -> str:

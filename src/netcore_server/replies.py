@@ -5,14 +5,17 @@ login's S_LOGIN and S_ENTER_GAME differ from the last only in the ids. The
 hand-laid bytes are what protobuf's SerializeToString() makes for the same
 message (tests pin it against the protobuf library); protobuf stays the
 source of truth for every other reply, and for these two as well where the
-server's `fast_replies` setting is off (ProtobufReplies).
+server's `fast_replies` setting is off (ProtobufReplies, through the game's
+own message classes).
+
+The refusals, S_LOGIN{success: false} and S_ENTER_GAME{success: false}, are
+empty payloads (proto3 leaves a false out): LOGIN_REFUSED, ENTER_REFUSED.
 """
 from __future__ import annotations
 
-from netcore import make_packet
-from netcore_packets.Protocol_pb2 import S_ENTER_GAME, S_LOGIN
-from netcore_packets.server_dispatch import PKT_S_ENTER_GAME, PKT_S_LOGIN, make_send_buffer
-from netcore_packets.Struct_pb2 import Player as PlayerInfo
+from netcore import SendBufferPool, make_packet
+
+from netcore_server.protocol import PKT_S_ENTER_GAME, PKT_S_LOGIN
 
 # S_LOGIN: each character's name and type are encoded once (its "tail"); a
 # reply is the success flag plus, per character, a Player submessage of its
@@ -145,26 +148,42 @@ class HandLaidReplies:
 
 
 class ProtobufReplies:
-    """The same replies through the protobuf library: `fast_replies = false`,
-    to rule the hand-laid bytes out when looking for a fault."""
+    """The same replies through the protobuf library and the game's message
+    classes (`protocol`, a GameProtocol): `fast_replies = false`, to rule the
+    hand-laid bytes out when looking for a fault."""
 
-    __slots__ = ("_guest",)
+    __slots__ = ("_guest", "_protocol")
 
-    def __init__(self, guest):
+    def __init__(self, guest, protocol):
         self._guest = tuple(guest)
+        self._protocol = protocol
 
     def guest_login(self, ids):
         return self.login(self._guest, ids)
 
     def login(self, characters, ids):
-        return make_send_buffer(S_LOGIN(success=True, players=[
-            PlayerInfo(id=i, name=c.name, playerType=c.player_type)
-            for c, i in zip(characters, ids)]))
+        msg = self._protocol.messages.S_LOGIN(success=True)
+        for c, i in zip(characters, ids):
+            msg.players.add(id=i, name=c.name, playerType=c.player_type)
+        return self._protocol.make_send_buffer(msg)
 
     def enter(self, player_id: int):
-        return make_send_buffer(S_ENTER_GAME(success=True, playerId=player_id))
+        return self._protocol.make_send_buffer(
+            self._protocol.messages.S_ENTER_GAME(success=True, playerId=player_id))
 
 
-def replies_for(fast: bool, guest) -> HandLaidReplies | ProtobufReplies:
-    """The replies a server with `fast_replies = fast` sends."""
-    return HandLaidReplies(guest) if fast else ProtobufReplies(guest)
+def replies_for(fast: bool, guest, protocol=None) -> HandLaidReplies | ProtobufReplies:
+    """The replies a server with `fast_replies = fast` sends (`protocol`, the
+    game's GameProtocol, is needed for protobuf's)."""
+    if fast:
+        return HandLaidReplies(guest)
+    if protocol is None:
+        raise ValueError("fast_replies = false builds the replies through the game's "
+                         "protocol: pass it")
+    return ProtobufReplies(guest, protocol)
+
+
+# Framed once and kept for ever, each in a pool of its own, so that they pin
+# no chunk of the shared one; a SendBuffer goes to any number of sessions.
+LOGIN_REFUSED = SendBufferPool(64).write(PKT_S_LOGIN, b"")
+ENTER_REFUSED = SendBufferPool(64).write(PKT_S_ENTER_GAME, b"")

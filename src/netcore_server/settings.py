@@ -1,9 +1,11 @@
 """Settings: the checks on each configuration value, and where each value came from.
 
-A configuration is a dataclass (ServerConfig); each field is one setting. Its
-checks live in the field's metadata (`setting(default, min=..., choices=...)`),
-so a new field with a flag is parsed, checked and printed with its origin
-without any change here. Values come from, later winning:
+A configuration is a dataclass (netcore_server.ServerConfig, or a game's
+subclass of it); each field is one setting. Its checks and its help live in
+the field's metadata (`setting(default, min=..., choices=..., help=...)`), so
+a new field is a flag, a key of the TOML file and an environment variable,
+parsed, checked and printed with its origin, without any change here or in
+the command line. Values come from, later winning:
 
     default < file (--config TOML) < env (NETCORE_<NAME>) < flag (--<name>)
 
@@ -27,13 +29,21 @@ class ConfigError(Exception):
 
 def setting(default: Any, *, min: float | None = None, max: float | None = None,
             choices: tuple | None = None, normalize: Callable[[Any], Any] | None = None,
-            parse: Callable[[str], Any] | None = None):
+            parse: Callable[[str], Any] | None = None, help: str = "", flag: bool = True,
+            metavar: str | None = None, shown_default: str | None = None):
     """A dataclass field with its checks: bounds for a number, choices for a
     string (None is always allowed where it is the default), a normalize
     step applied before the checks (str.upper for case-insensitive choices),
-    and how a flag's or variable's text becomes a value (default: the type's)."""
+    and how a flag's or variable's text becomes a value (default: the type's).
+
+    help: what `--help` says of its flag (the default is added); flag=False
+    makes it a key of the file and the environment only (a secret, say, which
+    a command line would show to every user of the machine in `ps`);
+    metavar and shown_default: how --help shows its value and its default,
+    where the type's spelling would not do."""
     return dataclasses.field(default=default, metadata={
-        "min": min, "max": max, "choices": choices, "normalize": normalize, "parse": parse})
+        "min": min, "max": max, "choices": choices, "normalize": normalize, "parse": parse,
+        "help": help, "flag": flag, "metavar": metavar, "shown_default": shown_default})
 
 
 def key_of(name: str) -> str:

@@ -34,11 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
 
-from netcore_game.db import (
+from netcore_server.db import (
     DEFAULT_CHARACTERS, SCHEMA_VERSION, Character, Database, DatabaseError, LoginResult,
     LoginStatus, describe_database,
 )
-from netcore_game.passwords import DEFAULT_N, hash_password, verify_password
+from netcore_server.passwords import DEFAULT_N, hash_password, verify_password
 
 # The advisory lock that serialises migrations (an arbitrary constant, the
 # bytes of "netcore"); advisory locks are per database.

@@ -1,0 +1,186 @@
+"""The layer's packet handlers: login and enter, the same for every game.
+
+A game's handler module (the one its generated ServerPacketDispatcher calls)
+takes these two as they are,
+
+    from netcore_server.handlers import handle_C_ENTER_GAME, handle_C_LOGIN
+
+and writes one handler per packet of its own, which checks the packet and
+pushes a job into the player's room (GameSession.room_job). netcore-gen
+sees the imported names as handlers and appends no stubs for them.
+"""
+from __future__ import annotations
+
+import logging
+
+from netcore import DisconnectReason
+from netcore.addresses import address_key
+from netcore.logs import peer_line
+
+from netcore_server.db import GUEST_CHARACTERS, LoginResult, LoginStatus
+from netcore_server.replies import ENTER_REFUSED, LOGIN_REFUSED
+from netcore_server.room import Room
+from netcore_server.session import State
+
+log = logging.getLogger("netcore_server.handlers")
+
+
+def handle_C_LOGIN(session, pkt):
+    """C_LOGIN (packet id 1000): a guest's at once, a named one through the
+    login gate and the accounts (the game's, or the database's)."""
+    server = session.server
+    if session.state is not State.CONNECTED:
+        session.refuse("login", "wrong_state", "login refused in state %s", session.state.value)
+        session.send(LOGIN_REFUSED)
+        return
+    if not pkt.account and server.db.guests:
+        finish_login(session, "", GUEST_CHARACTERS, guest=True)
+        return
+    if "\x00" in pkt.account:
+        # PostgreSQL text cannot hold NUL: no backend stores such a name, so
+        # that both answer it alike, at once and unhashed.
+        session.refuse("login", "bad_account_name",
+                       "login refused: an account name with a NUL character")
+        session.send(LOGIN_REFUSED)
+        return
+    gate = server.logins
+    key = address_key(session.peername, server.service.exempt_networks)
+    refused = gate.refusal(key, key)
+    if refused is not None:
+        reason, fmt, args = refused
+        session.refuse("login", reason, fmt, *args)
+        session.send(LOGIN_REFUSED)
+        return
+    session.state = State.LOGGING_IN
+    gate.acquire(key)
+    server.spawn(_login(session, key, pkt.account, pkt.password, gate.may_create(key)))
+
+
+async def _login(session, key, account, password, may_create):
+    server = session.server
+    gate = server.logins
+    try:
+        await gate.turn(key)
+        try:
+            if session.connected:
+                result = await server.db.login(account, password, create=may_create,
+                                               wanted=lambda: session.connected)
+            else:                           # gone while waiting for its turn
+                result = LoginResult(LoginStatus.SKIPPED)
+        finally:
+            gate.done()
+    except Exception as exc:   # answered as a refusal; the server keeps running
+        # Within the per-client line budget: during a database outage every
+        # login fails, and each is counted but not each is logged.
+        server.refusals.refuse(session, "login", "database_error",
+                               "login of %r failed in the database: %s", account, exc,
+                               level=logging.ERROR)
+        result = None
+    finally:
+        gate.release(key)
+    status = None if result is None else result.status
+    if status is LoginStatus.WRONG_PASSWORD:
+        gate.failed(key)
+    elif status is LoginStatus.CREATED:
+        gate.created(key)
+    if not session.connected:
+        return
+    try:
+        _answer_login(session, key, account, result, status)
+    except Exception as exc:
+        # A fault in answering (this runs after the database, not in a packet
+        # handler): closed as a handler's would be, not left waiting forever.
+        if peer_line(log, logging.ERROR):
+            log.exception("session %d: answering the login of %r raised",
+                          session.session_id, account)
+        session.disconnect(DisconnectReason.HANDLER_ERROR, f"login answer: {exc!r}", abort=True)
+
+
+def _answer_login(session, key, account, result, status):
+    server = session.server
+    gate = server.logins
+    if result is None or not result.ok:
+        session.state = State.CONNECTED
+        if status is LoginStatus.WRONG_PASSWORD:
+            session.failed_logins += 1
+            session.refuse("login", "wrong_password",
+                           "login of %r failed: wrong password (%d of %d)", account,
+                           session.failed_logins, server.config.max_failed_logins)
+        elif status is LoginStatus.NO_NEW_ACCOUNT:
+            session.refuse("login", "no_new_account",
+                           "login of %r refused: %d new accounts from %s in %g s",
+                           account, gate.new_accounts.limit, key, gate.new_accounts.window)
+        session.send(LOGIN_REFUSED)
+        limit = server.config.max_failed_logins
+        if limit and session.failed_logins >= limit:
+            session.disconnect(DisconnectReason.CLOSED,
+                               f"{session.failed_logins} failed logins")
+            return
+    else:
+        finish_login(session, account, result.characters)
+    if session.half_closed:                 # the peer sent its FIN after this login
+        session.disconnect(DisconnectReason.PEER_CLOSED, "after the login answer")
+
+
+def finish_login(session, account, characters, guest=False):
+    """Issue the characters' in-game ids and answer; a guest's reply (the
+    storm's path) comes from the server's laid-out template."""
+    server = session.server
+    try:
+        ids = server.player_ids.take(len(characters))
+    except OverflowError as exc:            # every id held or resting: try again later
+        session.state = State.CONNECTED
+        session.refuse("login", "no_player_ids", "login refused: %s", exc)
+        session.send(LOGIN_REFUSED)
+        return
+    session.account = account
+    session.characters = characters
+    session.player_ids = ids
+    session.state = State.LOGGED_IN
+    session.mark_logged_in()
+    server.logins_done += 1
+    session.send(server.replies.guest_login(ids) if guest
+                 else server.replies.login(characters, ids))
+
+
+def handle_C_ENTER_GAME(session, pkt):
+    """C_ENTER_GAME (packet id 1002): into the room the game chooses (by
+    default pkt.roomId), whose enter job answers S_ENTER_GAME."""
+    server = session.server
+    if session.state is not State.LOGGED_IN or pkt.playerIndex >= len(session.characters):
+        session.refuse("enter", "wrong_state" if session.state is not State.LOGGED_IN
+                       else "bad_index", "enter refused (state %s, index %d of %d)",
+                       session.state.value, pkt.playerIndex, len(session.characters))
+        player = session.player
+        if player is not None:
+            # In game, its room answers: after the answer to its own enter,
+            # wherever that room runs, so answers come in the order asked.
+            player.room.do_async(player.room.refuse_enter, player)
+        else:
+            session.send(ENTER_REFUSED)
+        return
+    room_id = server.game.choose_room(session, pkt)
+    if room_id is None:
+        session.refuse("enter", "bad_room", "enter refused: no room for room id %d",
+                       pkt.roomId)
+        session.send(ENTER_REFUSED)
+        return
+    room = server.rooms.get_or_create(room_id)
+    # A room of this worker's is bounded here; one owned by another worker
+    # (a netcore_cluster RemoteRoom) by the cluster layer and its owner.
+    if isinstance(room, Room) and not room.admit():
+        session.refuse("enter", "room_full", "enter refused: room %d is full (%d players)",
+                       room_id, len(room.players) + room.entering)
+        session.send(ENTER_REFUSED)
+        return
+    i = pkt.playerIndex
+    c = session.characters[i]
+    player = server.game.player_class(session.player_ids[i], c.db_id, c.name, c.player_type,
+                                      session)
+    player.room = room
+    session.player = player
+    session.state = State.IN_GAME
+    session.entered = True
+    # The room answers S_ENTER_GAME when its enter job runs (on whichever
+    # worker owns it): from that answer on, the player gets every packet of the room.
+    room.do_async(room.enter, player)
