@@ -1,7 +1,5 @@
 """Two workers in one process (one event loop), each a GameServer with its own
 ClusterLink to a real nats-server: what crosses the broker, and what does not."""
-import asyncio
-
 import pytest
 
 from netcore_packets import Protocol_pb2 as pb
