@@ -90,7 +90,8 @@ def test_the_starter_protocol_has_netcores_packets_and_ids(tmp_path):
     project = new(tmp_path)
     theirs = gen_handlers.parse_packets((project / "proto/mygame/Protocol.proto").read_text())
     ours = gen_handlers.parse_packets((ROOT / "proto" / "Protocol.proto").read_text())
-    assert theirs == ours
+    # Login, enter and chat, as netcore-server has them (its field's packets follow).
+    assert theirs == ours[:6]
     assert [p.id for p in theirs] == list(range(1000, 1006))
 
 

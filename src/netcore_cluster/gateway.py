@@ -140,6 +140,13 @@ class RemoteRoom:
         if member is not None and member.session is not None:
             member.session.send(buf)
 
+    def multicast(self, member_ids, buf) -> None:
+        """The packets to those of these members that are here: one copy for all."""
+        for (member_id,) in wire.MEMBER_IDS.iter_unpack(member_ids):
+            member = self.members.get(member_id)
+            if member is not None and member.session is not None:
+                member.session.send(buf)
+
     def lost(self, packets: int) -> None:
         """The stream skipped messages: the members here missed packets of the
         room. Each is told so by being disconnected, never left silently out of
@@ -403,6 +410,9 @@ class Gateway:
             if kind == wire.DATA:
                 rr.packets_seen += seg[1]
                 stats["deliveries_relayed"] += rr.fan_out(seg[2]) * seg[1]
+            elif kind == wire.MULTICAST:
+                rr.packets_seen += seg[2]
+                rr.multicast(seg[1], seg[3])
             elif kind == wire.UNICAST:
                 rr.packets_seen += seg[2]
                 rr.unicast(seg[1], seg[3])
@@ -456,7 +466,7 @@ def _checked(seg):
     """A segment whose packets (DATA, UNICAST) are whole, as many as it says,
     copied into the send buffer they will go out in."""
     kind = seg[0]
-    if kind == wire.DATA or kind == wire.UNICAST:
+    if kind == wire.DATA or kind == wire.UNICAST or kind == wire.MULTICAST:
         try:
             buf = copy_frames(seg[-1])
         except ValueError as exc:

@@ -70,6 +70,8 @@ def forged_messages(prefix, node, real, other, room):
         down + wire.ack_segment(0, 5, other),                             # ack of 0
         down + wire.member_segment(wire.JOINED, 1, 0, other),             # epoch 0
         down + wire.data_segment_head(1, 3) + b"abc",                     # not a packet
+        down + wire.multicast_segment(struct.pack("<Q", 1), 1, b"abc"),   # not a packet
+        down + wire.multicast_segment(b"", 1, b"abc"),                    # nobody
     ]
     return ([(ctl_subject, m) for m in bad_ctl]
             + [(f"{prefix}.w.{real}", m) for m in bad_up]
