@@ -12,12 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from netcore_cluster.link import ClusterLink
 from netcore_cluster.natsd import NatsServerMissing, find_nats_server, free_port
 from netcore_cluster.placement import ClusterMap, Placement
+from netcore_game.server import GameServer, ServerConfig
+from netcore_server.db import SQLiteDatabase
 from netcore_server.workers import ID_SPACE_BITS
 from netcore_packets import Protocol_pb2 as pb
 
 from game_support import ServerProcess, connect, leave
+
+PAIR_MAP = ClusterMap.single("w", 2)
 
 
 def nats_executable():
@@ -183,3 +188,63 @@ def assert_one_order(clients, expected_msgs):
         by_sender.setdefault(sender, []).append(int(k))
     for ks in by_sender.values():
         assert ks == sorted(ks)
+
+
+class Pair:
+    """Two workers in one process (one event loop), each a GameServer with its
+    own ClusterLink to a real nats-server: w-0 and w-1; `owner_of[slot]` a
+    room that slot owns."""
+
+    def __init__(self, nats, tmp_path, game=None, config=None, **link_options):
+        """game: a netcore_server Game (default: the chat, netcore-server's);
+        config: its settings (default: its defaults, on a free port)."""
+        self.servers = {}
+        for i, slot in enumerate(PAIR_MAP.slots):
+            link = ClusterLink(PAIR_MAP, slot, [nats.url], rebuild_timeout=0.5, **link_options)
+            db = SQLiteDatabase(tmp_path / f"{slot}.db", scrypt_n=2 ** 10)
+            self.servers[slot] = GameServer(config or ServerConfig(port=0), db, link=link,
+                                            player_id_base=(i + 1) << 32, game=game)
+        placement = self.servers["w-0"].link.placement
+        self.owner_of = {slot: next(r for r in range(100) if placement.owner(r) == slot)
+                         for slot in PAIR_MAP.slots}
+
+    def link(self, slot):
+        return self.servers[slot].link
+
+    async def cut_ops(self, slot):
+        """The worker at `slot` stops receiving ops (its subscription to
+        <prefix>.w.<slot> is dropped): an owner that is unreachable, same
+        incarnation. What is published meanwhile never reaches it."""
+        link = self.link(slot)
+        subject = f"{link.prefix}.w.{slot}"
+        (sub,) = [s for s in link.nc._subs.values() if s.subject == subject]
+        await sub.unsubscribe()
+        await link.nc.flush()
+
+    async def restore_ops(self, slot):
+        link = self.link(slot)
+        await link.nc.subscribe(f"{link.prefix}.w.{slot}", cb=link._on_up_msg)
+        await link.nc.flush()
+
+    async def __aenter__(self):
+        for server in self.servers.values():
+            await server.start()
+        # Both know each other's epoch before a test starts.
+        for slot, server in self.servers.items():
+            other = next(s for s in PAIR_MAP.slots if s != slot)
+            await wait_until(lambda: other in server.link.known, "hello")
+        return self
+
+    async def __aexit__(self, *exc):
+        for server in self.servers.values():
+            await server.stop()
+
+
+async def wait_until(predicate, what, timeout=10.0):
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.01)       # state of another worker's link: no event to await
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None

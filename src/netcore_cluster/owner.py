@@ -33,7 +33,7 @@ FORGET_AFTER = 300.0
 
 class RoomStream:
     __slots__ = ("link", "room_id", "incarnation", "seq", "packets", "sent", "remote",
-                 "parts", "data", "data_bytes", "dirty", "detached")
+                 "parts", "data", "data_bytes", "acks", "dirty", "detached")
 
     def __init__(self, link: "ClusterLink", room_id: int, incarnation: int):
         self.link = link
@@ -46,6 +46,7 @@ class RoomStream:
         self.parts: list = []           # (encoded segment, its packets) of the next messages
         self.data: list = []            # SendBuffers of the DATA segment being built
         self.data_bytes = 0
+        self.acks: dict = {}            # (slot, epoch) -> the gateway's last op that ran
         self.dirty = False
         self.detached = False
 
@@ -104,8 +105,11 @@ class RoomStream:
         self._mark()
 
     def ack(self, slot: str, epoch: int, seq: int) -> None:
-        self._close_data()
-        self.parts.append((wire.ack_segment(seq, epoch, slot), 0))
+        """The gateway's ops up to seq ran: one ACK per gateway per message,
+        after everything the room produced before it was taken, so after
+        what those ops made the room send. The latest value wins (a new
+        numbering starts anywhere)."""
+        self.acks[slot, epoch] = seq
         self._mark()
 
     # -- batching -----------------------------------------------------------------
@@ -141,6 +145,11 @@ class RoomStream:
         """What is waiting, as messages no larger than the broker takes."""
         self.dirty = False
         self._close_data()
+        if self.acks:
+            self.link.stats["acks_out"] += len(self.acks)
+            for (slot, epoch), seq in self.acks.items():
+                self.parts.append((wire.ack_segment(seq, epoch, slot), 0))
+            self.acks = {}
         if not self.parts:
             return []
         limit = self.link.max_message
@@ -183,7 +192,9 @@ class Owner:
     def __init__(self, link: "ClusterLink", rebuild_timeout: float):
         self.link = link
         self.streams: dict[int, RoomStream] = {}
-        self.applied: dict[tuple, dict[int, int]] = {}      # gateway -> room -> last seq run
+        # gateway -> room -> [first seq of the numbering, last seq accepted,
+        # last seq run]: accepted ops wait in the room's queue until they run.
+        self.applied: dict[tuple, dict[int, list]] = {}
         self.touched: dict[tuple, float] = {}               # (gateway, room) -> last op time
         self.remote_members: dict[tuple, set] = {}          # gateway -> {(room, member)}
         self.incarnations = 0
@@ -223,6 +234,17 @@ class Owner:
 
     # -- ops from gateways ---------------------------------------------------------------
 
+    @staticmethod
+    def check_ops(ops: list) -> list:
+        """Every op of a message checked before any is acted on: a JOB's
+        payload becomes its (name, args), or the whole message is a WireError."""
+        checked = []
+        for kind, room_id, seq, member_id, payload in ops:
+            if kind & ~wire.FIRST == wire.JOB:
+                payload = wire.decode_job(payload)
+            checked.append((kind, room_id, seq, member_id, payload))
+        return checked
+
     def on_ops(self, gateway: tuple, ops) -> None:
         for kind, room_id, seq, member_id, payload in ops:
             if kind == wire.PING:
@@ -260,52 +282,92 @@ class Owner:
         stats = self.link.stats
         if not self.link.owns(room_id):
             stats["ops_misrouted"] += 1
-            log.error("cluster: %s sent an op for room %d, which %s owns, not %s: "
-                      "do all nodes have the same --cluster?", gateway[0], room_id,
-                      self.link.placement.owner(room_id), self.link.slot)
+            n = stats["ops_misrouted"]
+            if n & (n - 1) == 0:                # the first, then at every power of two
+                log.error("cluster: %s sent an op for room %d, which %s owns, not %s: "
+                          "do all nodes have the same --cluster? (%d so far)", gateway[0],
+                          room_id, self.link.placement.owner(room_id), self.link.slot, n)
             return
-        applied = self.applied.setdefault(gateway, {})
-        last = applied.get(room_id, 0)
+        rooms = self.applied.setdefault(gateway, {})
+        entry = rooms.get(room_id)
         if kind & wire.FIRST:
             kind &= ~wire.FIRST
-            if not seq <= last < seq + SAME_NUMBERING:
-                last = seq - 1      # a new numbering: what we had for it is over
+            if entry is None or not seq <= entry[1] < seq + SAME_NUMBERING:
+                # A new numbering: what we had for it is over.
+                entry = rooms[room_id] = [seq, seq - 1, seq - 1]
+        elif entry is None:
+            stats["ops_out_of_order"] += 1      # its numbering's first op is still to come
+            return
+        last = entry[1]
         if seq <= last:
             stats["ops_repeated"] += 1
             stream = self.streams.get(room_id)
-            if stream is not None:              # its ack may have been lost: again
-                stream.ack(gateway[0], gateway[1], last)
+            if stream is not None and entry[2] >= seq:
+                # Its original ran: the ack may have been lost, so again. One
+                # whose original still waits in the room's queue gets the
+                # original's own ack, after its output.
+                stream.ack(gateway[0], gateway[1], entry[2])
             return
         if seq != last + 1:
             stats["ops_out_of_order"] += 1      # resent from last + 1 later
             return
-        applied[room_id] = seq
+        entry[1] = seq
         self.touched[(gateway, room_id)] = time.monotonic()
         stats["ops_in"] += 1
         room = self.link.rooms.get_or_create(room_id)
-        room.do_async(self.apply, room, kind, gateway, seq, member_id, payload)
+        room.do_async(self.apply, room, kind, gateway, seq, member_id, payload, entry)
 
-    def apply(self, room, kind, gateway, seq, member_id, payload) -> None:
+    def apply(self, room, kind, gateway, seq, member_id, payload, entry) -> None:
         """A job on the owner's room: one op, then its acknowledgement, so that
-        the ack follows whatever the op made the room send."""
+        the ack follows whatever the op made the room send. The ack is made
+        whatever the op does (a job that raises is the room's to log): an op
+        is run once, never resent for ever."""
         stream = room.link
-        member = room.players.get(member_id)
-        mine = member is not None and member.gateway == gateway
-        if kind == wire.JOIN:
-            if not mine:
-                room.enter(room.member_from_card(payload, gateway))
-        elif kind == wire.LEAVE:
-            if mine:
-                room.leave(member)
-        elif kind == wire.JOB:
-            name, args = wire.decode_job(payload)
-            if name not in room.REMOTE_JOBS:
-                self.link.stats["ops_refused"] += 1
-                log.error("cluster: %s asked room %d to run %r, which is not one of its "
-                          "remote jobs", gateway[0], room.room_id, name)
-            elif mine:
-                getattr(room, name)(member, *args)
-        stream.ack(gateway[0], gateway[1], seq)
+        try:
+            member = room.players.get(member_id)
+            mine = member is not None and member.gateway == gateway
+            if kind == wire.JOIN:
+                if not mine:
+                    self._enter(room, gateway, member_id, payload)
+            elif kind == wire.LEAVE:
+                if mine:
+                    room.leave(member)
+            elif kind == wire.JOB:
+                name, args = payload
+                if name not in room.REMOTE_JOBS:
+                    self._refused(gateway, room, "asked room %d to run %r, which is not one "
+                                  "of its remote jobs", room.room_id, name)
+                elif mine:
+                    getattr(room, name)(member, *args)
+        finally:
+            if entry[0] <= seq <= entry[1]:
+                entry[2] = seq              # ran (unless its numbering is over since)
+            stream.ack(gateway[0], gateway[1], seq)
+            drop = getattr(room, "drop_if_unused", None)
+            if drop is not None and room.link is stream and not room.players:
+                drop()                      # an op that left nobody in it
+
+    def _enter(self, room, gateway, member_id, card) -> None:
+        try:
+            member = room.member_from_card(card, gateway)
+        except Exception as exc:
+            member = None
+            why = f"a card that does not parse ({exc!r})"
+        else:
+            why = f"a card for member {member.member_id}"
+        if member is None or member.member_id != member_id:
+            self._refused(gateway, room, "sent room %d a JOIN of member %d with %s",
+                          room.room_id, member_id, why)
+            room.link.refused(_Gone(member_id, gateway), "room_refused")   # its gateway takes it out
+            return
+        room.enter(member)
+
+    def _refused(self, gateway, room, fmt, *args) -> None:
+        stats = self.link.stats
+        stats["ops_refused"] += 1
+        if stats["ops_refused"] & (stats["ops_refused"] - 1) == 0:
+            log.error("cluster: %s " + fmt + " (%d refused so far)", gateway[0], *args,
+                      stats["ops_refused"])
 
     # -- gateways that are gone -----------------------------------------------------------
 
@@ -334,6 +396,15 @@ class Owner:
                     rooms.pop(key[1], None)
                     if not rooms:
                         del self.applied[key[0]]
+
+
+class _Gone:
+    """A member the room never took: enough of one for RoomStream.refused."""
+    __slots__ = ("member_id", "gateway")
+
+    def __init__(self, member_id, gateway):
+        self.member_id = member_id
+        self.gateway = gateway
 
 
 def _leave_gone(room, member_id, gateway) -> None:

@@ -16,6 +16,11 @@ so that a restarting worker finds it free, and tells the cluster when a
 worker died (`down` on <prefix>.ctl) so that owners drop that worker's players
 at once rather than when it comes back.
 
+Broker credentials (auth.py): the private nats-server gets a user and
+password made for this run; with --nats, the deployment's NatsAuth is used.
+Either way the supervisor connects with them and hands them to each worker
+through an inherited pipe (NETCORE_CLUSTER_AUTH_FD), never on a command line.
+
 Shutdown keeps the one-process promise across processes: first every worker
 quiesces (no new input; everything already accepted has been run by its
 room's owner and streamed back), and only then does any worker flush and
@@ -90,8 +95,11 @@ class Supervisor:
     lifeline_fd)`, which gives (argv, extra environment)."""
 
     def __init__(self, slots: list[str], command, *, nats_servers: list[str] | None,
-                 host: str, port: int, prefix: str = "netcore", ws_port: int = 0):
-        """ws_port: the workers' WebSocket port, held like the game port (0: none)."""
+                 host: str, port: int, prefix: str = "netcore", ws_port: int = 0,
+                 auth=None):
+        """ws_port: the workers' WebSocket port, held like the game port (0: none).
+        auth: the NatsAuth for nats_servers (ignored without them: the private
+        broker gets credentials of its own); handed to every worker."""
         self.workers = [Worker(slot, i) for i, slot in enumerate(slots)]
         self.command = command
         self.nats_servers = list(nats_servers or [])
@@ -100,6 +108,7 @@ class Supervisor:
         self.ws_port = ws_port
         self.ws_port_holder: socket.socket | None = None
         self.prefix = prefix
+        self.auth = auth
         self.natsd = None
         self.nc = None
         self.port_holder: socket.socket | None = None
@@ -117,18 +126,26 @@ class Supervisor:
         if self.ws_port:
             self.ws_port_holder = reserve_port(self.host, self.ws_port, "websocket port")
             self.ws_port = self.ws_port_holder.getsockname()[1]
+        from netcore_cluster.auth import AuthError, NatsAuth
         if not self.nats_servers:
             from netcore_cluster.natsd import NatsServer, NatsServerMissing
+            self.auth = NatsAuth.generate()
             try:
-                self.natsd = await NatsServer().start()
+                self.natsd = await NatsServer(auth=self.auth).start()
             except NatsServerMissing as exc:
                 raise StartError(str(exc)) from None
             self.nats_servers = [self.natsd.url]
+        if self.auth is not None:
+            try:
+                self.auth.check()
+            except AuthError as exc:
+                raise StartError(str(exc)) from None
         try:
             import nats
             self.nc = await nats.connect(self.nats_servers, name="netcore supervisor",
                                          connect_timeout=2, max_reconnect_attempts=-1,
-                                         reconnect_time_wait=0.25, error_cb=self._broker_error)
+                                         reconnect_time_wait=0.25, error_cb=self._broker_error,
+                                         **(self.auth or NatsAuth()).connect_options())
         except Exception as exc:
             raise StartError(f"cannot reach NATS at {','.join(self.nats_servers)}: "
                              f"{exc or type(exc).__name__}") from None
@@ -164,16 +181,22 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         life_read, life_write = os.pipe()
         argv, env = self.command(w, write_fd, life_read)
+        passed = [write_fd, life_read]
+        if self.auth is not None:
+            from netcore_cluster.auth import ENV_FD, hand_to_child
+            auth_fd = hand_to_child(self.auth)
+            passed.append(auth_fd)
+            env = {**env, ENV_FD: str(auth_fd)}
         try:
             w.proc = await asyncio.create_subprocess_exec(
-                *argv, env={**os.environ, **env}, pass_fds=(write_fd, life_read),
+                *argv, env={**os.environ, **env}, pass_fds=tuple(passed),
                 start_new_session=True, stdin=asyncio.subprocess.DEVNULL)
         except BaseException:
             os.close(life_write)
             raise
         finally:
-            os.close(write_fd)
-            os.close(life_read)
+            for fd in passed:
+                os.close(fd)
         if w.lifeline >= 0:
             os.close(w.lifeline)            # the previous incarnation's
         w.lifeline = life_write

@@ -21,14 +21,15 @@ in one iteration, in the order it produced it, in one message.
                      (packets for those members only: a field's move to whoever sees it)
 
 Little-endian throughout; str8 is a length byte and ASCII, bytes32 a u32
-length and the bytes. Everything here comes from our own workers over the
-cluster's private NATS; a message that does not parse is counted and dropped,
-never trusted further.
+length and the bytes. The readers check every field of a message before any
+of it is acted on (known kinds, epochs in 1..2**64-1, slot names, sequence
+numbers from 1, lengths that fit): a message that does not parse is a
+WireError as a whole, counted and dropped by the link, never trusted in part.
 """
 from __future__ import annotations
 
+import re
 import struct
-from typing import Iterator
 
 # Upstream op kinds. SYNC ends the JOINs a gateway re-sends to a new owner
 # incarnation (room and seq 0): see link.py, "Rebuilding". PING (seq 0) asks
@@ -62,6 +63,22 @@ class WireError(ValueError):
     """A cluster message that does not parse."""
 
 
+MAX_EPOCH = (1 << 64) - 1
+# A slot name: `<node>-<index>`, node ids as placement.NAME allows them.
+SLOT_NAME = re.compile(r"[A-Za-z0-9_-]{1,48}-[0-9]{1,4}")
+# Op kinds that belong to a numbering (carry a seq from 1, may be FIRST).
+NUMBERED = frozenset({JOIN, LEAVE, JOB})
+
+
+def valid_epoch(epoch) -> bool:
+    """An incarnation's epoch: an int (never a bool) in 1..2**64-1."""
+    return type(epoch) is int and 1 <= epoch <= MAX_EPOCH
+
+
+def valid_slot(slot) -> bool:
+    return type(slot) is str and SLOT_NAME.fullmatch(slot) is not None
+
+
 def _str8(text: str) -> bytes:
     raw = text.encode("ascii")
     return _U8.pack(len(raw)) + raw
@@ -74,7 +91,10 @@ def _read_str8(data, pos: int) -> tuple[str, int]:
     end = pos + 1 + n
     if end > len(data):
         raise WireError("truncated name")
-    return bytes(data[pos + 1:end]).decode("ascii"), end
+    try:
+        return bytes(data[pos + 1:end]).decode("ascii"), end
+    except UnicodeDecodeError:
+        raise WireError("a name that is not ASCII") from None
 
 
 # -- upstream -----------------------------------------------------------------
@@ -87,16 +107,22 @@ def up_op(kind: int, room: int, seq: int, member: int, data: bytes = b"") -> byt
     return _OP.pack(kind, room, seq, member, len(data)) + data
 
 
-def read_up(data) -> tuple[int, int, str, Iterator[tuple[int, int, int, int, bytes]]]:
-    """(to_epoch, from_epoch, from_slot, ops) of an upstream message."""
+def read_up(data) -> tuple[int, int, str, list[tuple[int, int, int, int, bytes]]]:
+    """(to_epoch, from_epoch, from_slot, ops) of an upstream message, every
+    op parsed and checked (a WireError for the whole message otherwise)."""
     if len(data) < _UP_HEAD.size + 1 or data[0:1] != b"U":
         raise WireError("not an upstream message")
     _, to_epoch, from_epoch = _UP_HEAD.unpack_from(data, 0)
+    if not (valid_epoch(to_epoch) and valid_epoch(from_epoch)):
+        raise WireError("upstream message with epoch 0")
     slot, pos = _read_str8(data, _UP_HEAD.size)
+    if not valid_slot(slot):
+        raise WireError(f"upstream message from a bad slot name {slot!r}")
     return to_epoch, from_epoch, slot, _ops(data, pos)
 
 
 def _ops(data, pos):
+    ops = []
     end = len(data)
     while pos < end:
         if pos + _OP.size > end:
@@ -105,8 +131,15 @@ def _ops(data, pos):
         pos += _OP.size
         if pos + n > end:
             raise WireError("truncated op data")
-        yield kind, room, seq, member, bytes(data[pos:pos + n])
+        base = kind & ~FIRST
+        if base in NUMBERED:
+            if seq == 0:
+                raise WireError(f"op of kind {base} with seq 0")
+        elif kind not in (SYNC, PING):
+            raise WireError(f"unknown op kind {kind}")
+        ops.append((kind, room, seq, member, bytes(data[pos:pos + n])))
         pos += n
+    return ops
 
 
 # -- downstream ---------------------------------------------------------------
@@ -156,6 +189,8 @@ def read_down(data):
     if len(data) < _DOWN_HEAD.size or data[0:1] != b"S":
         raise WireError("not a room stream message")
     _, room, owner_epoch, incarnation, seq, before = _DOWN_HEAD.unpack_from(data, 0)
+    if not valid_epoch(owner_epoch) or seq == 0:
+        raise WireError("room stream message with epoch or seq 0")
     return room, owner_epoch, incarnation, seq, before, _segments(memoryview(data),
                                                                   _DOWN_HEAD.size)
 
@@ -167,6 +202,7 @@ _LAYOUTS = {DATA: (_DATA, False), JOINED: (_MEMBER, True), LEFT: (_MEMBER, True)
 
 
 def _segments(view, pos):
+    segments = []
     end = len(view)
     while pos < end:
         kind = view[pos]
@@ -177,8 +213,10 @@ def _segments(view, pos):
             pos += _MULTICAST.size
             if pos + count * 8 + n > end:
                 raise WireError("truncated multicast segment")
-            yield MULTICAST, view[pos:pos + count * 8], frames, view[pos + count * 8:
-                                                                     pos + count * 8 + n]
+            if count == 0 or frames == 0 or n == 0:
+                raise WireError("empty multicast segment")
+            segments.append((MULTICAST, view[pos:pos + count * 8], frames,
+                             view[pos + count * 8:pos + count * 8 + n]))
             pos += count * 8 + n
             continue
         layout = _LAYOUTS.get(kind)
@@ -191,13 +229,20 @@ def _segments(view, pos):
         pos += head.size
         if named:
             slot, pos = _read_str8(view, pos)
-            yield (*fields, slot)
+            if not valid_slot(slot) or not valid_epoch(fields[2]):
+                raise WireError(f"segment of kind {kind} for a bad slot or epoch")
+            if kind == ACK and fields[1] == 0:
+                raise WireError("ACK of seq 0")
+            segments.append((*fields, slot))
         else:
             n = fields[-1]
             if pos + n > end:
                 raise WireError(f"truncated segment of kind {kind}")
-            yield (*fields[:-1], view[pos:pos + n])
+            if n == 0 or fields[-2] == 0:
+                raise WireError(f"empty segment of kind {kind}")
+            segments.append((*fields[:-1], view[pos:pos + n]))
             pos += n
+    return segments
 
 
 # -- job arguments ------------------------------------------------------------
@@ -233,6 +278,7 @@ def encode_job(name: str, args: tuple) -> bytes:
 def decode_job(data: bytes) -> tuple[str, tuple]:
     try:
         name, pos = _read_str8(data, 0)
+        check_job_name(name)
         args = []
         end = len(data)
         while pos < end:
@@ -261,3 +307,9 @@ def decode_job(data: bytes) -> tuple[str, tuple]:
         return name, tuple(args)
     except (struct.error, UnicodeDecodeError, IndexError) as exc:
         raise WireError(f"bad job: {exc}") from None
+
+
+def check_job_name(name: str) -> str:
+    if not name.isidentifier() or name.startswith("_"):
+        raise WireError(f"bad job name {name!r}")
+    return name

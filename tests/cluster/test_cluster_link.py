@@ -1,68 +1,17 @@
 """Two workers in one process (one event loop), each a GameServer with its own
 ClusterLink to a real nats-server: what crosses the broker, and what does not."""
-import asyncio
-
 import pytest
 
-from netcore_cluster.link import ClusterLink
-from netcore_cluster.placement import ClusterMap
-from netcore_server.db import SQLiteDatabase
-from netcore_game.server import GameServer, ServerConfig
 from netcore_packets import Protocol_pb2 as pb
 
-from cluster_support import NatsProcess, assert_one_order, chat_rounds
+from cluster_support import NatsProcess, Pair, assert_one_order, chat_rounds, wait_until
 from game_support import connect, in_game, leave
-
-CMAP = ClusterMap.single("w", 2)
 
 
 @pytest.fixture(scope="module")
 def nats(tmp_path_factory):
     with NatsProcess(tmp_path_factory.mktemp("nats")) as server:
         yield server
-
-
-class Pair:
-    """Workers w-0 and w-1; `owner_of[slot]` a room that slot owns."""
-
-    def __init__(self, nats, tmp_path, game=None, config=None, **link_options):
-        """game: a netcore_server Game (default: the chat, netcore-server's);
-        config: its settings (default: its defaults, on a free port)."""
-        self.servers = {}
-        for i, slot in enumerate(CMAP.slots):
-            link = ClusterLink(CMAP, slot, [nats.url], rebuild_timeout=0.5, **link_options)
-            db = SQLiteDatabase(tmp_path / f"{slot}.db", scrypt_n=2 ** 10)
-            self.servers[slot] = GameServer(config or ServerConfig(port=0), db, link=link,
-                                            player_id_base=(i + 1) << 32, game=game)
-        placement = self.servers["w-0"].link.placement
-        self.owner_of = {slot: next(r for r in range(100) if placement.owner(r) == slot)
-                         for slot in CMAP.slots}
-
-    def link(self, slot):
-        return self.servers[slot].link
-
-    async def __aenter__(self):
-        for server in self.servers.values():
-            await server.start()
-        # Both know each other's epoch before a test starts.
-        for slot, server in self.servers.items():
-            other = next(s for s in CMAP.slots if s != slot)
-            await wait_until(lambda: other in server.link.known, "hello")
-        return self
-
-    async def __aexit__(self, *exc):
-        for server in self.servers.values():
-            await server.stop()
-
-
-async def wait_until(predicate, what, timeout=10.0):
-    async def poll():
-        while not predicate():
-            await asyncio.sleep(0.01)       # state of another worker's link: no event to await
-    try:
-        await asyncio.wait_for(poll(), timeout)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 def test_a_room_stream_reaches_only_workers_with_members(run, nats, tmp_path):
