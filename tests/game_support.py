@@ -1,5 +1,6 @@
 """A real netcore-server process and a small, independent test client."""
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -19,13 +20,16 @@ MESSAGE_BY_ID = {pkt_id: getattr(pb, name) for name, pkt_id in PACKET_IDS.items(
 class ServerProcess:
     """`python -m netcore_game.cli` (what netcore-server runs) on a free port."""
 
-    def __init__(self, tmp_path: Path, loop_kind: str, *args: str, preexec_fn=None, db=None):
-        """db: what --db says (default: game.db in tmp_path; a PostgreSQL URL works too)."""
+    def __init__(self, tmp_path: Path, loop_kind: str, *args: str, preexec_fn=None, db=None,
+                 env=None):
+        """db: what --db says (default: game.db in tmp_path; a PostgreSQL URL works too);
+        env: variables beside this process's (settings: NETCORE_<NAME>)."""
         self.log_path = tmp_path / "server.log"
         self.db = tmp_path / "game.db" if db is None else db
         self.args = [sys.executable, "-m", "netcore_game.cli", "--port", "0", "--db", str(self.db),
                      "--loop", loop_kind, *args]
         self.preexec_fn = preexec_fn        # run in the child before exec (limits, privileges)
+        self.env = None if env is None else {**os.environ, **env}
         self.proc = None
         self.port = None
         self.banner = None
@@ -36,7 +40,7 @@ class ServerProcess:
                         "Windows carries out as TerminateProcess, not as a signal")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     preexec_fn=self.preexec_fn)
+                                     preexec_fn=self.preexec_fn, env=self.env)
         self.banner = self.proc.stdout.readline()     # blocks until it listens (or dies)
         if "listening on" not in self.banner:
             self.proc.wait(timeout)

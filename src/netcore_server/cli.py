@@ -152,6 +152,10 @@ def print_config(game: Game, invocation: Invocation) -> None:
         # Output that is pasted into tickets and chats carries no password.
         notes["db"] = "password hidden"
         config = dataclasses.replace(config, db=describe_database(config.db))
+    for secret in ("nats_password", "nats_token"):
+        if getattr(config, secret, ""):
+            notes[secret] = "hidden"
+            config = dataclasses.replace(config, **{secret: "***"})
     print(f"# {game.version_line()}: the effective configuration")
     print(render_config(config, invocation.origins, notes), end="")
 

@@ -25,6 +25,8 @@ from netcore.loop import LOOP_KINDS
 from netcore.origins import DEFAULT_ORIGINS, OriginPolicy
 from netcore.service import TCP_TRANSPORTS
 
+from netcore_cluster.auth import AuthError, NatsAuth
+
 from netcore_server.db import check_db_setting
 from netcore_server.settings import ConfigError, checked, setting
 
@@ -173,6 +175,20 @@ class ServerConfig:
         "over NATS"))
     # --nats is a repeatable flag of its own (cli.py): "" here.
     nats: str = setting("", flag=False)
+    # How to authenticate to the --nats servers (netcore_cluster.auth): at most
+    # one credential form, and TLS. Secrets: the TOML file or NETCORE_NATS_*
+    # only, never a flag (a command line is visible to every user in `ps`).
+    # The private nats-server of --workers without --nats makes its own.
+    nats_user: str = setting("", flag=False)
+    nats_password: str = setting("", flag=False)
+    nats_token: str = setting("", flag=False)
+    nats_nkey_seed_file: str = setting("", flag=False)
+    nats_creds_file: str = setting("", flag=False)
+    nats_tls: bool = setting(False, flag=False)
+    nats_tls_ca_file: str = setting("", flag=False)
+    nats_tls_cert_file: str = setting("", flag=False)
+    nats_tls_key_file: str = setting("", flag=False)
+    nats_tls_hostname: str = setting("", flag=False)
     node_id: str = setting("", help=(
         "this machine's name in the cluster (default: the host name)"))
     cluster: str = setting("", help=(
@@ -220,6 +236,11 @@ class ServerConfig:
         if self.ws_handshake_timeout <= 0:
             raise ValueError(f"ws-handshake-timeout {self.ws_handshake_timeout}: must be > 0 "
                              f"seconds")
+        if self.nats:
+            try:
+                NatsAuth.from_settings(self).check()
+            except AuthError as exc:
+                raise ValueError(str(exc)) from None
         if self.ws_port and self.ws_port == self.port:
             raise ValueError(f"ws-port {self.ws_port}: the game port is {self.port}; "
                              f"they must differ")

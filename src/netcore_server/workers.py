@@ -17,6 +17,8 @@ import os
 import signal
 import sys
 
+from netcore_cluster.auth import NatsAuth, redact_url
+
 from netcore_server.config import ServerConfig
 from netcore_server.db import DatabaseError, describe_database
 from netcore_server.game import Game
@@ -91,6 +93,7 @@ def run_cluster(game: Game, config: ServerConfig, argv: list[str]) -> int:
         return args, env
 
     sup = Supervisor(slots, command, nats_servers=nats_servers(config),
+                     auth=NatsAuth.from_settings(config) if config.nats else None,
                      host=config.host, port=config.port, prefix=config.cluster_prefix,
                      ws_port=config.ws_port)
 
@@ -133,7 +136,8 @@ def run_cluster(game: Game, config: ServerConfig, argv: list[str]) -> int:
         print(f"{game.version_line()} listening on {config.host}:{sup.port} "
               f"({config.workers} worker{'s' if config.workers != 1 else ''} as node {node} "
               f"of cluster {cmap}, "
-              f"NATS {','.join(sup.nats_servers)}, database {describe_database(config.db)})"
+              f"NATS {','.join(redact_url(u) for u in sup.nats_servers)}, "
+              f"database {describe_database(config.db)})"
               f"{web}", flush=True)
         await stop.wait()
         log.info("shutting down %d workers", config.workers)
@@ -155,7 +159,9 @@ async def serve_worker(game: Game, config: ServerConfig, kind: str) -> int:
     node, cmap = cluster_map(config)
     index = cmap.slot_index(slot)
     base = ((incarnation % INCARNATIONS_PER_SLOT) * len(cmap.slots) + index) << ID_SPACE_BITS
-    link = ClusterLink(cmap, slot, nats_servers(config), prefix=config.cluster_prefix)
+    # Credentials the supervisor hands over (the private broker's) take precedence.
+    link = ClusterLink(cmap, slot, nats_servers(config), prefix=config.cluster_prefix,
+                       auth=NatsAuth.from_settings(config))
     ids = PlayerIdAllocator(first=base + 1, last=base + (1 << ID_SPACE_BITS) - 1)
     # The machine's metrics port is the supervisor's; a worker serves its own
     # on loopback, for the supervisor to scrape.

@@ -303,3 +303,44 @@ def test_settings_become_credentials():
     assert auth == NatsAuth(user="game", password="pw", tls_ca_file="/etc/ssl/ca.pem")
     assert auth.uses_tls
     assert NatsAuth.from_settings(object()) == NatsAuth()
+
+
+def test_netcore_server_takes_its_nats_credentials_from_the_environment_never_a_flag(
+        run, tmp_path, loop_kind, capsys):
+    """netcore-server --workers 2 --nats URL against a NATS that requires a
+    user: NETCORE_NATS_USER and NETCORE_NATS_PASSWORD (or the TOML file) let
+    both workers in; the password is no flag, --print-config hides it, and
+    half a credential is one line and exit status 2."""
+    from netcore_game.cli import build_parser, main as server_main
+
+    auth = NatsAuth(user="game", password="s3cret")
+    env = {"NETCORE_NATS_USER": "game", "NETCORE_NATS_PASSWORD": "s3cret"}
+    assert "--nats-password" not in build_parser().format_help()
+    with NatsProcess(tmp_path, config=auth.server_config()) as broker:
+        server = ClusterProcess(tmp_path, loop_kind, 2, "--nats", broker.url, env=env)
+        with server:
+            async def go():
+                clients = await clients_on_every_worker(server, room=1, per_worker=2)
+                await chat_rounds(clients, 3)
+                expected = {f"{c.player_id}:{k}" for c in clients for k in range(3)}
+                for c in clients:
+                    await c.until(lambda c=c: len({m for _, m in c.chats} & expected) == 12)
+                assert_one_order(clients, expected)
+                await leave(*clients)
+            run(go(), timeout=60)
+            assert "s3cret" not in server.banner
+            assert server.stop() == 0
+    for var, value in env.items():
+        os.environ[var] = value
+    try:
+        assert server_main(["--nats", "nats://127.0.0.1:4222", "--print-config"]) == 0
+        printed = capsys.readouterr().out
+        assert "s3cret" not in printed and 'nats-password = "***"' in printed
+        del os.environ["NETCORE_NATS_PASSWORD"]
+        with pytest.raises(SystemExit) as exit_:
+            server_main(["--nats", "nats://127.0.0.1:4222", "--port", "0"])
+        assert exit_.value.code == 2
+        assert "a user needs a password" in capsys.readouterr().err
+    finally:
+        for var in env:
+            os.environ.pop(var, None)
