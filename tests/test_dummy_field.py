@@ -54,6 +54,20 @@ def test_a_correct_stream_is_clean_and_builds_the_view():
     assert (t.moves_sent, t.acked, t.seen, t.spawned, t.despawned) == (1, 1, 1, 3, 1)
 
 
+def test_an_observer_read_after_the_movers_own_answer_is_still_timed():
+    # The server answers the mover first, and one dummy process reads all
+    # its walkers: B's answer is often read before A reads B's move.
+    tally = FieldTally(50.0)
+    a, b = Walker(tally), Walker(tally)
+    a.start(1, 100.0, 100.0)
+    b.start(2, 110.0, 100.0)
+    assert feed(a, spawn((2, 110, 100))) == {}
+    assert b.move(115.0, 100.0)
+    assert feed(b, move(2, 115, 100)) == {}          # B's own answer, first
+    assert feed(a, move(2, 115, 100)) == {}          # then A, an observer
+    assert tally.seen == 1 and tally.seen_timed == 1
+
+
 def test_a_correction_to_the_unchanged_position_is_no_violation():
     w = walker()
     w.move(190.0, 100.0)                             # too far: the server corrects it

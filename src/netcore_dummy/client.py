@@ -397,7 +397,7 @@ class DummyRun:
             "moves": {"sent": t.moves_sent, "acked": t.acked, "corrected": t.corrected,
                       "late": t.late,
                       "unanswered": sum(1 for s in self.players if s.walker.in_flight)},
-            "seen": {"moves": t.seen, "spawned": t.spawned, "despawned": t.despawned},
+            "seen": {"moves": t.seen, "timed": t.seen_timed, "spawned": t.spawned, "despawned": t.despawned},
             "violations": t.violations(),
             "moves_per_s": t.acked / seconds,
             "deliveries_per_s": seen / seconds,

@@ -20,8 +20,10 @@
 # must be the server's.
 #
 # Latency: a move's acknowledgement (its own S_MOVE, from send to read) and
-# its observers (an S_MOVE of walker B, read by A, when it is B's move in
-# flight: the FieldTally maps every walker's id to its target and send time)
+# its observers (an S_MOVE of walker B, read by A, to the target of B's last
+# move: the FieldTally maps every walker's id to its last target and send
+# time, kept after B's own answer, which the server sends first and this
+# process may read first)
 # go to two histograms (hist.pxd). Monsters' moves have no send time: seen,
 # not timed.
 
@@ -73,6 +75,7 @@ cdef class FieldTally:
     cdef readonly unsigned long long acked
     cdef readonly unsigned long long corrected
     cdef readonly unsigned long long seen           # S_MOVEs of others read
+    cdef readonly unsigned long long seen_timed     # of those, a walker's move: timed
     cdef readonly unsigned long long spawned        # entities in S_SPAWNs read
     cdef readonly unsigned long long despawned
     cdef unsigned long long bad[VIOLATION_KINDS]     # violations, by kind

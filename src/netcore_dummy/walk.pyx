@@ -346,10 +346,10 @@ cdef class Walker:
                 t.bad[ACK_UNASKED] += 1
                 return 0
             self.in_flight = False
+            # The move stays in t.moving (the next one replaces it): the
+            # server sends the mover's answer first, and this process may
+            # well read the mover's socket before its observers'.
             observe(t.hist_ack, &t.ack_max_us, read_us, self.sent_us)
-            i = map_find(&t.moving, pid)
-            if i >= 0:
-                map_drop(&t.moving, i)
             if x == self.tx and y == self.ty:
                 t.acked += 1
             elif x == self.x and y == self.y:
@@ -370,6 +370,7 @@ cdef class Walker:
         self.view.ys[i] = y
         i = map_find(&t.moving, pid)            # a walker's move in flight: time it
         if i >= 0 and t.moving.xs[i] == x and t.moving.ys[i] == y:
+            t.seen_timed += 1
             observe(t.hist_seen, &t.seen_max_us, read_us, t.moving.ts[i])
         return 0
 
