@@ -18,7 +18,7 @@ from netcore_tools import gen_handlers
 pytest.importorskip("mypy", reason="mypy is not installed (pip install '.[test]')")
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPILED = ["framing", "jobqueue", "recvbuffer", "sendbuffer", "sendqueue", "service",
+COMPILED = ["framing", "jobqueue", "proxy", "recvbuffer", "sendbuffer", "sendqueue", "service",
             "session", "stats", "tcp", "websocket"]
 
 
