@@ -215,7 +215,7 @@ def test_the_settings_reach_the_ports_and_the_failures_are_metrics(run, tmp_path
      "trusted-proxies '10.0.0.0/8,nonsense': 'nonsense' is not an IP address or network"),
     (["--proxy-header-timeout", "0"], "proxy-header-timeout 0.0: must be > 0 seconds"),
     (["--proxy-header-timeout", "-1"], "--proxy-header-timeout -1: must be >= 0"),
-    (["--ws-proxy-protocol", "maybe"], "--ws-proxy-protocol maybe"),
+    (["--ws-proxy-protocol", "maybe"], "--ws-proxy-protocol maybe: must be true or false"),
 ])
 def test_bad_proxy_settings_are_refused_at_start(capsys, flags, message):
     with pytest.raises(SystemExit) as exc:

@@ -266,6 +266,7 @@ def test_a_network_set_holds_addresses_of_its_networks_only():
     assert "11.0.0.1" not in nets and "192.0.2.127" not in nets and "127.0.0.1" not in nets
     assert "2001:db8:ffff::1" in nets and "2001:db9::1" not in nets
     assert "::ffff:10.1.2.3" in nets                    # IPv4-mapped: the IPv4 it is
+    assert "::ffff:10.1.2.3" in NetworkSet("::ffff:0:0/96")
     assert "fe80::1%eth0" not in nets and "2001:db8::1%2" in nets
     assert "not an address" not in nets and None not in nets and 10 not in nets
     assert len(NetworkSet("")) == 0 and "10.0.0.1" not in NetworkSet("")
@@ -282,7 +283,10 @@ def test_network_membership_is_the_ipaddress_modules(host, draw):
     other = draw.draw(addresses())
     net = ipaddress.ip_network(f"{other}/{prefix if ':' in other else min(prefix, 32)}",
                                strict=False)
-    assert (host in NetworkSet([str(net)])) == (ip.version == net.version and ip in net)
+    mapped = ip.ipv4_mapped if ip.version == 6 else None
+    expected = ((ip.version == net.version and ip in net)
+                or (mapped is not None and net.version == 4 and mapped in net))
+    assert (host in NetworkSet([str(net)])) == expected
 
 
 # -- Forwarded and X-Forwarded-For --------------------------------------------------------

@@ -348,8 +348,8 @@ cdef inline bint _v4_mapped(const unsigned char* a) noexcept:
 
 cdef class NetworkSet:
     """Networks, checked in C: whether an address is in any of them (see
-    proxy.pxd). An IPv4 address written as IPv4-mapped IPv6 (::ffff:a.b.c.d)
-    is checked as the IPv4 address it is."""
+    proxy.pxd). An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is also in the
+    IPv4 networks that hold the IPv4 address it is."""
 
     def __cinit__(self):
         self.nets = NULL
@@ -391,11 +391,11 @@ cdef class NetworkSet:
 
     cdef bint contains_ip(self, int family, const unsigned char* addr) noexcept:
         cdef Py_ssize_t i
-        if family == 6 and _v4_mapped(addr):
-            family = 4
-            addr = addr + 12
+        cdef bint mapped = family == 6 and _v4_mapped(addr)
         for i in range(self.count):
             if self.nets[i].family == family and _in_network(&self.nets[i], addr):
+                return True
+            if mapped and self.nets[i].family == 4 and _in_network(&self.nets[i], addr + 12):
                 return True
         return False
 
