@@ -122,7 +122,7 @@ class ServerService(Service[_S]):
         reuse_port: bool = False,
         listen_sockets: int = 0,
         tcp_transport: str = "auto",
-        trusted_proxies: str | Iterable[Any] = "",
+        trusted_proxies: str | Iterable[Any] | None = "",
         proxy_header_timeout: float = 5.0,
         **limits: Any,
     ) -> None: ...

@@ -635,7 +635,7 @@ cdef class ServerService(Service):
         tcp_transport_kind(tcp_transport, None)
         if not (proxy_header_timeout > 0 and math.isfinite(proxy_header_timeout)):
             raise ValueError("proxy_header_timeout must be a finite number of seconds > 0")
-        trusted = NetworkSet(trusted_proxies)
+        trusted = NetworkSet(trusted_proxies or "")
         self.trusted_proxies = trusted if len(trusted) else None
         self.proxy_header_timeout = proxy_header_timeout
         self.proxied = set()
