@@ -156,8 +156,9 @@ def test_the_wheel_built_from_the_sdist_serves_without_cython_or_a_compiler(tmp_
 
     # The wheel carries every extension compiled, and the .pxd files for cimport;
     # release builds leave the debug information out (3.9 MB with it). Each
-    # Cython module is ~70 KB of it compressed (1.59 MB with netcore.tcp).
-    assert wheel.stat().st_size < 1_650_000, wheel.stat().st_size
+    # Cython module is ~70-130 KB of it compressed (1.59 MB with netcore.tcp,
+    # 1.86 MB with netcore.proxy and the trusted proxies' paths).
+    assert wheel.stat().st_size < 1_950_000, wheel.stat().st_size
     with zipfile.ZipFile(wheel) as zf:
         in_wheel = set(zf.namelist())
         so_sizes = {n: zf.getinfo(n).file_size for n in zf.namelist() if n.endswith(".so")}
