@@ -32,9 +32,13 @@ def handle_C_CHAT(session, pkt):
         session.room_job("say", rest if word == "say" else pkt.msg)
 
 
+def handle_C_MOVE(session, pkt):
+    session.refuse("move", "no_field", "these test rooms have no field")
+
+
 HANDLERS = types.SimpleNamespace(handle_C_LOGIN=handle_C_LOGIN,
                                  handle_C_ENTER_GAME=handle_C_ENTER_GAME,
-                                 handle_C_CHAT=handle_C_CHAT)
+                                 handle_C_CHAT=handle_C_CHAT, handle_C_MOVE=handle_C_MOVE)
 
 
 def game(room, **options) -> Game:

@@ -1,7 +1,8 @@
 """The chat page in a real browser: headless Chromium logs in, enters a room and
 chats with TCP clients in the same room, both ways (tests/browser_support.py)."""
-import asyncio
+import os
 import socket
+from pathlib import Path
 
 from netcore_packets import Protocol_pb2 as pb
 
@@ -77,3 +78,58 @@ def test_chat_page_in_chromium_chats_with_tcp_clients(run, tmp_path):
             await leave(*tcp)
 
     run(main(), timeout=120)
+
+
+def artifacts_dir(tmp_path):
+    """Where screenshots are kept: $NETCORE_ARTIFACTS (.ci/run sets it), else tmp_path."""
+    folder = Path(os.environ.get("NETCORE_ARTIFACTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_the_field_page_walks_a_player_into_anothers_view_and_both_draw_it(run, tmp_path):
+    """Two chat pages in one room's field: one walks (the page's click-to-walk,
+    one move in flight) until the other is within its view radius; each page
+    then draws the other on its canvas. Screenshots of both are kept."""
+    room = 3
+
+    async def enter(page):
+        await page.wait_for("window.chat && chat.state === 'connected'")
+        await page.click("login")
+        await page.wait_for("chat.state === 'logged in'")
+        await page.type_into("room", str(room))
+        await page.click("enter")
+        return await page.wait_for("chat.state === 'in game' && chat.field.me && chat.playerId")
+
+    async def main():
+        config = ServerConfig(port=0, db=str(tmp_path / "game.db"), ws_port=free_port(),
+                              field_size=300, view_radius=50, max_step=10)
+        async with GameServer(config, SQLiteDatabase(config.db)) as server:
+            async with Chromium(tmp_path / "profile") as browser:
+                url = f"http://127.0.0.1:{server.ws_port}/?radius=50&step=10"
+                walker, stayer = await browser.open(url), await browser.open(url)
+                walker_id, stayer_id = await enter(walker), await enter(stayer)
+                assert await walker.evaluate("chat.field.on") is True
+                # Apart first (the start positions are the server's, at random).
+                await walker.evaluate(
+                    "chat.goTo(chat.field.me.x < 150 ? 295 : 5, chat.field.me.y < 150 ? 295 : 5)")
+                await walker.wait_for("chat.field.target === null", timeout=60)
+                far = await stayer.evaluate("chat.field.me")
+                # Up to 30 short of it: in view (50), and both dots apart on the canvases.
+                await walker.evaluate(
+                    f"chat.goTo({far['x']} + ({far['x']} < 150 ? 30 : -30), {far['y']})")
+                await walker.wait_for(f"chat.field.drawn.includes('{stayer_id}')", timeout=60)
+                await stayer.wait_for(f"chat.field.drawn.includes('{walker_id}')", timeout=60)
+                # Each draws the other where the server has it.
+                room_field = server.rooms.get(room).field
+                slots = {p.player_id: p.slot for p in server.rooms.get(room).players.values()}
+                await walker.wait_for("chat.field.target === null", timeout=60)
+                seen = await stayer.evaluate(f"chat.field.view['{walker_id}']")
+                assert (seen["x"], seen["y"]) == room_field.position(slots[int(walker_id)])
+                folder = artifacts_dir(tmp_path)
+                for name, page in (("field-walker", walker), ("field-stayer", stayer)):
+                    shot = await page.screenshot(folder / f"{name}.png")
+                    assert shot.startswith(PNG_SIGNATURE) and len(shot) > 5000
+                    print(f"screenshot: {folder / name}.png")
+
+    run(main(), timeout=180)

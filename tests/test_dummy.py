@@ -374,6 +374,9 @@ class FakeGame:
             pb.S_ENTER_GAME(success=True, playerId=player_id)))
         session.room.append(session)
 
+    def handle_C_MOVE(self, session, pkt):
+        raise AssertionError("the chat scenario never moves")
+
     def handle_C_CHAT(self, session, pkt):
         faulty = self.chats == self.FAULT_CHAT
         if faulty:
@@ -588,7 +591,8 @@ def test_json_is_one_line_and_the_exit_status_says_whether_anything_broke(
     # A line read on its own says what the run was, and its rates read as figures.
     assert report["run"] == {"clients": 8, "rooms": 2, "rate": 20.0, "duration": 0.2,
                              "size": 32, "connect_rate": 1000.0, "hold": False,
-                             "transport": "tcp", "shard": "0/1"}
+                             "transport": "tcp", "shard": "0/1", "scenario": "chat",
+                             "move_rate": 10.0}
     for rate in ("deliveries_per_s", "logins_per_s"):
         assert report[rate] == round(report[rate], 1)
     assert all(v == round(v, 3) for v in report["latency_ms"].values())

@@ -215,12 +215,12 @@ def test_added_messages_get_the_next_ids(tmp_path):
         generate_side(side, tmp_path, proto=proto)
     for side in SIDES:
         dispatch = (tmp_path / f"{side}_dispatch.pyx").read_text()
-        assert "    PKT_S_CHAT = 1005\n    PKT_C_PING = 1006\n    PKT_S_PONG = 1007\n" in dispatch
+        assert "    PKT_S_DESPAWN = 1009\n    PKT_C_PING = 1010\n    PKT_S_PONG = 1011\n" in dispatch
         assert "Heartbeat" not in dispatch
     server_handlers = (tmp_path / "server_handlers.py").read_text()
     client_handlers = (tmp_path / "client_handlers.py").read_text()
-    assert '"""Handle C_PING (packet id 1006) from the client."""' in server_handlers
-    assert '"""Handle S_PONG (packet id 1007) from the server."""' in client_handlers
+    assert '"""Handle C_PING (packet id 1010) from the client."""' in server_handlers
+    assert '"""Handle S_PONG (packet id 1011) from the server."""' in client_handlers
     assert "PONG" not in server_handlers and "PING" not in client_handlers
 
 
@@ -379,11 +379,11 @@ def test_the_build_reports_appended_stubs_and_then_nothing(tmp_path):
     assert "wrote src/netcore_game/server_handlers.py" in first        # a new file
     assert not [line for line in first if line.startswith("regenerated")]
     (tmp_path / "proto" / "Protocol.proto").write_text(
-        PROTO.read_text() + "\nmessage C_MOVE { float x = 1; }\n")
+        PROTO.read_text() + "\nmessage C_JUMP { float height = 1; }\n")
     second = []
     codegen.generate_sources(tmp_path, report=second.append)
     assert sorted(second) == [
-        "appended handle_C_MOVE to src/netcore_game/server_handlers.py",
+        "appended handle_C_JUMP to src/netcore_game/server_handlers.py",
         "regenerated src/netcore_packets/Protocol_pb2.py from proto/",
         "regenerated src/netcore_packets/Protocol_pb2.pyi from proto/",
         "wrote src/netcore_packets/client_dispatch.pyi",
@@ -405,6 +405,7 @@ def test_cli_says_what_it_appended_and_when_it_is_up_to_date(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == [
         f"netcore-gen: appended handle_C_ENTER_GAME to {tmp_path / 'h.py'}",
         f"netcore-gen: appended handle_C_CHAT to {tmp_path / 'h.py'}",
+        f"netcore-gen: appended handle_C_MOVE to {tmp_path / 'h.py'}",
         f"netcore-gen: wrote {tmp_path / 'd.pyx'}",
         f"netcore-gen: wrote {tmp_path / 'd.pyi'}",
     ]
@@ -427,14 +428,14 @@ def test_committed_pb2_modules_record_the_digest_of_their_proto(tmp_path):
     assert gen_proto.stale_protos(proto_dir, packets) == []
     assert gen_proto.regenerate(proto_dir, packets) == []           # nothing to run protoc for
     with open(proto_dir / "Protocol.proto", "a", encoding="utf-8") as f:
-        f.write("\nmessage C_MOVE { float x = 1; }\n")
+        f.write("\nmessage C_JUMP { float height = 1; }\n")
     assert gen_proto.stale_protos(proto_dir, packets) == [proto_dir / "Protocol.proto"]
 
 
 def test_a_stale_pb2_without_grpc_tools_stops_the_build_naming_the_command(tmp_path, monkeypatch):
     proto_dir, packets = copy_packets(tmp_path)
     with open(proto_dir / "Protocol.proto", "a", encoding="utf-8") as f:
-        f.write("\nmessage C_MOVE { float x = 1; }\n")
+        f.write("\nmessage C_JUMP { float height = 1; }\n")
     monkeypatch.setitem(sys.modules, "grpc_tools", None)            # import fails
     with pytest.raises(gen_proto.ProtocUnavailable) as info:
         gen_proto.regenerate(proto_dir, packets)
@@ -447,10 +448,10 @@ def test_a_changed_proto_regenerates_only_its_modules(tmp_path):
     pytest.importorskip("grpc_tools.protoc", reason="grpc_tools (grpcio-tools) is not installed")
     proto_dir, packets = copy_packets(tmp_path)
     with open(proto_dir / "Protocol.proto", "a", encoding="utf-8") as f:
-        f.write("\nmessage C_MOVE { float x = 1; }\n")
+        f.write("\nmessage C_JUMP { float height = 1; }\n")
     written = gen_proto.regenerate(proto_dir, packets)
     assert sorted(p.name for p in written) == ["Protocol_pb2.py", "Protocol_pb2.pyi"]
-    assert "class C_MOVE" in (packets / "Protocol_pb2.pyi").read_text()
+    assert "class C_JUMP" in (packets / "Protocol_pb2.pyi").read_text()
     assert gen_proto.stale_protos(proto_dir, packets) == []
 
 

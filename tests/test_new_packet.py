@@ -23,8 +23,8 @@ import pytest
 from netcore_packets import Protocol_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
-C_MOVE = "\nmessage C_MOVE {\n  float x = 1;\n  float y = 2;\n}\n"
-PKT_C_LOGIN, PKT_S_LOGIN, PKT_C_MOVE = 1000, 1001, 1006
+C_JUMP = "\nmessage C_JUMP {\n  float height = 1;\n}\n"
+PKT_C_LOGIN, PKT_S_LOGIN, PKT_C_JUMP = 1000, 1001, 1010
 
 
 def checkout_files():
@@ -72,6 +72,8 @@ def run(command, **kwargs):
     return proc
 
 
+# A whole build of every extension in a fresh environment: minutes on 2 cores.
+@pytest.mark.timeout(900)
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="stops the server with SIGTERM")
 def test_a_message_added_to_the_proto_is_served_after_pip_install(tmp_path):
@@ -80,7 +82,7 @@ def test_a_message_added_to_the_proto_is_served_after_pip_install(tmp_path):
         (checkout / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, checkout / name)
     with open(checkout / "proto" / "Protocol.proto", "a", encoding="utf-8") as f:
-        f.write(C_MOVE)
+        f.write(C_JUMP)
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)])
@@ -92,10 +94,10 @@ def test_a_message_added_to_the_proto_is_served_after_pip_install(tmp_path):
                 env=env)
     said = built.stdout + built.stderr
     assert "netcore build: regenerated src/netcore_packets/Protocol_pb2.py from proto/" in said
-    assert "netcore build: appended handle_C_MOVE to src/netcore_game/server_handlers.py" in said
+    assert "netcore build: appended handle_C_JUMP to src/netcore_game/server_handlers.py" in said
     handlers = (checkout / "src" / "netcore_game" / "server_handlers.py").read_text()
-    assert handlers.endswith('raise NotImplementedError("handle_C_MOVE")\n')
-    assert "class C_MOVE" in (checkout / "src" / "netcore_packets" / "Protocol_pb2.pyi").read_text()
+    assert handlers.endswith('raise NotImplementedError("handle_C_JUMP")\n')
+    assert "class C_JUMP" in (checkout / "src" / "netcore_packets" / "Protocol_pb2.pyi").read_text()
 
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log:
@@ -108,7 +110,7 @@ def test_a_message_added_to_the_proto_is_served_after_pip_install(tmp_path):
             port = int(banner.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
 
             mover, bystander = guest(port), guest(port)
-            mover.sendall(frame(PKT_C_MOVE, b"\x0d" + struct.pack("<f", 1.5)))
+            mover.sendall(frame(PKT_C_JUMP, b"\x0d" + struct.pack("<f", 1.5)))
             assert read_packet(mover) is None            # closed: the stub raised
             mover.close()
             # The server goes on: the other client is served, and so is netcore-dummy,
@@ -130,8 +132,8 @@ def test_a_message_added_to_the_proto_is_served_after_pip_install(tmp_path):
             server.wait(30)
             server.stdout.close()
     text = log_path.read_text()
-    assert "handler for packet 1006 raised" in text
-    assert 'NotImplementedError: handle_C_MOVE' in text
+    assert "handler for packet 1010 raised" in text
+    assert 'NotImplementedError: handle_C_JUMP' in text
     assert "handler error" in text
 
     # A second build has nothing to write into the tree, and says so.

@@ -90,7 +90,8 @@ def test_the_starter_protocol_has_netcores_packets_and_ids(tmp_path):
     project = new(tmp_path)
     theirs = gen_handlers.parse_packets((project / "proto/mygame/Protocol.proto").read_text())
     ours = gen_handlers.parse_packets((ROOT / "proto" / "Protocol.proto").read_text())
-    assert theirs == ours
+    # Login, enter and chat, as netcore-server has them (its field's packets follow).
+    assert theirs == ours[:6]
     assert [p.id for p in theirs] == list(range(1000, 1006))
 
 
@@ -301,6 +302,8 @@ def logged_in(port):
     return sock
 
 
+# A whole build of every extension in a fresh environment: minutes on 2 cores.
+@pytest.mark.timeout(900)
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="stops the server with SIGTERM")
 def test_a_new_project_installs_runs_passes_its_test_and_grows_a_packet(tmp_path):

@@ -122,7 +122,7 @@ def test_metrics_are_served_and_count_what_happened(run, tmp_path, loop_kind):
 
     assert before[("netcore_sessions", (("state", "in_game"),))] == 2
     assert before[("netcore_sessions", (("state", "connected"),))] == 1
-    assert before[("netcore_rooms", (("kind", "chat"),))] == 1
+    assert before[("netcore_rooms", (("kind", "field"),))] == 1
     assert before[("netcore_packets_in_total", (("packet", "C_CHAT"),))] == 5
     assert before[("netcore_packets_in_total", (("packet", "C_LOGIN"),))] == 2
     assert before[("netcore_packets_out_total", (("packet", "S_CHAT"),))] == 10   # 5 chats x 2
@@ -168,8 +168,9 @@ def test_metrics_follow_prometheus_conventions(run, tmp_path, loop_kind):
         packets_in = {s.labels["packet"] for s in fresh["netcore_packets_in"].samples}
         packets_out = {s.labels["packet"] for s in fresh["netcore_packets_out"].samples}
         # ...and none that cannot: a server never receives an S_ packet or sends a C_ one.
-        assert packets_in == {"C_LOGIN", "C_ENTER_GAME", "C_CHAT", "unknown"}
-        assert packets_out == {"S_LOGIN", "S_ENTER_GAME", "S_CHAT"}
+        assert packets_in == {"C_LOGIN", "C_ENTER_GAME", "C_CHAT", "C_MOVE", "unknown"}
+        assert packets_out == {"S_LOGIN", "S_ENTER_GAME", "S_CHAT", "S_MOVE", "S_SPAWN",
+                               "S_DESPAWN"}
         # Latencies are histograms, read by any number of scrapers without a reset.
         for name in ("netcore_event_loop_lag_seconds", "netcore_job_queue_delay_seconds"):
             assert fresh[name].type == "histogram"

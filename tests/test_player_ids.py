@@ -366,4 +366,6 @@ def test_fast_replies_can_be_switched_off(run, tmp_path, monkeypatch, fast):
         assert [p.id for p in players] == [first, first + 1]
         assert login == _framed(1001, pb.S_LOGIN(success=True, players=[
             PlayerInfo(id=p.id, name=p.name, playerType=p.playerType) for p in players]))
-        assert enter == _framed(1003, pb.S_ENTER_GAME(success=True, playerId=first + 1))
+        where = pb.S_ENTER_GAME.FromString(enter[4:])          # the field's start position
+        assert enter == _framed(1003, pb.S_ENTER_GAME(success=True, playerId=first + 1,
+                                                      x=where.x, y=where.y))

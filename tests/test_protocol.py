@@ -26,7 +26,15 @@ PINNED_IDS = {
     "S_ENTER_GAME": 1003,
     "C_CHAT": 1004,
     "S_CHAT": 1005,
+    # The field (issue 24's ids, which clients outside this project are written against).
+    "C_MOVE": 1006,
+    "S_MOVE": 1007,
+    "S_SPAWN": 1008,
+    "S_DESPAWN": 1009,
 }
+
+CLIENT_PACKETS = [n for n in PINNED_IDS if n.startswith("C_")]
+SERVER_PACKETS = [n for n in PINNED_IDS if n.startswith("S_")]
 
 # Derandomized so a failure reproduces on every run and machine.
 DETERMINISTIC = settings(derandomize=True, max_examples=200, deadline=None)
@@ -106,7 +114,7 @@ def test_only_own_direction_can_be_sent(server, client, pb):
 
 def test_dispatch_routes_to_handler_and_returns_its_result(server, pb):
     dispatcher = server.ServerPacketDispatcher(
-        recording_handlers(["C_LOGIN", "C_ENTER_GAME", "C_CHAT"]))
+        recording_handlers(CLIENT_PACKETS))
     name, session, msg = dispatcher.dispatch("session", 1002, b"\x08\x05")
     assert (name, session, msg) == ("C_ENTER_GAME", "session", pb.C_ENTER_GAME(playerIndex=5))
     assert dispatcher.dispatch(None, 1000, b"")[0] == "C_LOGIN"
@@ -114,15 +122,15 @@ def test_dispatch_routes_to_handler_and_returns_its_result(server, pb):
 
 def test_client_dispatch_routes_server_packets(client, pb):
     dispatcher = client.ClientPacketDispatcher(
-        recording_handlers(["S_LOGIN", "S_ENTER_GAME", "S_CHAT"]))
+        recording_handlers(SERVER_PACKETS))
     chat = pb.S_CHAT(playerId=3, msg="yo")
     assert dispatcher.dispatch(None, 1005, chat.SerializeToString()) == ("S_CHAT", None, chat)
 
 
-@pytest.mark.parametrize("pkt_id", [0, -1, 999, 1001, 1003, 1005, 1006, 65535])
+@pytest.mark.parametrize("pkt_id", [0, -1, 999, 1001, 1003, 1005, 1007, 1009, 1010, 65535])
 def test_unknown_or_other_direction_id_is_rejected(server, errors, pkt_id):
     dispatcher = server.ServerPacketDispatcher(
-        recording_handlers(["C_LOGIN", "C_ENTER_GAME", "C_CHAT"]))
+        recording_handlers(CLIENT_PACKETS))
     with pytest.raises(errors.UnknownPacketError) as info:
         dispatcher.dispatch(None, pkt_id, b"")
     assert info.value.pkt_id == pkt_id
@@ -130,7 +138,7 @@ def test_unknown_or_other_direction_id_is_rejected(server, errors, pkt_id):
 
 def test_malformed_payload_is_rejected(server, errors):
     dispatcher = server.ServerPacketDispatcher(
-        recording_handlers(["C_LOGIN", "C_ENTER_GAME", "C_CHAT"]))
+        recording_handlers(CLIENT_PACKETS))
     with pytest.raises(errors.MalformedPacketError) as info:
         dispatcher.dispatch(None, 1004, b"\x0a\x05hi")  # string field cut short
     assert info.value.pkt_id == 1004
@@ -138,7 +146,7 @@ def test_malformed_payload_is_rejected(server, errors):
 
 def test_missing_handler_fails_at_construction(server):
     with pytest.raises(AttributeError, match="handle_C_CHAT"):
-        server.ServerPacketDispatcher(recording_handlers(["C_LOGIN", "C_ENTER_GAME"]))
+        server.ServerPacketDispatcher(recording_handlers(CLIENT_PACKETS[:2]))
 
 
 # The server's handlers belong to the game, the client's to netcore-dummy.
@@ -157,7 +165,7 @@ def test_send_then_dispatch_round_trips(server, client, pb, player_id, msg):
     size, pkt_id = struct.unpack_from("<HH", wire)
     assert (size, pkt_id) == (len(wire), 1005)
     dispatcher = client.ClientPacketDispatcher(
-        recording_handlers(["S_LOGIN", "S_ENTER_GAME", "S_CHAT"]))
+        recording_handlers(SERVER_PACKETS))
     _, _, parsed = dispatcher.dispatch(None, pkt_id, wire[4:])
     assert (parsed.playerId, parsed.msg) == (player_id, msg)
 
@@ -166,7 +174,7 @@ def test_send_then_dispatch_round_trips(server, client, pb, player_id, msg):
 @given(pkt_id=st.integers(-2**31, 2**31 - 1), payload=st.binary(max_size=64))
 def test_dispatch_of_arbitrary_input_only_raises_protocol_errors(server, errors, pkt_id, payload):
     dispatcher = server.ServerPacketDispatcher(
-        recording_handlers(["C_LOGIN", "C_ENTER_GAME", "C_CHAT"]))
+        recording_handlers(CLIENT_PACKETS))
     try:
         assert dispatcher.dispatch(None, pkt_id, payload)[0] in PINNED_IDS
     except errors.ProtocolError:

@@ -40,6 +40,9 @@ cdef enum:
     COMPACT_AFTER = 1024            # consumed slots before the job list is compacted
 
 
+cdef class JobTimer
+
+
 cdef class JobQueue:
     cdef object __weakref__
     cdef object loop
@@ -62,6 +65,7 @@ cdef class JobQueue:
     cdef int push(self, object fn, tuple args) except -1
     cdef int schedule(self) except -1
     cdef int run_slice(self) except -1
+    cdef JobTimer arm(self, JobTimer t, object fn, tuple args, double delay, object fire)
 
 
 cdef class JobTimer:
@@ -75,19 +79,12 @@ cdef class JobTimer:
     cdef readonly bint cancelled
 
 
-cdef class JobTicker:
-    cdef object queue_ref           # weakref to the JobQueue
-    cdef object fn
-    cdef tuple args
-    cdef bint bind_owner            # fn is an owner method stored unbound
-    cdef object handle              # the loop's TimerHandle of the next slot
-    cdef double interval            # seconds per tick
-    cdef double deadline            # loop time the next slot is due
+# A JobTimer whose interval is the tick's period and deadline its next slot.
+cdef class JobTicker(JobTimer):
     cdef double due                 # loop time the pushed tick's slot was due
     cdef double last_start          # loop time the last tick began; 0 before the first
     cdef bint waiting               # a tick's job is pushed and has not run
     cdef LatencyHistogram histogram     # each tick's run time, when set
-    cdef readonly bint cancelled
     cdef readonly unsigned long long ticks
     cdef readonly unsigned long long late
     cdef readonly unsigned long long skipped

@@ -50,25 +50,11 @@ cdef class JobQueue:
         """Push ``fn(*args)`` after delay_ms; with interval_ms, again at that fixed
         rate (deadlines do not drift with the time jobs take). Returns a
         handle whose cancel() stops it."""
-        cdef JobTimer t
-        if self.closed:
-            raise RuntimeError("job queue is closed")
         if delay_ms < 0 or interval_ms < 0:
             raise ValueError("delays must be >= 0")
-        if self.loop is None:
-            self.loop = asyncio.get_running_loop()
-        t = JobTimer.__new__(JobTimer)
-        t.queue_ref = weakref.ref(self)
-        # A method of this very queue is kept unbound, so a pending timer does
-        # not keep its owner alive: a collected owner's timer never runs.
-        t.bind_owner = getattr(fn, "__self__", None) is self and hasattr(fn, "__func__")
-        t.fn = fn.__func__ if t.bind_owner else fn
-        t.args = args
+        cdef JobTimer t = JobTimer.__new__(JobTimer)
         t.interval = interval_ms / 1000.0
-        t.deadline = self.loop.time() + delay_ms / 1000.0
-        t.handle = self.loop.call_at(t.deadline, _fire, t)
-        self.timers.add(t)
-        return t
+        return self.arm(t, fn, args, delay_ms / 1000.0, _fire)
 
     def do_tick(self, double rate_hz, fn, *args, LatencyHistogram histogram=None):
         """Push ``fn(*args, dt)`` rate_hz times a second, at fixed slots, the
@@ -77,22 +63,27 @@ cdef class JobQueue:
         queued, or passes in a stall, is skipped and counted (jobqueue.pxd).
         `histogram` observes each tick's run time. Returns a JobTicker (its
         counts, and cancel())."""
-        cdef JobTicker t
-        if self.closed:
-            raise RuntimeError("job queue is closed")
         if not rate_hz > 0:
             raise ValueError("rate_hz must be > 0")
+        cdef JobTicker t = JobTicker.__new__(JobTicker)
+        t.histogram = histogram
+        t.interval = 1.0 / rate_hz
+        return self.arm(t, fn, args, t.interval, _fire_tick)
+
+    cdef JobTimer arm(self, JobTimer t, object fn, tuple args, double delay, object fire):
+        """Start a timer (or ticker) of this queue: `fire(t)` at now + delay."""
+        if self.closed:
+            raise RuntimeError("job queue is closed")
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-        t = JobTicker.__new__(JobTicker)
         t.queue_ref = weakref.ref(self)
+        # A method of this very queue is kept unbound, so a pending timer does
+        # not keep its owner alive: a collected owner's timer never runs.
         t.bind_owner = getattr(fn, "__self__", None) is self and hasattr(fn, "__func__")
         t.fn = fn.__func__ if t.bind_owner else fn
         t.args = args
-        t.histogram = histogram
-        t.interval = 1.0 / rate_hz
-        t.deadline = self.loop.time() + t.interval
-        t.handle = self.loop.call_at(t.deadline, _fire_tick, t)
+        t.deadline = self.loop.time() + delay
+        t.handle = self.loop.call_at(t.deadline, fire, t)
         self.timers.add(t)
         return t
 
@@ -208,26 +199,15 @@ def _fire(JobTimer t):
     q.push(t.fn, (q,) + t.args if t.bind_owner else t.args)
 
 
-cdef class JobTicker:
-    """A fixed-rate tick of a JobQueue (do_tick): its job is pushed at each slot."""
+cdef class JobTicker(JobTimer):
+    """A fixed-rate tick of a JobQueue (do_tick): its job is pushed at each
+    slot; cancel() stops it, and a tick already queued does not run."""
 
     @property
     def rate(self):
         """Ticks per second."""
         return 1.0 / self.interval
 
-    def cancel(self):
-        """Stop it: no slot fires after this, and a tick already queued does not run."""
-        cdef JobQueue q
-        if self.cancelled:
-            return
-        self.cancelled = True
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
-        q = self.queue_ref()
-        if q is not None:
-            q.timers.discard(self)
 
 
 def _fire_tick(JobTicker t):

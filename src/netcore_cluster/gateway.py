@@ -124,6 +124,16 @@ class RemoteRoom:
         if member is not None and member.session is not None:
             member.session.send(copy_frames(frames))
 
+    def multicast(self, member_ids, frames) -> None:
+        """The packets to those of these members that are here: one copy for all."""
+        buf = None
+        for (member_id,) in wire.MEMBER_IDS.iter_unpack(member_ids):
+            member = self.members.get(member_id)
+            if member is not None and member.session is not None:
+                if buf is None:
+                    buf = copy_frames(frames)
+                member.session.send(buf)
+
     def lost(self, packets: int) -> None:
         """The stream skipped messages: the members here missed packets of the
         room. Each is told so by being disconnected, never left silently out of
@@ -313,6 +323,9 @@ class Gateway:
             if kind == wire.DATA:
                 rr.packets_seen += seg[1]
                 stats["deliveries_relayed"] += rr.fan_out(seg[2]) * seg[1]
+            elif kind == wire.MULTICAST:
+                rr.packets_seen += seg[2]
+                rr.multicast(seg[1], seg[3])
             elif kind == wire.UNICAST:
                 rr.packets_seen += seg[2]
                 rr.unicast(seg[1], seg[3])

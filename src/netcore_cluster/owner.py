@@ -66,6 +66,14 @@ class RoomStream:
         self.packets += buf.frames
         self._mark()
 
+    def multicast(self, members: bytes, buf) -> None:
+        """A packet for some remote members only (`members`: their ids, u64
+        little-endian each): a field's move for those that see the mover."""
+        self._close_data()
+        self.parts.append((wire.multicast_segment(members, buf.frames, bytes(buf)), buf.frames))
+        self.packets += buf.frames
+        self._mark()
+
     def joined(self, member) -> None:
         slot, epoch = member.gateway
         self._close_data()

@@ -17,6 +17,8 @@ in one iteration, in the order it produced it, in one message.
             | UNICAST member u64, frames u32, bytes32 (packets for that member only)
             | REFUSED member u64, epoch u64, why u8, slot str8 (the room would not
                      take a gateway's member: REFUSALS[why - 1] says why)
+            | MULTICAST count u32, frames u32, nbytes u32, member u64 * count, bytes
+                     (packets for those members only: a field's move to whoever sees it)
 
 Little-endian throughout; str8 is a length byte and ASCII, bytes32 a u32
 length and the bytes. Everything here comes from our own workers over the
@@ -37,7 +39,7 @@ JOIN, LEAVE, JOB, SYNC, PING = 1, 2, 3, 4, 5
 # random seq): the owner forgets what it had for that gateway and room.
 FIRST = 0x80
 # Downstream segment kinds.
-DATA, JOINED, LEFT, ACK, UNICAST, REFUSED = 1, 2, 3, 4, 5, 6
+DATA, JOINED, LEFT, ACK, UNICAST, REFUSED, MULTICAST = 1, 2, 3, 4, 5, 6, 7
 # Why a room refused an enter (REFUSED's why, from 1): the server layer's
 # refusal reasons, so the gateway counts what the owner decided.
 REFUSALS = ("room_full", "room_refused")
@@ -52,6 +54,8 @@ _ACK = struct.Struct("<BQQ")
 _UNICAST = struct.Struct("<BQII")
 _DATA = struct.Struct("<BII")
 _REFUSED = struct.Struct("<BQQB")
+_MULTICAST = struct.Struct("<BIII")
+MEMBER_IDS = struct.Struct("<Q")        # a MULTICAST's members, one after the other
 
 
 class WireError(ValueError):
@@ -130,6 +134,11 @@ def refusal_reason(code: int) -> str:
     return REFUSALS[code - 1] if 1 <= code <= len(REFUSALS) else "room_refused"
 
 
+def multicast_segment(members: bytes, frames: int, data: bytes) -> bytes:
+    """`members`: their ids, u64 little-endian one after the other."""
+    return _MULTICAST.pack(MULTICAST, len(members) // 8, frames, len(data)) + members + data
+
+
 def unicast_segment(member: int, frames: int, data: bytes) -> bytes:
     return _UNICAST.pack(UNICAST, member, frames, len(data)) + data
 
@@ -142,7 +151,8 @@ def read_down(data):
     """(room, owner_epoch, incarnation, seq, packets_before, segments) of a
     downstream message; segments yields (DATA, frames, memoryview) or
     (JOINED|LEFT, member, epoch, slot) or (ACK, seq, epoch, slot) or
-    (UNICAST, member, frames, memoryview) or (REFUSED, member, epoch, why, slot)."""
+    (UNICAST, member, frames, memoryview) or (REFUSED, member, epoch, why, slot) or
+    (MULTICAST, members memoryview (u64 each), frames, memoryview)."""
     if len(data) < _DOWN_HEAD.size or data[0:1] != b"S":
         raise WireError("not a room stream message")
     _, room, owner_epoch, incarnation, seq, before = _DOWN_HEAD.unpack_from(data, 0)
@@ -160,6 +170,17 @@ def _segments(view, pos):
     end = len(view)
     while pos < end:
         kind = view[pos]
+        if kind == MULTICAST:
+            if pos + _MULTICAST.size > end:
+                raise WireError("truncated multicast segment")
+            _, count, frames, n = _MULTICAST.unpack_from(view, pos)
+            pos += _MULTICAST.size
+            if pos + count * 8 + n > end:
+                raise WireError("truncated multicast segment")
+            yield MULTICAST, view[pos:pos + count * 8], frames, view[pos + count * 8:
+                                                                     pos + count * 8 + n]
+            pos += count * 8 + n
+            continue
         layout = _LAYOUTS.get(kind)
         if layout is None:
             raise WireError(f"unknown segment kind {kind}")

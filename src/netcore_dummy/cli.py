@@ -5,11 +5,15 @@
                   [--enter-timeout 10] [--drain-timeout 5] [--transport tcp|ws]
                   [--hold] [--loop uvloop|asyncio] [--json] [--version]
                   [--shard 0/1] [--epoch-us 0] [--go-on-stdin]
+                  [--scenario chat|field] [--move-rate 10] [--field-size 1000]
+                  [--max-step 10] [--view-radius 50]
 
 Exit status: 0 when every client got in game and every expected chat arrived
-exactly once from the right sender; 1 when anything was lost, duplicated,
-misattributed or malformed, or a client failed; 2 when the run could not
-start (bad arguments, nothing listening).
+exactly once from the right sender (--scenario field: every move was
+answered and no field packet broke a rule of docs/protocol.md's "The
+field"); 1 when anything was lost, duplicated, misattributed or malformed, a
+rule was broken, or a client failed; 2 when the run could not start (bad
+arguments, nothing listening).
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ import sys
 import netcore
 from netcore.loop import LOOP_ENV, LOOP_KINDS, tune_gc_for_serving
 
-from netcore_dummy.client import TRANSPORTS, DummyConfig, DummyError, Report, run_dummy
+from netcore_dummy.client import (SCENARIOS, TRANSPORTS, DummyConfig, DummyError, Report,
+                                  run_dummy)
 
 EXIT_CANNOT_RUN = 2
 EXIT_INTERRUPTED = 130      # Ctrl-C (128 + SIGINT, as shells report it)
@@ -69,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="once every client is in game, print a JSON line {\"ready\": ...} "
                          "and chat (or, with --hold, start holding) only after a line "
                          "arrives on stdin, to start shards together (default: at once)")
+    ap.add_argument("--scenario", choices=SCENARIOS, default=d.scenario,
+                    help="chat, or field: walk the server's field (one move in flight each) "
+                         "and check every field packet (default: chat)")
+    option("--move-rate", "field: moves per client per second", d.move_rate, type=float)
+    option("--field-size", "field: the server's --field-size", d.field_size, type=float)
+    option("--max-step", "field: the server's --max-step", d.max_step, type=float)
+    option("--view-radius", "field: the server's --view-radius", d.view_radius, type=float)
     ap.add_argument("--json", action="store_true",
                     help="print one JSON line on stdout instead of the table (default: table)")
     ap.add_argument("--version", action="version", version=f"netcore-dummy {netcore.__version__}")
@@ -91,7 +103,9 @@ def parse_args(argv=None):
         duration=args.duration, rooms=args.rooms, size=args.size,
         connect_rate=args.connect_rate, enter_timeout=args.enter_timeout,
         drain_timeout=args.drain_timeout, hold=args.hold, transport=args.transport,
-        shard=args.shard[0], shards=args.shard[1], epoch_us=args.epoch_us or None)
+        shard=args.shard[0], shards=args.shard[1], epoch_us=args.epoch_us or None,
+        scenario=args.scenario, move_rate=args.move_rate, field_size=args.field_size,
+        max_step=args.max_step, view_radius=args.view_radius)
     try:
         config.validate()
     except ValueError as exc:
@@ -104,7 +118,8 @@ def run_parameters(config: DummyConfig) -> dict:
     return {"clients": config.clients, "rooms": config.rooms, "rate": config.rate,
             "duration": config.duration, "size": config.size,
             "connect_rate": config.connect_rate, "hold": config.hold,
-            "transport": config.transport, "shard": f"{config.shard}/{config.shards}"}
+            "transport": config.transport, "shard": f"{config.shard}/{config.shards}",
+            "scenario": config.scenario, "move_rate": config.move_rate}
 
 
 class ProgressLine:
@@ -129,7 +144,35 @@ class ProgressLine:
             self.stream.flush()
 
 
+def field_table(config: DummyConfig, kind: str, r: Report) -> str:
+    f = r.field
+    moves, seen, bad = f["moves"], f["seen"], f["violations"]
+
+    def ms(d):
+        return "  ".join(f"{k} {d[k]:.2f}" for k in ("p50", "p99", "max"))
+
+    rows = [
+        ("run", f"{config.clients:,} walkers in {config.rooms:,} field(s), {config.move_rate:g} "
+                f"moves/s each for {config.duration:g} s, {kind}, {config.transport}"),
+        ("clients", f"{r.connected:,} connected, {r.in_game:,} in game, {r.failed:,} failed"),
+        ("moves", f"{moves['sent']:,} sent, {moves['acked']:,} acked, {moves['corrected']:,} "
+                  f"corrected, {moves['late']:,} late, {moves['unanswered']:,} unanswered"),
+        ("seen", f"{seen['moves']:,} moves, {seen['spawned']:,} spawned, "
+                 f"{seen['despawned']:,} despawned"),
+        ("violations", ", ".join(f"{k} {v:,}" for k, v in bad.items() if v) or "0"),
+        ("moves/s", f"{f['moves_per_s']:,.0f}"),
+        ("deliveries/s", f"{f['deliveries_per_s']:,.0f}"),
+        ("ack ms", ms(f["ack_ms"])),
+        ("observers ms", ms(f["observers_ms"])),
+        ("result", "OK" if r.ok else "FAILED"),
+    ]
+    rows += [("error", e) for e in r.errors]
+    return "\n".join(f"{name:<13} {value}" for name, value in rows)
+
+
 def table(config: DummyConfig, kind: str, r: Report) -> str:
+    if r.field:
+        return field_table(config, kind, r)
     lat = r.latency_ms
     rows = [
         ("run", f"{config.clients:,} clients in {config.rooms:,} room(s), {config.rate:g} "

@@ -13,6 +13,14 @@ Phases:
 A chat sent by a client of room r is expected once at every in-game client of
 room r, the sender included.
 
+The field scenario (`scenario="field"`, netcore-dummy --scenario field) walks
+instead of chatting: in the walk phase every client sends C_MOVE at
+`move_rate` a second to a random point within `max_step` (and the field),
+one move in flight each (a client whose last move is not answered yet skips
+its turn, counted late); each field packet it reads is checked in C
+(walk.pxd) and any violation fails the run; drain waits for every move's
+answer.
+
 Shards: one process's reads top out near 30 M deliveries/s (one core), so a
 load bigger than that is split over K processes, `shard` I of `shards` K
 running clients I, I+K, I+2K, ... of the same `clients` and `rooms`. Each
@@ -33,8 +41,11 @@ from dataclasses import asdict, dataclass, field
 from netcore import ClientService
 from netcore.loop import wait_for
 
+import random
+
 from netcore_dummy.session import DummySession
 from netcore_dummy.tally import UNKNOWN_PLAYER_ID, Tally, now_us
+from netcore_dummy.walk import FieldTally, Walker
 
 MAX_CHAT_SIZE = 512             # the server's default chat limit, in UTF-8 bytes
 # Every client is a connection from this host to one server address, told
@@ -46,6 +57,7 @@ PACER_TICK = 0.001              # the pacers fire at most once per millisecond
 CLOSE_TIMEOUT = 5.0
 MAX_ERRORS_KEPT = 5             # failure reasons quoted in the report
 TRANSPORTS = ("tcp", "ws")      # ws: the server's --ws-port, binary WebSocket messages
+SCENARIOS = ("chat", "field")
 
 
 class DummyError(Exception):
@@ -69,6 +81,11 @@ class DummyConfig:
     shard: int = 0                  # this process runs clients shard, shard + shards, ...
     shards: int = 1
     epoch_us: int | None = None     # send stamps count from here (now_us(); default: now)
+    scenario: str = "chat"          # or "field": walk (move_rate) instead of chatting
+    move_rate: float = 10.0         # moves per client per second (field)
+    field_size: float = 1000.0      # the server's --field-size, --max-step, --view-radius
+    max_step: float = 10.0
+    view_radius: float = 50.0
 
     @property
     def local_clients(self) -> int:
@@ -105,6 +122,13 @@ class DummyConfig:
         if self.rate * self.duration > MAX_CHATS_PER_CLIENT:
             raise ValueError(f"--rate x --duration is more than {MAX_CHATS_PER_CLIENT:,} "
                              f"chats per client (the tally numbers them with 32 bits)")
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"--scenario must be one of {', '.join(SCENARIOS)}, "
+                             f"not {self.scenario!r}")
+        for flag, value in (("--move-rate", self.move_rate), ("--field-size", self.field_size),
+                            ("--max-step", self.max_step), ("--view-radius", self.view_radius)):
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{flag} must be a finite number > 0, not {value}")
         if self.transport not in TRANSPORTS:
             raise ValueError(f"--transport must be one of {', '.join(TRANSPORTS)}, "
                              f"not {self.transport!r}")
@@ -140,9 +164,17 @@ class Report:
     latency_ms: dict = field(default_factory=dict)   # p50 p90 p99 max
     errors: list = field(default_factory=list)       # a few failure reasons
     errors_not_listed: int = 0      # failures past the MAX_ERRORS_KEPT quoted in `errors`
+    # The field scenario (empty in the chat's): moves sent, acked, corrected,
+    # late (skipped, the last one unanswered), unanswered at the end; what was
+    # seen (moves of others, spawned, despawned); violations by kind; rates
+    # over the walk phase; latencies (move to its answer, move to observers).
+    field: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
+        if self.field:
+            return (self.failed == 0 and not sum(self.field["violations"].values())
+                    and self.field["moves"]["unanswered"] == 0)
         return (self.failed == 0 and self.lost == 0 and self.duplicated == 0
                 and self.wrong_sender == 0 and self.malformed == 0)
 
@@ -157,6 +189,9 @@ class Report:
         d["deliveries_per_s"] = round(self.deliveries_per_s, 1)
         d["logins_per_s"] = round(self.logins_per_s, 1)
         d["latency_ms"] = {k: round(v, 3) for k, v in self.latency_ms.items()}
+        if self.field:
+            for key in ("moves_per_s", "deliveries_per_s"):
+                d["field"][key] = round(self.field[key], 1)
         return d
 
 
@@ -196,9 +231,16 @@ class DummyRun:
         self.shard_expected = 0         # deliveries to this shard's players (shards > 1)
         self.chat_start_us = 0
         self.login_seconds = 0.0
+        # The field scenario.
+        self.field_tally = FieldTally(config.view_radius, config.field_size, config.max_step,
+                                      random.getrandbits(64))
+        self.walk_seconds = 0.0
 
     def _new_session(self):
-        return DummySession(self.tally, next(self.indices), self.config.rooms)
+        session = DummySession(self.tally, next(self.indices), self.config.rooms)
+        if self.config.scenario == "field":
+            session.walker = Walker(self.field_tally)
+        return session
 
     @property
     def in_game(self) -> int:
@@ -317,6 +359,54 @@ class DummyRun:
         """Deliveries this process's players should receive."""
         return self.shard_expected if self.config.shards > 1 else self.expected
 
+    # -- walk (the field scenario) ---------------------------------------------------
+
+    def _move(self, start: int, stop: int) -> None:
+        players = self.players
+        n = len(players)
+        for m in range(start, stop):
+            s = players[m % n]
+            if s.connected and s.walker.step(s):       # in C: the target, the packet, the send
+                self.sent += 1
+
+    async def walk(self) -> None:
+        self.phase = "walk"
+        n = len(self.players)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        self.chat_start_us = now_us()
+        await paced(round(n * self.config.move_rate * self.config.duration),
+                    n * self.config.move_rate, self._move)
+        self.walk_seconds = loop.time() - t0
+
+    async def drain_moves(self) -> None:
+        """Until every move has its answer, or drain_timeout."""
+        self.phase = "drain"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.drain_timeout
+        while any(s.walker.in_flight and s.connected for s in self.players):
+            if loop.time() >= deadline:
+                return
+            await asyncio.sleep(PACER_TICK)     # the walkers' answers arrive in C: no event
+
+    def field_report(self) -> dict:
+        t = self.field_tally
+        seconds = max(self.walk_seconds, 1e-9)
+        seen = t.seen + t.spawned + t.despawned
+        return {
+            "moves": {"sent": t.moves_sent, "acked": t.acked, "corrected": t.corrected,
+                      "late": t.late,
+                      "unanswered": sum(1 for s in self.players if s.walker.in_flight)},
+            "seen": {"moves": t.seen, "spawned": t.spawned, "despawned": t.despawned},
+            "violations": t.violations(),
+            "moves_per_s": t.acked / seconds,
+            "deliveries_per_s": seen / seconds,
+            "ack_ms": {k: t.ack_latency_us(q) / 1000 for k, q in
+                       (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+            "observers_ms": {k: t.seen_latency_us(q) / 1000 for k, q in
+                             (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+        }
+
     # -- the whole run ---------------------------------------------------------------
 
     async def run(self, progress=None, before_chat=None) -> Report:
@@ -330,6 +420,11 @@ class DummyRun:
                     await before_chat(self.in_game, self.failed)
                 self.phase = "hold"
                 await asyncio.sleep(self.config.duration)   # idle in game: the point of a hold
+            elif self.players and self.config.scenario == "field":
+                if before_chat is not None:
+                    await before_chat(self.in_game, self.failed)
+                await self.walk()
+                await self.drain_moves()
             elif self.players:
                 self.arm()
                 if before_chat is not None:
@@ -376,6 +471,7 @@ class DummyRun:
                         (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0))},
             errors=list(self.errors),
             errors_not_listed=self.failed - len(self.errors),
+            field=self.field_report() if self.config.scenario == "field" else {},
         )
 
 

@@ -28,6 +28,8 @@ def handle_S_ENTER_GAME(session, pkt):
     if pkt.success:
         # A server of the original protocol leaves playerId out (0).
         session.entered(session.login_player_id or pkt.playerId)
+        if session.walker is not None:      # the field scenario: where it starts
+            session.walker.start(session.player_id, pkt.x, pkt.y)
     else:
         session.fail("enter game refused")
 
@@ -37,3 +39,21 @@ def handle_S_CHAT(session, pkt):
     # Only a session without a Tally gets here: with one, S_CHAT is decoded
     # and checked in C (dummy/tally.pyx) and never becomes a Python object.
     session.untallied_chats += 1
+
+
+def handle_S_MOVE(session, pkt):
+    """Handle S_MOVE (packet id 1007) from the server."""
+    # The chat scenario walks nowhere: a field's packets (a server with
+    # --field-size) are counted and otherwise skipped. (The field scenario's
+    # walkers read them in C: netcore_dummy.walk.)
+    session.field_packets += 1
+
+
+def handle_S_SPAWN(session, pkt):
+    """Handle S_SPAWN (packet id 1008) from the server."""
+    session.field_packets += 1
+
+
+def handle_S_DESPAWN(session, pkt):
+    """Handle S_DESPAWN (packet id 1009) from the server."""
+    session.field_packets += 1

@@ -30,6 +30,7 @@ class DummySession(DummySessionCore, asyncio.BufferedProtocol):
         self.error = None
         self.seq = 0                    # chats sent so far: the next chat's seq
         self.untallied_chats = 0        # S_CHATs that reached Python (no Tally)
+        self.field_packets = 0          # S_MOVE, S_SPAWN, S_DESPAWN: the chat walks nowhere
 
     # -- netcore callbacks ---------------------------------------------------------
 

@@ -50,16 +50,12 @@ from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from netcore.framing cimport FrameReader
 from netcore.session cimport PacketSession
 
+from netcore_dummy.hist cimport HIST_BUCKETS
+from netcore_dummy.walk cimport Walker
+
 cdef enum:
     # Must equal netcore_packets.client_dispatch.PKT_S_CHAT (checked at import).
     S_CHAT_ID = 1005
-    # Log-linear histogram: exact below 2 * HIST_SUB us, then HIST_SUB
-    # buckets per power of two, so every bucket is within 1/128 (0.8%) of
-    # its value. Latencies clamp at 2**HIST_MAX_BITS us (19 hours).
-    HIST_SUB_BITS = 7
-    HIST_SUB = 128
-    HIST_MAX_BITS = 36
-    HIST_BUCKETS = (HIST_MAX_BITS - HIST_SUB_BITS) * HIST_SUB + HIST_SUB
     # A decimal field of the message has at most this many digits.
     MAX_DIGITS = 19
 
@@ -113,6 +109,9 @@ cdef class Tally:
 
 cdef class DummySessionCore(PacketSession):
     cdef readonly Tally tally
+    # The field scenario's side of this client (walk.pxd): S_MOVE, S_SPAWN
+    # and S_DESPAWN go to it in C; None in the chat scenario.
+    cdef public Walker walker
     cdef readonly Py_ssize_t index          # this client's index in the run
     cdef readonly int room
     cdef readonly uint64_t chats_received   # S_CHATs this session tallied

@@ -9,138 +9,17 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from netcore.framing cimport FrameReader
 from netcore.session cimport PacketSession
 
+from netcore_dummy.hist cimport (HIST_BUCKETS, dummy_clock_us, hist_index, hist_percentile)
+from netcore_dummy.walk cimport S_DESPAWN_ID, S_MOVE_ID
+from netcore_dummy.pbwire cimport WT_LEN, WT_SGROUP, WT_VARINT, read_field, read_tag, skip_group
+
 from netcore_packets import client_dispatch as _dispatch
 
 if _dispatch.PKT_S_CHAT != S_CHAT_ID:
     raise ImportError(f"tally.pxd says S_CHAT is {S_CHAT_ID}, the protocol says "
                       f"{_dispatch.PKT_S_CHAT}: update S_CHAT_ID")
 
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #if defined(_WIN32)
-    #include <windows.h>
-    /* QueryPerformanceCounter is what time.monotonic() reads on Windows. */
-    static int64_t dummy_clock_us(void) {
-        LARGE_INTEGER f, c;
-        QueryPerformanceFrequency(&f);
-        QueryPerformanceCounter(&c);
-        return (int64_t)(c.QuadPart / f.QuadPart) * 1000000
-             + (int64_t)((c.QuadPart % f.QuadPart) * 1000000 / f.QuadPart);
-    }
-    #else
-    #include <time.h>
-    /* CLOCK_MONOTONIC: the clock time.monotonic() reads, shared by every
-       process of the machine, so a blaster process can stamp chats too. */
-    static int64_t dummy_clock_us(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-    }
-    #endif
-    static int dummy_bitlen64(uint64_t v) {
-    #if defined(__GNUC__) || defined(__clang__)
-        return v ? 64 - __builtin_clzll(v) : 0;
-    #else
-        int n = 0;
-        while (v) { n++; v >>= 1; }
-        return n;
-    #endif
-    }
-    """
-    int64_t dummy_clock_us() nogil
-    int dummy_bitlen64(uint64_t v) nogil
-
-
 # -- the wire: protobuf S_CHAT and the dummy's msg ---------------------------
-
-cdef enum:
-    WT_VARINT = 0
-    WT_I64 = 1
-    WT_LEN = 2
-    WT_SGROUP = 3
-    WT_EGROUP = 4
-    WT_I32 = 5
-    MAX_VARINT_BYTES = 10
-    MAX_GROUP_DEPTH = 100       # protobuf's default recursion limit
-
-
-cdef inline bint read_varint(const unsigned char** pp, const unsigned char* end,
-                             uint64_t* out) noexcept nogil:
-    """Decode a base-128 varint at *pp (at most 10 bytes; bits past 64 are
-    dropped, as protobuf does) and advance *pp; False if it is cut short."""
-    cdef const unsigned char* p = pp[0]
-    cdef uint64_t v = 0
-    cdef unsigned char b
-    cdef int i
-    for i in range(MAX_VARINT_BYTES):
-        if p >= end:
-            return False
-        b = p[0]
-        p += 1
-        v |= <uint64_t>(b & 0x7F) << (7 * i)
-        if b < 0x80:
-            pp[0] = p
-            out[0] = v
-            return True
-    return False
-
-
-cdef inline bint read_tag(const unsigned char** pp, const unsigned char* end,
-                          uint64_t* field, int* wire_type, bint in_group) noexcept nogil:
-    """Field number 0 is invalid in a message but skipped inside an unknown
-    group: what protobuf (upb) does, and what the fuzz test holds us to."""
-    cdef uint64_t tag
-    # Tags are uint32 varints.
-    if not read_varint(pp, end, &tag) or tag > UINT32_MAX or (tag >> 3 == 0 and not in_group):
-        return False
-    field[0] = tag >> 3
-    wire_type[0] = <int>(tag & 7)
-    return True
-
-
-cdef bint skip_group(const unsigned char** pp, const unsigned char* end,
-                     uint64_t group, int depth) noexcept nogil:
-    """Skip to the end-group tag of `group` (nested groups included).
-    Unknown groups never occur in proto3 traffic, so this is the slow path."""
-    cdef uint64_t field, v
-    cdef int wt
-    if depth > MAX_GROUP_DEPTH:
-        return False
-    while read_tag(pp, end, &field, &wt, True):
-        if wt == WT_EGROUP:
-            return field == group
-        if wt == WT_SGROUP:
-            if not skip_group(pp, end, field, depth + 1):
-                return False
-        elif not read_field(pp, end, wt, &v):
-            return False
-    return False
-
-
-cdef inline bint read_field(const unsigned char** pp, const unsigned char* end, int wt,
-                            uint64_t* value) noexcept nogil:
-    """Step over one non-group field value: *value is a varint's value or a
-    length-delimited field's length (its bytes start at *pp - length)."""
-    cdef Py_ssize_t width
-    if wt == WT_VARINT:
-        return read_varint(pp, end, value)
-    if wt == WT_LEN:
-        if not read_varint(pp, end, value) or value[0] > <uint64_t>(end - pp[0]):
-            return False
-        pp[0] += value[0]
-        return True
-    if wt == WT_I64:
-        width = 8
-    elif wt == WT_I32:
-        width = 4
-    else:
-        return False
-    if end - pp[0] < width:
-        return False
-    pp[0] += width
-    return True
-
 
 cdef inline DecodeStatus decode_s_chat(const unsigned char* p, Py_ssize_t n,
                                        ChatMsg* out) noexcept nogil:
@@ -196,57 +75,6 @@ cdef inline DecodeStatus parse_chat_fields(const unsigned char* p, Py_ssize_t n,
             and read_decimal(&p, end, &out.sent_us)):
         return DECODE_OK
     return DECODE_BAD_MSG
-
-
-# -- latency histogram -------------------------------------------------------
-
-cdef inline Py_ssize_t hist_index(uint64_t v) noexcept nogil:
-    cdef int shift
-    if v >> HIST_MAX_BITS:
-        v = (<uint64_t>1 << HIST_MAX_BITS) - 1
-    shift = dummy_bitlen64(v) - (HIST_SUB_BITS + 1)
-    if shift < 0:
-        shift = 0
-    return shift * HIST_SUB + <Py_ssize_t>(v >> shift)
-
-
-cdef inline uint64_t hist_low(Py_ssize_t i) noexcept nogil:
-    """The smallest value that lands in bucket i."""
-    cdef int shift
-    if i < 2 * HIST_SUB:
-        return <uint64_t>i
-    shift = <int>(i // HIST_SUB) - 1
-    return <uint64_t>(i - shift * HIST_SUB) << shift
-
-
-cdef inline uint64_t hist_mid(Py_ssize_t i) noexcept nogil:
-    cdef uint64_t low = hist_low(i)
-    cdef uint64_t high = (hist_low(i + 1) - 1) if i + 1 < HIST_BUCKETS else low
-    return low + (high - low) // 2
-
-
-cdef uint64_t hist_percentile(const uint64_t* h, const uint64_t* base, double q,
-                              uint64_t cap) noexcept:
-    """Value at quantile q (0..1] of h - base (base may be NULL); 0 when empty."""
-    cdef uint64_t total = 0, cum = 0, rank
-    cdef double x
-    cdef Py_ssize_t i
-    for i in range(HIST_BUCKETS):
-        total += h[i] - (base[i] if base != NULL else 0)
-    if total == 0:
-        return 0
-    # Nearest rank, ceil(q * total), forgiving the rounding of q * total
-    # (0.9 * 10 is 9.000000000000002, whose ceil would be the 10th value).
-    x = q * <double>total
-    rank = <uint64_t>x
-    if x - <double>rank > x * 1e-9:
-        rank += 1
-    rank = 1 if rank < 1 else (total if rank > total else rank)
-    for i in range(HIST_BUCKETS):
-        cum += h[i] - (base[i] if base != NULL else 0)
-        if cum >= rank:
-            return min(hist_mid(i), cap)
-    return cap
 
 
 cdef inline void record_latency(Tally t, int64_t read_us, uint64_t sent_us) noexcept:
@@ -476,5 +304,8 @@ cdef class DummySessionCore(PacketSession):
                      Py_ssize_t size) except -1:
         if pkt_id == S_CHAT_ID and self.tally is not None:
             tally_chat(self, self.tally, payload, size)
+            return 0
+        if self.walker is not None and S_MOVE_ID <= pkt_id <= S_DESPAWN_ID:
+            self.walker.on_packet(pkt_id, payload, size, self.read_us)
             return 0
         return PacketSession.deliver(self, pkt_id, payload, size)

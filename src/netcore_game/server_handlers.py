@@ -9,7 +9,7 @@ server layer's (netcore_server.handlers); the chat is this game's.
 # bodies by hand and commit them.
 from netcore_server.handlers import handle_C_ENTER_GAME, handle_C_LOGIN  # noqa: F401
 
-from netcore_game.room import ChatRoom
+from netcore_game.room import ChatRoom, FieldRoom
 
 
 def handle_C_CHAT(session, pkt):
@@ -21,3 +21,17 @@ def handle_C_CHAT(session, pkt):
                        len(msg.encode()), limit)
         return
     session.room_job(ChatRoom.chat, msg)
+
+
+def handle_C_MOVE(session, pkt):
+    """Handle C_MOVE (packet id 1006) from the client."""
+    raise NotImplementedError("handle_C_MOVE")
+
+
+def handle_C_MOVE(session, pkt):
+    """Handle C_MOVE (packet id 1006) from the client: the room's field checks
+    the move (finite, inside, within max-step) and tells whoever sees it."""
+    if not session.server.config.field_size:
+        session.refuse("move", "no_field", "move dropped: the rooms have no field")
+        return
+    session.room_job(FieldRoom.move, pkt.x, pkt.y)

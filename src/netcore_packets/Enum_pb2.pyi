@@ -10,7 +10,9 @@ class PlayerType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PLAYER_TYPE_KNIGHT: _ClassVar[PlayerType]
     PLAYER_TYPE_MAGE: _ClassVar[PlayerType]
     PLAYER_TYPE_ARCHER: _ClassVar[PlayerType]
+    PLAYER_TYPE_MONSTER: _ClassVar[PlayerType]
 PLAYER_TYPE_NONE: PlayerType
 PLAYER_TYPE_KNIGHT: PlayerType
 PLAYER_TYPE_MAGE: PlayerType
 PLAYER_TYPE_ARCHER: PlayerType
+PLAYER_TYPE_MONSTER: PlayerType

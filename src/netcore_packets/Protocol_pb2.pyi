@@ -33,12 +33,16 @@ class C_ENTER_GAME(_message.Message):
     def __init__(self, playerIndex: _Optional[int] = ..., roomId: _Optional[int] = ...) -> None: ...
 
 class S_ENTER_GAME(_message.Message):
-    __slots__ = ("success", "playerId")
+    __slots__ = ("success", "playerId", "x", "y")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     PLAYERID_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
     success: bool
     playerId: int
-    def __init__(self, success: _Optional[bool] = ..., playerId: _Optional[int] = ...) -> None: ...
+    x: float
+    y: float
+    def __init__(self, success: _Optional[bool] = ..., playerId: _Optional[int] = ..., x: _Optional[float] = ..., y: _Optional[float] = ...) -> None: ...
 
 class C_CHAT(_message.Message):
     __slots__ = ("msg",)
@@ -53,3 +57,33 @@ class S_CHAT(_message.Message):
     playerId: int
     msg: str
     def __init__(self, playerId: _Optional[int] = ..., msg: _Optional[str] = ...) -> None: ...
+
+class C_MOVE(_message.Message):
+    __slots__ = ("x", "y")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    x: float
+    y: float
+    def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ...) -> None: ...
+
+class S_MOVE(_message.Message):
+    __slots__ = ("playerId", "x", "y")
+    PLAYERID_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    playerId: int
+    x: float
+    y: float
+    def __init__(self, playerId: _Optional[int] = ..., x: _Optional[float] = ..., y: _Optional[float] = ...) -> None: ...
+
+class S_SPAWN(_message.Message):
+    __slots__ = ("players",)
+    PLAYERS_FIELD_NUMBER: _ClassVar[int]
+    players: _containers.RepeatedCompositeFieldContainer[_Struct_pb2.Player]
+    def __init__(self, players: _Optional[_Iterable[_Union[_Struct_pb2.Player, _Mapping]]] = ...) -> None: ...
+
+class S_DESPAWN(_message.Message):
+    __slots__ = ("playerIds",)
+    PLAYERIDS_FIELD_NUMBER: _ClassVar[int]
+    playerIds: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, playerIds: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -46,5 +46,11 @@ class Refusals:
         if peer_line(log, level):
             log.log(level, "session %d: " + fmt, session.session_id, *args)
 
+    def count(self, what: str, reason: str, n: int = 1) -> None:
+        """Count refusals with no session to name (a room's, on the room's
+        owner, for a player that may be connected to another worker)."""
+        key = (what, reason)
+        self.counts[key] = self.counts.get(key, 0) + n
+
     def total(self) -> int:
         return sum(self.counts.values())

@@ -304,15 +304,19 @@ class Rooms:
     def __init__(self, room_class: type[Room] = Room, *, cluster=None, max_players: int = 5000,
                  max_queue: int = 10000, replies=None, config=None,
                  room_for: Callable[[int], type[Room]] | None = None,
-                 player_class: type[Player] = Player):
+                 player_class: type[Player] = Player, refusals=None, player_ids=None):
         """room_for: the room class of a room id, where a game has several
         (the same answer on every worker); by default room_class.
         replies: what builds S_ENTER_GAME (netcore_server.replies; by
-        default the hand-laid ones)."""
+        default the hand-laid ones). refusals and player_ids: the server's
+        (Refusals, PlayerIdAllocator), for a room that counts what it refuses
+        or gives ids to entities of its own (a field's monsters)."""
         self._rooms: dict[int, Room] = {}
         self.room_class = room_class
         self.room_for = room_for if room_for is not None else (lambda _room_id: room_class)
         self.player_class = player_class
+        self.refusals = refusals
+        self.player_ids = player_ids
         self.replies = replies_for(True, ()) if replies is None else replies
         self.config = config
         self.cluster = cluster

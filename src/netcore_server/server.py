@@ -60,13 +60,14 @@ class GameServer:
         self.db = db
         self.link = link
         self.replies = replies_for(config.fast_replies, GUEST_CHARACTERS, game.protocol)
-        self.rooms = Rooms(game.room, cluster=link, max_players=config.max_room_players,
-                           max_queue=config.max_room_queue, replies=self.replies, config=config,
-                           room_for=game.room_for, player_class=game.player_class)
         self.player_ids = (PlayerIdAllocator(first=player_id_base + 1) if player_ids is None
                            else player_ids)
-        self.logins = LoginGate(config, workers=max(1, db.workers))
         self.refusals = Refusals(game.all_refusals())
+        self.rooms = Rooms(game.room, cluster=link, max_players=config.max_room_players,
+                           max_queue=config.max_room_queue, replies=self.replies, config=config,
+                           room_for=game.room_for, player_class=game.player_class,
+                           refusals=self.refusals, player_ids=self.player_ids)
+        self.logins = LoginGate(config, workers=max(1, db.workers))
         self.logins_done = 0                # logins that succeeded, guests included
         self.dispatcher = game.protocol.dispatcher(game.handlers)
         self.service = ServerService(

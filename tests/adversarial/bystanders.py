@@ -41,6 +41,7 @@ from netcore_packets.client_dispatch import PACKET_IDS
 
 C_LOGIN, C_ENTER_GAME, C_CHAT = PACKET_IDS["C_LOGIN"], PACKET_IDS["C_ENTER_GAME"], PACKET_IDS["C_CHAT"]
 S_LOGIN, S_ENTER_GAME, S_CHAT = PACKET_IDS["S_LOGIN"], PACKET_IDS["S_ENTER_GAME"], PACKET_IDS["S_CHAT"]
+FIELD_PACKETS = {PACKET_IDS[name]: getattr(pb, name) for name in ("S_MOVE", "S_SPAWN", "S_DESPAWN")}
 PACER_TICK = 0.005
 FOREIGN_KEPT = 20_000               # foreign chats quoted per window (all are counted)
 TAG = "by"                          # msg = "by:<sender index>:<seq>:<sent ns>:" + padding
@@ -126,6 +127,13 @@ class Bystander(PacketSession):
             elif not self.entered.done():
                 self.player_id = reply.playerId
                 self.entered.set_result(True)
+        elif pkt_id in FIELD_PACKETS:
+            # The room's field (netcore-server's default): who is near. The
+            # chat is room-wide whatever the distance; these must only parse.
+            try:
+                FIELD_PACKETS[pkt_id].FromString(payload)
+            except DecodeError as exc:
+                self.malformed(f"packet {pkt_id} that does not parse: {exc}")
         else:
             self.malformed(f"unexpected packet id {pkt_id}")
 

@@ -31,7 +31,8 @@ def chat(msg) -> bytes:
 
 
 def replies(c):
-    return [(name, msg.success) for name, msg in c.inbox if name != "S_CHAT"]
+    """The answers to its requests (not the room's chats, nor its field's packets)."""
+    return [(name, msg.success) for name, msg in c.inbox if name in ("S_LOGIN", "S_ENTER_GAME")]
 
 
 async def in_room_hearing_bystanders(c, arena, count=40):
@@ -186,9 +187,9 @@ def test_a_second_enter_is_refused_and_never_duplicates_the_player(arena, case, 
         if pipelined:
             c.transport.write(enter(0, 0) + b"".join(enter(i, r) for i, r in again) * 25
                               + chat(legit))
-            await c.until(lambda: len(c.inbox) >= 1 + 100)
+            await c.until(lambda: len(replies(c)) >= 1 + 100)
             assert replies(c) == [("S_ENTER_GAME", True)] + [("S_ENTER_GAME", False)] * 100
-            player_id = c.inbox[0][1].playerId
+            player_id = next(m for n, m in c.inbox if n == "S_ENTER_GAME").playerId
         else:
             entered = await c.enter(0, 0)
             assert entered.success
@@ -208,3 +209,34 @@ def test_a_second_enter_is_refused_and_never_duplicates_the_player(arena, case, 
     assert len(refusals) == (100 if pipelined else 4)
     assert set(refusals) == {f"session {sid}: enter refused (state in game, index {i} of 2)"
                              for i in (0, 1)}
+
+
+def move(x, y) -> bytes:
+    return packet(PACKET_IDS["C_MOVE"], pb.C_MOVE(x=x, y=y).SerializeToString())
+
+
+def test_moves_that_cheat_are_corrected_and_the_room_hears_none_of_them(arena, case):
+    """Teleports, NaN, infinities and moves off the field, pipelined by the
+    hundred in the bystanders' room: each is answered with its own
+    correction, none moves the offender, nobody else hears of any, and the
+    bystanders' chats all arrive."""
+    legit = f"legit {case.number}"
+    cheats = [(5000.0, 5000.0), (float("nan"), 1.0), (1.0, float("inf")),
+              (float("-inf"), 0.0), (-1.0, 0.0), (1000.5, 3.0)]
+
+    async def go():
+        c = await offender(arena.server.port)
+        assert (await c.login()).success
+        entered = await c.enter(0, 0)
+        assert entered.success
+        start = (entered.x, entered.y)
+        c.transport.write(b"".join(move(*xy) for xy in cheats) * 20 + chat(legit))
+        await c.until(lambda: sum(n == "S_MOVE" for n, _ in c.inbox) >= 120)
+        corrections = [(m.playerId, m.x, m.y) for n, m in c.inbox if n == "S_MOVE"]
+        assert corrections == [(entered.playerId, *start)] * 120
+        await in_room_hearing_bystanders(c, arena)
+        case.expect_chat(entered.playerId, legit)
+        await case.finish()
+        return c
+
+    case.run(go())

@@ -18,7 +18,8 @@ from netcore_packets.client_dispatch import PACKET_IDS
 from arena import closed_by_server, offender
 from support import packet
 
-C_LOGIN, C_ENTER_GAME, C_CHAT = (PACKET_IDS[n] for n in ("C_LOGIN", "C_ENTER_GAME", "C_CHAT"))
+C_LOGIN, C_ENTER_GAME, C_CHAT, C_MOVE = (PACKET_IDS[n] for n in ("C_LOGIN", "C_ENTER_GAME",
+                                                                  "C_CHAT", "C_MOVE"))
 MAX_PACKET = 4096           # the server's default --max-packet-size
 
 
@@ -162,7 +163,7 @@ def test_a_login_then_half_close_is_still_answered(arena, case):
 
 # -- packet ids and payloads ------------------------------------------------------------
 
-@pytest.mark.parametrize("pkt_id", [0, 999, 1001, 1003, 1005, 1006, 65535])
+@pytest.mark.parametrize("pkt_id", [0, 999, 1001, 1003, 1005, 1007, 1009, 1010, 65535])
 def test_an_unknown_packet_id_closes_the_offender(arena, case, pkt_id):
     sandwich(case, arena, packet(pkt_id, b"\x0a\x01x"),
              f"protocol error: unknown packet id {pkt_id}")
@@ -179,8 +180,11 @@ CORRUPT = {
     C_CHAT: {"bad wire type": b"\x0f",
              "truncated varint": b"\x0a\xff",
              "length past the end": b"\x0a\x05ab"},
+    C_MOVE: {"bad wire type": b"\x0f",
+             "truncated fixed32": b"\x0d\x00\x00",      # x: 4 bytes, 2 present
+             "length past the end": b"\x1a\x05ab"},      # unknown field 3, 5 bytes, 2 present
 }
-NAMES = {C_LOGIN: "C_LOGIN", C_ENTER_GAME: "C_ENTER_GAME", C_CHAT: "C_CHAT"}
+NAMES = {C_LOGIN: "C_LOGIN", C_ENTER_GAME: "C_ENTER_GAME", C_CHAT: "C_CHAT", C_MOVE: "C_MOVE"}
 
 
 @pytest.mark.parametrize("pkt_id, corruption", [

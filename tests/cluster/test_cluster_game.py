@@ -1,6 +1,7 @@
 """A game's own room across two workers, with no cluster code of its own: its
 hooks and its tick run on the room's owner only, its client jobs reach the
 owner with their arguments, and a refusal reaches the player's worker."""
+import asyncio
 import re
 
 from netcore_packets import Protocol_pb2 as pb
@@ -77,3 +78,47 @@ def test_a_room_refusing_a_player_of_another_worker_sends_it_back_to_choose(run,
             await leave(c)
 
     run(go())
+
+
+def test_one_field_with_members_on_both_workers(run, nats, tmp_path):
+    """netcore-server's field across two workers: each walker's view, built
+    from its packets, is exactly what the owner's field holds, whichever
+    worker it is connected to."""
+    import random
+
+    from netcore_game.server import ServerConfig
+    from test_field_game import check_views, truth, walkers
+
+    rng = random.Random(3)
+    config = ServerConfig(port=0, field_size=60, view_radius=20, max_step=10)
+
+    async def go():
+        async with Pair(nats, tmp_path, config=config) as pair:
+            room_id = pair.owner_of["w-0"]
+            owner = pair.servers["w-0"]
+            here = await walkers(owner.port, 3, room_id)
+            there = await walkers(pair.servers["w-1"].port, 3, room_id)
+            everyone = here + there
+
+            async def settle():
+                everyone[0].send_pkt(pb.C_CHAT(msg="settle"))
+                for c in everyone:
+                    await c.until(lambda c=c: any(m == "settle" for _, m in c.chats))
+                    c.chats.clear()
+
+            await settle()
+            check_views(everyone, *truth(owner, room_id))
+            for _ in range(8):
+                await asyncio.gather(*[c.walk(rng.uniform(-9, 9), rng.uniform(-9, 9))
+                                       for c in everyone])
+                await settle()
+                check_views(everyone, *truth(owner, room_id))
+            await leave(*there)
+            await settle_left(here, {c.my_id for c in there})
+            await leave(*here)
+
+    async def settle_left(clients, gone):
+        for c in clients:
+            await c.until(lambda c=c: not gone & c.view.keys())
+
+    run(go(), timeout=60)

@@ -25,13 +25,14 @@ def nats(tmp_path_factory):
 class Pair:
     """Workers w-0 and w-1; `owner_of[slot]` a room that slot owns."""
 
-    def __init__(self, nats, tmp_path, game=None, **link_options):
-        """game: a netcore_server Game (default: the chat, netcore-server's)."""
+    def __init__(self, nats, tmp_path, game=None, config=None, **link_options):
+        """game: a netcore_server Game (default: the chat, netcore-server's);
+        config: its settings (default: its defaults, on a free port)."""
         self.servers = {}
         for i, slot in enumerate(CMAP.slots):
             link = ClusterLink(CMAP, slot, [nats.url], rebuild_timeout=0.5, **link_options)
             db = SQLiteDatabase(tmp_path / f"{slot}.db", scrypt_n=2 ** 10)
-            self.servers[slot] = GameServer(ServerConfig(port=0), db, link=link,
+            self.servers[slot] = GameServer(config or ServerConfig(port=0), db, link=link,
                                             player_id_base=(i + 1) << 32, game=game)
         placement = self.servers["w-0"].link.placement
         self.owner_of = {slot: next(r for r in range(100) if placement.owner(r) == slot)

@@ -13,12 +13,16 @@ PKT_C_ENTER_GAME: Final = 1002
 PKT_S_ENTER_GAME: Final = 1003
 PKT_C_CHAT: Final = 1004
 PKT_S_CHAT: Final = 1005
+PKT_C_MOVE: Final = 1006
+PKT_S_MOVE: Final = 1007
+PKT_S_SPAWN: Final = 1008
+PKT_S_DESPAWN: Final = 1009
 
 PACKET_IDS: dict[str, int]
 
 # The packets this side sends (a name for annotations only: it exists in this
 # stub, not in the compiled module).
-SendPacket: TypeAlias = _pb.C_LOGIN | _pb.C_ENTER_GAME | _pb.C_CHAT
+SendPacket: TypeAlias = _pb.C_LOGIN | _pb.C_ENTER_GAME | _pb.C_CHAT | _pb.C_MOVE
 
 
 class ClientHandlers(Protocol):
@@ -27,6 +31,9 @@ class ClientHandlers(Protocol):
     def handle_S_LOGIN(self, session: Any, pkt: _pb.S_LOGIN, /) -> Any: ...
     def handle_S_ENTER_GAME(self, session: Any, pkt: _pb.S_ENTER_GAME, /) -> Any: ...
     def handle_S_CHAT(self, session: Any, pkt: _pb.S_CHAT, /) -> Any: ...
+    def handle_S_MOVE(self, session: Any, pkt: _pb.S_MOVE, /) -> Any: ...
+    def handle_S_SPAWN(self, session: Any, pkt: _pb.S_SPAWN, /) -> Any: ...
+    def handle_S_DESPAWN(self, session: Any, pkt: _pb.S_DESPAWN, /) -> Any: ...
 
 
 class ClientPacketDispatcher:

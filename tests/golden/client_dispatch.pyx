@@ -18,10 +18,14 @@ cpdef enum:
     PKT_S_ENTER_GAME = 1003
     PKT_C_CHAT = 1004
     PKT_S_CHAT = 1005
+    PKT_C_MOVE = 1006
+    PKT_S_MOVE = 1007
+    PKT_S_SPAWN = 1008
+    PKT_S_DESPAWN = 1009
 
 cdef enum:
     _FIRST_ID = 1000
-    _ID_COUNT = 6
+    _ID_COUNT = 10
 
 # Every packet id in both directions, by message name.
 PACKET_IDS = {
@@ -31,12 +35,17 @@ PACKET_IDS = {
     "S_ENTER_GAME": PKT_S_ENTER_GAME,
     "C_CHAT": PKT_C_CHAT,
     "S_CHAT": PKT_S_CHAT,
+    "C_MOVE": PKT_C_MOVE,
+    "S_MOVE": PKT_S_MOVE,
+    "S_SPAWN": PKT_S_SPAWN,
+    "S_DESPAWN": PKT_S_DESPAWN,
 }
 
 cdef dict _SEND_IDS = {
     _pb.C_LOGIN: PKT_C_LOGIN,
     _pb.C_ENTER_GAME: PKT_C_ENTER_GAME,
     _pb.C_CHAT: PKT_C_CHAT,
+    _pb.C_MOVE: PKT_C_MOVE,
 }
 
 
@@ -55,6 +64,10 @@ cdef class ClientPacketDispatcher:
             (_pb.S_ENTER_GAME.FromString, handlers.handle_S_ENTER_GAME),
             None,  # C_CHAT
             (_pb.S_CHAT.FromString, handlers.handle_S_CHAT),
+            None,  # C_MOVE
+            (_pb.S_MOVE.FromString, handlers.handle_S_MOVE),
+            (_pb.S_SPAWN.FromString, handlers.handle_S_SPAWN),
+            (_pb.S_DESPAWN.FromString, handlers.handle_S_DESPAWN),
         )
 
     cpdef dispatch(self, session, int pkt_id, payload):

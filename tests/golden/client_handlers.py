@@ -21,3 +21,18 @@ def handle_S_ENTER_GAME(session, pkt):
 def handle_S_CHAT(session, pkt):
     """Handle S_CHAT (packet id 1005) from the server."""
     raise NotImplementedError("handle_S_CHAT")
+
+
+def handle_S_MOVE(session, pkt):
+    """Handle S_MOVE (packet id 1007) from the server."""
+    raise NotImplementedError("handle_S_MOVE")
+
+
+def handle_S_SPAWN(session, pkt):
+    """Handle S_SPAWN (packet id 1008) from the server."""
+    raise NotImplementedError("handle_S_SPAWN")
+
+
+def handle_S_DESPAWN(session, pkt):
+    """Handle S_DESPAWN (packet id 1009) from the server."""
+    raise NotImplementedError("handle_S_DESPAWN")

@@ -18,10 +18,14 @@ cpdef enum:
     PKT_S_ENTER_GAME = 1003
     PKT_C_CHAT = 1004
     PKT_S_CHAT = 1005
+    PKT_C_MOVE = 1006
+    PKT_S_MOVE = 1007
+    PKT_S_SPAWN = 1008
+    PKT_S_DESPAWN = 1009
 
 cdef enum:
     _FIRST_ID = 1000
-    _ID_COUNT = 6
+    _ID_COUNT = 10
 
 # Every packet id in both directions, by message name.
 PACKET_IDS = {
@@ -31,12 +35,19 @@ PACKET_IDS = {
     "S_ENTER_GAME": PKT_S_ENTER_GAME,
     "C_CHAT": PKT_C_CHAT,
     "S_CHAT": PKT_S_CHAT,
+    "C_MOVE": PKT_C_MOVE,
+    "S_MOVE": PKT_S_MOVE,
+    "S_SPAWN": PKT_S_SPAWN,
+    "S_DESPAWN": PKT_S_DESPAWN,
 }
 
 cdef dict _SEND_IDS = {
     _pb.S_LOGIN: PKT_S_LOGIN,
     _pb.S_ENTER_GAME: PKT_S_ENTER_GAME,
     _pb.S_CHAT: PKT_S_CHAT,
+    _pb.S_MOVE: PKT_S_MOVE,
+    _pb.S_SPAWN: PKT_S_SPAWN,
+    _pb.S_DESPAWN: PKT_S_DESPAWN,
 }
 
 
@@ -55,6 +66,10 @@ cdef class ServerPacketDispatcher:
             None,  # S_ENTER_GAME
             (_pb.C_CHAT.FromString, handlers.handle_C_CHAT),
             None,  # S_CHAT
+            (_pb.C_MOVE.FromString, handlers.handle_C_MOVE),
+            None,  # S_MOVE
+            None,  # S_SPAWN
+            None,  # S_DESPAWN
         )
 
     cpdef dispatch(self, session, int pkt_id, payload):

@@ -21,3 +21,8 @@ def handle_C_ENTER_GAME(session, pkt):
 def handle_C_CHAT(session, pkt):
     """Handle C_CHAT (packet id 1004) from the client."""
     raise NotImplementedError("handle_C_CHAT")
+
+
+def handle_C_MOVE(session, pkt):
+    """Handle C_MOVE (packet id 1006) from the client."""
+    raise NotImplementedError("handle_C_MOVE")
