@@ -158,9 +158,10 @@ def test_the_wheel_built_from_the_sdist_serves_without_cython_or_a_compiler(tmp_
 
     # The wheel carries every extension compiled, and the .pxd files for cimport;
     # release builds leave the debug information out (3.9 MB with it). Each
-    # Cython module is ~70 KB of it compressed (1.59 MB with netcore.tcp, 1.92
-    # MB with netcore.field and netcore_dummy.walk).
-    assert wheel.stat().st_size < 2_050_000, wheel.stat().st_size
+    # Cython module is ~70-130 KB of it compressed (1.59 MB with netcore.tcp, 1.92
+    # MB with netcore.field and netcore_dummy.walk, 2.12 MB with netcore.proxy
+    # and the trusted proxies' paths).
+    assert wheel.stat().st_size < 2_250_000, wheel.stat().st_size
     with zipfile.ZipFile(wheel) as zf:
         in_wheel = set(zf.namelist())
         so_sizes = {n: zf.getinfo(n).file_size for n in zf.namelist() if n.endswith(".so")}

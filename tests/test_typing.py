@@ -18,8 +18,8 @@ from netcore_tools import gen_handlers
 pytest.importorskip("mypy", reason="mypy is not installed (pip install '.[test]')")
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPILED = ["field", "framing", "jobqueue", "recvbuffer", "sendbuffer", "sendqueue", "service",
-            "session", "stats", "tcp", "websocket"]
+COMPILED = ["field", "framing", "jobqueue", "proxy", "recvbuffer", "sendbuffer", "sendqueue",
+            "service", "session", "stats", "tcp", "websocket"]
 
 
 def mypy_env(tmp_path):

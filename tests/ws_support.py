@@ -28,25 +28,34 @@ def frame(opcode: int, payload: bytes = b"", *, fin=True, mask=True) -> bytes:
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-async def raw_ws(port, *, origin=None, host=None, path="/ws", local_addr=None, sock=None):
+async def raw_ws(port, *, origin=None, host=None, path="/ws", local_addr=None, sock=None,
+                 headers=(), before=b""):
     """(reader, writer) after a successful upgrade; AssertionError with the status line if not.
-    local_addr: connect from that address; sock: a connected socket to speak on instead."""
+    local_addr: connect from that address; sock: a connected socket to speak on instead;
+    headers: more header lines; before: bytes sent ahead of the request (a PROXY header)."""
     if sock is not None:
         reader, writer = await asyncio.open_connection(sock=sock)
     else:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=local_addr)
-    return await upgrade(reader, writer, port, origin=origin, host=host, path=path)
+    return await upgrade(reader, writer, port, origin=origin, host=host, path=path,
+                         headers=headers, before=before)
 
 
-async def upgrade(reader, writer, port, *, origin=None, host=None, path="/ws"):
-    """The HTTP upgrade on a connection already open; (reader, writer) once it is done."""
+def upgrade_request(port, *, origin=None, host=None, path="/ws", headers=()):
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}",
              "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
-             "Sec-WebSocket-Version: 13"]
+             "Sec-WebSocket-Version: 13", *headers]
     if origin:
         lines.append(f"Origin: {origin}")
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def upgrade(reader, writer, port, *, origin=None, host=None, path="/ws", headers=(),
+                  before=b""):
+    """The HTTP upgrade on a connection already open; (reader, writer) once it is done."""
+    writer.write(before + upgrade_request(port, origin=origin, host=host, path=path,
+                                          headers=headers))
     head = await reader.readuntil(b"\r\n\r\n")
     status = head.split(b"\r\n", 1)[0]
     assert b" 101 " in status, status

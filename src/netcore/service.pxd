@@ -79,6 +79,7 @@
 
 from cpython.time cimport PyTime_t
 
+from netcore.proxy cimport HeaderReader, NetworkSet
 from netcore.session cimport SendFlusher, Session
 from netcore.stats cimport PacketStats
 
@@ -118,6 +119,10 @@ cdef class Service:
     cdef readonly dict address_sessions     # address key -> sessions open from it
     cdef dict address_keys                  # host string -> its address key (a cache)
     cdef readonly unsigned long long rejected_by_address
+    # Connections accepted that are no session yet but hold a descriptor (a
+    # trusted proxy's, reading its PROXY header): counted with the sessions
+    # against max_sessions.
+    cdef Py_ssize_t waiting
     cdef readonly double keepalive_idle     # seconds; 0: no keepalive
     cdef readonly double keepalive_interval
     # Every listener of this service has the keepalive options: its accepted
@@ -137,6 +142,9 @@ cdef class Service:
     cdef void stop_sweeping(self) noexcept
 
 
+cdef class ProxiedConnection                 # below: a trusted proxy's connection, header first
+
+
 cdef class ServerService(Service):
     cdef readonly str host
     cdef readonly int port
@@ -151,6 +159,35 @@ cdef class ServerService(Service):
     # Other listeners making sessions of this service (netcore.websocket's
     # WebSocketListener): stopped and waited for with the service's own.
     cdef readonly list listeners
+    # Proxies whose connections begin with a PROXY header (proxy.pxd): None
+    # when there are none (the default), and then no accept path looks further.
+    cdef readonly NetworkSet trusted_proxies
+    cdef readonly double proxy_header_timeout   # seconds; then closed as "timeout"
+    cdef set proxied                        # ProxiedConnections still reading their header
+    cdef readonly dict proxy_header_failures    # reason (proxy.REASONS) -> connections closed so
+    cdef bint stopped                       # stop_accepting(): no header now makes a session
+    cdef int proxy_begin(self, ProxiedConnection c) except -1
+    cdef void proxy_end(self, ProxiedConnection c) noexcept
+    cdef int proxy_failed(self, str reason, str detail, object peer) except -1
+
+
+# A connection from a trusted proxy until its PROXY header has been read
+# (proxy.pxd): a session is made only then, its peername the client's, and
+# the bytes after the header in the same read are the session's first. Under
+# the loop's transports the trust is checked here, at connection_made (the
+# loop makes the protocol before it says who the peer is): a connection from
+# anyone else is handed to a session at once, unread. Until it is a session
+# it counts against max_sessions (with the sessions), so that connections
+# that never send their header cannot take more descriptors than sessions
+# could; proxy_header_timeout bounds how long each waits.
+cdef class ProxiedConnection(HeaderReader):
+    cdef ServerService service
+    cdef bint checked                       # the acceptor found the peer trusted already
+    cdef bint waiting                       # in service.proxied
+    cdef object timer                       # the header's deadline
+    cdef int hand_over(self, object peername, const unsigned char* rest,
+                       Py_ssize_t n) except -1
+    cdef int end(self, str reason, str detail, bint abort) except -1
 
 
 cdef class ClientService(Service):

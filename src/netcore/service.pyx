@@ -11,15 +11,20 @@ import time
 
 from netcore.addresses import DEFAULT_EXEMPT, address_key, parse_networks
 from netcore.errors import DisconnectReason
+from netcore.logs import format_address, peer_line
+from netcore.proxy import HEADER_TIMEOUT as _PROXY_HEADER_TIMEOUT, REASONS as _PROXY_REASONS
 # Private here (the constant is netcore.loop's, not this module's API).
 from netcore.loop import DESCRIPTOR_HEADROOM as _HEADROOM, reserve_descriptors
 from netcore import tcp
 
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.dict cimport PyDict_Next
 from cpython.object cimport PyObject
 from cpython.time cimport PyTime_MonotonicRaw, PyTime_t
+from libc.string cimport memcpy
 
 from netcore.framing cimport MAX_WIRE_SIZE
+from netcore.proxy cimport HeaderReader, NetworkSet, ProxyHeader, header_source
 from netcore.sendbuffer cimport SendBuffer
 from netcore.stats cimport PacketStats
 from netcore.tcp cimport TcpAcceptor, TcpPoller
@@ -217,8 +222,10 @@ def tcp_transport_kind(str requested, loop):
     return requested
 
 
-async def _start_acceptor(loop, poller, protocol_factory, int backlog, sock):
-    return TcpAcceptor(loop, poller, sock, protocol_factory, backlog)
+async def _start_acceptor(loop, poller, protocol_factory, int backlog, sock, *, trusted=None,
+                          proxied=None):
+    return TcpAcceptor(loop, poller, sock, protocol_factory, backlog, trusted=trusted,
+                       proxied=proxied)
 
 
 async def _create_server(loop, poller, protocol_factory, int backlog, sock):
@@ -495,7 +502,7 @@ cdef class Service:
 
     def _session_started(self, Session s):
         """Called from connection_made: register, or refuse when full."""
-        if len(self.sessions) >= self.max_sessions:
+        if len(self.sessions) + self.waiting >= self.max_sessions:
             self.rejected += 1
             # Aborted, not lingered: nothing was sent to it, and a lingering
             # refused connection would hold a descriptor outside the count.
@@ -609,17 +616,30 @@ cdef class ServerService(Service):
     else the event loop's; "netcore" or "loop" to choose), listen_sockets
     (listening sockets per address; 0, the default, picks 16 for uvloop's
     own transports on Linux, where libuv accepts one connection per socket
-    per loop iteration, else 1) and any of Service's limits.
+    per loop iteration, else 1), trusted_proxies ("": none, the default;
+    "10.0.0.0/8,2001:db8::/32" or a list: a connection from these networks
+    must begin with a PROXY header, and its session's peername is the
+    client the header names; see proxy.pxd), proxy_header_timeout (5 s: a
+    trusted connection whose header is not complete by then is closed) and
+    any of Service's limits.
     ``async with ServerService(...) as service:`` starts it and, on the way
     out, closes it (close()).
     """
 
     def __init__(self, session_factory, str host="127.0.0.1", int port=0, *,
                  int backlog=4096, bint reuse_port=False, int listen_sockets=0,
-                 str tcp_transport="auto", **limits):
+                 str tcp_transport="auto", trusted_proxies="",
+                 double proxy_header_timeout=_PROXY_HEADER_TIMEOUT, **limits):
         super().__init__(session_factory, **limits)
         listen_socket_count(listen_sockets, None)      # checked now, chosen at start
         tcp_transport_kind(tcp_transport, None)
+        if not (proxy_header_timeout > 0 and math.isfinite(proxy_header_timeout)):
+            raise ValueError("proxy_header_timeout must be a finite number of seconds > 0")
+        trusted = NetworkSet(trusted_proxies or "")
+        self.trusted_proxies = trusted if len(trusted) else None
+        self.proxy_header_timeout = proxy_header_timeout
+        self.proxied = set()
+        self.proxy_header_failures = {reason: 0 for reason in _PROXY_REASONS}
         self.tcp_transport = tcp_transport
         self.host = host
         self.port = port
@@ -647,11 +667,25 @@ cdef class ServerService(Service):
         self.listen_sockets = listen_socket_count(self.listen_sockets, loop, self.tcp_transport)
         # partial, not a lambda: a Cython coroutine's closure scope would hold
         # the lambda that holds the scope, a cycle keeping the service alive.
+        self.loop = loop
         if self.tcp_transport == "netcore":
             self.poller = TcpPoller(loop)
-        start = functools.partial(
-            _start_acceptor if self.tcp_transport == "netcore" else _create_server,
-            loop, self.poller, self._accept, self.backlog)
+            # A trusted proxy's connection is told apart by the acceptor,
+            # from the address accept4 gave.
+            start = functools.partial(
+                _start_acceptor, loop, self.poller, self._accept, self.backlog,
+                trusted=self.trusted_proxies,
+                proxied=(None if self.trusted_proxies is None
+                         else functools.partial(_new_proxied, self, True)))
+        else:
+            # The loop makes the protocol before it says who the peer is:
+            # with trusted proxies, each connection's protocol checks at
+            # connection_made (ProxiedConnection); without, none is made.
+            start = functools.partial(
+                _create_server, loop, None,
+                (self._accept if self.trusted_proxies is None
+                 else functools.partial(_new_proxied, self, False)),
+                self.backlog)
         try:
             self.servers, self.port, self.keepalive_inherited = await _serve_on(
                 self.host, self.port, self.reuse_port, start,
@@ -677,11 +711,66 @@ cdef class ServerService(Service):
         return self.servers is not None and any(s.is_serving() for s in self.servers)
 
     def stop_accepting(self):
+        self.stopped = True
         if self.servers is not None:
             for server in self.servers:
                 server.close()
         for listener in self.listeners:
             listener.stop_accepting()
+        # Still reading their PROXY header: no session yet, none to be made now.
+        for c in list(self.proxied):
+            self.proxy_end(<ProxiedConnection>c)
+            (<ProxiedConnection>c).finished = True
+            (<ProxiedConnection>c).transport.abort()
+
+    @property
+    def proxied_waiting(self):
+        """Connections from trusted proxies whose PROXY header is not read yet."""
+        return self.waiting
+
+    cdef int proxy_begin(self, ProxiedConnection c) except -1:
+        """A trusted proxy's connection begins: wait for its header, within
+        max_sessions (with the sessions) and proxy_header_timeout."""
+        cdef Py_ssize_t waiting = self.waiting
+        if self.stopped or len(self.sessions) + waiting >= self.max_sessions:
+            c.finished = True
+            if not self.stopped:
+                self.rejected += 1
+                kind = DisconnectReason.SERVER_FULL.value
+                self.disconnects[kind] = self.disconnects.get(kind, 0) + 1
+                if peer_line(log, logging.INFO):
+                    log.info("connection from proxy %s refused: server full (%d sessions, %d "
+                             "waiting for their PROXY header)",
+                             format_address(c.transport.get_extra_info("peername")),
+                             len(self.sessions), waiting)
+            c.transport.abort()
+            return 0
+        self.proxied.add(c)
+        self.waiting += 1
+        c.waiting = True
+        c.timer = self.loop.call_later(self.proxy_header_timeout, _proxy_header_late, c)
+        return 0
+
+    cdef void proxy_end(self, ProxiedConnection c) noexcept:
+        if c.waiting:
+            c.waiting = False
+            self.waiting -= 1
+            self.proxied.discard(c)
+        if c.timer is not None:
+            c.timer.cancel()
+            c.timer = None
+
+    cdef int proxy_failed(self, str reason, str detail, object peer) except -1:
+        """A trusted proxy's connection closed before its header was read:
+        counted by reason, logged (a malformed or missing header is a
+        proxy that is not configured as we are: a warning)."""
+        cdef int level
+        self.proxy_header_failures[reason] = self.proxy_header_failures.get(reason, 0) + 1
+        level = (logging.DEBUG if reason == "closed" else logging.INFO if reason == "timeout"
+                 else logging.WARNING)
+        if peer_line(log, level):
+            log.log(level, "connection from proxy %s closed: %s", format_address(peer), detail)
+        return 0
 
     async def close(self, reason=DisconnectReason.SHUTDOWN, float timeout=5.0):
         """Stop accepting, deliver what is queued, close every session."""
@@ -703,6 +792,110 @@ cdef class ServerService(Service):
 
     async def __aexit__(self, *exc):
         await self.close()
+
+
+def _new_proxied(ServerService service, bint checked):
+    # The protocol factory for trusted proxies (checked: by netcore's acceptor).
+    cdef ProxiedConnection c = _Proxied.__new__(_Proxied)
+    c.service = service
+    c.checked = checked
+    return c
+
+
+def _proxy_header_late(ProxiedConnection c):
+    # A module function given its object (see netcore.loop), as every timer here.
+    c.timer = None
+    if not c.finished:
+        c.end("timeout", f"no complete PROXY header within {c.service.proxy_header_timeout:g} s",
+              True)
+
+
+cdef class ProxiedConnection(HeaderReader):
+    """A connection's protocol until its PROXY header is read (service.pxd);
+    then a session of the service's, the client's address its peername."""
+
+    def connection_made(self, transport):
+        cdef ServerService service = self.service
+        self.transport = transport
+        if not self.checked:
+            # The loop's transports: who the peer is, known only now.
+            peer = transport.get_extra_info("peername")
+            if not (peer and isinstance(peer, tuple)
+                    and service.trusted_proxies.contains_host(peer[0])):
+                self.finished = True
+                self.hand_over(None, NULL, 0)       # a session as any other, nothing read
+                return
+        service.proxy_begin(self)
+
+    cdef int done(self, ProxyHeader* h, const unsigned char* rest, Py_ssize_t n) except -1:
+        cdef ServerService service = self.service
+        service.proxy_end(self)
+        if service.stopped:
+            self.transport.abort()
+            return 0
+        self.hand_over(header_source(h), rest, n)
+        return 0
+
+    cdef int failed(self, str reason, str detail) except -1:
+        return self.end(reason, detail, True)
+
+    cdef int end(self, str reason, str detail, bint abort) except -1:
+        self.finished = True
+        self.service.proxy_end(self)
+        self.service.proxy_failed(reason, detail, self.transport.get_extra_info("peername"))
+        if abort:
+            self.transport.abort()
+        return 0
+
+    cdef int hand_over(self, object peername, const unsigned char* rest,
+                       Py_ssize_t n) except -1:
+        """The connection becomes a session: `peername` its address (None:
+        the connection's own), rest[0:n] the first bytes it reads."""
+        cdef Session s
+        cdef Py_buffer view
+        transport = self.transport
+        s = <Session>self.service.new_session()
+        if peername is not None:
+            s._peername = peername
+        transport.set_protocol(s)
+        s.connection_made(transport)        # registered (or refused) under the client's address
+        if n and not s.closing and s.transport is not None:
+            buf = s.get_buffer(-1)
+            PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+            try:
+                # A fresh session lends at least READ_ASIDE (64 KiB) bytes.
+                if view.len < n:
+                    raise RuntimeError(f"a session lent {view.len} bytes for the {n} after "
+                                       f"the PROXY header")
+                memcpy(view.buf, rest, n)
+            finally:
+                PyBuffer_Release(&view)
+            s.buffer_updated(n)
+        return 0
+
+    def eof_received(self):
+        if not self.finished:
+            self.end("closed", "the connection ended before its PROXY header was complete",
+                     False)
+        return False
+
+    def connection_lost(self, exc):
+        if not self.finished:
+            self.end("closed", "the connection ended before its PROXY header was complete"
+                     + (f" ({exc})" if exc else ""), False)
+        self.transport = None
+
+    def pause_writing(self):
+        pass                                # nothing is written before the session
+
+    def resume_writing(self):
+        pass
+
+
+class _Proxied(ProxiedConnection, asyncio.BufferedProtocol):
+    # The BufferedProtocol base: the selector loop's transports check it with
+    # isinstance to read into get_buffer() (see netcore/__init__.py).
+    __slots__ = ()
 
 
 cdef class ClientService(Service):

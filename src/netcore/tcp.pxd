@@ -32,6 +32,8 @@
 # "auto", this one under uvloop on Linux and the loop's elsewhere. Linux
 # only (accept4, and inheritance of the listener's options).
 
+from netcore.proxy cimport NetworkSet
+
 cdef enum:
     ACCEPT_BATCH = 128          # connections accepted per readiness of a listener
     POLL_BATCH = 1024           # connection events per epoll_wait of the poller
@@ -102,11 +104,19 @@ cdef class TcpTransport:
     cdef int check_pause(self) except -1
 
 
+# Trusted proxies (proxy.pxd): a connection from one of their networks gets
+# its protocol from `proxied` (the service's ProxiedConnection, which reads
+# the PROXY header before any session exists), every other one from
+# protocol_factory as before. The check is made once per accept, on the
+# address accept4 gave, in C; with no trusted proxies (None) it is a pointer
+# compare.
 cdef class TcpAcceptor:
     cdef object loop
     cdef TcpPoller poller
     cdef object sock                    # the listening socket (service.ListenSocket)
     cdef int fd
     cdef object protocol_factory
+    cdef NetworkSet trusted             # None: no proxy is trusted
+    cdef object proxied                 # the protocol factory for their connections
     cdef bint serving
     cdef int accept_ready(self) except -1

@@ -6,6 +6,8 @@ from typing import Any
 
 from typing_extensions import disjoint_base
 
+from netcore.proxy import NetworkSet
+
 AVAILABLE: bool
 
 @disjoint_base
@@ -47,6 +49,9 @@ class TcpAcceptor:
         sock: socket.socket,
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         backlog: int,
+        *,
+        trusted: NetworkSet | None = None,
+        proxied: Callable[[], asyncio.BaseProtocol] | None = None,
     ) -> None: ...
     def close(self) -> None: ...
     def is_serving(self) -> bool: ...

@@ -12,6 +12,8 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.errno cimport errno as c_errno
 
+from netcore.proxy cimport NetworkSet
+
 cdef extern from *:
     """
     #ifdef __linux__
@@ -608,14 +610,21 @@ def _resume_accepting(TcpAcceptor a):
 cdef class TcpAcceptor:
     """Accepts on one listening socket and makes a TcpTransport and a
     protocol (protocol_factory()) per connection. close(), is_serving() and
-    wait_closed() as asyncio.Server's."""
+    wait_closed() as asyncio.Server's. With `trusted` (a proxy.NetworkSet),
+    a connection from one of its networks gets its protocol from `proxied`
+    instead (see tcp.pxd)."""
 
-    def __init__(self, loop, TcpPoller poller not None, sock, protocol_factory, int backlog):
+    def __init__(self, loop, TcpPoller poller not None, sock, protocol_factory, int backlog, *,
+                 NetworkSet trusted=None, proxied=None):
+        if trusted is not None and proxied is None:
+            raise ValueError("trusted proxies need a protocol factory of their own (proxied)")
         self.loop = loop
         self.poller = poller
         self.sock = sock
         self.fd = sock.fileno()
         self.protocol_factory = protocol_factory
+        self.trusted = trusted
+        self.proxied = proxied
         sock.setblocking(False)
         # Inherited by every accepted socket (Linux): no setsockopt per connection.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -653,7 +662,10 @@ cdef class TcpAcceptor:
             t.fd = fd
             t.peername = _address(&addr)
             try:
-                t.protocol = self.protocol_factory()
+                if self.trusted is not None and self.trusted.contains_sockaddr(<const void*>&addr):
+                    t.protocol = self.proxied()
+                else:
+                    t.protocol = self.protocol_factory()
                 # Registered first: a pause_reading() in connection_made holds.
                 t.start_reading()
                 t.protocol.connection_made(t)

@@ -77,8 +77,27 @@
 # still waiting for (its own timeout only closes gracefully, which a peer
 # that reads nothing puts off for ever).
 
+#
+# Behind proxies (proxy.pxd has the rules). The service's trusted_proxies
+# are the peers whose word on their client is taken. An HTTP reverse proxy
+# (proxy_protocol off, the default): an upgrade from a trusted network
+# takes its session's address from the request's Forwarded or
+# X-Forwarded-For header, read once the upgrade is accepted
+# (client_of, at on_ws_connected); such a connection is not counted per
+# address while it upgrades (the proxy's one address would count all its
+# clients together: it has read the client's request before it connects,
+# so slow requests are its to bound), only server-wide. A TCP proxy
+# (proxy_protocol on): a connection from a trusted network must begin with
+# a PROXY header, read by a WsProxyHeader before picows sees a byte,
+# within the handshake deadline; the upgrade is then counted under the
+# client's address the header names, and the request's headers are
+# believed only when that address is itself trusted. From anyone else the
+# headers are ignored and no PROXY header is looked for: its bytes are a
+# bad HTTP request.
+
 from picows.picows cimport WSFrame, WSListener, WSTransport
 
+from netcore.proxy cimport HeaderReader, NetworkSet
 from netcore.service cimport ServerService
 from netcore.session cimport Session
 
@@ -140,8 +159,21 @@ cdef class WebSocketListener:
     cdef readonly unsigned long long handshake_timeouts # aborted: no upgrade in time
     cdef object loop
     cdef object request_handler                 # self._request, made once
+    # Behind proxies (see above).
+    cdef readonly bint proxy_protocol           # trusted proxies send a PROXY header first
+    cdef NetworkSet trusted                     # the service's trusted_proxies; None: none
     cdef int begin_upgrade(self, object protocol, object transport) except -1
     cdef int end_upgrade(self, object protocol) except -1
+    cdef int proxied_upgrade(self, object protocol, object client) except -1
+    cdef object client_of(self, object protocol, WSTransport transport)
+
+
+# A trusted proxy's connection to the WebSocket port with proxy_protocol on,
+# until its PROXY header is read: then picows's protocol (`protocol`, our
+# _UpgradeProtocol) takes the connection and the bytes after the header.
+cdef class WsProxyHeader(HeaderReader):
+    cdef object protocol
+    cdef int end(self, str reason, str detail, bint abort) except -1
 
 
 cdef class WsConnection(WSListener):

@@ -5,6 +5,7 @@ import functools
 import logging
 import math
 
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
@@ -30,6 +31,7 @@ from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransp
 from netcore.framing cimport (
     FRAME_OK, FRAME_PARTIAL, HEADER_SIZE, FrameHeader, FrameReader, FrameStatus, read_header,
 )
+from netcore.proxy cimport HeaderReader, NetworkSet, ProxyHeader, forwarded_client, header_source
 from netcore.service cimport ServerService
 from netcore.session cimport Session
 
@@ -130,8 +132,14 @@ cdef class WsConnection(WSListener):
         self.ws = transport
         self.tcp = transport.underlying_transport
         if self.listener is not None:
+            protocol = self.tcp.get_protocol()
             # The upgrade is done: from now on the session is counted, not it.
-            self.listener.end_upgrade(self.tcp.get_protocol())
+            self.listener.end_upgrade(protocol)
+            if self.listener.trusted is not None:
+                # Behind a trusted proxy: the session is the client's from the start.
+                client = self.listener.client_of(protocol, transport)
+                if client is not None:
+                    self.session._peername = client
         # Fetched now, while the socket is open: a session ended by a frame
         # error picows answered itself is logged after the socket is gone.
         self.session.peername
@@ -413,7 +421,8 @@ cdef class WebSocketListener:
                  pages=None, bint reuse_port=False, int backlog=4096, int listen_sockets=0,
                  double handshake_timeout=HANDSHAKE_TIMEOUT_S,
                  Py_ssize_t max_upgrades=DEFAULT_MAX_UPGRADES,
-                 Py_ssize_t max_upgrades_per_address=DEFAULT_MAX_UPGRADES_PER_ADDRESS):
+                 Py_ssize_t max_upgrades_per_address=DEFAULT_MAX_UPGRADES_PER_ADDRESS,
+                 bint proxy_protocol=False):
         """origins: a netcore.origins policy ("self,loopback", "*", exact
         origins) or an OriginPolicy. pages: {path: (content type, bytes)}.
         listen_sockets: as ServerService's (0: 16 under uvloop on Linux).
@@ -423,7 +432,10 @@ cdef class WebSocketListener:
         where the open-files limit leaves fewer: upgrade_limit_for);
         max_upgrades_per_address: from one address, not counting the
         service's exempt networks (0: no cap). One past either is aborted at
-        once (see websocket.pxd)."""
+        once (see websocket.pxd). proxy_protocol: the service's trusted
+        proxies are TCP proxies that send a PROXY header first, not HTTP
+        proxies that name their client in Forwarded / X-Forwarded-For (see
+        websocket.pxd)."""
         listen_socket_count(listen_sockets, None)      # checked now, chosen at start
         if max_message_size < service.max_packet_size:
             raise ValueError(f"max_message_size {max_message_size} cannot carry a packet of "
@@ -435,6 +447,8 @@ cdef class WebSocketListener:
         if max_upgrades_per_address < 0:
             raise ValueError("max_upgrades_per_address must be >= 0")
         self.handshake_timeout = handshake_timeout
+        self.proxy_protocol = proxy_protocol
+        self.trusted = service.trusted_proxies
         self.max_upgrades = max_upgrades
         self.max_upgrades_per_address = max_upgrades_per_address
         self.upgrade_limit = max_upgrades
@@ -517,14 +531,22 @@ cdef class WebSocketListener:
         return len(self.pending)
 
     cdef int begin_upgrade(self, object protocol, object transport) except -1:
-        """A connection accepted: count it, or refuse it (0) past a cap."""
+        """A connection accepted: count it, or refuse it (0) past a cap; 2:
+        from a trusted proxy that sends a PROXY header first."""
         cdef Py_ssize_t n
+        cdef bint trusted = False
         key = None
+        if self.trusted is not None:
+            peer = transport.get_extra_info("peername")
+            trusted = (peer is not None and isinstance(peer, tuple)
+                       and self.trusted.contains_host(peer[0]))
         if len(self.pending) >= self.upgrade_limit:
             why = f"{len(self.pending)} upgrades in progress (max {self.upgrade_limit})"
         else:
             why = None
-            if self.max_upgrades_per_address:
+            # A trusted proxy's connections are counted per address under
+            # their client's, once known (a PROXY header), else not at all.
+            if self.max_upgrades_per_address and not trusted:
                 key = self.service.address_key_for(transport.get_extra_info("peername"))
                 if key is not None:
                     n = self.upgrading_by_address.get(key, 0)
@@ -544,7 +566,47 @@ cdef class WebSocketListener:
         protocol.tcp = transport
         protocol.deadline = self.loop.call_later(self.handshake_timeout, _upgrade_deadline,
                                                  protocol)
+        if trusted and self.proxy_protocol:
+            return 2
+        protocol.trusted_headers = trusted
         return 1
+
+    cdef int proxied_upgrade(self, object protocol, object client) except -1:
+        """A trusted proxy's PROXY header names `client` (None: the proxy's
+        own connection): count the upgrade under the client's address, or
+        refuse it (0) past the per-address cap."""
+        cdef Py_ssize_t n
+        key = None
+        if client is not None and self.max_upgrades_per_address:
+            key = self.service.address_key_for(client)
+            if key is not None:
+                n = self.upgrading_by_address.get(key, 0)
+                if n >= self.max_upgrades_per_address:
+                    self.refused_upgrades += 1
+                    if peer_line(log, logging.INFO):
+                        log.info("websocket connection from %s (through proxy %s) refused: %d "
+                                 "upgrades in progress from %s (max %d)", format_address(client),
+                                 format_address(protocol.tcp.get_extra_info("peername")), n,
+                                 key, self.max_upgrades_per_address)
+                    return 0
+                self.upgrading_by_address[key] = n + 1
+        protocol.key = key
+        protocol.client = client
+        # The request's headers count only where the one the header names
+        # is a trusted proxy too (or it is the proxy's own connection).
+        protocol.trusted_headers = client is None or self.trusted.contains_host(client[0])
+        return 1
+
+    cdef object client_of(self, object protocol, WSTransport transport):
+        """The session's address behind trusted proxies: the client a
+        trusted peer names (Forwarded, X-Forwarded-For; the PROXY header's
+        client), or None: the connection's own."""
+        client = protocol.client
+        if protocol.trusted_headers and transport.request is not None:
+            named = forwarded_client(transport.request.headers)
+            if named is not None:
+                client = named
+        return client
 
     cdef int end_upgrade(self, object protocol) except -1:
         """Upgraded (a session now) or gone: no longer counted here."""
@@ -567,6 +629,12 @@ cdef class WebSocketListener:
             return
         protocol.deadline = None
         self.handshake_timeouts += 1
+        if protocol.header is not None:
+            # Still reading its PROXY header: that is what was too slow.
+            (<WsProxyHeader>protocol.header).end(
+                "timeout", f"no complete PROXY header within {self.handshake_timeout:g} s "
+                           f"(the handshake's deadline)", True)
+            return
         if peer_line(log, logging.INFO):
             log.info("websocket connection from %s aborted: no upgrade within %g s",
                      format_address(protocol.tcp.get_extra_info("peername")),
@@ -624,12 +692,21 @@ class _UpgradeProtocol(WSProtocol):
     until the upgrade is done or the connection gone (websocket.pxd), and
     handing the peer's FIN to the session once there is one."""
 
-    __slots__ = ("port", "tcp", "key", "deadline")
+    # client: the one a PROXY header named (None: the connection's own);
+    # trusted_headers: the request's Forwarded / X-Forwarded-For are
+    # believed; header: the WsProxyHeader while it reads the PROXY header.
+    __slots__ = ("port", "tcp", "key", "deadline", "client", "trusted_headers", "header")
 
     def connection_made(self, transport):
-        if not (<WebSocketListener>self.port).begin_upgrade(self, transport):
+        cdef int admitted = (<WebSocketListener>self.port).begin_upgrade(self, transport)
+        if not admitted:
             self.tcp = None
             transport.abort()           # picows never sees it
+            return
+        if admitted == 2:
+            # A trusted proxy's PROXY header first: picows sees the connection after it.
+            self.header = _new_ws_header(self, transport)
+            transport.set_protocol(self.header)
             return
         WSProtocol.connection_made(self, transport)
 
@@ -658,7 +735,85 @@ def _new_protocol(WebSocketListener listener):
     protocol.tcp = None                 # set once admitted (begin_upgrade)
     protocol.key = None
     protocol.deadline = None
+    protocol.client = None
+    protocol.trusted_headers = False
+    protocol.header = None
     return protocol
+
+
+def _new_ws_header(protocol, transport):
+    cdef WsProxyHeader reader = _WsHeader.__new__(_WsHeader)
+    reader.protocol = protocol
+    reader.transport = transport
+    return reader
+
+
+cdef class WsProxyHeader(HeaderReader):
+    """The PROXY header of a trusted proxy's connection to the WebSocket
+    port (websocket.pxd); then picows's protocol takes the connection."""
+
+    cdef int done(self, ProxyHeader* h, const unsigned char* rest, Py_ssize_t n) except -1:
+        cdef Py_buffer view
+        cdef Py_ssize_t k
+        protocol = self.protocol
+        transport = self.transport
+        listener = <WebSocketListener>protocol.port
+        if not listener.proxied_upgrade(protocol, header_source(h)):
+            transport.abort()           # connection_lost ends the count
+            return 0
+        protocol.header = None
+        transport.set_protocol(protocol)
+        WSProtocol.connection_made(protocol, transport)
+        while n > 0 and not transport.is_closing():
+            buf = protocol.get_buffer(-1)
+            PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+            try:
+                k = n if n < view.len else view.len
+                memcpy(view.buf, rest, k)
+            finally:
+                PyBuffer_Release(&view)
+            protocol.buffer_updated(k)
+            rest += k
+            n -= k
+        return 0
+
+    cdef int failed(self, str reason, str detail) except -1:
+        return self.end(reason, detail, True)
+
+    cdef int end(self, str reason, str detail, bint abort) except -1:
+        cdef WebSocketListener listener = <WebSocketListener>self.protocol.port
+        self.finished = True
+        listener.service.proxy_failed(reason, detail, self.transport.get_extra_info("peername"))
+        if abort:
+            self.transport.abort()      # connection_lost ends the count
+        return 0
+
+    def eof_received(self):
+        if not self.finished:
+            self.end("closed", "the connection ended before its PROXY header was complete",
+                     False)
+        return False
+
+    def connection_lost(self, exc):
+        # picows never saw this connection: only the listener's count ends.
+        if not self.finished:
+            self.end("closed", "the connection ended before its PROXY header was complete"
+                     + (f" ({exc})" if exc else ""), False)
+        protocol = self.protocol
+        protocol.header = None
+        (<WebSocketListener>protocol.port).end_upgrade(protocol)
+        self.protocol = self.transport = None
+
+    def pause_writing(self):
+        pass
+
+    def resume_writing(self):
+        pass
+
+
+class _WsHeader(WsProxyHeader, asyncio.BufferedProtocol):
+    # The BufferedProtocol base: the selector loop's transports check it (netcore/__init__.py).
+    __slots__ = ()
 
 
 def _upgrade_deadline(protocol):

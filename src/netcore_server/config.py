@@ -112,6 +112,19 @@ class ServerConfig:
     # tests, benchmarks and a proxy on the same host connect from. "" is none.
     exempt_networks: str = setting(DEFAULT_EXEMPT, help=(
         "comma-separated networks no per-address limit counts (\"\": none)"))
+    # Proxies whose word on their client's address is taken (netcore.proxy):
+    # a TCP connection from these networks must begin with a PROXY header (v1
+    # or v2), a WebSocket upgrade from them names its client in Forwarded or
+    # X-Forwarded-For (or, with ws_proxy_protocol, a PROXY header too). None
+    # by default: a header from an untrusted peer could claim any address.
+    trusted_proxies: str = setting("", help=(
+        "comma-separated networks of proxies that name their clients: a PROXY header on the "
+        "game port, Forwarded / X-Forwarded-For on the WebSocket port (\"\": none)"))
+    proxy_header_timeout: float = setting(5.0, min=0, help=(
+        "seconds a trusted proxy's connection has to send its whole PROXY header; then closed"))
+    ws_proxy_protocol: bool = setting(False, help=(
+        "the WebSocket port's trusted proxies are TCP proxies that send a PROXY header first "
+        "(false: HTTP proxies that send Forwarded / X-Forwarded-For)"))
     # A game cafe or a carrier NAT puts many honest players behind one
     # address: the per-address defaults are generous.
     max_sessions_per_address: int = setting(1000, min=0, help=(
@@ -226,6 +239,13 @@ class ServerConfig:
             parse_networks(self.exempt_networks)
         except ValueError as exc:
             raise ValueError(f"exempt-networks {self.exempt_networks!r}: {exc}") from None
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"trusted-proxies {self.trusted_proxies!r}: {exc}") from None
+        if self.proxy_header_timeout <= 0:
+            raise ValueError(f"proxy-header-timeout {self.proxy_header_timeout}: must be > 0 "
+                             f"seconds")
         try:
             OriginPolicy(self.ws_origins)
         except ValueError as exc:

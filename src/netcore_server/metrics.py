@@ -63,8 +63,8 @@ def histogram(name: str, doc: str, h: LatencyHistogram) -> HistogramMetricFamily
 
 class ServerCollector:
     SECTIONS = ("build_info", "sessions", "transports", "rooms", "ticks", "packets",
-                "disconnects", "send_queue", "refusals", "logs", "latencies", "websocket",
-                "cluster")
+                "disconnects", "proxies", "send_queue", "refusals", "logs", "latencies",
+                "websocket", "cluster")
 
     def __init__(self, server, lag: LagMonitor, lag_histogram: LatencyHistogram):
         self.server = server
@@ -217,6 +217,19 @@ class ServerCollector:
         for reason in DisconnectReason:
             family.add_metric([label(reason.value)], counts.get(reason.value, 0))
         yield family
+
+    def proxies(self, sessions):
+        """Connections from --trusted-proxies closed before their PROXY header
+        was read, by reason (every reason from the start)."""
+        family = CounterMetricFamily("netcore_proxy_header_failures",
+                                     "Connections from trusted proxies closed before their PROXY "
+                                     "header was read, by reason", labels=["reason"])
+        for reason, n in dict(self.server.service.proxy_header_failures).items():
+            family.add_metric([reason], n)
+        yield family
+        yield GaugeMetricFamily("netcore_proxy_headers_waiting",
+                                "Connections from trusted proxies whose PROXY header is not "
+                                "read yet", value=self.server.service.proxied_waiting)
 
     def send_queue(self, sessions):
         yield GaugeMetricFamily("netcore_send_queue_bytes", "Bytes queued, not yet written",

@@ -84,7 +84,8 @@ class GameServer:
             exempt_networks=config.exempt_networks,
             keepalive_idle=config.keepalive_idle, keepalive_interval=config.keepalive_interval,
             reuse_port=link is not None, listen_sockets=config.listen_sockets,
-            tcp_transport=config.tcp_transport)
+            tcp_transport=config.tcp_transport, trusted_proxies=config.trusted_proxies,
+            proxy_header_timeout=config.proxy_header_timeout)
         self.ws = None
         if config.ws_port:
             from netcore.websocket import WebSocketListener
@@ -95,7 +96,8 @@ class GameServer:
                 reuse_port=link is not None, listen_sockets=config.listen_sockets,
                 handshake_timeout=config.ws_handshake_timeout,
                 max_upgrades=config.ws_max_upgrades,
-                max_upgrades_per_address=config.ws_max_upgrades_per_address)
+                max_upgrades_per_address=config.ws_max_upgrades_per_address,
+                proxy_protocol=config.ws_proxy_protocol)
         self.metrics = None
         self._tasks: set[asyncio.Task] = set()
         self._summary_task: asyncio.Task | None = None

@@ -1,0 +1,43 @@
+"""Types of the compiled netcore.proxy (proxy.pyx; design in proxy.pxd)."""
+from collections.abc import Iterable
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any
+
+from typing_extensions import disjoint_base
+
+MAX_HEADER: int
+V1_MAX: int
+HEADER_TIMEOUT: float
+REASONS: tuple[str, ...]
+
+# (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6: as the
+# socket module gives a peer's address.
+_Peername = tuple[str, int] | tuple[str, int, int, int]
+
+class ProxyHeaderError(ValueError):
+    reason: str
+    def __init__(self, reason: str, detail: str) -> None: ...
+
+def parse_header(
+    data: bytes | bytearray | memoryview,
+) -> tuple[int, int, _Peername | None, _Peername | None] | None: ...
+
+@disjoint_base
+class NetworkSet:
+    def __init__(self, networks: str | Iterable[Any]) -> None: ...
+    @property
+    def networks(self) -> tuple[IPv4Network | IPv6Network, ...]: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, host: object, /) -> bool: ...
+    def contains_host(self, host: object) -> bool: ...
+
+@disjoint_base
+class HeaderReader:
+    # Made by the service that reads the header: calling it raises TypeError.
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+    def get_buffer(self, sizehint: int) -> memoryview: ...
+    def buffer_updated(self, nbytes: int) -> None: ...
+
+def forwarded_address(value: str) -> _Peername | None: ...
+def x_forwarded_for_address(value: str) -> _Peername | None: ...
+def client_from_headers(headers: Any) -> _Peername | None: ...
