@@ -70,7 +70,10 @@ def _read_str8(data, pos: int) -> tuple[str, int]:
     end = pos + 1 + n
     if end > len(data):
         raise WireError("truncated name")
-    return bytes(data[pos + 1:end]).decode("ascii"), end
+    try:
+        return bytes(data[pos + 1:end]).decode("ascii"), end
+    except UnicodeDecodeError:
+        raise WireError("a name that is not ASCII") from None
 
 
 # -- upstream -----------------------------------------------------------------
