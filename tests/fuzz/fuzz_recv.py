@@ -39,15 +39,6 @@ from netcore import DisconnectReason, split_frames
 MAX_SIZES = (65535, 4096, 4, 5, 8, 64, 300, 1024)
 CAPS = (0, 0, 1, 2, 3, 4, 16, 64)
 MIN_OWN = 1024          # recvbuffer.pxd: the own buffer's floor
-_loop = None
-
-
-def loop() -> asyncio.AbstractEventLoop:
-    global _loop
-    if _loop is None:
-        _loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(_loop)
-    return _loop
 
 
 def decode(data: bytes):
@@ -128,7 +119,7 @@ async def check(max_size: int, cap: int, cuts, data: bytes) -> None:
 
 def test_one_input(data: bytes) -> None:
     max_size, cap, cuts, stream = decode(data)
-    loop().run_until_complete(check(max_size, cap, cuts, stream))
+    fuzzlib.run(check(max_size, cap, cuts, stream))
 
 
 def seeds():

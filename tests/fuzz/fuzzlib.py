@@ -21,6 +21,7 @@ and the target's own oracle expose.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import sys
@@ -54,6 +55,20 @@ def instrumented():
             yield
     else:
         yield
+
+
+_loop = None
+
+
+def run(coro):
+    """Run a coroutine on this process's one event loop (sessions need a
+    running loop for their flusher; a loop per input would cost more than
+    the input)."""
+    global _loop
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(_loop)
+    return _loop.run_until_complete(coro)
 
 
 class Input:
@@ -130,7 +145,11 @@ def replay(test_one_input, paths) -> int:
     for p in map(Path, paths):
         files += sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
     for f in files:
-        test_one_input(f.read_bytes())
+        try:
+            test_one_input(f.read_bytes())
+        except BaseException:
+            print(f"input {f} breaks the property:", file=sys.stderr)
+            raise
     print(f"replayed {len(files)} inputs: all hold")
     return 0
 
