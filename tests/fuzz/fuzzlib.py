@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import sys
 from pathlib import Path
 
@@ -157,6 +158,8 @@ def replay(test_one_input, paths) -> int:
 def main(test_one_input, seeds, setup=None) -> None:
     """A target's entry point (see the module docstring)."""
     args = sys.argv[1:]
+    # A session's end is logged at INFO: millions of lines, and most of the time.
+    logging.disable(logging.WARNING)
     if args[:1] == ["--make-seeds"]:
         n = write_seeds(seeds(), Path(args[1]))
         print(f"wrote {n} seeds into {args[1]}")

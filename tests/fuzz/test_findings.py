@@ -26,3 +26,54 @@ def test_a_slot_name_that_is_not_ascii_is_a_wire_error(message):
 def test_a_job_name_that_is_not_ascii_is_a_wire_error():
     with pytest.raises(wire.WireError):
         wire.decode_job(b"\x02\xc3\xa9")
+
+
+# fuzz_config.py, from its seeds: a string setting holding a control
+# character (a newline in --host, say) was rendered by --print-config
+# (config_file.render) as a raw control character inside a TOML string, which
+# is not TOML: the promise that load_file reads render's output back broke.
+@pytest.mark.parametrize("host", ["a\nb", "tab\there", "nul\x00", "del\x7f", 'q"uote\\'])
+def test_render_writes_toml_that_reads_back_for_any_string(tmp_path, host):
+    from netcore_server.config_file import load_file, render, resolve
+    config, origins = resolve({}, {}, {"host": host})
+    path = tmp_path / "rendered.toml"
+    path.write_text(render(config, origins))
+    again, _ = resolve(load_file(path), {}, {}, str(path))
+    assert again.host == host and again == config
+
+
+# fuzz_config.py, within 30 runs: a configuration file that is not UTF-8 made
+# load_file raise UnicodeDecodeError (netcore-server --config printed a
+# traceback) instead of the one-line ConfigError every other bad file gets.
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    from netcore_server.config_file import ConfigError, load_file
+    path = tmp_path / "server.toml"
+    path.write_bytes(b"port = 7777\nhost = \"\x85\"\n")
+    with pytest.raises(ConfigError, match="not valid TOML: not UTF-8 at byte 20"):
+        load_file(path)
+
+
+# fuzz_websocket.py, within 600 runs: a frame with an RSV bit set was taken
+# as a plain frame (its packets handled), where RFC 6455 5.2 requires failing
+# the connection when no extension gave the bit a meaning: picows passes the
+# bits on and leaves the check to its user, and netcore negotiates none.
+@pytest.mark.parametrize("rsv1", [False, True])
+def test_a_frame_with_an_rsv_bit_fails_the_connection(rsv1):
+    import netcore
+    from picows.picows import WSMsgType, _make_test_ws_frame
+    from netcore import DisconnectReason
+    from support import Recorder, packet
+    from test_websocket import hand_fed_connection
+
+    async def go():
+        service = netcore.ServerService(Recorder)
+        s, tcp, conn, ws = hand_fed_connection(service)
+        conn.on_ws_frame(ws, _make_test_ws_frame(WSMsgType.BINARY, packet(1, b"x"), True, rsv1))
+        if rsv1:
+            assert s.packets == []
+            assert s.close_reason.kind is DisconnectReason.PROTOCOL_ERROR
+            assert "RSV" in s.close_reason.detail and conn.close_code == 1002
+        else:
+            assert s.packets == [(1, b"x")] and s.close_reason is None
+        tcp.sock.close()
+    netcore.run(go(), "asyncio")
