@@ -148,6 +148,12 @@ cdef class WsConnection(WSListener):
                 return
             if self.close_received:
                 return          # nothing may follow the peer's close frame (RFC 6455 5.5.1)
+            if frame.rsv1 or frame.rsv2 or frame.rsv3:
+                # No extension is ever negotiated: a set RSV bit fails the
+                # connection (RFC 6455 5.2); picows leaves that check to us.
+                self.refuse(CLOSE_WS_PROTOCOL, PROTOCOL_ERROR,
+                            "websocket: a frame with an RSV bit set (no extension negotiated)")
+                return
             if kind == WSMsgType.BINARY:
                 if self.in_fragments:
                     self.refuse(CLOSE_WS_PROTOCOL, PROTOCOL_ERROR,
