@@ -45,11 +45,14 @@ from fuzzlib import Input
 
 with fuzzlib.instrumented():
     from support import packet
-    from test_core_framing import reference_split
+
+from test_core_framing import reference_split  # imports pytest: not instrumented whole
 
 import netcore
 from netcore import DisconnectReason, PacketSession, make_packet
 from netcore.websocket import WebSocketListener, _new_protocol
+
+fuzzlib.instrument_func(reference_split)
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 # Opcodes by the frame's first byte: binary ones most, as clients send.

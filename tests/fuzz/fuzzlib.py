@@ -72,6 +72,14 @@ def run(coro):
     return _loop.run_until_complete(coro)
 
 
+def instrument_func(func):
+    """atheris's coverage hooks in one function imported from elsewhere
+    (instrumenting the module it comes from would instrument all it imports)."""
+    if atheris is not None and fuzzing():
+        atheris.instrument_func(func)
+    return func
+
+
 class Input:
     """Reads a fuzz input front to back; past its end every read is zeros/empty,
     so any byte string is a valid input and a shorter one a prefix of a
