@@ -77,3 +77,28 @@ def test_a_frame_with_an_rsv_bit_fails_the_connection(rsv1):
             assert s.packets == [(1, b"x")] and s.close_reason is None
         tcp.sock.close()
     netcore.run(go(), "asyncio")
+
+
+# fuzz_websocket.py, on the sanitizer build after 3,800 runs: when picows
+# failed the connection itself (here a close frame with an invalid code) it
+# sent its close frame and disconnects 10 ms later, but the frames of the
+# peer's next reads in between were still handed to the session: packets
+# after the failure reached the game's handlers (RFC 6455 7.1.7: an endpoint
+# that fails the connection processes nothing more from the peer).
+def test_nothing_is_handled_after_picows_failed_the_connection():
+    import netcore
+    from picows.picows import WSMsgType, _make_test_ws_frame
+    from support import Recorder, packet
+    from test_websocket import hand_fed_connection
+
+    async def go():
+        service = netcore.ServerService(Recorder)
+        s, tcp, conn, ws = hand_fed_connection(service)
+        conn.on_ws_frame(ws, _make_test_ws_frame(WSMsgType.BINARY, packet(1, b"before"),
+                                                 True, False))
+        ws.send_close(1002, b"Received CLOSE with invalid close code: 236")   # as picows does
+        conn.on_ws_frame(ws, _make_test_ws_frame(WSMsgType.BINARY, packet(2, b"after"),
+                                                 True, False))
+        assert s.packets == [(1, b"before")]
+        tcp.sock.close()
+    netcore.run(go(), "asyncio")
