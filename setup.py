@@ -13,6 +13,14 @@ shows them), or that it was up to date.
 
 Release builds carry no debug information (-g0, and a stripped link on Linux):
 it is five sixths of an extension's size. NETCORE_DEBUG_BUILD=1 keeps it.
+
+NETCORE_SANITIZE=address,undefined (any -fsanitize list) builds the extensions
+with clang (CC and LDSHARED, unless set) under those sanitizers, plus
+fuzzer-no-link, so that atheris sees their native coverage, with debug
+information and frame pointers, into build/sanitize/ rather than build/ (no
+object of that build is ever linked into a plain one). The extensions then
+need the sanitizers' runtime loaded first: tools/sanitize.sh builds such a
+virtual environment and runs the fuzz targets and the suite on it.
 """
 import os
 import sys
@@ -42,11 +50,21 @@ HOT = {"boundscheck": False, "wraparound": False, "initializedcheck": False}
 DIRECTIVES = {"language_level": 3, "embedsignature": True, "embedsignature.format": "python",
               **HOT}
 
-RELEASE = os.environ.get("NETCORE_DEBUG_BUILD", "") in ("", "0")
+SANITIZE = os.environ.get("NETCORE_SANITIZE", "").strip()
+RELEASE = os.environ.get("NETCORE_DEBUG_BUILD", "") in ("", "0") and not SANITIZE
 # -g0 comes after the interpreter's CFLAGS (which carry -g) and wins; MSVC
 # writes no debug information into the .pyd unless asked.
 COMPILE_ARGS = ["-g0"] if RELEASE and os.name != "nt" else []
 LINK_ARGS = ["-s"] if RELEASE and sys.platform.startswith("linux") else []
+BUILD_OPTIONS = {}
+if SANITIZE:
+    os.environ.setdefault("CC", "clang")
+    os.environ.setdefault("LDSHARED", "clang -shared")
+    COMPILE_ARGS = [f"-fsanitize={SANITIZE},fuzzer-no-link", "-fno-omit-frame-pointer",
+                    "-g", "-O1"]
+    LINK_ARGS = [f"-fsanitize={SANITIZE},fuzzer-no-link"]
+    BUILD_OPTIONS = {"build": {"build_base": os.path.join("build", "sanitize")}}
+    report(f"sanitizer build: {os.environ['CC']} -fsanitize={SANITIZE},fuzzer-no-link")
 
 
 def extensions(package):
@@ -69,5 +87,5 @@ setup(
         compiler_directives=DIRECTIVES,
         include_path=[os.path.join(HERE, "src")],
     ),
-    options=PARALLEL,
+    options={**PARALLEL, **BUILD_OPTIONS},
 )

@@ -156,6 +156,18 @@ cdef class WsConnection(WSListener):
                 return
             if self.close_received:
                 return          # nothing may follow the peer's close frame (RFC 6455 5.5.1)
+            if transport.is_close_frame_sent and not self.close_sent:
+                # picows failed the connection (a frame broke its rules: a bad
+                # close code, an unmasked frame...): its close frame is sent
+                # and it disconnects 10 ms later. Nothing more of the peer's
+                # is handled meanwhile (RFC 6455 7.1.7), whatever reads come.
+                return
+            if frame.rsv1 or frame.rsv2 or frame.rsv3:
+                # No extension is ever negotiated: a set RSV bit fails the
+                # connection (RFC 6455 5.2); picows leaves that check to us.
+                self.refuse(CLOSE_WS_PROTOCOL, PROTOCOL_ERROR,
+                            "websocket: a frame with an RSV bit set (no extension negotiated)")
+                return
             if kind == WSMsgType.BINARY:
                 if self.in_fragments:
                     self.refuse(CLOSE_WS_PROTOCOL, PROTOCOL_ERROR,

@@ -47,6 +47,8 @@ def load_file(path: str | Path, cls: type = ServerConfig) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:       # TOML is UTF-8
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 at byte {exc.start}") from None
     entries = [(k, v, "at the top level") for k, v in data.items() if k != "server"]
     if isinstance(data.get("server"), dict):
         entries += [(k, v, "under [server]") for k, v in data["server"].items()]
@@ -106,12 +108,18 @@ def env_texts(environ, cls: type = ServerConfig) -> dict[str, str]:
     return texts_from_environment(cls, environ)
 
 
+# A TOML basic string may hold no control character (tab aside): each is
+# written as \uXXXX (tab too), the backslash and the quote escaped.
+_TOML_ESCAPES = {**{c: f"\\u{c:04x}" for c in (*range(0x20), 0x7F)},
+                 ord("\\"): "\\\\", ord('"'): '\\"'}
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + str(value).translate(_TOML_ESCAPES) + '"'
 
 
 def render(config: ServerConfig, origins: dict[str, Origin] | None = None,
