@@ -28,7 +28,7 @@ from bench_fanout import LOAD_CORE, SERVER_CORE
 from bench_workers import free_port, tree_cpu_seconds
 
 
-def run_one(command, clients, rooms, duration, loop):
+def run_one(command, clients, rooms, duration, loop, dummy_args=()):
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         server = subprocess.Popen(
@@ -42,7 +42,7 @@ def run_one(command, clients, rooms, duration, loop):
             dummy = subprocess.run(
                 ["taskset", "-c", LOAD_CORE, sys.executable, "-m", "netcore_dummy.cli",
                  "--port", str(port), "--clients", str(clients), "--rooms", str(rooms),
-                 "--duration", str(duration), "--json", "--loop", loop],
+                 "--duration", str(duration), "--json", "--loop", loop, *dummy_args],
                 capture_output=True, text=True, timeout=duration + 120)
             cpu = tree_cpu_seconds(server.pid) - before
         finally:

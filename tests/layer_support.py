@@ -21,7 +21,8 @@ from netcore_packets.Protocol_pb2 import S_CHAT
 from netcore_packets.server_dispatch import make_send_buffer
 
 from netcore_server import Game, Room, client_job
-from netcore_server.handlers import handle_C_ENTER_GAME, handle_C_LOGIN
+from netcore_server.handlers import (handle_C_ENTER_GAME, handle_C_LEAVE, handle_C_LOGIN,
+                                     handle_C_RESUME)
 
 
 def handle_C_CHAT(session, pkt):
@@ -38,7 +39,8 @@ def handle_C_MOVE(session, pkt):
 
 HANDLERS = types.SimpleNamespace(handle_C_LOGIN=handle_C_LOGIN,
                                  handle_C_ENTER_GAME=handle_C_ENTER_GAME,
-                                 handle_C_CHAT=handle_C_CHAT, handle_C_MOVE=handle_C_MOVE)
+                                 handle_C_CHAT=handle_C_CHAT, handle_C_MOVE=handle_C_MOVE,
+                                 handle_C_RESUME=handle_C_RESUME, handle_C_LEAVE=handle_C_LEAVE)
 
 
 def game(room, **options) -> Game:

@@ -133,3 +133,43 @@ def test_the_field_page_walks_a_player_into_anothers_view_and_both_draw_it(run, 
                     print(f"screenshot: {folder / name}.png")
 
     run(main(), timeout=180)
+
+
+def test_the_chat_page_comes_back_after_a_drop_and_misses_no_chat(run, tmp_path):
+    room = 3
+
+    async def main():
+        config = ServerConfig(port=0, db=str(tmp_path / "game.db"), ws_port=free_port())
+        async with GameServer(config, SQLiteDatabase(config.db)) as server:
+            (tcp,) = await in_game(server.port, 1, room=room)
+            async with Chromium(tmp_path / "profile") as browser:
+                page = await browser.open(f"http://127.0.0.1:{server.ws_port}/")
+                await page.wait_for("window.chat && chat.state === 'connected'")
+                await page.click("login")
+                await page.wait_for("chat.state === 'logged in'")
+                await page.type_into("room", str(room))
+                await page.click("enter")
+                browser_id = int(await page.wait_for("chat.state === 'in game' && chat.playerId"))
+                for i in range(5):
+                    tcp.send_pkt(pb.C_CHAT(msg=f"before {i}"))
+                await page.wait_for("chat.chats.length >= 5")
+                # The network drops the page's connection; the room talks on.
+                await page.evaluate("chat.drop()")
+                for i in range(5):
+                    tcp.send_pkt(pb.C_CHAT(msg=f"during {i}"))
+                await tcp.wait_chats(10)
+                await page.wait_for("chat.resumes === 1 && chat.state === 'in game'")
+                tcp.send_pkt(pb.C_CHAT(msg="after"))
+                chats = await page.wait_for("chat.chats.length >= 11 && chat.chats")
+                assert [c["msg"] for c in chats] == (
+                    [f"before {i}" for i in range(5)] + [f"during {i}" for i in range(5)]
+                    + ["after"])
+                assert int(await page.evaluate("chat.playerId")) == browser_id
+                assert server.holds.counts.resumed == 1
+                # Still the same player to the room: the page's chat reaches tcp.
+                await page.type_into("say", "back")
+                await page.click("send")
+                assert (await tcp.wait_chats(12))[-1] == (browser_id, "back")
+            await leave(tcp)
+
+    run(main(), timeout=120)

@@ -377,6 +377,12 @@ class FakeGame:
     def handle_C_MOVE(self, session, pkt):
         raise AssertionError("the chat scenario never moves")
 
+    def handle_C_RESUME(self, session, pkt):
+        raise AssertionError("a dummy never resumes")
+
+    def handle_C_LEAVE(self, session, pkt):
+        raise AssertionError("a dummy never leaves")
+
     def handle_C_CHAT(self, session, pkt):
         faulty = self.chats == self.FAULT_CHAT
         if faulty:

@@ -215,12 +215,12 @@ def test_added_messages_get_the_next_ids(tmp_path):
         generate_side(side, tmp_path, proto=proto)
     for side in SIDES:
         dispatch = (tmp_path / f"{side}_dispatch.pyx").read_text()
-        assert "    PKT_S_DESPAWN = 1009\n    PKT_C_PING = 1010\n    PKT_S_PONG = 1011\n" in dispatch
+        assert "    PKT_C_LEAVE = 1012\n    PKT_C_PING = 1013\n    PKT_S_PONG = 1014\n" in dispatch
         assert "Heartbeat" not in dispatch
     server_handlers = (tmp_path / "server_handlers.py").read_text()
     client_handlers = (tmp_path / "client_handlers.py").read_text()
-    assert '"""Handle C_PING (packet id 1010) from the client."""' in server_handlers
-    assert '"""Handle S_PONG (packet id 1011) from the server."""' in client_handlers
+    assert '"""Handle C_PING (packet id 1013) from the client."""' in server_handlers
+    assert '"""Handle S_PONG (packet id 1014) from the server."""' in client_handlers
     assert "PONG" not in server_handlers and "PING" not in client_handlers
 
 
@@ -406,6 +406,8 @@ def test_cli_says_what_it_appended_and_when_it_is_up_to_date(tmp_path, capsys):
         f"netcore-gen: appended handle_C_ENTER_GAME to {tmp_path / 'h.py'}",
         f"netcore-gen: appended handle_C_CHAT to {tmp_path / 'h.py'}",
         f"netcore-gen: appended handle_C_MOVE to {tmp_path / 'h.py'}",
+        f"netcore-gen: appended handle_C_RESUME to {tmp_path / 'h.py'}",
+        f"netcore-gen: appended handle_C_LEAVE to {tmp_path / 'h.py'}",
         f"netcore-gen: wrote {tmp_path / 'd.pyx'}",
         f"netcore-gen: wrote {tmp_path / 'd.pyi'}",
     ]

@@ -24,7 +24,7 @@ from netcore_packets import Protocol_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 C_JUMP = "\nmessage C_JUMP {\n  float height = 1;\n}\n"
-PKT_C_LOGIN, PKT_S_LOGIN, PKT_C_JUMP = 1000, 1001, 1010
+PKT_C_LOGIN, PKT_S_LOGIN, PKT_C_JUMP = 1000, 1001, 1013
 
 
 def checkout_files():
@@ -132,7 +132,7 @@ def test_a_message_added_to_the_proto_is_served_after_pip_install(tmp_path):
             server.wait(30)
             server.stdout.close()
     text = log_path.read_text()
-    assert "handler for packet 1010 raised" in text
+    assert "handler for packet 1013 raised" in text
     assert 'NotImplementedError: handle_C_JUMP' in text
     assert "handler error" in text
 

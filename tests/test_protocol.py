@@ -31,6 +31,10 @@ PINNED_IDS = {
     "S_MOVE": 1007,
     "S_SPAWN": 1008,
     "S_DESPAWN": 1009,
+    # Resuming a session (issue 25's ids).
+    "C_RESUME": 1010,
+    "S_RESUME": 1011,
+    "C_LEAVE": 1012,
 }
 
 CLIENT_PACKETS = [n for n in PINNED_IDS if n.startswith("C_")]
@@ -127,7 +131,8 @@ def test_client_dispatch_routes_server_packets(client, pb):
     assert dispatcher.dispatch(None, 1005, chat.SerializeToString()) == ("S_CHAT", None, chat)
 
 
-@pytest.mark.parametrize("pkt_id", [0, -1, 999, 1001, 1003, 1005, 1007, 1009, 1010, 65535])
+@pytest.mark.parametrize("pkt_id", [0, -1, 999, 1001, 1003, 1005, 1007, 1009, 1011, 1013,
+                                    65535])
 def test_unknown_or_other_direction_id_is_rejected(server, errors, pkt_id):
     dispatcher = server.ServerPacketDispatcher(
         recording_handlers(CLIENT_PACKETS))

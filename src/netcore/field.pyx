@@ -174,6 +174,16 @@ cdef class Field:
         cdef Entity* e = self.entity(slot)
         return (e.x, e.y)
 
+    def set_session(self, int32_t slot, session):
+        """A player's packets go to `session` from now on (a resume gave it
+        a new connection); only a local player's, whose packets had one."""
+        cdef Entity* e = self.entity(slot)
+        if not e.observer or e.remote or self.sessions[slot] is None:
+            raise ValueError(f"slot {slot} is not a local player's")
+        if not isinstance(session, Session):
+            raise TypeError("session must be a netcore Session")
+        self.sessions[slot] = session
+
     def entity_id(self, int32_t slot):
         return self.entity(slot).id
 

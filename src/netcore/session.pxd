@@ -25,6 +25,7 @@ from netcore.framing cimport FrameReader
 from netcore.recvbuffer cimport RecvBuffer
 from netcore.sendbuffer cimport SendBuffer
 from netcore.sendqueue cimport Gather, SendQueue
+from netcore.sentlog cimport SentLog
 from netcore.stats cimport PacketStats
 
 cdef enum:
@@ -196,6 +197,18 @@ cdef class Session:
     cdef bint transport_holds               # we handed the transport bytes it may not have sent
     cdef bint flush_scheduled
     cdef bint wants_on_send
+    # Resumption (netcore.sentlog): with keep_bytes > 0 every packet queued
+    # is numbered and kept in sent_log, at most keep_bytes of them. A held
+    # session's connection is gone and packets queued to it are still
+    # numbered and kept (nothing is written), those from hold_from on never
+    # dropped: past the bound keeping stops and on_hold_overflow() is
+    # called soon. resume_from() moves a log to the session that resumes it.
+    cdef SentLog sent_log
+    cdef readonly Py_ssize_t keep_bytes
+    cdef readonly bint held
+    cdef unsigned long long hold_from
+
+    cdef int keep(self, SendBuffer buf) except -1
 
     cdef int configure(self, object service, SendFlusher flusher,
                        Py_ssize_t max_packet_size, Py_ssize_t max_pending_bytes,

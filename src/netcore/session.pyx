@@ -23,6 +23,8 @@ from netcore.framing cimport (
 )
 from netcore.recvbuffer cimport RecvBuffer
 from netcore.sendbuffer cimport SendBuffer, copy_run
+from netcore.sentlog cimport (
+    SentLog, sl_at, sl_clear, sl_drop_oldest, sl_move, sl_push, sl_start)
 from netcore.sendqueue cimport (
     gather_free, sq_clear, sq_free, sq_push, sq_take_joined, sq_take_joined_after, sq_write_to,
 )
@@ -200,8 +202,8 @@ cdef class SendFlusher:
             self.runs_coalesced += 1
         for i in range(PyList_GET_SIZE(targets)):
             s = <Session?>PyList_GET_ITEM(targets, i)
-            if not s.closing and s.transport is not None:
-                s.enqueue(buf)
+            if s.keep_bytes or (not s.closing and s.transport is not None):
+                s.enqueue(buf)          # a held session keeps it, writes nothing
         return 0
 
     cdef int run(self) except -1:
@@ -324,6 +326,7 @@ cdef class Session:
 
     def __dealloc__(self):
         sq_free(&self.queue)
+        sl_clear(&self.sent_log)
 
     cdef int configure(self, object service, SendFlusher flusher,
                        Py_ssize_t max_packet_size, Py_ssize_t max_pending_bytes,
@@ -393,6 +396,99 @@ cdef class Session:
     def send(self, SendBuffer buf not None):
         """Queue a packet; it leaves with the next flush. Dropped when closing."""
         self.enqueue(buf)
+
+    # -- resumption (netcore.sentlog) -------------------------------------
+
+    def keep_sent(self, Py_ssize_t max_bytes):
+        """Number and keep every packet queued from now on (the first is
+        number 1), at most max_bytes of them (> 0)."""
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be > 0")
+        sl_clear(&self.sent_log)
+        sl_start(&self.sent_log)
+        self.keep_bytes = max_bytes
+        self.held = False
+
+    def stop_keeping(self):
+        """Numbering is over: the kept packets are let go."""
+        sl_clear(&self.sent_log)
+        self.keep_bytes = 0
+        self.held = False
+
+    def hold(self):
+        """The connection is gone, a resume may come: packets queued from
+        now on are kept (nothing is written) and never dropped for room;
+        past keep_bytes of them keeping stops and on_hold_overflow() runs."""
+        if not self.keep_bytes:
+            raise ValueError("hold() of a session that keeps nothing")
+        self.held = True
+        self.hold_from = self.sent_log.next
+
+    def on_hold_overflow(self):
+        """Keeping stopped during a hold (the bound was passed): the
+        owner of the hold ends it. Called soon after, from the loop."""
+
+    @property
+    def packets_numbered(self):
+        """How many packets were numbered so far (0 when not keeping)."""
+        return self.sent_log.next - 1 if self.sent_log.next else 0
+
+    @property
+    def first_kept(self):
+        """The number of the oldest packet still kept (packets_numbered + 1
+        when none is)."""
+        return self.sent_log.first
+
+    @property
+    def kept_bytes(self):
+        return self.sent_log.nbytes
+
+    def resume_from(self, Session old not None, unsigned long long received):
+        """Take over old's numbering and kept packets, and queue those
+        numbered received + 1 onwards, in order (sent again, not numbered
+        again); old keeps nothing after. The packets queued here before this
+        call (S_RESUME) were not numbered. Returns how many were queued;
+        ValueError when old keeps nothing, received is more than old was
+        sent, or packet received + 1 is no longer kept (old is unchanged)."""
+        cdef SentLog* log = &old.sent_log
+        cdef SendBuffer buf
+        cdef unsigned long long seq, end, want = received + 1
+        cdef Py_ssize_t i, keep, skip, off
+        cdef Py_ssize_t replayed = 0
+        if old is self or not old.keep_bytes or not log.next:
+            raise ValueError("nothing is kept for that session")
+        if received > log.next - 1:
+            raise ValueError(f"{received} received, but {log.next - 1} were sent")
+        if want < log.first:
+            raise ValueError(f"packet {want} is no longer kept (the oldest is {log.first})")
+        sl_clear(&self.sent_log)
+        sl_move(&self.sent_log, log)
+        keep = old.keep_bytes
+        old.keep_bytes = 0
+        old.held = False
+        self.held = False
+        self.keep_bytes = 0             # the replay is not numbered again
+        log = &self.sent_log
+        seq = log.first
+        try:
+            for i in range(log.n):
+                buf = sl_at(log, i)
+                end = seq + <unsigned long long>buf.frames
+                if end > want:
+                    if seq < want:      # the entry starts with packets already read
+                        skip = <Py_ssize_t>(want - seq)
+                        off = 0
+                        while skip:
+                            off += buf.data[off] | (buf.data[off + 1] << 8)
+                            skip -= 1
+                        buf = copy_run(buf.data + off, buf.size - off,
+                                       buf.frames - <Py_ssize_t>(want - seq))
+                    self.enqueue(buf)
+                    replayed += buf.frames
+                seq = end
+        finally:
+            self.keep_bytes = keep
+        return replayed
 
     def pause_reading(self):
         """Read nothing more from this peer until resume_reading() (a
@@ -594,6 +690,8 @@ cdef class Session:
             raise ValueError("send buffer is still open: commit() it before sending")
         if self.flusher is not None and self.flusher.run_targets is not None:
             self.flusher.close_run()     # what was broadcast before goes first
+        if self.keep_bytes:
+            self.keep(buf)
         if self.closing:
             return 0
         if self.transport is None:
@@ -617,6 +715,25 @@ cdef class Session:
         if not self.flush_scheduled and not self.write_paused:
             self.flush_scheduled = True
             self.flusher.add(self)
+        return 0
+
+    cdef int keep(self, SendBuffer buf) except -1:
+        cdef SentLog* log = &self.sent_log
+        sl_push(log, buf)
+        if log.nbytes <= self.keep_bytes:
+            return 0
+        if not self.held:
+            while log.nbytes > self.keep_bytes and log.n:
+                sl_drop_oldest(log)      # live: the client has almost surely read it
+            return 0
+        while log.nbytes > self.keep_bytes and log.n and log.first < self.hold_from:
+            sl_drop_oldest(log)          # from before the hold
+        if log.nbytes > self.keep_bytes:
+            # What was sent during the hold alone is past the bound: the
+            # hold is over (its owner takes the player out).
+            sl_clear(log)
+            self.keep_bytes = 0
+            asyncio.get_running_loop().call_soon(self.on_hold_overflow)
         return 0
 
     cdef void drop_queue(self) noexcept:

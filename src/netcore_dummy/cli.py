@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--hold", action="store_true",
                     help="get every client in game, then stay idle for --duration, no chat "
                          "(default: chat)")
+    ap.add_argument("--resumable", action="store_true",
+                    help="enter as resumable clients (the server numbers and keeps what it "
+                         "sends each for a resume; no client drops) (default: not)")
     ap.add_argument("--loop", choices=LOOP_KINDS,
                     help="event loop (default: NETCORE_LOOP, else uvloop when installed)")
     ap.add_argument("--shard", type=parse_shard, default=f"{d.shard}/{d.shards}", metavar="I/K",
@@ -103,6 +106,7 @@ def parse_args(argv=None):
         duration=args.duration, rooms=args.rooms, size=args.size,
         connect_rate=args.connect_rate, enter_timeout=args.enter_timeout,
         drain_timeout=args.drain_timeout, hold=args.hold, transport=args.transport,
+        resumable=args.resumable,
         shard=args.shard[0], shards=args.shard[1], epoch_us=args.epoch_us or None,
         scenario=args.scenario, move_rate=args.move_rate, field_size=args.field_size,
         max_step=args.max_step, view_radius=args.view_radius)

@@ -77,6 +77,7 @@ class DummyConfig:
     enter_timeout: float = 10.0     # connect + login + enter, per client
     drain_timeout: float = 5.0
     hold: bool = False              # stay in game idle for `duration`, no chat
+    resumable: bool = False         # enter with C_ENTER_GAME{resumable: true} (the cost of it)
     transport: str = "tcp"          # or "ws": the same packets in WebSocket messages
     shard: int = 0                  # this process runs clients shard, shard + shards, ...
     shards: int = 1
@@ -238,6 +239,7 @@ class DummyRun:
 
     def _new_session(self):
         session = DummySession(self.tally, next(self.indices), self.config.rooms)
+        session.resumable = self.config.resumable
         if self.config.scenario == "field":
             session.walker = Walker(self.field_tally)
         return session

@@ -20,7 +20,8 @@ def handle_S_LOGIN(session, pkt):
         # That character's in-game id is the one S_LOGIN gave it, as the
         # original protocol says; every S_CHAT of its carries it.
         session.login_player_id = pkt.players[0].id
-        session.send_packet(C_ENTER_GAME(playerIndex=0, roomId=session.room))
+        session.send_packet(C_ENTER_GAME(playerIndex=0, roomId=session.room,
+                                         resumable=session.resumable))
 
 
 def handle_S_ENTER_GAME(session, pkt):
@@ -57,3 +58,9 @@ def handle_S_SPAWN(session, pkt):
 def handle_S_DESPAWN(session, pkt):
     """Handle S_DESPAWN (packet id 1009) from the server."""
     session.field_packets += 1
+
+
+def handle_S_RESUME(session, pkt):
+    """Handle S_RESUME (packet id 1011) from the server."""
+    # A dummy never sends C_RESUME: an answer to none is the server's fault.
+    session.fail("S_RESUME without a C_RESUME")

@@ -31,6 +31,7 @@ class DummySession(DummySessionCore, asyncio.BufferedProtocol):
         self.seq = 0                    # chats sent so far: the next chat's seq
         self.untallied_chats = 0        # S_CHATs that reached Python (no Tally)
         self.field_packets = 0          # S_MOVE, S_SPAWN, S_DESPAWN: the chat walks nowhere
+        self.resumable = False          # enter asking for a resume token (DummyConfig.resumable)
 
     # -- netcore callbacks ---------------------------------------------------------
 

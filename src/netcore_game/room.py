@@ -130,6 +130,10 @@ class FieldRoom(ChatRoom):
                                          player_tail(player.name, player.player_type),
                                          player.session, remote=player.gateway is not None)
 
+    def on_rejoin(self, player) -> None:
+        if self.field is not None and player.slot >= 0:
+            self.field.set_session(player.slot, player.session)     # its new connection
+
     def on_leave(self, player) -> None:
         if self.field is not None and player.slot >= 0:
             self.field.remove(player.slot)

@@ -25,24 +25,28 @@ class S_LOGIN(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., players: _Optional[_Iterable[_Union[_Struct_pb2.Player, _Mapping]]] = ...) -> None: ...
 
 class C_ENTER_GAME(_message.Message):
-    __slots__ = ("playerIndex", "roomId")
+    __slots__ = ("playerIndex", "roomId", "resumable")
     PLAYERINDEX_FIELD_NUMBER: _ClassVar[int]
     ROOMID_FIELD_NUMBER: _ClassVar[int]
+    RESUMABLE_FIELD_NUMBER: _ClassVar[int]
     playerIndex: int
     roomId: int
-    def __init__(self, playerIndex: _Optional[int] = ..., roomId: _Optional[int] = ...) -> None: ...
+    resumable: bool
+    def __init__(self, playerIndex: _Optional[int] = ..., roomId: _Optional[int] = ..., resumable: _Optional[bool] = ...) -> None: ...
 
 class S_ENTER_GAME(_message.Message):
-    __slots__ = ("success", "playerId", "x", "y")
+    __slots__ = ("success", "playerId", "x", "y", "resumeToken")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     PLAYERID_FIELD_NUMBER: _ClassVar[int]
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
+    RESUMETOKEN_FIELD_NUMBER: _ClassVar[int]
     success: bool
     playerId: int
     x: float
     y: float
-    def __init__(self, success: _Optional[bool] = ..., playerId: _Optional[int] = ..., x: _Optional[float] = ..., y: _Optional[float] = ...) -> None: ...
+    resumeToken: str
+    def __init__(self, success: _Optional[bool] = ..., playerId: _Optional[int] = ..., x: _Optional[float] = ..., y: _Optional[float] = ..., resumeToken: _Optional[str] = ...) -> None: ...
 
 class C_CHAT(_message.Message):
     __slots__ = ("msg",)
@@ -87,3 +91,25 @@ class S_DESPAWN(_message.Message):
     PLAYERIDS_FIELD_NUMBER: _ClassVar[int]
     playerIds: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, playerIds: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class C_RESUME(_message.Message):
+    __slots__ = ("token", "received")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    received: int
+    def __init__(self, token: _Optional[str] = ..., received: _Optional[int] = ...) -> None: ...
+
+class S_RESUME(_message.Message):
+    __slots__ = ("success", "playerId", "resumeToken")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    PLAYERID_FIELD_NUMBER: _ClassVar[int]
+    RESUMETOKEN_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    playerId: int
+    resumeToken: str
+    def __init__(self, success: _Optional[bool] = ..., playerId: _Optional[int] = ..., resumeToken: _Optional[str] = ...) -> None: ...
+
+class C_LEAVE(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -165,6 +165,12 @@ class ServerConfig:
     max_new_accounts_per_address: int = setting(50, min=0, help=(
         "accounts created from one address per window; then new names are refused "
         "(0: no limit)"))
+    # Resumption (netcore_server.resume): how long a dropped resumable
+    # client's player stays in its room, and how much sent to it is kept.
+    resume_window: float = setting(30.0, min=0, max=3600, help=(
+        "seconds a resumable client that dropped keeps its place (0: no resumes)"))
+    resume_buffer_bytes: int = setting(256 << 10, min=1024, max=64 << 20, help=(
+        "bytes of packets kept per resumable client for its resume"))
     max_room_players: int = setting(5000, min=1,
                                     help="players in one room; more are refused")
     max_room_queue: int = setting(10000, min=1, help=(

@@ -1,9 +1,11 @@
 """The layer's packet handlers: login and enter, the same for every game.
 
 A game's handler module (the one its generated ServerPacketDispatcher calls)
-takes these two as they are,
+takes these as they are (the last two where its protocol has C_RESUME and
+C_LEAVE, netcore_server.resume),
 
-    from netcore_server.handlers import handle_C_ENTER_GAME, handle_C_LOGIN
+    from netcore_server.handlers import (handle_C_ENTER_GAME, handle_C_LEAVE,
+                                         handle_C_LOGIN, handle_C_RESUME)
 
 and writes one handler per packet of its own, which checks the packet and
 pushes a job into the player's room (GameSession.room_job). netcore-gen
@@ -181,6 +183,61 @@ def handle_C_ENTER_GAME(session, pkt):
     session.player = player
     session.state = State.IN_GAME
     session.entered = True
+    # A game whose protocol has no resumable field never asks.
+    session.resume_asked = bool(getattr(pkt, "resumable", False))
     # The room answers S_ENTER_GAME when its enter job runs (on whichever
     # worker owns it): from that answer on, the player gets every packet of the room.
     room.do_async(room.enter, player)
+
+
+def handle_C_RESUME(session, pkt):
+    """C_RESUME (packet id 1010): a new connection's first packet takes over
+    a held (or not yet noticed dead) session by its token
+    (netcore_server.resume); anything else is S_RESUME{success: false} and
+    the connection goes on as a new one."""
+    server = session.server
+    holds = server.holds
+    if holds is None:
+        session.resume_refused("not_resumable", "resume refused: this server does not resume "
+                               "(it runs several workers, or a resume window of 0)")
+        return
+    if session.state is not State.CONNECTED or session.packets_received != 1:
+        session.resume_refused("wrong_state", "resume refused: not the connection's first "
+                               "packet (state %s)", session.state.value)
+        return
+    gate = server.logins
+    key = address_key(session.peername, server.service.exempt_networks)
+    if not gate.failures.available(key, gate.clock()):
+        session.resume_refused("address_failures", "resume refused: %d failed logins or "
+                               "resumes from %s in %g s", gate.failures.used(key, gate.clock()),
+                               key, gate.failures.window)
+        return
+    old = holds.find(pkt.token)
+    if old is None or old is session or old.player is None:
+        gate.failed(key)                    # a guess costs the address what a bad password does
+        session.resume_refused("unknown_token", "resume refused: the token is not known")
+        return
+    received = pkt.received
+    if received > old.packets_numbered:
+        gate.failed(key)
+        session.resume_refused("wrong_count", "resume refused: %d received, but %d were sent",
+                               received, old.packets_numbered)
+        return
+    if received + 1 < old.first_kept:
+        session.resume_refused("gap_lost", "resume refused: packets %d..%d are no longer kept",
+                               received + 1, old.first_kept - 1)
+        if old.held:
+            old.end_hold("a resume came for packets no longer kept")
+        return
+    session.state = State.RESUMING
+    room = old.player.room
+    room.do_async(room.resume_member, old.player, session, old, received)
+
+
+def handle_C_LEAVE(session, pkt):
+    """C_LEAVE (packet id 1012): out of the room at once, with no hold; the
+    session may enter a room again. Dropped (and counted) when not in game."""
+    if session.state is not State.IN_GAME or session.player is None:
+        session.refuse("leave", "wrong_state", "leave dropped in state %s", session.state.value)
+        return
+    session.leave_game()

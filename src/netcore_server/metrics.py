@@ -64,7 +64,7 @@ def histogram(name: str, doc: str, h: LatencyHistogram) -> HistogramMetricFamily
 class ServerCollector:
     SECTIONS = ("build_info", "sessions", "transports", "rooms", "ticks", "packets",
                 "disconnects", "proxies", "send_queue", "refusals", "logs", "latencies",
-                "websocket", "cluster")
+                "websocket", "resumption", "cluster")
 
     def __init__(self, server, lag: LagMonitor, lag_histogram: LatencyHistogram):
         self.server = server
@@ -140,6 +140,28 @@ class ServerCollector:
         for code, n in sorted(dict(ws.closes).items()):
             closes.add_metric([str(code)], n)
         yield closes
+
+    def resumption(self, sessions):
+        """Resumable sessions (netcore_server.resume): holds, resumes, replays."""
+        holds = self.server.holds
+        if holds is None:
+            return
+        c = holds.counts
+        yield GaugeMetricFamily("netcore_resume_holding",
+                                "Players held for a resume now: connection gone, still in "
+                                "their room", value=holds.holding)
+        yield CounterMetricFamily("netcore_resume_holds", "Holds begun", value=c.held)
+        yield CounterMetricFamily("netcore_resumes", "Resumes that took over a session",
+                                  value=c.resumed)
+        yield CounterMetricFamily("netcore_resume_replayed_packets",
+                                  "Packets sent again by resumes", value=c.replayed)
+        ended = CounterMetricFamily("netcore_resume_holds_ended",
+                                    "Holds that ended with the player leaving, by why: past "
+                                    "--resume-window or --resume-buffer-bytes",
+                                    labels=["why"])
+        ended.add_metric(["window"], c.expired)
+        ended.add_metric(["buffer"], c.overflowed)
+        yield ended
 
     def rooms(self, sessions):
         family = GaugeMetricFamily("netcore_rooms", "Rooms with players, by kind (Room.kind)",

@@ -23,6 +23,13 @@ REASONS = {
               "no_player_ids"),
     # room_refused: the room's on_join_attempt said no (its reason is logged).
     "enter": ("wrong_state", "bad_index", "bad_room", "room_full", "room_refused"),
+    # S_RESUME{success: false} (netcore_server.resume): a server that does
+    # not resume, not a new connection's first packet, the address's failure
+    # budget spent, a token not known (or spent), a count past what was
+    # sent, a gap no longer kept, the session gone before the room's job.
+    "resume": ("not_resumable", "wrong_state", "address_failures", "unknown_token",
+               "wrong_count", "gap_lost", "gone"),
+    "leave": ("wrong_state",),
 }
 # What a client's job into its room is dropped for (Room.client_jobs).
 JOB_REASONS = ("wrong_state", "room_queue_full")

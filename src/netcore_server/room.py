@@ -10,6 +10,7 @@ Nakama's match handler, its state, its jobs and the hooks it needs:
         def on_create(self): ...                    # the first job of the room
         def on_join_attempt(self, player): ...      # None accepts; a reason refuses
         def on_join(self, player): ...              # in, its S_ENTER_GAME sent
+        def on_rejoin(self, player): ...            # its client resumed on a new connection
         def on_leave(self, player): ...             # out (left or disconnected)
         def on_tick(self, dt): ...                  # dt: seconds since the last tick
         def on_dispose(self): ...                   # the last job: the room goes
@@ -135,6 +136,11 @@ class Room(JobQueue):
     def on_join(self, player: Player) -> None:
         """The player is a member: its S_ENTER_GAME is sent, broadcasts reach it."""
 
+    def on_rejoin(self, player: Player) -> None:
+        """The player's client resumed on a new connection (netcore_server.resume):
+        player.session is the new one. Nobody else noticed a thing; a room
+        that keeps sessions of its own (a field's) points them at it here."""
+
     def on_leave(self, player: Player) -> None:
         """The player left (C_LEAVE, disconnect, its worker gone): no longer a member."""
 
@@ -216,8 +222,12 @@ class Room(JobQueue):
         if reason is not None:
             self._refuse(player, "room_refused", str(reason))
             return
-        # The answer goes first, so the player knows its id before anything else arrives.
-        player.send(self.enter_reply(player))
+        # The answer goes first, so the player knows its id before anything
+        # else arrives (with a resume token, when its session asked).
+        if player.session is not None:
+            player.session.answer_enter(self.enter_reply(player))
+        else:
+            player.send(self.enter_reply(player))
         self.players[player.player_id] = player
         self._sessions = None
         if player.gateway is not None:
@@ -238,6 +248,18 @@ class Room(JobQueue):
     def refuse_enter(self, player: Player) -> None:
         """A player in this room asked to enter again."""
         player.send(ENTER_REFUSED)
+
+    def resume_member(self, player: Player, session, old, received: int) -> None:
+        """A C_RESUME (netcore_server.resume): `session` takes `old`'s place
+        as the player's connection, here in the room's order, so that what
+        was sent to the player before this job is old's (kept, and sent
+        again after `received`) and what is sent after it is the new one's."""
+        if self.players.get(player.player_id) is player and player.session is old:
+            if session.take_over(old, received):
+                self._sessions = None
+                self.on_rejoin(player)
+        elif session.connected:
+            session.resume_refused("gone", "resume refused: the player left meanwhile")
 
     def leave(self, player: Player) -> None:
         if self.players.get(player.player_id) is player:

@@ -25,6 +25,7 @@ from netcore_server.metrics import MetricsServer
 from netcore_server.player import PlayerIdAllocator
 from netcore_server.refusals import Refusals
 from netcore_server.replies import replies_for
+from netcore_server.resume import RESUME_PACKETS, Holds
 from netcore_server.room import Rooms
 from netcore_server.session import State
 
@@ -68,6 +69,15 @@ class GameServer:
                            room_for=game.room_for, player_class=game.player_class,
                            refusals=self.refusals, player_ids=self.player_ids)
         self.logins = LoginGate(config, workers=max(1, db.workers))
+        # Resumable sessions: one process, a window, and a protocol with
+        # C_RESUME, S_RESUME and C_LEAVE (netcore_server.resume).
+        self.holds = None
+        self.stopping = False
+        if (link is None and config.resume_window > 0
+                and all(n in game.protocol.packet_ids for n in RESUME_PACKETS)):
+            self.holds = Holds(config.resume_window, config.resume_buffer_bytes)
+            self.resume_refused = game.protocol.make_send_buffer(
+                game.protocol.messages.S_RESUME())
         self.logins_done = 0                # logins that succeeded, guests included
         self.dispatcher = game.protocol.dispatcher(game.handlers)
         self.service = ServerService(
@@ -222,11 +232,14 @@ class GameServer:
         if self._summary_task is not None:
             self._summary_task.cancel()
             self._summary_task = None
+        self.stopping = True                # a connection that ends now is not held
         await self.quiesce()
         if self.link is not None:
             await self.link.drain_incoming()    # what other owners streamed to our players
             await self.rooms.drain()
         await self.service.close()
+        if self.holds is not None:
+            self.holds.close()
         self.rooms.close()
         if self.link is not None:
             await self.link.close()

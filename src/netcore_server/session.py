@@ -1,6 +1,8 @@
 """GameSession: one client connection and its place in the session state machine.
 
     CONNECTED --C_LOGIN--> LOGGING_IN --(accounts)--> LOGGED_IN --C_ENTER_GAME--> IN_GAME
+    CONNECTED --C_RESUME--> RESUMING --(the room's resume job)--> IN_GAME
+    IN_GAME --C_LEAVE--> LOGGED_IN;  IN_GAME --(another connection resumed it)--> RESUMED
 
 The layer moves a session along it (handlers.py) for every game; a game's
 own packets reach its handlers, which push the player's jobs into its room
@@ -16,14 +18,19 @@ A game with data of its own per connection subclasses GameSession
 from __future__ import annotations
 
 import enum
+import logging
 from typing import Any, Callable, TypeVarTuple, Unpack, overload
 
 import netcore
+from netcore import DisconnectReason
+from netcore.logs import peer_line
 
+from netcore_server.resume import HOLD_REASONS, with_token
 from netcore_server.room import Room, member_job
 
 
 _Ts = TypeVarTuple("_Ts")
+log = logging.getLogger("netcore_server.resume")
 
 
 class State(enum.Enum):
@@ -31,13 +38,16 @@ class State(enum.Enum):
     LOGGING_IN = "logging in"
     LOGGED_IN = "logged in"
     IN_GAME = "in game"
+    RESUMING = "resuming"           # its C_RESUME waits for the room's job
+    RESUMED = "resumed"             # another connection took its player
 
 
 class GameSession(netcore.PacketSession):
     # Slots, not a __dict__: one per connection, and a login storm makes
     # thousands a second (a subclass that adds attributes gets a __dict__ back).
     __slots__ = ("server", "state", "account", "characters", "player_ids", "player",
-                 "failed_logins", "entered", "__weakref__")
+                 "failed_logins", "entered", "resume_asked", "resume_token", "hold_timer",
+                 "__weakref__")
 
     def __init__(self, server):
         """server: the GameServer (netcore_server.server) this session belongs to."""
@@ -49,11 +59,31 @@ class GameSession(netcore.PacketSession):
         self.player = None                        # the Player, in game
         self.failed_logins = 0
         self.entered = False                      # it asked a room to take it
+        self.resume_asked = False                 # its C_ENTER_GAME set resumable
+        self.resume_token: str | None = None      # its current one (Holds; never logged)
+        self.hold_timer = None                    # the end of its hold's window
 
     def on_recv_packet(self, pkt_id: int, payload: bytes) -> None:
         self.server.dispatcher.dispatch(self, pkt_id, payload)
 
     def on_disconnected(self, reason: netcore.Disconnect) -> None:
+        if self.state is State.RESUMED:
+            return                          # its player and ids went to the new connection
+        holds = self.server.holds
+        if holds is not None:
+            player = self.player
+            if (self.keep_bytes and player is not None and reason.kind in HOLD_REASONS
+                    and not self.server.stopping and not player.room.closed):
+                holds.hold(self)            # the player stays; its ids stay issued
+                if peer_line(log, logging.INFO):
+                    log.info("session %d: connection gone (%s); its player is held for a "
+                             "resume for %g s", self.session_id, reason, holds.window)
+                return
+            holds.spend(self)
+        self.leave_world()
+
+    def leave_world(self) -> None:
+        """The session's player leaves its room, and its ids go back."""
         player, self.player = self.player, None
         if self.player_ids:
             # Issued at login: free again, at once where only this client
@@ -68,6 +98,94 @@ class GameSession(netcore.PacketSession):
             player.session = None
         else:
             player.room.do_async(player.room.leave, player)
+
+    # -- resumption (netcore_server.resume) -------------------------------------------
+
+    def answer_enter(self, reply) -> None:
+        """Send the room's S_ENTER_GAME success `reply`: with a resume token
+        in it when this session asked for one, numbering what follows."""
+        holds = self.server.holds
+        if self.resume_asked and holds is not None and self.connected:
+            self.send(with_token(reply, holds.issue(self)))
+            self.keep_sent(holds.buffer_bytes)
+        else:
+            self.send(reply)
+
+    def on_hold_overflow(self) -> None:
+        holds = self.server.holds
+        if holds is not None and self.state is State.IN_GAME:
+            holds.overflowed(self)
+
+    def end_hold(self, why: str) -> None:
+        """The hold is over (`why`, for the log): the player leaves as it
+        would have when the connection ended."""
+        if self.state is not State.IN_GAME or self.connected:
+            return
+        self.server.holds.spend(self)
+        self.stop_keeping()
+        if peer_line(log, logging.INFO):
+            log.info("session %d: its hold ended (%s): its player leaves", self.session_id, why)
+        self.leave_world()
+
+    def leave_game(self) -> None:
+        """C_LEAVE: out of the room at once, no hold; back to choosing a room."""
+        holds = self.server.holds
+        if holds is not None:
+            holds.spend(self)
+        self.stop_keeping()
+        player, self.player = self.player, None
+        self.state = State.LOGGED_IN
+        self.resume_asked = False
+        if player is not None and not player.room.closed:
+            player.room.do_async(player.room.leave, player)
+
+    def resume_refused(self, reason: str, fmt: str, *args) -> None:
+        """S_RESUME{success: false}: counted, logged, and the connection goes
+        on as a new one."""
+        self.refuse("resume", reason, fmt, *args)
+        if self.state is State.RESUMING:
+            self.state = State.CONNECTED
+        self.send(self.server.resume_refused)
+
+    def take_over(self, old: "GameSession", received: int) -> bool:
+        """The room's resume job: this connection becomes `old`'s (in the
+        room's one order, so nothing is missed and nothing comes twice):
+        S_RESUME with a new token, old's kept packets after `received`, then
+        the live stream. False when the resume can no longer be done."""
+        holds = self.server.holds
+        if not self.connected or self.state is not State.RESUMING:
+            return False                    # gone meanwhile: the hold goes on
+        player = old.player
+        if (old.state is not State.IN_GAME or player is None or not old.keep_bytes
+                or old.resume_token is None or received > old.packets_numbered
+                or received + 1 < old.first_kept):
+            self.resume_refused("gone", "resume refused: the session ended meanwhile")
+            return False
+        old.state = State.RESUMED
+        was_open = old.connected
+        if was_open:                        # the old connection is not known dead yet
+            old.disconnect(DisconnectReason.CLOSED, "resumed elsewhere", abort=True)
+        holds.spend(old)
+        token = holds.issue(self)
+        self.send(self.server.protocol.make_send_buffer(
+            self.server.protocol.messages.S_RESUME(success=True, playerId=player.player_id,
+                                                   resumeToken=token)))
+        replayed = self.resume_from(old, received)
+        holds.counts.replayed += replayed
+        holds.counts.resumed += 1
+        if peer_line(log, logging.INFO):
+            log.info("session %d: resumed player %d of session %d, %d packets sent again%s",
+                     self.session_id, player.player_id, old.session_id, replayed,
+                     "; its old connection was still open: closed, resumed elsewhere"
+                     if was_open else "")
+        self.account, self.characters, self.entered = old.account, old.characters, old.entered
+        self.player_ids, old.player_ids = old.player_ids, ()
+        self.player, old.player = player, None
+        self.resume_asked = True
+        player.session = self
+        self.state = State.IN_GAME
+        self.mark_logged_in()
+        return True
 
     def on_eof(self) -> bool:
         # A login sent before the FIN is still answered (the database replies

@@ -17,12 +17,15 @@ PKT_C_MOVE: Final = 1006
 PKT_S_MOVE: Final = 1007
 PKT_S_SPAWN: Final = 1008
 PKT_S_DESPAWN: Final = 1009
+PKT_C_RESUME: Final = 1010
+PKT_S_RESUME: Final = 1011
+PKT_C_LEAVE: Final = 1012
 
 PACKET_IDS: dict[str, int]
 
 # The packets this side sends (a name for annotations only: it exists in this
 # stub, not in the compiled module).
-SendPacket: TypeAlias = _pb.C_LOGIN | _pb.C_ENTER_GAME | _pb.C_CHAT | _pb.C_MOVE
+SendPacket: TypeAlias = _pb.C_LOGIN | _pb.C_ENTER_GAME | _pb.C_CHAT | _pb.C_MOVE | _pb.C_RESUME | _pb.C_LEAVE
 
 
 class ClientHandlers(Protocol):
@@ -34,6 +37,7 @@ class ClientHandlers(Protocol):
     def handle_S_MOVE(self, session: Any, pkt: _pb.S_MOVE, /) -> Any: ...
     def handle_S_SPAWN(self, session: Any, pkt: _pb.S_SPAWN, /) -> Any: ...
     def handle_S_DESPAWN(self, session: Any, pkt: _pb.S_DESPAWN, /) -> Any: ...
+    def handle_S_RESUME(self, session: Any, pkt: _pb.S_RESUME, /) -> Any: ...
 
 
 class ClientPacketDispatcher:

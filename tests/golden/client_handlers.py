@@ -36,3 +36,8 @@ def handle_S_SPAWN(session, pkt):
 def handle_S_DESPAWN(session, pkt):
     """Handle S_DESPAWN (packet id 1009) from the server."""
     raise NotImplementedError("handle_S_DESPAWN")
+
+
+def handle_S_RESUME(session, pkt):
+    """Handle S_RESUME (packet id 1011) from the server."""
+    raise NotImplementedError("handle_S_RESUME")

@@ -17,12 +17,15 @@ PKT_C_MOVE: Final = 1006
 PKT_S_MOVE: Final = 1007
 PKT_S_SPAWN: Final = 1008
 PKT_S_DESPAWN: Final = 1009
+PKT_C_RESUME: Final = 1010
+PKT_S_RESUME: Final = 1011
+PKT_C_LEAVE: Final = 1012
 
 PACKET_IDS: dict[str, int]
 
 # The packets this side sends (a name for annotations only: it exists in this
 # stub, not in the compiled module).
-SendPacket: TypeAlias = _pb.S_LOGIN | _pb.S_ENTER_GAME | _pb.S_CHAT | _pb.S_MOVE | _pb.S_SPAWN | _pb.S_DESPAWN
+SendPacket: TypeAlias = _pb.S_LOGIN | _pb.S_ENTER_GAME | _pb.S_CHAT | _pb.S_MOVE | _pb.S_SPAWN | _pb.S_DESPAWN | _pb.S_RESUME
 
 
 class ServerHandlers(Protocol):
@@ -32,6 +35,8 @@ class ServerHandlers(Protocol):
     def handle_C_ENTER_GAME(self, session: Any, pkt: _pb.C_ENTER_GAME, /) -> Any: ...
     def handle_C_CHAT(self, session: Any, pkt: _pb.C_CHAT, /) -> Any: ...
     def handle_C_MOVE(self, session: Any, pkt: _pb.C_MOVE, /) -> Any: ...
+    def handle_C_RESUME(self, session: Any, pkt: _pb.C_RESUME, /) -> Any: ...
+    def handle_C_LEAVE(self, session: Any, pkt: _pb.C_LEAVE, /) -> Any: ...
 
 
 class ServerPacketDispatcher:

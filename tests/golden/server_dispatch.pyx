@@ -22,10 +22,13 @@ cpdef enum:
     PKT_S_MOVE = 1007
     PKT_S_SPAWN = 1008
     PKT_S_DESPAWN = 1009
+    PKT_C_RESUME = 1010
+    PKT_S_RESUME = 1011
+    PKT_C_LEAVE = 1012
 
 cdef enum:
     _FIRST_ID = 1000
-    _ID_COUNT = 10
+    _ID_COUNT = 13
 
 # Every packet id in both directions, by message name.
 PACKET_IDS = {
@@ -39,6 +42,9 @@ PACKET_IDS = {
     "S_MOVE": PKT_S_MOVE,
     "S_SPAWN": PKT_S_SPAWN,
     "S_DESPAWN": PKT_S_DESPAWN,
+    "C_RESUME": PKT_C_RESUME,
+    "S_RESUME": PKT_S_RESUME,
+    "C_LEAVE": PKT_C_LEAVE,
 }
 
 cdef dict _SEND_IDS = {
@@ -48,6 +54,7 @@ cdef dict _SEND_IDS = {
     _pb.S_MOVE: PKT_S_MOVE,
     _pb.S_SPAWN: PKT_S_SPAWN,
     _pb.S_DESPAWN: PKT_S_DESPAWN,
+    _pb.S_RESUME: PKT_S_RESUME,
 }
 
 
@@ -70,6 +77,9 @@ cdef class ServerPacketDispatcher:
             None,  # S_MOVE
             None,  # S_SPAWN
             None,  # S_DESPAWN
+            (_pb.C_RESUME.FromString, handlers.handle_C_RESUME),
+            None,  # S_RESUME
+            (_pb.C_LEAVE.FromString, handlers.handle_C_LEAVE),
         )
 
     cpdef dispatch(self, session, int pkt_id, payload):

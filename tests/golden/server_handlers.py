@@ -26,3 +26,13 @@ def handle_C_CHAT(session, pkt):
 def handle_C_MOVE(session, pkt):
     """Handle C_MOVE (packet id 1006) from the client."""
     raise NotImplementedError("handle_C_MOVE")
+
+
+def handle_C_RESUME(session, pkt):
+    """Handle C_RESUME (packet id 1010) from the client."""
+    raise NotImplementedError("handle_C_RESUME")
+
+
+def handle_C_LEAVE(session, pkt):
+    """Handle C_LEAVE (packet id 1012) from the client."""
+    raise NotImplementedError("handle_C_LEAVE")

@@ -1,0 +1,313 @@
+"""Resuming a session against a real netcore-server process
+(docs/protocol.md, "Resuming a session"): a client cut mid-chat comes back
+within the window and receives every packet exactly once, in order; every
+other outcome (window past, token spent or unknown, count wrong, gap past
+the buffer, not the first packet, a flood of guesses) is S_RESUME{success:
+false} on a connection that goes on as a new one; C_LEAVE leaves at once;
+others see nothing of a hold."""
+import asyncio
+import socket
+import struct
+
+import pytest
+
+from netcore_packets import Protocol_pb2 as pb
+
+from game_support import MESSAGE_BY_ID, GameClient, ServerProcess, in_game, leave
+
+
+class ResumeClient(GameClient):
+    """A client that counts what it receives after S_ENTER_GAME (S_RESUME
+    not counted), as a resuming client must; `received` carries over."""
+
+    def __init__(self, received=None):
+        super().__init__()
+        self.counting = received is not None
+        self.received = received or 0
+
+    def on_recv_packet(self, pkt_id, payload):
+        name = MESSAGE_BY_ID[pkt_id].__name__
+        if self.counting and name != "S_RESUME":
+            self.received += 1
+        super().on_recv_packet(pkt_id, payload)
+        if name == "S_ENTER_GAME":
+            self.counting = True
+
+    async def enter_resumable(self, room=0):
+        assert (await self.login()).success
+        self.send_pkt(pb.C_ENTER_GAME(playerIndex=0, roomId=room, resumable=True))
+        entered = await self.expect("S_ENTER_GAME")
+        assert entered.success
+        self.player_id = entered.playerId
+        return entered
+
+
+async def dial(port, factory=ResumeClient):
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(factory, "127.0.0.1", port)
+    return client
+
+
+def reset(client):
+    """Cut the connection with an RST, as a network change does."""
+    sock = client.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.transport.abort()
+
+
+async def resume(port, token, received):
+    """A new connection whose first packet is C_RESUME: (client, S_RESUME)."""
+    client = await dial(port, lambda: ResumeClient(received))
+    client.send_pkt(pb.C_RESUME(token=token, received=received))
+    return client, await client.expect("S_RESUME")
+
+
+async def log_shows(server, text, timeout=10.0):
+    """Wait until the server's log has `text` (a line it writes when it happens)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while text not in server.log_text():
+        assert loop.time() < deadline, f"{text!r} not in the server's log:\n{server.log_text()}"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def server(tmp_path, loop_kind):
+    with ServerProcess(tmp_path, loop_kind) as proc:
+        yield proc
+
+
+def test_a_client_cut_mid_chat_resumes_and_gets_every_chat_once_in_order(run, server):
+    async def go():
+        b, c = await in_game(server.port, 2)
+        a = await dial(server.port)
+        entered = await a.enter_resumable()
+        assert len(entered.resumeToken) >= 22        # at least 128 random bits, base64
+        # Mid-chat: b keeps talking while a's connection is reset.
+        for i in range(50):
+            b.send_pkt(pb.C_CHAT(msg=f"b{i}"))
+            a.send_pkt(pb.C_CHAT(msg=f"a{i}"))
+        await a.until(lambda: len(a.chats) >= 10)
+        reset(a)
+        await log_shows(server, "held for a resume")
+        for i in range(50, 100):
+            b.send_pkt(pb.C_CHAT(msg=f"b{i}"))
+            c.send_pkt(pb.C_CHAT(msg=f"c{i}"))
+        await c.wait_chats(50 + 50 + 100)
+        await asyncio.sleep(2)                       # the player is away for 2 s
+        a2, answer = await resume(server.port, entered.resumeToken, a.received)
+        assert answer.success and answer.playerId == entered.playerId
+        assert answer.resumeToken and answer.resumeToken != entered.resumeToken
+        b.send_pkt(pb.C_CHAT(msg="after"))
+        a2.send_pkt(pb.C_CHAT(msg="me again"))
+        everything = await c.wait_chats(202)
+        await a2.wait_chats(202 - len(a.chats))
+        # Precisely what it would have seen had it never dropped: c's view.
+        assert a.chats + a2.chats[:202 - len(a.chats)] == everything
+        assert (entered.playerId, "me again") in everything[-2:]     # its chats go on
+        await leave(a2, b, c)
+    run(go())
+
+
+def test_a_resume_while_the_old_connection_still_looks_open_closes_it(run, server):
+    async def go():
+        (b,) = await in_game(server.port, 1)
+        a = await dial(server.port)
+        entered = await a.enter_resumable()
+        b.send_pkt(pb.C_CHAT(msg="one"))
+        await a.wait_chats(1)
+        # The old connection is half-open: the server has not noticed anything.
+        a2, answer = await resume(server.port, entered.resumeToken, a.received)
+        assert answer.success
+        await a.until(lambda: a.reason is not None)
+        await log_shows(server, "resumed elsewhere")
+        b.send_pkt(pb.C_CHAT(msg="two"))
+        assert await a2.wait_chats(1) == [(b.player_id, "two")]
+        assert a.chats == [(b.player_id, "one")]
+        await leave(a2, b)
+    run(go())
+
+
+def test_a_resume_on_the_same_connection_is_refused_and_it_goes_on(run, server):
+    async def go():
+        a = await dial(server.port)
+        entered = await a.enter_resumable()
+        a.send_pkt(pb.C_RESUME(token=entered.resumeToken, received=0))
+        assert not (await a.expect("S_RESUME")).success
+        a.send_pkt(pb.C_CHAT(msg="still here"))
+        assert await a.wait_chats(1) == [(entered.playerId, "still here")]
+        # Not a new connection's first packet: refused, the new one may log in.
+        fresh = await dial(server.port)
+        assert (await fresh.login()).success
+        fresh.send_pkt(pb.C_RESUME(token=entered.resumeToken, received=0))
+        assert not (await fresh.expect("S_RESUME")).success
+        await leave(a, fresh)
+    run(go())
+
+
+@pytest.mark.parametrize("case", ["unknown", "spent", "wrong_count"])
+def test_a_bad_resume_is_refused_and_the_connection_can_log_in(run, server, case):
+    async def go():
+        (b,) = await in_game(server.port, 1)
+        a = await dial(server.port)
+        entered = await a.enter_resumable()
+        b.send_pkt(pb.C_CHAT(msg="hello"))
+        await a.wait_chats(1)
+        reset(a)
+        await log_shows(server, "held for a resume")
+        token, received = entered.resumeToken, a.received
+        if case == "unknown":
+            token = "x" * len(token)
+        elif case == "spent":
+            good, answer = await resume(server.port, token, received)
+            assert answer.success
+        else:
+            received += 1                           # one more than was sent
+        bad, answer = await resume(server.port, token, received)
+        assert not answer.success and not answer.resumeToken
+        assert (await bad.login()).success            # a new connection as any other
+        if case == "wrong_count":                   # the hold went on: the right count works
+            good, answer = await resume(server.port, token, a.received)
+            assert answer.success
+        await leave(bad, b, *([good] if case != "unknown" else []))
+    run(go())
+
+
+def test_after_the_window_the_player_has_left_and_the_token_is_refused(run, tmp_path,
+                                                                       loop_kind):
+    async def go(server):
+        a = await dial(server.port)
+        entered = await a.enter_resumable()
+        reset(a)
+        await log_shows(server, "held for a resume")
+        await log_shows(server, "its hold ended (the resume window ran out)")
+        late, answer = await resume(server.port, entered.resumeToken, a.received)
+        assert not answer.success
+        await leave(late)
+
+    with ServerProcess(tmp_path, loop_kind, "--resume-window", "0.5") as server:
+        run(go(server))
+
+
+def test_a_gap_past_the_buffer_ends_the_hold_and_the_resume_is_refused(run, tmp_path,
+                                                                     loop_kind):
+    async def go(server):
+        (b,) = await in_game(server.port, 1)
+        a = await dial(server.port)
+        entered = await a.enter_resumable()
+        reset(a)
+        await log_shows(server, "held for a resume")
+        for i in range(40):                         # 40 chats of 100 bytes: past 2 KiB
+            b.send_pkt(pb.C_CHAT(msg=f"{i:03d}" + "." * 97))
+        await b.wait_chats(40)
+        await log_shows(server, "bytes were sent to it meanwhile")
+        late, answer = await resume(server.port, entered.resumeToken, a.received)
+        assert not answer.success
+        await leave(late, b)
+
+    with ServerProcess(tmp_path, loop_kind, "--resume-buffer-bytes", "2048") as server:
+        run(go(server))
+
+
+def test_a_flood_of_guessed_tokens_spends_the_address_budget(run, tmp_path, loop_kind):
+    async def go(server):
+        answers = []
+        for i in range(5):
+            guess, answer = await resume(server.port, f"guess{i}", 0)
+            answers.append((answer.success, guess))
+        assert not any(ok for ok, _ in answers)
+        await leave(*(g for _, g in answers))
+        log = server.log_text()
+        assert log.count("the token is not known") == 3
+        assert log.count("failed logins or resumes from") == 2
+        assert "guess" not in log                   # tokens are never logged
+
+    with ServerProcess(tmp_path, loop_kind, "--exempt-networks", "",
+                       "--max-failed-logins-per-address", "3") as server:
+        run(go(server))
+
+
+def test_c_leave_leaves_at_once_with_no_hold(run, server):
+    async def go():
+        (b,) = await in_game(server.port, 1)
+        a = await dial(server.port)
+        entered = await a.enter_resumable()
+        a.send_pkt(pb.C_LEAVE())
+        # It may enter again (the leave was handled first): room 1 this time.
+        a.send_pkt(pb.C_ENTER_GAME(playerIndex=0, roomId=1))
+        again = await a.expect("S_ENTER_GAME")
+        assert again.success and not again.resumeToken
+        b.send_pkt(pb.C_CHAT(msg="room 0, after the leave"))
+        await b.wait_chats(1)
+        a.send_pkt(pb.C_CHAT(msg="room 1"))
+        assert await a.wait_chats(1) == [(again.playerId, "room 1")]
+        reset(a)
+        late, answer = await resume(server.port, entered.resumeToken, 0)
+        assert not answer.success                   # C_LEAVE spent the token
+        await leave(late, b)
+    run(go())
+
+
+def test_the_field_sees_nothing_of_a_hold_and_a_despawn_when_it_ends(run, tmp_path,
+                                                                     loop_kind):
+    async def go(server):
+        b = await dial(server.port)
+        await b.enter_resumable()
+        plain = await dial(server.port)
+        assert (await plain.login()).success
+        plain.send_pkt(pb.C_ENTER_GAME(playerIndex=0))
+        plain_entered = await plain.expect("S_ENTER_GAME")
+        assert plain_entered.success and not plain_entered.resumeToken
+        a = await dial(server.port)
+        entered = await a.enter_resumable()
+        await b.until(lambda: sum(len(m.players) for n, m in b.inbox if n == "S_SPAWN") == 2)
+        # A client that never asked leaves at once: despawned.
+        reset(plain)
+        assert list((await b.expect("S_DESPAWN")).playerIds) == [plain_entered.playerId]
+        # A resumable one is held: nothing happens to anyone until the window ends.
+        reset(a)
+        await log_shows(server, "held for a resume")
+        b.send_pkt(pb.C_CHAT(msg="fence"))
+        await b.wait_chats(1)
+        assert not any(n == "S_DESPAWN" for n, _ in b.inbox)
+        await log_shows(server, "its hold ended")
+        assert list((await b.expect("S_DESPAWN")).playerIds) == [entered.playerId]
+        await leave(b)
+
+    with ServerProcess(tmp_path, loop_kind, "--field-size", "10", "--view-radius", "50",
+                       "--resume-window", "1") as server:
+        run(go(server))
+
+
+def f32(v):
+    return struct.unpack("<f", struct.pack("<f", v))[0]
+
+
+def test_field_packets_follow_a_resumed_player_to_its_new_connection(run, tmp_path, loop_kind):
+    async def go(server):
+        b = await dial(server.port)
+        b_entered = await b.enter_resumable()
+        a = await dial(server.port)
+        a_entered = await a.enter_resumable()
+        await b.until(lambda: any(n == "S_SPAWN" for n, _ in b.inbox))
+        step = 1 if a_entered.x < 5 else -1              # stay inside the 10 x 10 field
+        reset(b)
+        await log_shows(server, "held for a resume")
+        a.send_pkt(pb.C_MOVE(x=a_entered.x + step, y=a_entered.y))    # b misses this one
+        await a.expect("S_MOVE")
+        b2, answer = await resume(server.port, b_entered.resumeToken, b.received)
+        assert answer.success
+        missed = await b2.expect("S_MOVE")
+        assert (missed.playerId, missed.x) == (a_entered.playerId, f32(a_entered.x + step))
+        a.send_pkt(pb.C_MOVE(x=a_entered.x + 2 * step, y=a_entered.y))  # live, to b2
+        live = await b2.expect("S_MOVE")
+        assert (live.playerId, live.x) == (a_entered.playerId, f32(a_entered.x + 2 * step))
+        up = 1 if b_entered.y < 5 else -1
+        b2.send_pkt(pb.C_MOVE(x=b_entered.x, y=b_entered.y + up))      # b moves as itself
+        mine = await b2.expect("S_MOVE")
+        assert (mine.playerId, mine.y) == (b_entered.playerId, f32(b_entered.y + up))
+        await leave(a, b2)
+
+    with ServerProcess(tmp_path, loop_kind, "--field-size", "10", "--view-radius", "50",
+                       "--max-step", "5") as server:
+        run(go(server))
