@@ -178,8 +178,13 @@ def test_churn_leaves_no_cyclic_garbage(run, tmp_path):
         return counts
 
     counts = run(go(), timeout=120)
+    # Something kept per cycle grows by one a cycle at least, 4 here. One
+    # more of a type at the end is a timer pending at that census (its
+    # argument tuple; under uvloop its UVTimer), which a slower build (the
+    # sanitizers') catches now and then: half the cycles is the bound.
     grown = {t: counts[-1][t] - counts[1][t] for t in counts[-1]
-             if counts[-1][t] > counts[1][t] and t not in LOOP_BOOKKEEPING}
+             if counts[-1][t] - counts[1][t] >= (cycles - 2) // 2
+             and t not in LOOP_BOOKKEEPING}
     assert grown == {}, f"live objects grew over {cycles - 2} churn cycles: {grown}"
 
 

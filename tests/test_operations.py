@@ -164,13 +164,20 @@ def test_metrics_follow_prometheus_conventions(run, tmp_path, loop_kind):
                            for r in DisconnectReason}
         assert "peer_closed" in reasons
         states = {s.labels["state"]: s.value for s in fresh["netcore_sessions"].samples}
-        assert states == {"connected": 0, "logging_in": 0, "logged_in": 0, "in_game": 0}
+        assert states == {"connected": 0, "logging_in": 0, "logged_in": 0, "in_game": 0,
+                          "resuming": 0, "resumed": 0}
         packets_in = {s.labels["packet"] for s in fresh["netcore_packets_in"].samples}
         packets_out = {s.labels["packet"] for s in fresh["netcore_packets_out"].samples}
         # ...and none that cannot: a server never receives an S_ packet or sends a C_ one.
-        assert packets_in == {"C_LOGIN", "C_ENTER_GAME", "C_CHAT", "C_MOVE", "unknown"}
+        assert packets_in == {"C_LOGIN", "C_ENTER_GAME", "C_CHAT", "C_MOVE", "C_RESUME",
+                              "C_LEAVE", "unknown"}
         assert packets_out == {"S_LOGIN", "S_ENTER_GAME", "S_CHAT", "S_MOVE", "S_SPAWN",
-                               "S_DESPAWN"}
+                               "S_DESPAWN", "S_RESUME"}
+        # Resumption's series, at 0 (netcore_server.resume).
+        assert fresh["netcore_resume_holding"].samples[0].value == 0
+        ended = {s.labels["why"]: s.value for s in fresh["netcore_resume_holds_ended"].samples
+                 if s.name.endswith("_total")}
+        assert ended == {"window": 0, "buffer": 0}
         # Latencies are histograms, read by any number of scrapers without a reset.
         for name in ("netcore_event_loop_lag_seconds", "netcore_job_queue_delay_seconds"):
             assert fresh[name].type == "histogram"

@@ -6,8 +6,11 @@ the buffer, not the first packet, a flood of guesses) is S_RESUME{success:
 false} on a connection that goes on as a new one; C_LEAVE leaves at once;
 others see nothing of a hold."""
 import asyncio
+import json
 import socket
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -62,11 +65,12 @@ async def resume(port, token, received):
     return client, await client.expect("S_RESUME")
 
 
-async def log_shows(server, text, timeout=10.0):
-    """Wait until the server's log has `text` (a line it writes when it happens)."""
+async def log_shows(server, text, timeout=10.0, count=1):
+    """Wait until the server's log has `text` (a line it writes when it
+    happens, through its log writer) `count` times."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while text not in server.log_text():
+    while server.log_text().count(text) < count:
         assert loop.time() < deadline, f"{text!r} not in the server's log:\n{server.log_text()}"
         await asyncio.sleep(0.02)
 
@@ -217,6 +221,7 @@ def test_a_flood_of_guessed_tokens_spends_the_address_budget(run, tmp_path, loop
             answers.append((answer.success, guess))
         assert not any(ok for ok, _ in answers)
         await leave(*(g for _, g in answers))
+        await log_shows(server, "failed logins or resumes from", count=2)  # written in turn
         log = server.log_text()
         assert log.count("the token is not known") == 3
         assert log.count("failed logins or resumes from") == 2
@@ -311,3 +316,45 @@ def test_field_packets_follow_a_resumed_player_to_its_new_connection(run, tmp_pa
     with ServerProcess(tmp_path, loop_kind, "--field-size", "10", "--view-radius", "50",
                        "--max-step", "5") as server:
         run(go(server))
+
+
+def dummy(port, loop_kind, *args):
+    out = subprocess.run(
+        [sys.executable, "-m", "netcore_dummy.cli", "--port", str(port), "--json",
+         "--loop", loop_kind, *args], capture_output=True, text=True, timeout=120)
+    return out.returncode, (json.loads(out.stdout) if out.stdout.strip() else None), out.stderr
+
+
+def test_dummies_that_drop_and_resume_at_random_lose_no_chat(server, loop_kind):
+    rc, report, err = dummy(server.port, loop_kind, "--clients", "40", "--rooms", "2",
+                            "--rate", "10", "--duration", "3", "--resumable",
+                            "--drop-every", "1")
+    assert rc == 0, (report, err)
+    resumes = report["resumes"]
+    assert resumes["dropped"] >= 40 and resumes["resumed"] == resumes["dropped"], resumes
+    assert resumes["failed"] == 0 and resumes["gap_ms"]["p99"] > 0
+    assert report["lost"] == 0 and report["duplicated"] == 0 and report["out_of_order"] == 0
+    assert report["unique"] == report["expected"] > 0
+    assert "held for a resume" in server.log_text() or "resumed elsewhere" in server.log_text()
+
+
+def test_the_dummy_fails_its_run_when_resumes_are_refused(tmp_path, loop_kind):
+    # A server that does not resume: every cut client is refused, and with
+    # it the chats it missed: the run says so.
+    with ServerProcess(tmp_path, loop_kind, "--resume-window", "0") as server:
+        rc, report, err = dummy(server.port, loop_kind, "--clients", "10", "--rate", "10",
+                                "--duration", "2", "--resumable", "--drop-every", "1")
+    assert rc == 1 and not report["ok"]
+    assert report["resumes"]["failed"] == report["resumes"]["dropped"] > 0
+    assert any("resume refused" in e for e in report["errors"])
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--drop-every", "1"], "--drop-every needs --resumable"),
+    (["--resumable", "--drop-every", "1", "--transport", "ws"], "--drop-every needs"),
+    (["--resumable", "--drop-every", "-1"], "--drop-every must be"),
+])
+def test_the_dummy_refuses_drops_it_cannot_do(args, error):
+    out = subprocess.run([sys.executable, "-m", "netcore_dummy.cli", "--port", "1", *args],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and error in out.stderr, out.stderr

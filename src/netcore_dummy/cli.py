@@ -62,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="get every client in game, then stay idle for --duration, no chat "
                          "(default: chat)")
     ap.add_argument("--resumable", action="store_true",
-                    help="enter as resumable clients (the server numbers and keeps what it "
-                         "sends each for a resume; no client drops) (default: not)")
+                    help="enter as resumable clients: the server numbers and keeps what it "
+                         "sends each for a resume (default: not)")
+    option("--drop-every", "with --resumable: each client cuts its connection (an RST) and "
+           "resumes on a new one about once every this many seconds, while chatting "
+           "(0: never)", d.drop_every, type=float)
     ap.add_argument("--loop", choices=LOOP_KINDS,
                     help="event loop (default: NETCORE_LOOP, else uvloop when installed)")
     ap.add_argument("--shard", type=parse_shard, default=f"{d.shard}/{d.shards}", metavar="I/K",
@@ -106,7 +109,7 @@ def parse_args(argv=None):
         duration=args.duration, rooms=args.rooms, size=args.size,
         connect_rate=args.connect_rate, enter_timeout=args.enter_timeout,
         drain_timeout=args.drain_timeout, hold=args.hold, transport=args.transport,
-        resumable=args.resumable,
+        resumable=args.resumable, drop_every=args.drop_every,
         shard=args.shard[0], shards=args.shard[1], epoch_us=args.epoch_us or None,
         scenario=args.scenario, move_rate=args.move_rate, field_size=args.field_size,
         max_step=args.max_step, view_radius=args.view_radius)
@@ -193,6 +196,13 @@ def table(config: DummyConfig, kind: str, r: Report) -> str:
         ("deliveries/s", f"{r.deliveries_per_s:,.0f}"),
         ("logins/s", f"{r.logins_per_s:,.0f}  (login + enter, first dial to last enter)"),
         ("latency ms", "  ".join(f"{k} {lat[k]:.2f}" for k in ("p50", "p90", "p99", "max"))),
+    ]
+    if r.resumes:
+        gap = r.resumes["gap_ms"]
+        rows.append(("resumes", f"{r.resumes['dropped']:,} cut, {r.resumes['resumed']:,} "
+                                f"resumed, {r.resumes['failed']:,} failed; cut to S_RESUME ms "
+                                + "  ".join(f"{k} {gap[k]:.2f}" for k in ("p50", "p99", "max"))))
+    rows += [
         ("result", "OK" if r.ok else "FAILED"),
     ]
     rows += [("error", e) for e in r.errors]

@@ -78,6 +78,8 @@ class DummyConfig:
     drain_timeout: float = 5.0
     hold: bool = False              # stay in game idle for `duration`, no chat
     resumable: bool = False         # enter with C_ENTER_GAME{resumable: true} (the cost of it)
+    drop_every: float = 0.0         # each client cuts its connection (RST) and resumes,
+                                    # every this many seconds on average; 0: never
     transport: str = "tcp"          # or "ws": the same packets in WebSocket messages
     shard: int = 0                  # this process runs clients shard, shard + shards, ...
     shards: int = 1
@@ -130,6 +132,12 @@ class DummyConfig:
                             ("--max-step", self.max_step), ("--view-radius", self.view_radius)):
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{flag} must be a finite number > 0, not {value}")
+        if not (self.drop_every >= 0 and math.isfinite(self.drop_every)):
+            raise ValueError(f"--drop-every must be a finite number >= 0, not {self.drop_every}")
+        if self.drop_every and not (self.resumable and self.transport == "tcp"
+                                    and self.scenario == "chat" and self.shards == 1):
+            raise ValueError("--drop-every needs --resumable, and drops TCP chat clients of "
+                             "one dummy process (--transport tcp, --scenario chat, no --shard)")
         if self.transport not in TRANSPORTS:
             raise ValueError(f"--transport must be one of {', '.join(TRANSPORTS)}, "
                              f"not {self.transport!r}")
@@ -165,6 +173,9 @@ class Report:
     latency_ms: dict = field(default_factory=dict)   # p50 p90 p99 max
     errors: list = field(default_factory=list)       # a few failure reasons
     errors_not_listed: int = 0      # failures past the MAX_ERRORS_KEPT quoted in `errors`
+    # --drop-every: connections cut, resumed, resumes refused, and the gap
+    # from a cut to its S_RESUME (empty without drops).
+    resumes: dict = field(default_factory=dict)
     # The field scenario (empty in the chat's): moves sent, acked, corrected,
     # late (skipped, the last one unanswered), unanswered at the end; what was
     # seen (moves of others, spawned, despawned); violations by kind; rates
@@ -177,7 +188,8 @@ class Report:
             return (self.failed == 0 and not sum(self.field["violations"].values())
                     and self.field["moves"]["unanswered"] == 0)
         return (self.failed == 0 and self.lost == 0 and self.duplicated == 0
-                and self.wrong_sender == 0 and self.malformed == 0)
+                and self.wrong_sender == 0 and self.malformed == 0
+                and not self.resumes.get("failed"))
 
     @property
     def exit_code(self) -> int:
@@ -236,6 +248,11 @@ class DummyRun:
         self.field_tally = FieldTally(config.view_radius, config.field_size, config.max_step,
                                       random.getrandbits(64))
         self.walk_seconds = 0.0
+        # --drop-every: the sessions of resumed connections (not the service's).
+        self.resumed_sessions: list[DummySession] = []
+        self._resuming: set[asyncio.Task] = set()
+        self.drops = self.resumed = self.resume_failures = 0
+        self.gaps_ms: list[float] = []
 
     def _new_session(self):
         session = DummySession(self.tally, next(self.indices), self.config.rooms)
@@ -345,7 +362,56 @@ class DummyRun:
         self.phase = "chat"
         n = len(self.players)
         self.chat_start_us = now_us()
-        await paced(n * self.config.chats_per_client, n * self.config.rate, self._send)
+        dropper = asyncio.ensure_future(self._drops()) if self.config.drop_every else None
+        try:
+            await paced(n * self.config.chats_per_client, n * self.config.rate, self._send)
+        finally:
+            if dropper is not None:
+                dropper.cancel()
+                await asyncio.gather(dropper, return_exceptions=True)
+                await asyncio.gather(*self._resuming, return_exceptions=True)
+
+    # -- drops and resumes (--drop-every) ---------------------------------------------
+
+    async def _drops(self) -> None:
+        """Cut a random player's connection now and then: each player about
+        once every drop_every seconds (a Poisson process over all of them)."""
+        rng = random.Random()
+        busy: set[int] = set()
+        n = len(self.players)
+        while True:
+            await asyncio.sleep(rng.expovariate(n / self.config.drop_every))
+            i = rng.randrange(n)
+            if i in busy or not self.players[i].connected:
+                continue
+            busy.add(i)
+            task = asyncio.ensure_future(self._drop_and_resume(i))
+            self._resuming.add(task)
+            task.add_done_callback(lambda t, i=i: (self._resuming.discard(t), busy.discard(i)))
+
+    async def _drop_and_resume(self, i: int) -> None:
+        old = self.players[i]
+        loop = asyncio.get_running_loop()
+        count, token = old.received, old.resume_token
+        old.cut()                                   # an RST, as a network change makes
+        self.drops += 1
+        t0 = loop.time()
+        new = DummySession(self.tally, old.index, self.config.rooms)
+        new.resume_after(old, token, count)
+        try:
+            await wait_for(loop.create_connection(lambda: new, self.config.host,
+                                                  self.config.port), self.config.enter_timeout)
+            self.resumed_sessions.append(new)
+            await wait_for(asyncio.shield(new.ready), self.config.enter_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            new.fail(f"resume: {describe(exc)}")
+        if new.ready.result():
+            self.players[i] = new
+            self.resumed += 1
+            self.gaps_ms.append((new.resumed_at - t0) * 1000)
+        else:
+            self.resume_failures += 1
+            self._fail(f"client {old.index}: {new.error}")
 
     async def drain(self) -> None:
         self.phase = "drain"
@@ -442,6 +508,9 @@ class DummyRun:
             if ticker is not None:
                 ticker.cancel()
             self.phase = "close"
+            for s in self.resumed_sessions:
+                if s.connected:
+                    s.disconnect()
             await self.service.close(timeout=CLOSE_TIMEOUT)
 
     async def _tick(self, progress) -> None:
@@ -456,6 +525,16 @@ class DummyRun:
                 "failed": self.failed, "sent": self.sent, "received": self.tally.unique,
                 "p99_ms": None if window is None else window / 1000,
             })
+
+    def resume_report(self) -> dict:
+        if not self.config.drop_every:
+            return {}
+        gaps = sorted(self.gaps_ms)
+
+        def q(p):
+            return round(gaps[min(len(gaps) - 1, int(p * len(gaps)))], 3) if gaps else 0.0
+        return {"dropped": self.drops, "resumed": self.resumed, "failed": self.resume_failures,
+                "gap_ms": {"p50": q(0.5), "p99": q(0.99), "max": gaps[-1] if gaps else 0.0}}
 
     def report(self) -> Report:
         c = self.tally.counts()
@@ -472,6 +551,7 @@ class DummyRun:
             latency_ms={name: t.latency_us(q) / 1000 for name, q in
                         (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0))},
             errors=list(self.errors),
+            resumes=self.resume_report(),
             errors_not_listed=self.failed - len(self.errors),
             field=self.field_report() if self.config.scenario == "field" else {},
         )

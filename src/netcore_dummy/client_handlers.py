@@ -28,6 +28,8 @@ def handle_S_ENTER_GAME(session, pkt):
     """Handle S_ENTER_GAME (packet id 1003) from the server."""
     if pkt.success:
         # A server of the original protocol leaves playerId out (0).
+        session.resume_token = pkt.resumeToken
+        session.counted_from = session.packets_received     # numbering starts after this
         session.entered(session.login_player_id or pkt.playerId)
         if session.walker is not None:      # the field scenario: where it starts
             session.walker.start(session.player_id, pkt.x, pkt.y)
@@ -62,5 +64,5 @@ def handle_S_DESPAWN(session, pkt):
 
 def handle_S_RESUME(session, pkt):
     """Handle S_RESUME (packet id 1011) from the server."""
-    # A dummy never sends C_RESUME: an answer to none is the server's fault.
-    session.fail("S_RESUME without a C_RESUME")
+    # Only a connection that sent C_RESUME (--drop-every) may get one.
+    session.resumed(pkt)

@@ -6,8 +6,10 @@ login and enter replies come through the generated client dispatch to the
 handlers in dummy/client_handlers.py, which call back into this class.
 """
 import asyncio
+import socket
+import struct
 
-from netcore_packets.Protocol_pb2 import C_CHAT, C_LOGIN
+from netcore_packets.Protocol_pb2 import C_CHAT, C_LOGIN, C_RESUME
 from netcore_packets.client_dispatch import ClientPacketDispatcher, make_send_buffer
 
 from netcore_dummy import client_handlers
@@ -32,11 +34,21 @@ class DummySession(DummySessionCore, asyncio.BufferedProtocol):
         self.untallied_chats = 0        # S_CHATs that reached Python (no Tally)
         self.field_packets = 0          # S_MOVE, S_SPAWN, S_DESPAWN: the chat walks nowhere
         self.resumable = False          # enter asking for a resume token (DummyConfig.resumable)
+        self.resume_token = ""          # S_ENTER_GAME's (then each S_RESUME's)
+        self.counted_from = 0           # packets_received when the count of packets began
+        # A resume (--drop-every): the session it takes over, the token and
+        # count it resumes with, and when S_RESUME came.
+        self.resuming = None
+        self.resume_count = 0
+        self.resumed_at = 0.0
 
     # -- netcore callbacks ---------------------------------------------------------
 
     def on_connected(self):
-        self.send_packet(C_LOGIN())     # empty: the server makes us a guest
+        if self.resuming is not None:   # a new connection's first packet: resume
+            self.send_packet(C_RESUME(token=self.resume_token, received=self.resume_count))
+        else:
+            self.send_packet(C_LOGIN())     # empty: the server makes us a guest
 
     def on_recv_packet(self, pkt_id, payload):
         self.dispatcher.dispatch(self, pkt_id, payload)
@@ -48,6 +60,43 @@ class DummySession(DummySessionCore, asyncio.BufferedProtocol):
 
     def send_packet(self, pkt):
         self.send(make_send_buffer(pkt))
+
+    @property
+    def received(self):
+        """Packets received since S_ENTER_GAME (a resume counts on)."""
+        return self.packets_received - self.counted_from
+
+    def cut(self):
+        """Drop the connection with an RST, as a network change does."""
+        sock = self.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
+    def resume_after(self, old, token, count):
+        """This connection resumes old's client: C_RESUME{token, count} first."""
+        self.resuming = old
+        self.resume_token = token
+        self.resume_count = count
+        self.resumable = True
+        self.seq = old.seq
+
+    def resumed(self, pkt):
+        """S_RESUME: on success the client goes on here, its checks and count too."""
+        old = self.resuming
+        if old is None:
+            self.fail("S_RESUME without a C_RESUME")
+            return
+        if not pkt.success:
+            self.fail("resume refused")
+            return
+        self.resumed_at = asyncio.get_running_loop().time()
+        self.take_over(old)
+        self.seq = old.seq
+        self.resume_token = pkt.resumeToken
+        # S_RESUME itself is not counted; what follows goes on from the count.
+        self.counted_from = self.packets_received - self.resume_count
+        self.login_player_id = old.login_player_id
+        self.entered(old.player_id)
 
     def entered(self, player_id):
         self.player_id = player_id

@@ -292,6 +292,21 @@ cdef class DummySessionCore(PacketSession):
     def armed(self):
         return self.next_seq != NULL
 
+    def take_over(self, DummySessionCore old not None):
+        """A resume (--resumable --drop-every): this connection is old's
+        client from now on, with old's place in every sender's sequence (so
+        a chat missed, or delivered twice, across the drop is caught) and its
+        walker; old checks nothing more."""
+        if old.tally is not self.tally or old.index != self.index:
+            raise ValueError("a session takes over its own client's only")
+        free(self.next_seq)
+        self.next_seq = old.next_seq
+        self.n_slots = old.n_slots
+        old.next_seq = NULL
+        old.n_slots = 0
+        self.chats_received += old.chats_received
+        self.walker = old.walker
+
     cdef Py_ssize_t process(self, FrameReader* r) except -1:
         cdef Py_ssize_t partial
         self.read_us = dummy_clock_us()

@@ -76,8 +76,9 @@ class GameServer:
         if (link is None and config.resume_window > 0
                 and all(n in game.protocol.packet_ids for n in RESUME_PACKETS)):
             self.holds = Holds(config.resume_window, config.resume_buffer_bytes)
-            self.resume_refused = game.protocol.make_send_buffer(
-                game.protocol.messages.S_RESUME())
+        # S_RESUME{success: false}, for every C_RESUME this server cannot take.
+        self.resume_refused = (game.protocol.make_send_buffer(game.protocol.messages.S_RESUME())
+                               if "S_RESUME" in game.protocol.packet_ids else None)
         self.logins_done = 0                # logins that succeeded, guests included
         self.dispatcher = game.protocol.dispatcher(game.handlers)
         self.service = ServerService(

@@ -145,7 +145,8 @@ class GameSession(netcore.PacketSession):
         self.refuse("resume", reason, fmt, *args)
         if self.state is State.RESUMING:
             self.state = State.CONNECTED
-        self.send(self.server.resume_refused)
+        if self.server.resume_refused is not None:
+            self.send(self.server.resume_refused)
 
     def take_over(self, old: "GameSession", received: int) -> bool:
         """The room's resume job: this connection becomes `old`'s (in the

@@ -163,7 +163,7 @@ def test_a_login_then_half_close_is_still_answered(arena, case):
 
 # -- packet ids and payloads ------------------------------------------------------------
 
-@pytest.mark.parametrize("pkt_id", [0, 999, 1001, 1003, 1005, 1007, 1009, 1010, 65535])
+@pytest.mark.parametrize("pkt_id", [0, 999, 1001, 1003, 1005, 1007, 1009, 1011, 1013, 65535])
 def test_an_unknown_packet_id_closes_the_offender(arena, case, pkt_id):
     sandwich(case, arena, packet(pkt_id, b"\x0a\x01x"),
              f"protocol error: unknown packet id {pkt_id}")
