@@ -69,9 +69,14 @@ def main(argv=None):
     for _ in range(args.repeat):
         for name, command in (("A", args.a), ("B", args.b)):
             runs[name].append(run_one(command, args.clients, args.rooms, args.duration, args.loop))
+    print_table(args, runs)
+
+
+def print_table(args, runs, note="", target=""):
+    """The A/B table of run_one()'s figures, medians, and B's ratios to A."""
     print(f"{args.clients} clients in {args.rooms} rooms, 1 chat/s for {args.duration:.0f} s, "
           f"{args.loop}, server on core {SERVER_CORE}, dummy on core {LOAD_CORE}, "
-          f"medians of {args.repeat}")
+          f"medians of {args.repeat}{note}")
     print(f"{'':3} {'deliveries/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'lost':>5} {'CPU s/M':>8}")
     med = {}
     for name in ("A", "B"):
@@ -82,7 +87,7 @@ def main(argv=None):
         print(f"{name:3} {m['rate']:>13,.0f} {m['p50']:>7.1f} {m['p99']:>7.1f} {lost:>5} "
               f"{m['cpu']:>8.3f}")
     print(f"B/A: p99 {med['B']['p99'] / med['A']['p99']:.2f}, "
-          f"CPU per delivery {med['B']['cpu'] / med['A']['cpu']:.2f}")
+          f"CPU per delivery {med['B']['cpu'] / med['A']['cpu']:.2f}{target}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -38,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bench_ab import run_one  # noqa: E402
+from bench_ab import print_table, run_one  # noqa: E402
 from bench_fanout import LOAD_CORE, SERVER_CORE  # noqa: E402
 from bench_workers import free_port  # noqa: E402
 
@@ -53,19 +54,7 @@ def cost(args):
             runs[name].append(r)
             print(f"  run {i + 1}/{args.repeat} {name}: {r['rate']:,.0f} deliveries/s, "
                   f"p99 {r['p99']:.1f} ms, CPU {r['cpu']:.3f} s/M", flush=True)
-    print(f"{args.clients} clients in {args.rooms} rooms, 1 chat/s for {args.duration:.0f} s, "
-          f"{args.loop}, server on core {SERVER_CORE}, dummy on core {LOAD_CORE}, "
-          f"medians of {args.repeat}; A plain, B resumable")
-    print(f"{'':3} {'deliveries/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'lost':>5} {'CPU s/M':>8}")
-    med = {}
-    for name in ("A", "B"):
-        med[name] = {k: statistics.median(r[k] for r in runs[name])
-                     for k in ("rate", "p50", "p99", "cpu")}
-        m = med[name]
-        print(f"{name:3} {m['rate']:>13,.0f} {m['p50']:>7.1f} {m['p99']:>7.1f} "
-              f"{max(r['lost'] for r in runs[name]):>5} {m['cpu']:>8.3f}")
-    print(f"B/A: p99 {med['B']['p99'] / med['A']['p99']:.2f}, "
-          f"CPU per delivery {med['B']['cpu'] / med['A']['cpu']:.2f} (target <= 1.10)")
+    print_table(args, runs, "; A plain, B resumable", " (target <= 1.10)")
 
 
 def rss_kb(pid):
@@ -76,7 +65,9 @@ def rss_kb(pid):
     return 0
 
 
-def idle_rss(args, resumable):
+@contextlib.contextmanager
+def server_on_core(args):
+    """netcore-server on SERVER_CORE, on a free port, until the block ends."""
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         server = subprocess.Popen(
@@ -86,23 +77,28 @@ def idle_rss(args, resumable):
         try:
             if "listening" not in server.stdout.readline():
                 raise RuntimeError("the server did not start")
-            before = rss_kb(server.pid)
-            dummy = subprocess.Popen(
-                ["taskset", "-c", LOAD_CORE, sys.executable, "-m", "netcore_dummy.cli",
-                 "--port", str(port), "--clients", str(args.idle), "--hold", "--duration", "4",
-                 "--go-on-stdin", "--json", "--loop", args.loop,
-                 *(["--resumable"] if resumable else [])],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            ready = dummy.stdout.readline()           # every client in game
-            if '"ready"' not in ready:
-                raise RuntimeError(f"the dummy did not get in game: {ready!r}")
-            during = rss_kb(server.pid)
-            dummy.stdin.write("go\n")
-            dummy.stdin.close()
-            dummy.wait(60)
+            yield server, port
         finally:
             server.terminate()
             server.wait(30)
+
+
+def idle_rss(args, resumable):
+    with server_on_core(args) as (server, port):
+        before = rss_kb(server.pid)
+        dummy = subprocess.Popen(
+            ["taskset", "-c", LOAD_CORE, sys.executable, "-m", "netcore_dummy.cli",
+             "--port", str(port), "--clients", str(args.idle), "--hold", "--duration", "4",
+             "--go-on-stdin", "--json", "--loop", args.loop,
+             *(["--resumable"] if resumable else [])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = dummy.stdout.readline()           # every client in game
+        if '"ready"' not in ready:
+            raise RuntimeError(f"the dummy did not get in game: {ready!r}")
+        during = rss_kb(server.pid)
+        dummy.stdin.write("go\n")
+        dummy.stdin.close()
+        dummy.wait(60)
     return (during - before) * 1024 / args.idle
 
 
@@ -229,20 +225,9 @@ def quantile(xs, q):
 
 
 def latency(args):
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        server = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, *SERVER.split(), "--port", str(port),
-             "--log-level", "WARNING", "--db", f"{tmp}/r.db", "--loop", args.loop],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            if "listening" not in server.stdout.readline():
-                raise RuntimeError("the server did not start")
-            os.sched_setaffinity(0, {int(LOAD_CORE)})
-            to_resume, to_live, missed = asyncio.run(resumes(args, port))
-        finally:
-            server.terminate()
-            server.wait(30)
+    with server_on_core(args) as (_, port):
+        os.sched_setaffinity(0, {int(LOAD_CORE)})
+        to_resume, to_live, missed = asyncio.run(resumes(args, port))
     print(f"{args.resumes} resumes, a chatter at 100 chats/s in the room, each client cut "
           f"with an RST and back 50 ms later: connect to S_RESUME p50 "
           f"{quantile(to_resume, 0.5):.2f} ms p99 {quantile(to_resume, 0.99):.2f} ms; "

@@ -56,7 +56,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import netcore  # noqa: E402
 from netcore import DisconnectReason, split_frames  # noqa: E402
-from support import FakeTransport, Recorder, feed, packet  # noqa: E402
+from support import FakeTransport, Recorder, feed, feed_capped, packet  # noqa: E402
 from test_core_framing import reference_split  # noqa: E402
 
 KINDS = ("valid", "corrupt", "mutated", "random")
@@ -131,33 +131,6 @@ def make_input(rng: random.Random):
         most = 4 if cap and rng.random() < 0.7 else 31
         cuts = [rng.randrange(0, len(data) + 1) for _ in range(rng.randrange(0, most))]
     return kind, data, cuts, max_size, kind == "valid", cap
-
-
-async def feed_capped(s, t: FakeTransport, data: bytes, cuts) -> bool:
-    """feed(), for a session that handles at most max_packets_per_read packets
-    of a read and leaves the rest to later loop iterations with reading
-    paused: like a transport, deliver the next read only while reading, and
-    at the end let the loop run until the session reads again (or closed).
-    True when the session did leave packets for later at least once."""
-    pos = 0
-    deferred = False
-    for end in sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]:
-        while pos < end and not s.close_reason:
-            while not t.reading and not s.close_reason:
-                deferred = True
-                await asyncio.sleep(0)
-            if s.close_reason:
-                break
-            buf = s.get_buffer(-1)
-            n = min(len(buf), end - pos)
-            assert n > 0, "get_buffer offered no room"
-            buf[:n] = data[pos:pos + n]
-            s.buffer_updated(n)
-            pos += n
-    while not t.reading and not s.close_reason:
-        deferred = True
-        await asyncio.sleep(0)
-    return deferred
 
 
 async def check(data: bytes, cuts, max_size: int, expect_clean: bool, cap: int) -> str | None:

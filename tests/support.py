@@ -205,6 +205,41 @@ def feed(session, data: bytes, cuts=()):
             pos += n
 
 
+async def feed_capped(s, t: FakeTransport, data: bytes, cuts, budget=None) -> bool:
+    """feed(), for a session that handles at most max_packets_per_read packets
+    of a read and leaves the rest to later loop iterations with reading
+    paused: like a transport, deliver the next read only while reading, and
+    at the end let the loop run until the session reads again (or closed).
+    `budget`: at most this many loop iterations in all (AssertionError past
+    it: a session that never reads again); None, no bound. True when the
+    session did leave packets for later at least once."""
+    pos = 0
+    deferred = False
+
+    async def until_reading():
+        nonlocal budget, deferred
+        while not t.reading and not s.close_reason:
+            deferred = True
+            if budget is not None:
+                budget -= 1
+                assert budget > 0, "a capped session never read again"
+            await asyncio.sleep(0)
+
+    for end in sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]:
+        while pos < end and not s.close_reason:
+            await until_reading()
+            if s.close_reason:
+                break
+            buf = s.get_buffer(-1)
+            n = min(len(buf), end - pos)
+            assert n > 0, "get_buffer offered no room"
+            buf[:n] = data[pos:pos + n]
+            s.buffer_updated(n)
+            pos += n
+    await until_reading()
+    return deferred
+
+
 @contextlib.contextmanager
 def collector_as_the_server_runs_it():
     """The cyclic collector as netcore-server sets it (tune_gc_for_serving:

@@ -9,7 +9,7 @@ import pytest
 import netcore
 from netcore import make_packet, send_to_all_coalesced
 
-from support import FakeTransport, Recorder, packet
+from support import FakeTransport, Recorder
 
 
 def session():

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netcore
-from netcore_dummy import DummyConfig, DummySession, Tally, cli, run_dummy, tally
+from netcore_dummy import DummyConfig, DummySession, Tally, cli, tally
 from netcore_dummy.client import MAX_ERRORS_KEPT, DummyRun, paced
 from netcore import PacketSession, ServerService, send_to_all
 from netcore_packets import Protocol_pb2 as pb

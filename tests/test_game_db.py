@@ -22,7 +22,7 @@ from netcore_server.db import (
 )
 from netcore_server.passwords import hash_password, verify_password
 from netcore_game.server import GameServer, ServerConfig
-from db_backends import ACCOUNT_ROWS, CHARACTER_ROWS, SMALL_N
+from db_backends import ACCOUNT_ROWS, CHARACTER_ROWS
 from game_support import connect, in_game
 
 

@@ -1,5 +1,4 @@
 """Rooms as job queues under concurrent chat, and a room's own tick."""
-import asyncio
 
 from netcore_packets import Protocol_pb2 as pb
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import netcore
-from netcore_tools import codegen, gen_handlers, new_project
+from netcore_tools import codegen, gen_handlers
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = sorted(["README.md", "pyproject.toml", "setup.py", ".gitignore",

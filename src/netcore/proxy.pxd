@@ -128,6 +128,11 @@ cdef class HeaderReader:
     cdef int received(self, Py_ssize_t nbytes) except -1
     cdef int done(self, ProxyHeader* h, const unsigned char* rest, Py_ssize_t n) except -1
     cdef int failed(self, str reason, str detail) except -1
+    # Settled without a header (counted as `reason`, logged with `detail`),
+    # the transport aborted when `abort`; eof_received and lost() call it
+    # for a connection that ended first.
+    cdef int end(self, str reason, str detail, bint abort) except -1
+    cdef int lost(self, object exc) except -1     # connection_lost's part of it
 
 
 cdef object forwarded_client(object headers)    # the client an HTTP proxy names, or None

@@ -471,6 +471,21 @@ cdef class HeaderReader:
     cdef int failed(self, str reason, str detail) except -1:
         raise NotImplementedError
 
+    cdef int end(self, str reason, str detail, bint abort) except -1:
+        raise NotImplementedError
+
+    def eof_received(self):
+        if not self.finished:
+            self.end("closed", "the connection ended before its PROXY header was complete",
+                     False)
+        return False
+
+    cdef int lost(self, object exc) except -1:
+        if not self.finished:
+            self.end("closed", "the connection ended before its PROXY header was complete"
+                     + (f" ({exc})" if exc else ""), False)
+        return 0
+
 
 # -- Forwarded and X-Forwarded-For --------------------------------------------------------
 

@@ -873,16 +873,8 @@ cdef class ProxiedConnection(HeaderReader):
             s.buffer_updated(n)
         return 0
 
-    def eof_received(self):
-        if not self.finished:
-            self.end("closed", "the connection ended before its PROXY header was complete",
-                     False)
-        return False
-
     def connection_lost(self, exc):
-        if not self.finished:
-            self.end("closed", "the connection ended before its PROXY header was complete"
-                     + (f" ({exc})" if exc else ""), False)
+        self.lost(exc)
         self.transport = None
 
     def pause_writing(self):

@@ -800,17 +800,9 @@ cdef class WsProxyHeader(HeaderReader):
             self.transport.abort()      # connection_lost ends the count
         return 0
 
-    def eof_received(self):
-        if not self.finished:
-            self.end("closed", "the connection ended before its PROXY header was complete",
-                     False)
-        return False
-
     def connection_lost(self, exc):
         # picows never saw this connection: only the listener's count ends.
-        if not self.finished:
-            self.end("closed", "the connection ended before its PROXY header was complete"
-                     + (f" ({exc})" if exc else ""), False)
+        self.lost(exc)
         protocol = self.protocol
         protocol.header = None
         (<WebSocketListener>protocol.port).end_upgrade(protocol)

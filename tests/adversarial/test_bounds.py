@@ -7,7 +7,6 @@ The server's own counts, as its periodic summary logs them (one a second
 here), say how many were refused: the per-client lines themselves are
 rate limited in this module, as they are by default.
 """
-import asyncio
 import re
 
 from netcore_packets import Protocol_pb2 as pb

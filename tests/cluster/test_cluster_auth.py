@@ -1,7 +1,6 @@
 """Who may use the cluster's broker (issue 26, "The broker"): the private
 nats-server of `--workers N` lets in only the processes of its run, and with
 `--nats` every NATS credential form and TLS work (netcore_cluster.auth)."""
-import asyncio
 import os
 import shutil
 import signal
@@ -44,7 +43,6 @@ async def refused(url, **options):
 
 
 def test_the_private_broker_lets_in_only_the_processes_of_its_run(run, tmp_path, loop_kind):
-    import nats
     with ClusterProcess(tmp_path, loop_kind, 2) as server:
         url = server.banner.split("NATS ")[1].split(",")[0].split()[0].rstrip(",")
         broker, *_ = [p for p in children(server.proc.pid)

@@ -1,6 +1,5 @@
 """The cluster's faults over real processes: the broker stopped and restarted, a
 worker too slow for its room streams, and two NATS nodes with a server on each."""
-import asyncio
 import os
 import re
 import signal

@@ -15,7 +15,7 @@ from netcore_packets import Protocol_pb2 as pb
 from cluster_support import (
     ClusterProcess, assert_one_order, chat_rounds, clients_on_every_worker, wait_for,
 )
-from game_support import connect, in_game, leave
+from game_support import connect, leave
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX processes")
 

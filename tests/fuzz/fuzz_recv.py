@@ -24,14 +24,13 @@ loop runs until it reads again, as a transport would). Properties:
 """
 from __future__ import annotations
 
-import asyncio
 import struct
 
 import fuzzlib
 from fuzzlib import Input
 
 with fuzzlib.instrumented():
-    from support import FakeTransport, Recorder, feed, packet
+    from support import FakeTransport, Recorder, feed, feed_capped, packet
 
 from test_core_framing import reference_split  # imports pytest: not instrumented whole
 from netcore import DisconnectReason, split_frames
@@ -54,31 +53,6 @@ def decode(data: bytes):
     return max_size, cap, cuts, inp.rest()
 
 
-async def feed_capped(s, t: FakeTransport, data: bytes, cuts) -> None:
-    """feed() for a capped session: a read only while it reads; the loop runs
-    until it reads again (at most one iteration per packet, and a few)."""
-    budget = len(data) + 16
-    pos = 0
-    for end in sorted({c % (len(data) + 1) for c in cuts}) + [len(data)]:
-        while pos < end and not s.close_reason:
-            while not t.reading and not s.close_reason:
-                budget -= 1
-                assert budget > 0, "a capped session never read again"
-                await asyncio.sleep(0)
-            if s.close_reason:
-                break
-            buf = s.get_buffer(-1)
-            n = min(len(buf), end - pos)
-            assert n > 0, "get_buffer offered no room"
-            buf[:n] = data[pos:pos + n]
-            s.buffer_updated(n)
-            pos += n
-    while not t.reading and not s.close_reason:
-        budget -= 1
-        assert budget > 0, "a capped session never drained its backlog"
-        await asyncio.sleep(0)
-
-
 async def check(max_size: int, cap: int, cuts, data: bytes) -> None:
     ref_packets, ref_consumed, ref_error = reference_split(data, max_size)
     packets, consumed, error = split_frames(data, max_size)
@@ -91,7 +65,7 @@ async def check(max_size: int, cap: int, cuts, data: bytes) -> None:
     s.connection_made(t)
     try:
         if cap:
-            await feed_capped(s, t, data, cuts)
+            await feed_capped(s, t, data, cuts, budget=len(data) + 16)
         else:
             feed(s, data, cuts)
         assert s.packets == ref_packets, \
