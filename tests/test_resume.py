@@ -358,3 +358,31 @@ def test_the_dummy_refuses_drops_it_cannot_do(args, error):
     out = subprocess.run([sys.executable, "-m", "netcore_dummy.cli", "--port", "1", *args],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and error in out.stderr, out.stderr
+
+
+def test_a_websocket_client_resumes_over_tcp(run, tmp_path, loop_kind):
+    # The hold is the session's, not its transport's: a browser that lost
+    # its WebSocket may come back over either.
+    from netcore import ClientService
+
+    async def go(server):
+        (b,) = await in_game(server.port, 1)
+        service = ClientService(ResumeClient, port=server.ws_port, count=1, transport="ws")
+        (a,) = await service.start()
+        entered = await a.enter_resumable()
+        b.send_pkt(pb.C_CHAT(msg="one"))
+        await a.wait_chats(1)
+        a.disconnect()                               # a close frame: the peer is gone
+        await log_shows(server, "held for a resume")
+        b.send_pkt(pb.C_CHAT(msg="two"))
+        await b.wait_chats(2)
+        a2, answer = await resume(server.port, entered.resumeToken, a.received)
+        assert answer.success
+        assert await a2.wait_chats(1) == [(b.player_id, "two")]
+        await leave(a2, b)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        ws_port = probe.getsockname()[1]
+    with ServerProcess(tmp_path, loop_kind, "--ws-port", str(ws_port)) as server:
+        run(go(server))
