@@ -18,8 +18,8 @@
    S_RESUME, and to the first live chat after the replay (p50, p99), and
    the chats each missed, checked exactly once and in order.
 
-Not measured: the rolling restart of 4 workers (not built yet: resumption
-is one process so far, docs/architecture.md).
+Not measured: the rolling restart of 4 workers (not built: a restarted
+worker's holds end with it, docs/architecture.md).
 """
 from __future__ import annotations
 
@@ -252,7 +252,7 @@ def main(argv=None):
             part(args)
     if args.only is None:
         print("rolling restart of 4 workers under 2,000 clients: not measured (not built: "
-              "resumption is one process so far)")
+              "a restarted worker's holds end with it)")
 
 
 if __name__ == "__main__":

@@ -124,6 +124,10 @@ class RemoteRoom:
         else:
             raise TypeError(f"{fn!r} is not a job of room {self.room_id}")
 
+    def member_changed(self) -> None:
+        """A member's session changed (a resume): the fan-out list is rebuilt."""
+        self._sessions = None
+
     # -- the stream ------------------------------------------------------------------
 
     def fan_out(self, buf) -> int:
@@ -138,7 +142,13 @@ class RemoteRoom:
     def unicast(self, member_id: int, buf) -> None:
         member = self.members.get(member_id)
         if member is not None and member.session is not None:
-            member.session.send(buf)
+            session = member.session
+            if getattr(session, "enter_pending", False):
+                # The answer to its enter (a resumable session's: the server
+                # layer adds its resume token, netcore_server.resume).
+                session.answer_enter(buf)
+            else:
+                session.send(buf)
 
     def multicast(self, member_ids, buf) -> None:
         """The packets to those of these members that are here: one copy for all."""

@@ -184,7 +184,7 @@ def handle_C_ENTER_GAME(session, pkt):
     session.state = State.IN_GAME
     session.entered = True
     # A game whose protocol has no resumable field never asks.
-    session.resume_asked = bool(getattr(pkt, "resumable", False))
+    session.resume_asked = session.enter_pending = bool(getattr(pkt, "resumable", False))
     # The room answers S_ENTER_GAME when its enter job runs (on whichever
     # worker owns it): from that answer on, the player gets every packet of the room.
     room.do_async(room.enter, player)
@@ -195,15 +195,21 @@ def handle_C_RESUME(session, pkt):
     a held (or not yet noticed dead) session by its token
     (netcore_server.resume); anything else is S_RESUME{success: false} and
     the connection goes on as a new one."""
+    if session.state is not State.CONNECTED or session.packets_received != 1:
+        session.resume_refused("wrong_state", "resume refused: not the connection's first "
+                               "packet (state %s)", session.state.value)
+        return
+    begin_resume(session, pkt.token, pkt.received)
+
+
+def begin_resume(session, token: str, received: int) -> None:
+    """A resume of a new connection (its C_RESUME here, or read by another
+    worker that handed the connection over: netcore_server.handover)."""
     server = session.server
     holds = server.holds
     if holds is None:
         session.resume_refused("not_resumable", "resume refused: this server does not resume "
-                               "(it runs several workers, or a resume window of 0)")
-        return
-    if session.state is not State.CONNECTED or session.packets_received != 1:
-        session.resume_refused("wrong_state", "resume refused: not the connection's first "
-                               "packet (state %s)", session.state.value)
+                               "(a resume window of 0)")
         return
     gate = server.logins
     key = address_key(session.peername, server.service.exempt_networks)
@@ -212,12 +218,27 @@ def handle_C_RESUME(session, pkt):
                                "resumes from %s in %g s", gate.failures.used(key, gate.clock()),
                                key, gate.failures.window)
         return
-    old = holds.find(pkt.token)
+    elsewhere = holds.holder_of(token)
+    if elsewhere is not None:
+        # Another worker's token: the connection goes to it, or nowhere.
+        handover = server.handover
+        if (handover is not None and session.transport_kind == "tcp"
+                and elsewhere in server.sibling_slots
+                and handover.hand(session, elsewhere, token, received)):
+            session.state = State.RESUMED       # its end is no player's
+            session.disconnect(DisconnectReason.CLOSED, f"handed to worker {elsewhere}, "
+                               "which holds its session", abort=True)
+            return
+        session.resume_refused("not_resumable", "resume refused: the session is held by "
+                               "worker %s, which this connection cannot reach (%s)", elsewhere,
+                               "a WebSocket" if session.transport_kind != "tcp"
+                               else "another machine, or gone")
+        return
+    old = holds.find(token)
     if old is None or old is session or old.player is None:
         gate.failed(key)                    # a guess costs the address what a bad password does
         session.resume_refused("unknown_token", "resume refused: the token is not known")
         return
-    received = pkt.received
     if received > old.packets_numbered:
         gate.failed(key)
         session.resume_refused("wrong_count", "resume refused: %d received, but %d were sent",
@@ -230,8 +251,17 @@ def handle_C_RESUME(session, pkt):
             old.end_hold("a resume came for packets no longer kept")
         return
     session.state = State.RESUMING
-    room = old.player.room
-    room.do_async(room.resume_member, old.player, session, old, received)
+    player = old.player
+    room = player.room
+    if isinstance(room, Room):
+        # In the room's order: what it sent before the job is old's (kept,
+        # sent again), what it sends after is the new session's.
+        room.do_async(room.resume_member, player, session, old, received)
+    elif session.take_over(old, received):
+        # A room of another worker's (netcore_cluster): its stream reaches
+        # the player through this worker, so the swap here, at once, is a
+        # point of that stream's order.
+        room.member_changed()
 
 
 def handle_C_LEAVE(session, pkt):

@@ -23,10 +23,10 @@ docs/protocol.md ("Resuming a session") is the client's side. Here:
   (the login gate's): it costs a dictionary lookup, no hashing, no memory.
 
 Where it lives: everything of a hold is the holding process's (its session
-object, its sent log, its room's membership). One process resumes; under
---workers the tokens are not issued (a resume could land on another worker,
-which cannot find the hold yet), so clients see no resumeToken and log in
-again as before.
+object, its sent log, its room's membership). Under --workers a token names
+its worker, and a C_RESUME read by another worker of the machine has its
+TCP connection handed over to it (netcore_server.handover); a WebSocket, or
+a worker of another machine, is S_RESUME{success: false}.
 """
 from __future__ import annotations
 
@@ -73,9 +73,15 @@ class ResumeCounts:
 class Holds:
     """The resumable sessions of one server by token, and their holds."""
 
-    def __init__(self, window: float, buffer_bytes: int):
+    def __init__(self, window: float, buffer_bytes: int, slots: list[str] | None = None,
+                 slot: str | None = None):
+        """slots, slot: with several workers, every worker of the cluster
+        and this one's: a token begins with its worker's index in `slots`,
+        so that a worker that reads a C_RESUME knows where the hold is."""
         self.window = window
         self.buffer_bytes = buffer_bytes
+        self.slots = list(slots or ())
+        self.prefix = f"{self.slots.index(slot)}." if slot is not None else ""
         self._by_token: dict[str, object] = {}
         self.counts = ResumeCounts()
 
@@ -90,10 +96,21 @@ class Holds:
     def issue(self, session) -> str:
         """A new token for `session` (its last one, if any, is spent)."""
         self.spend(session)
-        token = secrets.token_urlsafe(TOKEN_BYTES)
+        token = self.prefix + secrets.token_urlsafe(TOKEN_BYTES)
         session.resume_token = token
         self._by_token[token] = session
         return token
+
+    def holder_of(self, token: str) -> str | None:
+        """The slot of the other worker a token was issued by; None for this
+        worker's own (and for anything that names no worker: not known)."""
+        head, dot, _ = token.partition(".")
+        if not self.prefix or not dot or not head.isdigit() or len(head) > 6:
+            return None
+        index = int(head)
+        if index >= len(self.slots) or head + dot == self.prefix:
+            return None
+        return self.slots[index]
 
     def find(self, token: str):
         """The session a token was issued to, while it is not spent."""

@@ -139,7 +139,9 @@ class Room(JobQueue):
     def on_rejoin(self, player: Player) -> None:
         """The player's client resumed on a new connection (netcore_server.resume):
         player.session is the new one. Nobody else noticed a thing; a room
-        that keeps sessions of its own (a field's) points them at it here."""
+        that keeps sessions of its own (a field's) points them at it here.
+        Only for a player connected to this worker (a member of another
+        worker's has no session here)."""
 
     def on_leave(self, player: Player) -> None:
         """The player left (C_LEAVE, disconnect, its worker gone): no longer a member."""

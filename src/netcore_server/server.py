@@ -25,6 +25,7 @@ from netcore_server.metrics import MetricsServer
 from netcore_server.player import PlayerIdAllocator
 from netcore_server.refusals import Refusals
 from netcore_server.replies import replies_for
+from netcore_server.handover import Handover
 from netcore_server.resume import RESUME_PACKETS, Holds
 from netcore_server.room import Rooms
 from netcore_server.session import State
@@ -72,10 +73,20 @@ class GameServer:
         # Resumable sessions: one process, a window, and a protocol with
         # C_RESUME, S_RESUME and C_LEAVE (netcore_server.resume).
         self.holds = None
+        self.handover = None                # with workers: netcore_server.handover
+        self.sibling_slots: frozenset[str] = frozenset()
         self.stopping = False
-        if (link is None and config.resume_window > 0
+        if (config.resume_window > 0
                 and all(n in game.protocol.packet_ids for n in RESUME_PACKETS)):
-            self.holds = Holds(config.resume_window, config.resume_buffer_bytes)
+            if link is None:
+                self.holds = Holds(config.resume_window, config.resume_buffer_bytes)
+            else:
+                self.holds = Holds(config.resume_window, config.resume_buffer_bytes,
+                                   slots=link.cmap.slots, slot=link.slot)
+                node = link.slot.rsplit("-", 1)[0]
+                self.sibling_slots = frozenset(s for s in link.cmap.slots if s != link.slot
+                                               and s.rsplit("-", 1)[0] == node)
+                self.handover = Handover(self, link.slot)
         # S_RESUME{success: false}, for every C_RESUME this server cannot take.
         self.resume_refused = (game.protocol.make_send_buffer(game.protocol.messages.S_RESUME())
                                if "S_RESUME" in game.protocol.packet_ids else None)
@@ -154,6 +165,8 @@ class GameServer:
             except OSError as exc:
                 raise listen_error("game port", self.config.host, self.config.port,
                                    exc) from None
+            if self.handover is not None:
+                self.handover.start()       # where the machine's other workers hand resumes
             if self.ws is not None:
                 try:
                     await self.ws.start()
@@ -162,6 +175,8 @@ class GameServer:
                     raise listen_error("websocket port", self.config.host, self.config.ws_port,
                                        exc) from None
         except BaseException:
+            if self.handover is not None:
+                self.handover.close()
             if self.metrics is not None:
                 self.metrics.stop()
                 self.metrics = None
@@ -234,6 +249,8 @@ class GameServer:
             self._summary_task.cancel()
             self._summary_task = None
         self.stopping = True                # a connection that ends now is not held
+        if self.handover is not None:
+            self.handover.close()
         await self.quiesce()
         if self.link is not None:
             await self.link.drain_incoming()    # what other owners streamed to our players

@@ -25,11 +25,13 @@ import netcore
 from netcore import DisconnectReason
 from netcore.logs import peer_line
 
+from netcore_server.protocol import PKT_S_ENTER_GAME
 from netcore_server.resume import HOLD_REASONS, with_token
 from netcore_server.room import Room, member_job
 
 
 _Ts = TypeVarTuple("_Ts")
+_ENTER_OK = (PKT_S_ENTER_GAME.to_bytes(2, "little"), b"\x08\x01")   # S_ENTER_GAME{success: true ...}
 log = logging.getLogger("netcore_server.resume")
 
 
@@ -46,8 +48,8 @@ class GameSession(netcore.PacketSession):
     # Slots, not a __dict__: one per connection, and a login storm makes
     # thousands a second (a subclass that adds attributes gets a __dict__ back).
     __slots__ = ("server", "state", "account", "characters", "player_ids", "player",
-                 "failed_logins", "entered", "resume_asked", "resume_token", "hold_timer",
-                 "__weakref__")
+                 "failed_logins", "entered", "resume_asked", "enter_pending", "resume_token",
+                 "hold_timer", "__weakref__")
 
     def __init__(self, server):
         """server: the GameServer (netcore_server.server) this session belongs to."""
@@ -60,6 +62,7 @@ class GameSession(netcore.PacketSession):
         self.failed_logins = 0
         self.entered = False                      # it asked a room to take it
         self.resume_asked = False                 # its C_ENTER_GAME set resumable
+        self.enter_pending = False                # ... and its S_ENTER_GAME has not come
         self.resume_token: str | None = None      # its current one (Holds; never logged)
         self.hold_timer = None                    # the end of its hold's window
 
@@ -102,10 +105,14 @@ class GameSession(netcore.PacketSession):
     # -- resumption (netcore_server.resume) -------------------------------------------
 
     def answer_enter(self, reply) -> None:
-        """Send the room's S_ENTER_GAME success `reply`: with a resume token
-        in it when this session asked for one, numbering what follows."""
+        """Send the room's answer to this session's enter: a success with a
+        resume token in it when this session asked for one, numbering what
+        follows. (A room of another worker's answers through its stream,
+        whose first packet to an entering member is that answer: the
+        cluster layer hands it here while enter_pending.)"""
+        self.enter_pending = False
         holds = self.server.holds
-        if self.resume_asked and holds is not None and self.connected:
+        if self.resume_asked and holds is not None and self.connected and entered(reply):
             self.send(with_token(reply, holds.issue(self)))
             self.keep_sent(holds.buffer_bytes)
         else:
@@ -242,3 +249,10 @@ class GameSession(netcore.PacketSession):
             self.refuse("enter", why, fmt, *args)
             self.player = None
             self.state = State.LOGGED_IN
+
+
+def entered(reply) -> bool:
+    """Whether a framed packet is an S_ENTER_GAME that says success (protobuf
+    writes field 1, success = true, first)."""
+    head = bytes(memoryview(reply)[2:6])
+    return head[:2] == _ENTER_OK[0] and head[2:] == _ENTER_OK[1]
