@@ -31,6 +31,8 @@ import os
 import socket
 import struct
 
+from netcore_server.handlers import begin_resume
+
 log = logging.getLogger("netcore_server.handover")
 
 _HEAD = struct.Struct("<Q")     # the count; the token follows, UTF-8
@@ -145,7 +147,6 @@ class Handover:
         asyncio.get_running_loop().create_task(self._adopt(fds[0], token, received))
 
     async def _adopt(self, fd: int, token: str, received: int) -> None:
-        from netcore_server.handlers import begin_resume
         service = self.server.service
         sock = socket.socket(fileno=fd)
         if self.server.stopping:
