@@ -166,7 +166,13 @@ class GameServer:
                 raise listen_error("game port", self.config.host, self.config.port,
                                    exc) from None
             if self.handover is not None:
-                self.handover.start()       # where the machine's other workers hand resumes
+                try:
+                    self.handover.start()   # where the machine's other workers hand resumes
+                except OSError as exc:
+                    # Resumes still work for the connections that land here.
+                    log.warning("no resume channel for the other workers (%s): a resume "
+                                "that lands on another worker is refused", exc)
+                    self.handover = None
             if self.ws is not None:
                 try:
                     await self.ws.start()

@@ -55,6 +55,9 @@ def encode_segment(seg) -> bytes:
     if kind == wire.UNICAST:
         _, member, frames, view = seg
         return wire.unicast_segment(member, frames, bytes(view))
+    if kind == wire.MULTICAST:
+        _, members, frames, view = seg
+        return wire.multicast_segment(bytes(members), frames, bytes(view))
     if kind in (wire.JOINED, wire.LEFT):
         _, member, epoch, slot = seg
         return wire.member_segment(kind, member, epoch, slot)
