@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import struct
 import subprocess
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from bench_ab import print_table, run_one  # noqa: E402
 from bench_fanout import LOAD_CORE, SERVER_CORE  # noqa: E402
 from bench_workers import free_port  # noqa: E402
+from netcore_dummy.session import reset  # noqa: E402
 
 SERVER = f"{sys.executable} -m netcore_game.cli"
 
@@ -191,9 +191,7 @@ async def resumes(args, port):
             a.send(1002, pb.C_ENTER_GAME(playerIndex=0, roomId=7, resumable=True))
             await a.until(lambda: "enter" in a.events and len(a.chats) >= 3)
             token = a.events["enter"].resumeToken
-            sock = a.transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            a.transport.abort()
+            reset(a.transport)
             await asyncio.sleep(0.05)            # the server sees the reset: a hold
             start = time.perf_counter()
             _, b = await loop.create_connection(lambda: Client(a.received, True),

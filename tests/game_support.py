@@ -12,6 +12,7 @@ from netcore_packets import Protocol_pb2 as pb
 from netcore_packets.client_dispatch import PACKET_IDS, make_send_buffer
 
 from netcore import ClientService, PacketSession
+from netcore_dummy.session import reset as reset_transport
 from support import until_changed
 
 MESSAGE_BY_ID = {pkt_id: getattr(pb, name) for name, pkt_id in PACKET_IDS.items()}
@@ -151,6 +152,11 @@ async def in_game(port, count=1, room=0, transport="tcp"):
         assert entered.success
         c.player_id = entered.playerId
     return clients
+
+
+def reset(client):
+    """Close with an RST: the server sees the client gone at once."""
+    reset_transport(client.transport)
 
 
 async def connect_from(port, host, factory=GameClient):

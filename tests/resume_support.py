@@ -1,12 +1,10 @@
 """A resumable test client (docs/protocol.md, "Resuming a session") and the
 moves of a resume: cut a connection with an RST, come back with C_RESUME."""
 import asyncio
-import socket
-import struct
 
 from netcore_packets import Protocol_pb2 as pb
 
-from game_support import MESSAGE_BY_ID, GameClient
+from game_support import MESSAGE_BY_ID, GameClient, reset  # noqa: F401  (for the tests)
 
 
 class ResumeClient(GameClient):
@@ -39,13 +37,6 @@ async def dial(port, factory=ResumeClient):
     loop = asyncio.get_running_loop()
     _, client = await loop.create_connection(factory, "127.0.0.1", port)
     return client
-
-
-def reset(client):
-    """Cut the connection with an RST, as a network change does."""
-    sock = client.transport.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    client.transport.abort()
 
 
 async def resume(port, token, received):

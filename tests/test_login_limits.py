@@ -4,8 +4,6 @@ server-wide, failed logins are limited per connection and per address, and
 new accounts per address."""
 import asyncio
 import logging
-import socket
-import struct
 import threading
 import time
 
@@ -16,7 +14,7 @@ from netcore_packets import Protocol_pb2 as pb
 
 from netcore_server.db import GUEST_CHARACTERS, Database, LoginResult, LoginStatus, SQLiteDatabase
 from netcore_game.server import GameServer, ServerConfig
-from game_support import connect, connect_from, leave
+from game_support import connect, connect_from, leave, reset
 
 
 async def eventually(predicate, what, timeout=10.0):
@@ -25,13 +23,6 @@ async def eventually(predicate, what, timeout=10.0):
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.005)
-
-
-def reset(client):
-    """Close with an RST: the server sees the client gone at once."""
-    sock = client.transport.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    client.transport.abort()
 
 
 class HeldDatabase(Database):

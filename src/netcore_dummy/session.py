@@ -16,6 +16,14 @@ from netcore_dummy import client_handlers
 from netcore_dummy.tally import DummySessionCore, format_chat
 
 
+def reset(transport):
+    """End a connection with an RST (a zero linger, then abort): what a
+    network change or a crashed peer looks like to the server."""
+    sock = transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
 # The Cython core cannot inherit from a Python class; the BufferedProtocol base
 # is what makes stdlib transports use its zero-copy get_buffer/buffer_updated.
 class DummySession(DummySessionCore, asyncio.BufferedProtocol):
@@ -68,9 +76,7 @@ class DummySession(DummySessionCore, asyncio.BufferedProtocol):
 
     def cut(self):
         """Drop the connection with an RST, as a network change does."""
-        sock = self.transport.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.transport.abort()
+        reset(self.transport)
 
     def resume_after(self, old, token, count):
         """This connection resumes old's client: C_RESUME{token, count} first."""
