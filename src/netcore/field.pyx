@@ -93,13 +93,15 @@ cdef class Field:
     # -- what the room asks ----------------------------------------------------------
 
     def add(self, uint64_t entity_id, double x, double y, bytes tail, session=None,
-            bint observer=True, bint remote=False):
+            bint observer=True, bint remote=False, bint quiet=False):
         """Put an entity at (x, y), rounded to float32 and clamped into the
         field: S_SPAWN of everything it sees to it (if it observes), S_SPAWN
         of it to every player that sees it. `tail` is its Player's name and
         type, encoded (player_tail); `session` the netcore Session its packets
         go to, None for a monster or (with `remote`) a player of another
-        worker, whose packets go to remote_sink. Returns its slot."""
+        worker, whose packets go to remote_sink. Returns its slot. `quiet`:
+        no S_SPAWN either way (a field rebuilt as it was: everyone already
+        sees what it saw)."""
         cdef int32_t slot, cell, i
         cdef int32_t n_stay = 0, n_enter = 0
         cdef Entity* e
@@ -127,6 +129,8 @@ cdef class Field:
         self.cell_insert(slot, cell)
         for i in range(n_enter):
             self.see(slot, self.enters[i])
+        if quiet:
+            return slot
         if n_enter and observer:
             self.deliver_all(slot, self.spawn_packets(self.enters, n_enter))
         if n_enter:

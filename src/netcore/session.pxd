@@ -207,6 +207,10 @@ cdef class Session:
     cdef readonly Py_ssize_t keep_bytes
     cdef readonly bint held
     cdef unsigned long long hold_from
+    # shut_output() (a rolling restart): our FIN is sent, the peer's packets
+    # are still read and handled until it closes; what is queued from then
+    # on is kept by the sent log, never written.
+    cdef readonly bint output_shut
 
     cdef int keep(self, SendBuffer buf) except -1
 

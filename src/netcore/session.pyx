@@ -424,6 +424,48 @@ cdef class Session:
         self.held = True
         self.hold_from = self.sent_log.next
 
+    def shut_output(self):
+        """Send what is queued, then our FIN, and go on reading: the peer's
+        packets are still handled until it closes its side (a worker that
+        hands its players to its successor: nothing the client sent before
+        it saw the FIN is lost). What is queued afterwards is numbered and
+        kept as ever (keep_sent), never written. A transport that cannot
+        half-close is closed instead."""
+        if self.transport is None or self.closing or self.output_shut:
+            return
+        self.write_paused = False
+        self.flush()
+        if self.closing or self.transport is None:
+            return
+        if not self.transport.can_write_eof():
+            self.close(CLOSED, "the server hands its players over", False)
+            return
+        self.output_shut = True
+        self.transport.write_eof()
+
+    def kept_run(self):
+        """Every packet kept, oldest (number first_kept) first, as one bytes."""
+        cdef SentLog* log = &self.sent_log
+        cdef Py_ssize_t i
+        return b"".join([bytes(sl_at(log, i)) for i in range(log.n)])
+
+    def restore_kept(self, unsigned long long first, SendBuffer run, Py_ssize_t max_bytes):
+        """A session with no connection, held, whose kept packets are `run`
+        (whole packets, numbered from `first` on; None: none is kept): a
+        hold carried over from a worker that restarted, for a resume to take
+        over (resume_from)."""
+        if self.transport is not None or first < 1 or max_bytes <= 0:
+            raise ValueError("restore_kept() of a connected session, or with nothing to keep")
+        sl_clear(&self.sent_log)
+        self.sent_log.first = first
+        self.sent_log.next = first
+        if run is not None and run.size:
+            sl_push(&self.sent_log, run)
+        self.keep_bytes = max(max_bytes, self.sent_log.nbytes)
+        self.closing = True             # nothing is ever written: there is no connection
+        self.held = True
+        self.hold_from = self.sent_log.next
+
     def on_hold_overflow(self):
         """Keeping stopped during a hold (the bound was passed): the
         owner of the hold ends it. Called soon after, from the loop."""
@@ -692,7 +734,7 @@ cdef class Session:
             self.flusher.close_run()     # what was broadcast before goes first
         if self.keep_bytes:
             self.keep(buf)
-        if self.closing:
+        if self.closing or self.output_shut:
             return 0
         if self.transport is None:
             raise ConnectionError("session is not connected")

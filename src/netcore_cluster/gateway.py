@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("netcore_cluster")
 
 
+MAX_EARLY = 4096        # messages one room may hold back while the link transitions
+
+
 def _first_seq() -> int:
     return random.getrandbits(62) + 1
 
@@ -84,6 +87,9 @@ class RemoteRoom:
         self.stream_key = None
         self.expected = 0
         self.packets_seen = 0
+        # Messages ahead of `expected` while the link is transitioning (a
+        # successor's two subscriptions deliver in two orders), by seq.
+        self.early: dict[int, bytes] = {}
 
     def __len__(self) -> int:
         return len(self.members)
@@ -245,6 +251,48 @@ class Gateway:
             link.subscribe(room_id)
         return rr
 
+    # -- a rolling restart (link.py, "Successors") -------------------------------------
+
+    def export_state(self) -> list:
+        """Every room's numbering, what waits for its ack, and where its
+        stream is; its members (this worker's players) by id."""
+        out = []
+        for rr in self.rooms.values():
+            out.append({
+                "room": rr.room_id, "owner": rr.owner, "members": list(rr.members),
+                "confirmed": list(rr.confirmed), "pending": [list(op) for op in rr.pending],
+                "resend_at": None if rr.resend_at == math.inf else rr.resend_at,
+                "next_seq": rr.next_seq, "first_seq": rr.first_seq, "fresh": rr.fresh,
+                "numbered_for": rr.numbered_for, "stream_key": rr.stream_key,
+                "expected": rr.expected, "packets_seen": rr.packets_seen})
+        return out
+
+    def import_state(self, rooms: list, members: dict) -> None:
+        """A predecessor's rooms as they were: `members`, player id -> Player
+        (a member not there, whose hold did not come over, leaves)."""
+        for saved in rooms:
+            rr = self.room(saved["room"])
+            rr.owner = saved["owner"]
+            rr.pending = deque(saved["pending"])
+            rr.resend_at = math.inf if saved["resend_at"] is None else saved["resend_at"]
+            rr.next_seq, rr.first_seq = saved["next_seq"], saved["first_seq"]
+            rr.fresh, rr.numbered_for = saved["fresh"], saved["numbered_for"]
+            key = saved["stream_key"]
+            rr.stream_key = tuple(key) if key is not None else None
+            rr.expected, rr.packets_seen = saved["expected"], saved["packets_seen"]
+            gone = []
+            for mid in saved["members"]:
+                member = members.get(mid)
+                if member is None:
+                    gone.append(mid)
+                else:
+                    member.room = rr
+                    rr.members[mid] = member
+            rr.confirmed = {mid for mid in saved["confirmed"] if mid in rr.members}
+            rr._sessions = None
+            for mid in gone:
+                self.forward(rr, wire.LEAVE, mid, b"")
+
     def pending_ops(self) -> int:
         return sum(len(rr.pending) for rr in self.rooms.values())
 
@@ -387,10 +435,31 @@ class Gateway:
     # -- the streams in ---------------------------------------------------------------------
 
     def on_stream(self, data) -> None:
+        rr = self._stream(data)
+        while rr is not None and rr.early:
+            data = rr.early.pop(rr.expected, None)
+            if data is None:
+                break
+            self._stream(data)
+
+    def end_reordering(self) -> None:
+        """The link's transition is over: what still waits for an earlier
+        message will never get it (a gap, handled as one)."""
+        for rr in list(self.rooms.values()):
+            early, rr.early = sorted(rr.early.items()), {}
+            for _, data in early:
+                try:
+                    self._stream(data)      # parsed once already, when it was held back
+                except Exception:
+                    self.link.stats["internal_errors"] += 1
+                    log.exception("cluster: room %d: a held-back message failed", rr.room_id)
+
+    def _stream(self, data):
+        """One message of a room's stream; the RemoteRoom it was for."""
         room_id, owner_epoch, incarnation, seq, before, segments = wire.read_down(data)
         rr = self.rooms.get(room_id)
         if rr is None:
-            return                          # unsubscribed since: nothing here wants it
+            return None                     # unsubscribed since: nothing here wants it
         segments = [_checked(seg) for seg in segments]      # all of it parses, or none is used
         stats = self.link.stats
         if owner_epoch != rr.numbered_for:
@@ -404,6 +473,16 @@ class Gateway:
         if rr.stream_key != key:
             rr.stream_key = key             # a room (re)made on its owner: start here
             rr.packets_seen = before
+        elif seq < rr.expected:
+            # Seen already: a successor handles what it heard while its
+            # predecessor still ran (link.py, "Successors"). NATS itself
+            # never repeats a message.
+            stats["stream_repeats"] += 1
+            return rr
+        elif seq != rr.expected and self.link.transitioning and len(rr.early) < MAX_EARLY:
+            rr.early[seq] = data            # its predecessors come through the other subscription
+            stats["stream_reordered"] += 1
+            return rr
         elif seq != rr.expected:
             lost = before - rr.packets_seen
             stats["stream_gaps"] += 1
@@ -438,6 +517,7 @@ class Gateway:
                 else:
                     rr.removed(seg[1])
                     self.maybe_drop(rr)
+        return rr
 
     def acked(self, rr: RemoteRoom, seq: int) -> None:
         if not rr.first_seq <= seq < rr.next_seq:

@@ -21,6 +21,17 @@ gateway knows an owner's epoch (a hello, or the answer to its who), it keeps
 the ops for that owner, bounded, and sends none.
 
 A new incarnation's rooms are rebuilt behind a barrier (owner.Owner).
+
+Successors. A rolling restart (netcore_server.restart) replaces a worker
+by a successor of the same incarnation: the successor connects first and
+hears everything the slot hears (its ops, the control subject, every room
+stream) without acting on it (`start(successor=True)`); the worker stops
+handling messages (`freeze`), sends what it made, and hands its state over
+(`export_state`); the successor takes it (`import_state`) and handles what
+it heard since it connected. What the worker had handled already is a
+repeat there: an op by its sequence number (the owner's numbering), a room
+stream message by its own (`Gateway.on_stream`). For the rest of the
+cluster nothing happened: the epoch is the same.
 """
 from __future__ import annotations
 
@@ -87,6 +98,18 @@ class ClusterLink:
         self._quiet = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._closing = False
+        self._sending = False
+        # A rolling restart: messages heard but not handled yet (a successor
+        # before it takes over: (handler, subject, data)), at most
+        # max_outbox_bytes of them; and a worker that handed over handles none.
+        self._heard: list | None = None
+        self._heard_bytes = 0
+        self._frozen = False
+        self._wildcard = None
+        # After a take-over, until the successor's subscription to every room
+        # is drained: a room's messages come through it and through the
+        # room's own, in two orders (Gateway.on_stream waits for the gaps).
+        self.transitioning = False
         self.loop = None
         # Largest body of one message: the broker's max_payload (known once
         # connected), less room for a header.
@@ -97,7 +120,9 @@ class ClusterLink:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def start(self, rooms) -> "ClusterLink":
+    async def start(self, rooms, successor: bool = False) -> "ClusterLink":
+        """Connect and take the slot. successor: a rolling restart's new
+        worker, which only listens until import_state() (module docstring)."""
         import nats                 # the cluster extra: netcore runs without it
 
         self.rooms = rooms
@@ -110,18 +135,87 @@ class ClusterLink:
             reconnected_cb=self._on_reconnected, pending_size=32 << 20,
             **self.auth.check().connect_options())
         self.max_message = self.nc.max_payload - 256
+        if successor:
+            self._heard = []
+            self._wildcard = await self.nc.subscribe(
+                f"{self.prefix}.r.*", cb=self._on_stream_msg,
+                pending_bytes_limit=self.sub_pending_bytes)
         await self.nc.subscribe(f"{self.prefix}.w.{self.slot}", cb=self._on_up_msg,
                                 pending_bytes_limit=self.sub_pending_bytes)
         await self.nc.subscribe(f"{self.prefix}.ctl", cb=self._on_ctl_msg)
         self._tasks = [self.loop.create_task(self._sender()),
                        self.loop.create_task(self._ticker())]
-        self.owner.start(self.loop)
-        self._ctl("hello")
-        self._ctl("who")
+        if not successor:
+            self.begin()
         await self.nc.flush()
         log.info("cluster: %s (epoch %x) on %s (%s), cluster %s", self.slot, self.epoch,
                  ",".join(redact_url(u) for u in self.servers), self.auth.describe(), self.cmap)
         return self
+
+    def begin(self) -> None:
+        """Say who we are: a new incarnation of the slot (a successor that
+        got no state from its predecessor starts here too, as a restart)."""
+        if self._heard is not None:
+            self._heard = None                  # nothing of it is ours to handle
+            self._heard_bytes = 0
+            self._drop_wildcard()
+        self.owner.start(self.loop)
+        self._ctl("hello")
+        self._ctl("who")
+
+    # -- a rolling restart (netcore_server.restart) -----------------------------------
+
+    def freeze(self) -> None:
+        """Handle no message from now on: they are the successor's, which
+        hears them too."""
+        self._frozen = True
+
+    async def send_all(self, timeout: float = 2.0) -> None:
+        """Everything made so far is out, and the broker has it."""
+        self._flush()
+        self._outbox_ready.set()
+        deadline = self.loop.time() + timeout
+        while (self._outbox or self._sending) and self.loop.time() < deadline:
+            await asyncio.sleep(0.001)
+        try:
+            await self.nc.flush(timeout=max(0.1, deadline - self.loop.time()))
+        except Exception as exc:
+            log.warning("cluster: could not flush to the broker before handing over: %r", exc)
+
+    def export_state(self) -> dict:
+        """What a successor needs to be this incarnation (after freeze and
+        send_all: nothing is half made)."""
+        return {"epoch": self.epoch, "known": dict(self.known),
+                "owner": self.owner.export_state(), "gateway": self.gateway.export_state()}
+
+    def import_state(self, state: dict, members: dict) -> None:
+        """Become the predecessor's incarnation (`state`, its export_state),
+        its members of other workers' rooms being `members` (player id ->
+        Player, this worker's). Then call take_over() once the rooms are
+        rebuilt (the owner's streams are attached as they are)."""
+        self.epoch = state["epoch"]
+        self.known = dict(state["known"])
+        self.known[self.slot] = self.epoch
+        self.owner.import_state(state["owner"])
+        self.gateway.import_state(state["gateway"], members)
+
+    def take_over(self) -> None:
+        """Handle what was heard since connecting, in order (what the
+        predecessor handled already is a repeat), then go on live."""
+        heard, self._heard = self._heard or [], None
+        self._heard_bytes = 0
+        self.stats["heard_before_takeover"] += len(heard)
+        for fn, subject, data in heard:
+            self._handle_data(fn, subject, data)
+        self.transitioning = self._wildcard is not None
+        self._drop_wildcard()
+
+    def _drop_wildcard(self) -> None:
+        if self._wildcard is not None:
+            # After the subscriptions of our rooms (the outbox is in order):
+            # what both deliver meanwhile is a repeat, which the seq shows.
+            self._outbox.append(("unsub_wildcard",))
+            self._outbox_ready.set()
 
     async def quiesce(self, timeout: float = 5.0) -> bool:
         """Wait until every op this gateway forwarded has been acknowledged."""
@@ -154,6 +248,20 @@ class ClusterLink:
         while any(sub.pending_msgs for sub in list(self.nc._subs.values())):
             await asyncio.sleep(0)      # yield: the subscription tasks run the callbacks
 
+    async def abandon(self) -> None:
+        """A worker that handed over (after export_state): disconnect
+        without sending anything more; what it would say is its successor's."""
+        self._closing = self._frozen = True
+        self.up, self._dirty, self._outbox = {}, [], []
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.nc is not None:
+            try:
+                await self.nc.close()
+            except Exception:
+                pass
+
     async def close(self) -> None:
         self._closing = True
         self._flush()
@@ -182,6 +290,9 @@ class ClusterLink:
 
     def detach(self, room) -> None:
         self.owner.detach(room)
+
+    def restored_member(self, stream: RoomStream, member) -> None:
+        self.owner.restored_member(stream, member)
 
     # -- what the owner and gateway sides ask ------------------------------------------
 
@@ -282,24 +393,40 @@ class ClusterLink:
         self._handle(self._on_ctl, msg)
 
     def _handle(self, fn, msg) -> None:
+        if self._heard is not None:
+            # A successor before it takes over: kept, bounded (past it, what
+            # is lost shows as it would on the wire: a stream's gap, an op resent).
+            n = len(msg.data)
+            if self._heard_bytes + n > self.max_outbox_bytes:
+                self.stats["heard_dropped"] += 1
+                return
+            self._heard_bytes += n
+            self._heard.append((fn, msg.subject, msg.data))
+            return
+        if self._frozen:
+            self.stats["left_to_successor"] += 1
+            return
+        self._handle_data(fn, msg.subject, msg.data)
+
+    def _handle_data(self, fn, subject: str, data) -> None:
         """A message in: never an exception out of a subscription's callback.
         One that does not parse is dropped whole and counted; anything else
         that goes wrong is counted too, and the link carries on."""
         stats = self.stats
         stats["messages_in"] += 1
-        stats["bytes_in"] += len(msg.data)
+        stats["bytes_in"] += len(data)
         try:
-            fn(msg.data)
+            fn(data)
         except (wire.WireError, ValueError, KeyError, TypeError, IndexError,
                 struct.error) as exc:
             stats["bad_messages"] += 1
             n = stats["bad_messages"]
             if n & (n - 1) == 0:            # the first, then at every power of two
                 log.error("cluster: a message on %s does not parse (%d so far): %s",
-                          msg.subject, n, exc)
+                          subject, n, exc)
         except Exception:
             stats["internal_errors"] += 1
-            log.exception("cluster: handling a message on %s failed", msg.subject)
+            log.exception("cluster: handling a message on %s failed", subject)
 
     async def _on_error(self, exc):
         from nats.errors import SlowConsumerError
@@ -399,6 +526,13 @@ class ClusterLink:
         out, self._outbox = self._outbox, []
         self._outbox_bytes = 0
         nc = self.nc
+        self._sending = True
+        try:
+            await self._send_items(nc, out)
+        finally:
+            self._sending = False
+
+    async def _send_items(self, nc, out):
         for item in out:
             try:
                 if item[0] == "pub":
@@ -415,9 +549,24 @@ class ClusterLink:
                     if sub is not None and item[1] not in self.gateway.rooms:
                         del self._subs[item[1]]
                         await sub.unsubscribe()
+                elif item[0] == "unsub_wildcard" and self._wildcard is not None:
+                    sub, self._wildcard = self._wildcard, None
+                    self._tasks.append(self.loop.create_task(self._drain_wildcard(sub)))
             except Exception as exc:        # broker away and its buffer full: counted
                 self.stats["messages_dropped"] += 1
                 log.warning("cluster: could not send to the broker: %r", exc)
+
+    async def _drain_wildcard(self, sub) -> None:
+        """After our rooms' own subscriptions (the outbox is in order): the
+        broker sends the rest of what matched, we handle it, and only then
+        is a room's gap a gap."""
+        try:
+            await sub.drain()
+        except Exception as exc:
+            log.warning("cluster: draining the successor's subscription failed: %r", exc)
+        finally:
+            self.transitioning = False
+            self.gateway.end_reordering()
 
     async def _ticker(self):
         """Resends, give-ups and forgetting, twice per retransmit period."""

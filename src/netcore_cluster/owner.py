@@ -201,20 +201,57 @@ class Owner:
         self.rebuild_timeout = rebuild_timeout
         self.awaiting_sync = set(link.cmap.slots) - {link.slot}
         self.held: list | None = [] if self.awaiting_sync else None
+        self._carried: dict = {}        # room -> its stream's place, from a predecessor
 
     def start(self, loop) -> None:
         if self.awaiting_sync:
             loop.call_later(self.rebuild_timeout, self.end_rebuild, True)
 
+    # -- a rolling restart (link.py, "Successors") -------------------------------------
+
+    def export_state(self) -> dict:
+        """The numberings and stream positions; the rooms' members are the
+        server layer's to carry (each restored room is attached again)."""
+        return {
+            "incarnations": self.incarnations,
+            "streams": {rid: (st.incarnation, st.seq, st.packets, st.sent)
+                        for rid, st in self.streams.items()},
+            "applied": [(g[0], g[1], rid, *entry) for g, rooms in self.applied.items()
+                        for rid, entry in rooms.items()],
+            "touched": [(g[0], g[1], rid, t) for (g, rid), t in self.touched.items()],
+        }
+
+    def import_state(self, state: dict) -> None:
+        self.incarnations = state["incarnations"]
+        self._carried = dict(state["streams"])
+        self.applied = {}
+        for slot, epoch, rid, first, accepted, ran in state["applied"]:
+            self.applied.setdefault((slot, epoch), {})[rid] = [first, accepted, ran]
+        self.touched = {((slot, epoch), rid): t for slot, epoch, rid, t in state["touched"]}
+        # The predecessor's rebuild (if any) is over: no barrier here.
+        self.awaiting_sync = set()
+        self.held = None
+
     # -- rooms and their streams ------------------------------------------------------
 
     def attach(self, room) -> RoomStream:
-        """A room owned here was made: give it its stream."""
-        self.incarnations += 1
-        stream = self.streams[room.room_id] = RoomStream(self.link, room.room_id,
-                                                         self.incarnations)
+        """A room owned here was made: give it its stream (a room a
+        predecessor handed over: the stream it had, where it was)."""
+        carried = self._carried.pop(room.room_id, None)
+        if carried is None:
+            self.incarnations += 1
+            stream = RoomStream(self.link, room.room_id, self.incarnations)
+        else:
+            stream = RoomStream(self.link, room.room_id, carried[0])
+            stream.seq, stream.packets, stream.sent = carried[1:]
+        self.streams[room.room_id] = stream
         room.link = stream
         return stream
+
+    def restored_member(self, stream: RoomStream, member) -> None:
+        """A member of another worker, in a room handed over as it was."""
+        stream.remote += 1
+        self.member_joined(stream.room_id, member)
 
     def detach(self, room) -> None:
         stream = self.streams.get(room.room_id)

@@ -21,6 +21,16 @@ password made for this run; with --nats, the deployment's NatsAuth is used.
 Either way the supervisor connects with them and hands them to each worker
 through an inherited pipe (NETCORE_CLUSTER_AUTH_FD), never on a command line.
 
+A rolling restart (SIGHUP to the supervisor, or `rolling_restart()`)
+replaces the workers one at a time, each by a successor that goes on as
+the same incarnation (netcore_server.restart): the successor starts and
+listens to the slot's messages (`attached`), then the worker hands its
+players and rooms over into a file of a directory only this user can
+enter (`handed`) and exits, and the successor takes over from it and
+serves (`ready`) before the next worker goes. A worker that cannot hand
+over in time is killed, and its successor starts as a restart after a
+crash would (its players lose what a crash loses).
+
 Shutdown keeps the one-process promise across processes: first every worker
 quiesces (no new input; everything already accepted has been run by its
 room's owner and streamed back), and only then does any worker flush and
@@ -34,8 +44,10 @@ import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -46,6 +58,7 @@ QUIESCE_TIMEOUT = 15.0
 EXIT_TIMEOUT = 15.0
 MAX_BACKOFF = 5.0
 STABLE_AFTER = 10.0         # a worker up this long resets its restart backoff
+HANDOFF_TIMEOUT = 30.0      # a worker's handover, from the signal to its `handed`
 
 
 class StartError(Exception):
@@ -88,6 +101,10 @@ class Worker:
     epoch: int = 0
     info: dict = field(default_factory=dict)
     lifeline: int = -1                  # our end of its lifeline pipe
+    successor: bool = False             # the process starting now takes over (a rolling restart)
+    replacing: bool = False             # a rolling restart is replacing it: no crash restart
+    attached: asyncio.Event = field(default_factory=asyncio.Event)
+    handed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Supervisor:
@@ -114,6 +131,9 @@ class Supervisor:
         self.port_holder: socket.socket | None = None
         self.stopping = False
         self.restarts = 0
+        self.rolling: asyncio.Task | None = None
+        self.rolled = 0                 # workers replaced by rolling restarts
+        self.handoff_dir = tempfile.mkdtemp(prefix="netcore-handoff-")     # mode 0700
         self._watchers: set[asyncio.Task] = set()
 
     # -- start ---------------------------------------------------------------------
@@ -174,10 +194,13 @@ class Supervisor:
                 raise StartError(f"worker {w.slot} exited at start (status "
                                  f"{w.proc.returncode}); its error is above")
 
-    async def _spawn(self, w: Worker) -> None:
+    async def _spawn(self, w: Worker, successor: bool = False) -> None:
         w.incarnation += 1
+        w.successor = successor
         w.ready = asyncio.Event()
         w.quiesced = asyncio.Event()
+        w.attached = asyncio.Event()
+        w.handed = asyncio.Event()
         read_fd, write_fd = os.pipe()
         life_read, life_write = os.pipe()
         argv, env = self.command(w, write_fd, life_read)
@@ -201,11 +224,15 @@ class Supervisor:
             os.close(w.lifeline)            # the previous incarnation's
         w.lifeline = life_write
         w.started = time.monotonic()
-        task = asyncio.get_running_loop().create_task(self._watch(w, w.proc, read_fd))
+        events = {"ready": w.ready, "quiesced": w.quiesced, "attached": w.attached,
+                  "handed": w.handed}
+        task = asyncio.get_running_loop().create_task(self._watch(w, w.proc, read_fd, events))
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
 
-    async def _watch(self, w: Worker, proc, read_fd: int) -> None:
+    async def _watch(self, w: Worker, proc, read_fd: int, events: dict) -> None:
+        """One process's status lines (its own events: a worker being
+        replaced still reports while its successor starts)."""
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         transport, _ = await loop.connect_read_pipe(
@@ -219,13 +246,14 @@ class Supervisor:
                 if word == "ready":
                     w.info = json.loads(rest or "{}")
                     w.epoch = int(w.info.get("epoch", 0))
-                    w.ready.set()
-                elif word == "quiesced":
-                    w.quiesced.set()
+                if word in events:
+                    events[word].set()
+                if word == "handed":
+                    log.info("worker %s handed over: %s", w.slot, rest)
         finally:
             transport.close()
         code = await proc.wait()
-        if proc is w.proc and not self.stopping:
+        if proc is w.proc and not self.stopping and not w.replacing:
             await self._died(w, code)
 
     async def _died(self, w: Worker, code: int) -> None:
@@ -235,24 +263,106 @@ class Supervisor:
         how = f"signal {-code}" if code < 0 else f"status {code}"
         log.error("worker %s (pid %d) died (%s) after %.1f s; restarting in %.1f s",
                   w.slot, w.proc.pid, how, lived, delay)
-        if self.nc is not None and w.epoch:
-            try:        # owners drop its players now, not when it says hello again
-                await self.nc.publish(f"{self.prefix}.ctl", json.dumps(
-                    {"op": "down", "slot": w.slot, "epoch": w.epoch}).encode())
-                await self.nc.flush(timeout=2)
-            except Exception as exc:
-                log.warning("could not tell the cluster that %s died: %r", w.slot, exc)
+        await self._say_down(w.slot, w.epoch)
         if delay:
             await asyncio.sleep(delay)
         if not self.stopping:
             self.restarts += 1
             await self._spawn(w)
 
+    async def _say_down(self, slot: str, epoch: int) -> None:
+        if self.nc is not None and epoch:
+            try:        # owners drop its players now, not when it says hello again
+                await self.nc.publish(f"{self.prefix}.ctl", json.dumps(
+                    {"op": "down", "slot": slot, "epoch": epoch}).encode())
+                await self.nc.flush(timeout=2)
+            except Exception as exc:
+                log.warning("could not tell the cluster that %s died: %r", slot, exc)
+
+    # -- a rolling restart ------------------------------------------------------------
+
+    def request_rolling_restart(self) -> None:
+        """SIGHUP: restart every worker, one at a time (module docstring)."""
+        if self.stopping:
+            return
+        if self.rolling is not None and not self.rolling.done():
+            log.warning("a rolling restart is under way already: SIGHUP ignored")
+            return
+        self.rolling = asyncio.get_running_loop().create_task(self.rolling_restart())
+
+    async def rolling_restart(self) -> int:
+        """Replace every worker by a successor, one at a time; how many
+        handed over (the others were restarted as after a crash)."""
+        started = time.monotonic()
+        log.info("rolling restart of %d workers", len(self.workers))
+        handed = 0
+        for w in self.workers:
+            if self.stopping:
+                break
+            if await self._replace(w):
+                handed += 1
+        log.info("rolling restart done in %.1f s: %d of %d workers handed over",
+                 time.monotonic() - started, handed, len(self.workers))
+        return handed
+
+    async def _replace(self, w: Worker) -> bool:
+        old, old_epoch, old_handed = w.proc, w.epoch, w.handed
+        if old is None or old.returncode is not None:
+            return False
+        path = os.path.join(self.handoff_dir, f"{w.slot}.handoff")
+        if os.path.exists(path):
+            os.unlink(path)
+        old_lifeline, w.lifeline = w.lifeline, -1   # old lives on until it has handed over
+        w.replacing = True
+        try:
+            await self._spawn(w, successor=True)
+            new = w.proc
+            if not await _event_or_exit(w.attached, new, READY_TIMEOUT):
+                log.error("worker %s: its successor did not start (status %s); the worker "
+                          "serves on", w.slot, new.returncode)
+                if new.returncode is None:
+                    new.kill()
+                    await new.wait()
+                os.close(w.lifeline)
+                w.proc, w.epoch, w.lifeline = old, old_epoch, old_lifeline
+                return False
+            _signal_proc(old, signal.SIGUSR2)
+            # The file is written (renamed into place) before the line: a
+            # worker that exits before its line is read has handed over all the same.
+            handed = (await _event_or_exit(old_handed, old, HANDOFF_TIMEOUT)
+                      or os.path.exists(path))
+            if not handed:
+                log.error("worker %s did not hand over in %.0f s: killed; its successor "
+                          "starts afresh", w.slot, HANDOFF_TIMEOUT)
+                if old.returncode is None:
+                    old.kill()
+                await self._say_down(w.slot, old_epoch)
+            _signal_proc(new, signal.SIGUSR2)
+            try:
+                await asyncio.wait_for(old.wait(), EXIT_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.error("worker %s did not exit after handing over: killed", w.slot)
+                old.kill()
+                await old.wait()
+            os.close(old_lifeline)
+            ready = await _event_or_exit(w.ready, new, READY_TIMEOUT)
+        finally:
+            w.replacing = False
+        if not ready:
+            if new.returncode is not None and not self.stopping:
+                await self._died(w, new.returncode)     # a crash after all: restarted
+            return False
+        self.rolled += 1
+        return handed
+
     # -- stop ----------------------------------------------------------------------
 
     async def stop(self) -> int:
         """Quiesce every worker, then close them; 0 when all exited cleanly."""
         self.stopping = True
+        if self.rolling is not None and not self.rolling.done():
+            self.rolling.cancel()
+            await asyncio.gather(self.rolling, return_exceptions=True)
         live = [w for w in self.workers if w.proc is not None and w.proc.returncode is None]
         for w in live:
             _signal(w, signal.SIGUSR1)
@@ -289,14 +399,31 @@ class Supervisor:
         for holder in (self.port_holder, self.ws_port_holder):
             if holder is not None:
                 holder.close()
+        shutil.rmtree(self.handoff_dir, ignore_errors=True)
         return 0 if all(c == 0 for c in codes) else 1
 
 
 def _signal(w: Worker, sig) -> None:
+    _signal_proc(w.proc, sig)
+
+
+def _signal_proc(proc, sig) -> None:
     try:
-        w.proc.send_signal(sig)
+        proc.send_signal(sig)
     except ProcessLookupError:
         pass
+
+
+async def _event_or_exit(event: asyncio.Event, proc, timeout: float) -> bool:
+    """True once `event` is set; False when `proc` exits first or timeout passes."""
+    got = asyncio.ensure_future(event.wait())
+    died = asyncio.ensure_future(proc.wait())
+    try:
+        await asyncio.wait({got, died}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        got.cancel()
+        died.cancel()
+    return event.is_set()
 
 
 async def _first(*aws):

@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     option("--drop-every", "with --resumable: each client cuts its connection (an RST) and "
            "resumes on a new one about once every this many seconds, while chatting "
            "(0: never)", d.drop_every, type=float)
+    option("--rolling-restart", "with --resumable: send SIGHUP to this process id (a "
+           "netcore-server --workers N) halfway through the chat, so that it restarts its "
+           "workers one at a time; the clients it closes resume (0: none)", d.rolling_restart,
+           type=int, metavar="PID")
     ap.add_argument("--loop", choices=LOOP_KINDS,
                     help="event loop (default: NETCORE_LOOP, else uvloop when installed)")
     ap.add_argument("--shard", type=parse_shard, default=f"{d.shard}/{d.shards}", metavar="I/K",
@@ -110,6 +114,7 @@ def parse_args(argv=None):
         connect_rate=args.connect_rate, enter_timeout=args.enter_timeout,
         drain_timeout=args.drain_timeout, hold=args.hold, transport=args.transport,
         resumable=args.resumable, drop_every=args.drop_every,
+        rolling_restart=args.rolling_restart,
         shard=args.shard[0], shards=args.shard[1], epoch_us=args.epoch_us or None,
         scenario=args.scenario, move_rate=args.move_rate, field_size=args.field_size,
         max_step=args.max_step, view_radius=args.view_radius)
@@ -199,8 +204,10 @@ def table(config: DummyConfig, kind: str, r: Report) -> str:
     ]
     if r.resumes:
         gap = r.resumes["gap_ms"]
-        rows.append(("resumes", f"{r.resumes['dropped']:,} cut, {r.resumes['resumed']:,} "
-                                f"resumed, {r.resumes['failed']:,} failed; cut to S_RESUME ms "
+        rows.append(("resumes", f"{r.resumes['dropped']:,} cut, "
+                                f"{r.resumes['server_closed']:,} closed by the server, "
+                                f"{r.resumes['resumed']:,} resumed, {r.resumes['failed']:,} "
+                                "failed; lost to S_RESUME ms "
                                 + "  ".join(f"{k} {gap[k]:.2f}" for k in ("p50", "p99", "max"))))
     rows += [
         ("result", "OK" if r.ok else "FAILED"),

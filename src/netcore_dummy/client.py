@@ -36,6 +36,7 @@ import asyncio
 import itertools
 import math
 import os
+import signal
 from dataclasses import asdict, dataclass, field
 
 from netcore import ClientService
@@ -80,6 +81,8 @@ class DummyConfig:
     resumable: bool = False         # enter with C_ENTER_GAME{resumable: true} (the cost of it)
     drop_every: float = 0.0         # each client cuts its connection (RST) and resumes,
                                     # every this many seconds on average; 0: never
+    rolling_restart: int = 0        # SIGHUP this pid (a netcore-server --workers N) halfway
+                                    # through the chat: its workers restart, ours resume
     transport: str = "tcp"          # or "ws": the same packets in WebSocket messages
     shard: int = 0                  # this process runs clients shard, shard + shards, ...
     shards: int = 1
@@ -134,10 +137,16 @@ class DummyConfig:
                 raise ValueError(f"{flag} must be a finite number > 0, not {value}")
         if not (self.drop_every >= 0 and math.isfinite(self.drop_every)):
             raise ValueError(f"--drop-every must be a finite number >= 0, not {self.drop_every}")
-        if self.drop_every and not (self.resumable and self.transport == "tcp"
-                                    and self.scenario == "chat" and self.shards == 1):
-            raise ValueError("--drop-every needs --resumable, and drops TCP chat clients of "
-                             "one dummy process (--transport tcp, --scenario chat, no --shard)")
+        for flag, value in (("--drop-every", self.drop_every),
+                            ("--rolling-restart", self.rolling_restart)):
+            if value and not (self.resumable and self.transport == "tcp"
+                              and self.scenario == "chat" and self.shards == 1):
+                raise ValueError(f"{flag} needs --resumable, and resumes TCP chat clients of "
+                                 "one dummy process (--transport tcp, --scenario chat, "
+                                 "no --shard)")
+        if self.rolling_restart < 0:
+            raise ValueError(f"--rolling-restart must be a process id, not "
+                             f"{self.rolling_restart}")
         if self.transport not in TRANSPORTS:
             raise ValueError(f"--transport must be one of {', '.join(TRANSPORTS)}, "
                              f"not {self.transport!r}")
@@ -251,12 +260,20 @@ class DummyRun:
         # --drop-every: the sessions of resumed connections (not the service's).
         self.resumed_sessions: list[DummySession] = []
         self._resuming: set[asyncio.Task] = set()
-        self.drops = self.resumed = self.resume_failures = 0
+        self._busy: set[int] = set()        # players being resumed, by position
+        self.drops = self.server_closes = self.resumed = self.resume_failures = 0
         self.gaps_ms: list[float] = []
+        self.restart_signalled = False
+
+    @property
+    def resumes_on(self) -> bool:
+        return bool(self.config.drop_every or self.config.rolling_restart)
 
     def _new_session(self):
         session = DummySession(self.tally, next(self.indices), self.config.rooms)
         session.resumable = self.config.resumable
+        if self.resumes_on:
+            session.on_lost = self._lost
         if self.config.scenario == "field":
             session.walker = Walker(self.field_tally)
         return session
@@ -363,13 +380,26 @@ class DummyRun:
         n = len(self.players)
         self.chat_start_us = now_us()
         dropper = asyncio.ensure_future(self._drops()) if self.config.drop_every else None
+        restart = None
+        if self.config.rolling_restart:
+            restart = asyncio.get_running_loop().call_later(
+                self.config.duration / 2, self._signal_restart)
         try:
             await paced(n * self.config.chats_per_client, n * self.config.rate, self._send)
         finally:
+            if restart is not None:
+                restart.cancel()
             if dropper is not None:
                 dropper.cancel()
                 await asyncio.gather(dropper, return_exceptions=True)
-                await asyncio.gather(*self._resuming, return_exceptions=True)
+            await asyncio.gather(*self._resuming, return_exceptions=True)
+
+    def _signal_restart(self) -> None:
+        try:
+            os.kill(self.config.rolling_restart, signal.SIGHUP)
+            self.restart_signalled = True
+        except OSError as exc:
+            self._fail(f"--rolling-restart {self.config.rolling_restart}: {describe(exc)}")
 
     # -- drops and resumes (--drop-every) ---------------------------------------------
 
@@ -377,35 +407,61 @@ class DummyRun:
         """Cut a random player's connection now and then: each player about
         once every drop_every seconds (a Poisson process over all of them)."""
         rng = random.Random()
-        busy: set[int] = set()
         n = len(self.players)
         while True:
             await asyncio.sleep(rng.expovariate(n / self.config.drop_every))
             i = rng.randrange(n)
-            if i in busy or not self.players[i].connected:
-                continue
-            busy.add(i)
-            task = asyncio.ensure_future(self._drop_and_resume(i))
-            self._resuming.add(task)
-            task.add_done_callback(lambda t, i=i: (self._resuming.discard(t), busy.discard(i)))
+            if i not in self._busy and self.players[i].connected:
+                self._start_resume(i, cut=True)
 
-    async def _drop_and_resume(self, i: int) -> None:
+    def _lost(self, session) -> None:
+        """The server ended a player's connection (a worker handing over)."""
+        if self.phase not in ("chat", "drain"):
+            return
+        try:
+            i = self.players.index(session)
+        except ValueError:
+            return
+        if i not in self._busy:
+            self._start_resume(i, cut=False)
+
+    def _start_resume(self, i: int, cut: bool) -> None:
+        self._busy.add(i)
+        task = asyncio.ensure_future(self._resume(i, cut))
+        self._resuming.add(task)
+        task.add_done_callback(lambda t: (self._resuming.discard(t), self._busy.discard(i)))
+
+    async def _resume(self, i: int, cut: bool) -> None:
+        """Resume player i on a new connection (after cutting its own with an
+        RST, as a network change makes, when `cut`); a connection that fails
+        before its S_RESUME (a worker stopped accepting) is tried again,
+        until enter_timeout."""
         old = self.players[i]
         loop = asyncio.get_running_loop()
         count, token = old.received, old.resume_token
-        old.cut()                                   # an RST, as a network change makes
-        self.drops += 1
+        if cut:
+            old.cut()
+            self.drops += 1
+        else:
+            self.server_closes += 1
         t0 = loop.time()
-        new = DummySession(self.tally, old.index, self.config.rooms)
-        new.resume_after(old, token, count)
-        try:
-            await wait_for(loop.create_connection(lambda: new, self.config.host,
-                                                  self.config.port), self.config.enter_timeout)
-            self.resumed_sessions.append(new)
-            await wait_for(asyncio.shield(new.ready), self.config.enter_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
-            new.fail(f"resume: {describe(exc)}")
+        deadline = t0 + self.config.enter_timeout
+        while True:
+            new = DummySession(self.tally, old.index, self.config.rooms)
+            new.resume_after(old, token, count)
+            try:
+                await wait_for(loop.create_connection(lambda: new, self.config.host,
+                                                      self.config.port),
+                               max(0.001, deadline - loop.time()))
+                self.resumed_sessions.append(new)
+                await wait_for(asyncio.shield(new.ready), max(0.001, deadline - loop.time()))
+            except (OSError, asyncio.TimeoutError) as exc:
+                new.fail(f"resume: {describe(exc)}")
+            if new.ready.result() or new.error == "resume refused" or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.05)           # not answered: the same resume again
         if new.ready.result():
+            new.on_lost = self._lost if self.resumes_on else None
             self.players[i] = new
             self.resumed += 1
             self.gaps_ms.append((new.resumed_at - t0) * 1000)
@@ -527,13 +583,15 @@ class DummyRun:
             })
 
     def resume_report(self) -> dict:
-        if not self.config.drop_every:
+        if not self.resumes_on:
             return {}
         gaps = sorted(self.gaps_ms)
 
         def q(p):
             return round(gaps[min(len(gaps) - 1, int(p * len(gaps)))], 3) if gaps else 0.0
-        return {"dropped": self.drops, "resumed": self.resumed, "failed": self.resume_failures,
+        return {"dropped": self.drops, "server_closed": self.server_closes,
+                "resumed": self.resumed, "failed": self.resume_failures,
+                "restart_signalled": self.restart_signalled,
                 "gap_ms": {"p50": q(0.5), "p99": q(0.99), "max": gaps[-1] if gaps else 0.0}}
 
     def report(self) -> Report:

@@ -49,6 +49,9 @@ class DummySession(DummySessionCore, asyncio.BufferedProtocol):
         self.resuming = None
         self.resume_count = 0
         self.resumed_at = 0.0
+        # Called with this session when the server ends its connection while
+        # in game (a rolling restart's worker handing over): the run resumes it.
+        self.on_lost = None
 
     # -- netcore callbacks ---------------------------------------------------------
 
@@ -62,6 +65,9 @@ class DummySession(DummySessionCore, asyncio.BufferedProtocol):
         self.dispatcher.dispatch(self, pkt_id, payload)
 
     def on_disconnected(self, reason):
+        lost, self.on_lost = self.on_lost, None
+        if lost is not None and self.ready.done() and self.ready.result():
+            lost(self)
         self.fail(f"disconnected ({reason})")
 
     # -- called by the handlers and the run ----------------------------------------
@@ -76,6 +82,7 @@ class DummySession(DummySessionCore, asyncio.BufferedProtocol):
 
     def cut(self):
         """Drop the connection with an RST, as a network change does."""
+        self.on_lost = None             # our doing: the run resumes it itself
         reset(self.transport)
 
     def resume_after(self, old, token, count):

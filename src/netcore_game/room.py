@@ -61,6 +61,10 @@ class FieldPlayer(Player):
     slot: int = -1
 
 
+def monster_tail(k: int) -> bytes:
+    return player_tail(f"Monster{k + 1}", PLAYER_TYPE_MONSTER)
+
+
 def float32(value: float) -> float:
     return _FLOAT.unpack(_FLOAT.pack(value))[0]
 
@@ -88,23 +92,52 @@ class FieldRoom(ChatRoom):
 
     def on_create(self) -> None:
         super().on_create()
+        if self._make_field() and self.config.npcs:
+            ids = self.rooms.player_ids.take(self.config.npcs)
+            for k, monster_id in enumerate(ids):
+                slot = self.field.add(monster_id, *self.spot(), monster_tail(k),
+                                      observer=False)
+                self.monsters[slot] = monster_id
+            self.set_tick_rate(self.config.tick_rate)
+
+    def _make_field(self) -> bool:
         config = self.config
         self.field = None
         self.monsters: dict[int, int] = {}          # slot -> monster id
         if config is None or not getattr(config, "field_size", 0):
-            return
+            return False
         self.field = Field(config.field_size, config.view_radius, config.max_step,
                            move_id=PKT_S_MOVE, spawn_id=PKT_S_SPAWN, despawn_id=PKT_S_DESPAWN)
         if self.link is not None:           # members on other workers: through the room's stream
             self.field.remote_sink = self.link.multicast
         self.rng = random.Random()
-        if config.npcs:
-            ids = self.rooms.player_ids.take(config.npcs)
-            for k, monster_id in enumerate(ids):
-                slot = self.field.add(monster_id, *self.spot(), player_tail(
-                    f"Monster{k + 1}", PLAYER_TYPE_MONSTER), observer=False)
-                self.monsters[slot] = monster_id
-            self.set_tick_rate(config.tick_rate)
+        return True
+
+    def on_handover(self):
+        """Where everyone is: the field is rebuilt from it, as it was."""
+        field = self.field
+        if field is None:
+            return None
+        return {"players": {pid: field.position(p.slot) for pid, p in self.players.items()
+                            if p.slot >= 0},
+                "monsters": sorted((mid, *field.position(slot))
+                                   for slot, mid in self.monsters.items())}
+
+    def on_restore(self, state) -> None:
+        ChatRoom.on_create(self)
+        if not self._make_field():
+            return
+        field, state = self.field, state or {"players": {}, "monsters": []}
+        # Nobody is told: everyone already sees exactly these (a view is
+        # what lies within the radius, so the same places make the same views).
+        for k, (monster_id, x, y) in enumerate(state["monsters"]):
+            self.monsters[field.add(monster_id, x, y, monster_tail(k), observer=False,
+                                    quiet=True)] = monster_id
+        for pid, player in self.players.items():
+            x, y = state["players"].get(pid, (player.x, player.y))
+            player.slot = field.add(pid, x, y, player_tail(player.name, player.player_type),
+                                    player.session, remote=player.gateway is not None,
+                                    quiet=True)
 
     def spot(self) -> tuple[float, float]:
         size = self.field.size

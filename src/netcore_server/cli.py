@@ -15,6 +15,9 @@ NETCORE_<NAME>; later wins: default < file < environment < flag.
 
 Prints one line once it listens. SIGINT/SIGTERM stop it cleanly: no new
 connections, queued packets delivered, sessions closed, database closed, exit 0.
+SIGHUP restarts the workers of --workers N one at a time, nobody losing
+anything (netcore_server.restart); one process has nobody to hand its
+players to, so it logs that and serves on.
 A bad setting or a failed start is one line on stderr and exit status 2; Ctrl-C
 while still starting, exit status 130.
 """
@@ -203,6 +206,11 @@ async def serve(game: Game, config: ServerConfig, kind: str) -> int:
             loop.add_signal_handler(sig, stop.set)
         except NotImplementedError:     # Windows loops: a plain handler hands over to the loop
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    if hasattr(signal, "SIGHUP"):
+        try:
+            loop.add_signal_handler(signal.SIGHUP, _no_rolling_restart)
+        except NotImplementedError:
+            pass
     tune_gc_for_serving()
     print(f"{game.version_line()} listening on {config.host}:{server.port} "
           f"({kind}, database {describe_database(config.db)})"
@@ -212,6 +220,11 @@ async def serve(game: Game, config: ServerConfig, kind: str) -> int:
     await server.stop()
     log.info("stopped")
     return 0
+
+
+def _no_rolling_restart() -> None:
+    log.warning("SIGHUP: a rolling restart needs --workers N (a supervisor to start each "
+                "worker's successor); one process serves on")
 
 
 def main(game: Game, argv=None) -> int:

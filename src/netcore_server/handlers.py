@@ -223,11 +223,8 @@ def begin_resume(session, token: str, received: int) -> None:
         # Another worker's token: the connection goes to it, or nowhere.
         handover = server.handover
         if (handover is not None and session.transport_kind == "tcp"
-                and elsewhere in server.sibling_slots
-                and handover.hand(session, elsewhere, token, received)):
-            session.state = State.RESUMED       # its end is no player's
-            session.disconnect(DisconnectReason.CLOSED, f"handed to worker {elsewhere}, "
-                               "which holds its session", abort=True)
+                and elsewhere in server.sibling_slots):
+            server.spawn(handover.pass_on(session, elsewhere, token, received))
             return
         session.resume_refused("not_resumable", "resume refused: the session is held by "
                                "worker %s, which this connection cannot reach (%s)", elsewhere,

@@ -31,11 +31,18 @@ import os
 import socket
 import struct
 
+from netcore import DisconnectReason
+
 from netcore_server.handlers import begin_resume
+from netcore_server.session import State
 
 log = logging.getLogger("netcore_server.handover")
 
 _HEAD = struct.Struct("<Q")     # the count; the token follows, UTF-8
+# A sibling being replaced (a rolling restart) has no channel for a moment:
+# a pass is tried again this often, for this long.
+RETRY_EVERY = 0.02
+SIBLING_WAIT = 10.0
 MAX_MESSAGE = 256
 PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -56,12 +63,13 @@ class Handover:
         self.handed = 0             # connections passed to another worker
         self.taken = 0              # connections taken from one
         self.failed = 0             # passes that did not go (the other worker gone, busy)
+        self.waits = 0              # tries again while a sibling's channel was closed
 
     def start(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
             sock.bind(channel(self.run, self.slot))
-            sock.listen(64)
+            sock.listen(1024)
         except OSError:
             sock.close()
             raise
@@ -76,31 +84,61 @@ class Handover:
 
     # -- passing one on ----------------------------------------------------------------
 
-    def hand(self, session, slot: str, token: str, received: int) -> bool:
-        """Pass `session`'s connection to the worker of `slot`: True when it
-        went (the caller then aborts its own end, which closes only this
-        process's descriptor). Never blocks: a sibling that is gone or whose
-        backlog is full is a False."""
+    async def pass_on(self, session, slot: str, token: str, received: int) -> bool:
+        """Pass `session`'s connection to the worker of `slot`, whose
+        channel may be missing for a moment (a rolling restart: its
+        successor opens it once it has taken over): tried again every
+        RETRY_EVERY for up to SIBLING_WAIT. True once it went; else the
+        resume is refused (S_RESUME{success: false}) and False."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SIBLING_WAIT
+        session.state = State.RESUMING
+        while session.connected:
+            try:
+                self.hand(session, slot, token, received)
+            except (ConnectionRefusedError, BlockingIOError):
+                # Nobody listens there yet, or its backlog is full (a
+                # restarted worker's players all reconnect at once).
+                if loop.time() < deadline:
+                    self.waits += 1
+                    await asyncio.sleep(RETRY_EVERY)
+                    continue
+                why = f"its channel was not open for {SIBLING_WAIT:g} s"
+            except OSError as exc:
+                why = str(exc)
+            else:
+                session.state = State.RESUMED       # its end is no player's
+                session.disconnect(DisconnectReason.CLOSED, f"handed to worker {slot}, "
+                                   "which holds its session", abort=True)
+                return True
+            self.failed += 1
+            log.warning("handing session %d to worker %s failed: %s", session.session_id,
+                        slot, why)
+            session.resume_refused("not_resumable", "resume refused: the session is held by "
+                                   "worker %s, which this connection cannot reach (%s)",
+                                   slot, why)
+            return False
+        return False
+
+    def hand(self, session, slot: str, token: str, received: int) -> None:
+        """Pass `session`'s connection to the worker of `slot` (the caller
+        then aborts its own end, which closes only this process's
+        descriptor). Never blocks: OSError when it does not go
+        (ConnectionRefusedError: nobody listens on that channel)."""
         raw = session.transport.get_extra_info("socket") if session.transport else None
         if raw is None:
-            return False
+            raise OSError("the connection has no socket to pass")
         out = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
             out.connect(channel(self.run, slot))
             out.sendmsg([_HEAD.pack(received) + token.encode()],
                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                           array.array("i", [raw.fileno()]))])
-        except OSError as exc:
-            self.failed += 1
-            log.warning("handing session %d to worker %s failed: %s", session.session_id,
-                        slot, exc)
-            return False
         finally:
             out.close()
         self.handed += 1
         log.info("session %d: handed to worker %s, which holds its session", session.session_id,
                  slot)
-        return True
 
     # -- taking one --------------------------------------------------------------------
 

@@ -101,6 +101,17 @@ class Holds:
         self._by_token[token] = session
         return token
 
+    def sessions(self) -> list:
+        """Every resumable session with a token (held or connected)."""
+        return list(self._by_token.values())
+
+    def adopt(self, session, token: str) -> None:
+        """A hold a predecessor handed over (netcore_server.restart): held
+        under its token, for a whole window from now."""
+        session.resume_token = token
+        self._by_token[token] = session
+        self.hold(session)
+
     def holder_of(self, token: str) -> str | None:
         """The slot of the other worker a token was issued by; None for this
         worker's own (and for anything that names no worker: not known)."""

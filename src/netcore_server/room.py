@@ -14,6 +14,8 @@ Nakama's match handler, its state, its jobs and the hooks it needs:
         def on_leave(self, player): ...             # out (left or disconnected)
         def on_tick(self, dt): ...                  # dt: seconds since the last tick
         def on_dispose(self): ...                   # the last job: the room goes
+        def on_handover(self): ...                  # a rolling restart: the state to carry
+        def on_restore(self, state): ...            # ... and, in the successor, instead of on_create
 
         @client_job
         def fire(self, player, x, y): ...           # session.room_job("fire", x, y)
@@ -152,6 +154,22 @@ class Room(JobQueue):
     def on_dispose(self) -> None:
         """The room goes (its last player left, or the server stops): its last job."""
 
+    def on_handover(self) -> Any:
+        """A rolling restart (netcore_server.restart): this worker hands the
+        room to its successor, which goes on with it as it is. Return the
+        room's own state as plain data (None, bool, int, float, str, bytes,
+        and lists, tuples and dicts of them); its members go by themselves.
+        Runs once every job queued before it has run, as the room's last job here."""
+        return None
+
+    def on_restore(self, state: Any) -> None:
+        """In the successor, instead of on_create: `state` is what
+        on_handover returned; self.players are the members as they were
+        (this worker's held for their resume, other workers' as their cards
+        say), and nobody was told anything. Timers are not carried (set
+        them again here); the tick rate is. By default on_create()."""
+        self.on_create()
+
     def enter_reply(self, player: Player):
         """The S_ENTER_GAME success reply the player gets (a SendBuffer): by
         default {success, playerId}; a game with more in it overrides this."""
@@ -286,6 +304,12 @@ def _created(room: Room) -> None:
         room.set_tick_rate(room.tick_rate)
 
 
+def _restored(room: Room, state: Any) -> None:
+    room.on_restore(state)
+    if room.tick_rate and room.ticker is None and not room.closed:
+        room.set_tick_rate(room.tick_rate)
+
+
 def member_job(room: Room, job: Callable, player: Player, args: tuple) -> None:
     """A client's job, run only while its player is still a member (an enter
     that the room refused, or a leave, may have come between)."""
@@ -370,6 +394,23 @@ class Rooms:
                 self.cluster.attach(room)
             room.delay_histogram = self.delay_histogram
             room.do_async(_created, room)
+        return room
+
+    def restore(self, room_id: int, members: list, state: Any, tick_rate: float) -> Room:
+        """A room handed over by a rolling restart (netcore_server.restart):
+        made with its members in it, then on_restore(state) as its first job."""
+        room = self._rooms[room_id] = self.room_for(room_id)(room_id, self)
+        room.tick_rate = tick_rate
+        if self.cluster is not None:
+            stream = self.cluster.attach(room)
+        for player in members:
+            player.room = room
+            room.players[player.player_id] = player
+            if player.gateway is not None:
+                self.cluster.restored_member(stream, player)
+        room._sessions = None               # the fan-out list: made at the first broadcast
+        room.delay_histogram = self.delay_histogram
+        room.do_async(_restored, room, state)
         return room
 
     def totals(self, kind: str) -> TickTotals:

@@ -25,6 +25,7 @@ from netcore_server.metrics import MetricsServer
 from netcore_server.player import PlayerIdAllocator
 from netcore_server.refusals import Refusals
 from netcore_server.replies import replies_for
+from netcore_server import restart
 from netcore_server.handover import Handover
 from netcore_server.resume import RESUME_PACKETS, Holds
 from netcore_server.room import Rooms
@@ -76,6 +77,7 @@ class GameServer:
         self.handover = None                # with workers: netcore_server.handover
         self.sibling_slots: frozenset[str] = frozenset()
         self.stopping = False
+        self.restarting = False             # handing its players to a successor (restart.py)
         if (config.resume_window > 0
                 and all(n in game.protocol.packet_ids for n in RESUME_PACKETS)):
             if link is None:
@@ -141,59 +143,101 @@ class GameServer:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def start(self) -> "GameServer":
+    async def start(self, successor: bool = False) -> "GameServer":
         """Open the database, then listen: the metrics port first, so that a
         server whose metrics cannot be served never accepts a player. Each
         failure is a StartupError (or DatabaseError) saying what failed, with
-        whatever was started already stopped again."""
+        whatever was started already stopped again. successor: a rolling
+        restart's new worker (netcore_server.restart), which connects to the
+        cluster and listens only once it has taken over (take_over)."""
         await self.db.open()
         try:
             if self.link is not None:
-                await self.link.start(self.rooms)
-            if self.config.metrics_port:
-                self.metrics = MetricsServer(self, self.config.metrics_host,
-                                             self.config.metrics_port)
-                try:
-                    self.metrics.start()
-                except OSError as exc:
-                    raise listen_error("metrics port", self.config.metrics_host,
-                                       self.config.metrics_port, exc) from None
-                log.info("metrics on http://%s/metrics", host_port(self.config.metrics_host,
-                                                                   self.metrics.port))
-            try:
-                await self.service.start()
-            except OSError as exc:
-                raise listen_error("game port", self.config.host, self.config.port,
-                                   exc) from None
-            if self.handover is not None:
-                try:
-                    self.handover.start()   # where the machine's other workers hand resumes
-                except OSError as exc:
-                    # Resumes still work for the connections that land here.
-                    log.warning("no resume channel for the other workers (%s): a resume "
-                                "that lands on another worker is refused", exc)
-                    self.handover = None
-            if self.ws is not None:
-                try:
-                    await self.ws.start()
-                except OSError as exc:
-                    await self.service.close()
-                    raise listen_error("websocket port", self.config.host, self.config.ws_port,
-                                       exc) from None
+                await self.link.start(self.rooms, successor=successor)
+            if not successor:
+                await self._listen()
         except BaseException:
-            if self.handover is not None:
-                self.handover.close()
-            if self.metrics is not None:
-                self.metrics.stop()
-                self.metrics = None
-            if self.link is not None:
-                await self.link.close()
-            await self.db.close()
+            await self._unstart()
             raise
         if self.config.log_summary_seconds > 0:
             self.summary()                  # the baseline the first summary counts from
             self._summary_task = asyncio.get_running_loop().create_task(self._log_summaries())
         return self
+
+    async def take_over(self, path: str | None) -> None:
+        """A successor: become its predecessor from the handover at `path`
+        (or, with none, a new incarnation of the slot), then listen."""
+        try:
+            if path is not None:
+                restart.take_over(self, path)
+            else:
+                self.link.begin()
+            await self._listen()
+        except BaseException:
+            await self._unstart()
+            raise
+
+    async def hand_off(self, path: str, written=None) -> dict:
+        """Hand every player and room to the successor (restart.py), then
+        let go of everything without a word more to anyone. written(counts):
+        called once the handover is in place."""
+        counts = await restart.hand_off(self, path, written)
+        if self._summary_task is not None:
+            self._summary_task.cancel()
+        self.stopping = True
+        if self.holds is not None:
+            self.holds.close()
+        await self.link.abandon()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.db.close()
+        if self.metrics is not None:
+            self.metrics.stop()
+        return counts
+
+    async def _unstart(self) -> None:
+        if self.handover is not None:
+            self.handover.close()
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
+        if self.link is not None:
+            await self.link.close()
+        await self.db.close()
+
+    async def _listen(self) -> None:
+        """The metrics port, the game port, the resume channel, the WebSocket port."""
+        if self.config.metrics_port:
+            self.metrics = MetricsServer(self, self.config.metrics_host,
+                                         self.config.metrics_port)
+            try:
+                self.metrics.start()
+            except OSError as exc:
+                raise listen_error("metrics port", self.config.metrics_host,
+                                   self.config.metrics_port, exc) from None
+            log.info("metrics on http://%s/metrics", host_port(self.config.metrics_host,
+                                                               self.metrics.port))
+        try:
+            await self.service.start()
+        except OSError as exc:
+            raise listen_error("game port", self.config.host, self.config.port,
+                               exc) from None
+        if self.handover is not None:
+            try:
+                self.handover.start()   # where the machine's other workers hand resumes
+            except OSError as exc:
+                # Resumes still work for the connections that land here.
+                log.warning("no resume channel for the other workers (%s): a resume "
+                            "that lands on another worker is refused", exc)
+                self.handover = None
+        if self.ws is not None:
+            try:
+                await self.ws.start()
+            except OSError as exc:
+                await self.service.close()
+                raise listen_error("websocket port", self.config.host, self.config.ws_port,
+                                   exc) from None
 
     # -- the periodic summary -------------------------------------------------------------
 

@@ -75,8 +75,11 @@ class GameSession(netcore.PacketSession):
         holds = self.server.holds
         if holds is not None:
             player = self.player
-            if (self.keep_bytes and player is not None and reason.kind in HOLD_REASONS
-                    and not self.server.stopping and not player.room.closed):
+            # A worker handing its players over (netcore_server.restart)
+            # holds every resumable one, whoever ended the connection.
+            if (self.keep_bytes and player is not None and not self.server.stopping
+                    and (reason.kind in HOLD_REASONS or self.server.restarting)
+                    and not player.room.closed):
                 holds.hold(self)            # the player stays; its ids stay issued
                 if peer_line(log, logging.INFO):
                     log.info("session %d: connection gone (%s); its player is held for a "

@@ -34,6 +34,11 @@ ENV_STATUS_FD = "NETCORE_WORKER_STATUS_FD"
 ENV_INCARNATION = "NETCORE_WORKER_INCARNATION"
 ENV_LIFELINE = "NETCORE_WORKER_LIFELINE_FD"      # end-of-file on it: the supervisor is gone
 ENV_METRICS = "NETCORE_WORKER_METRICS"      # "1": serve /metrics on a loopback port for the supervisor
+# A rolling restart (netcore_server.restart): where a worker writes its
+# handover (<dir>/<slot>.handoff, a directory only this user enters), and
+# "1" for a successor, which takes over from that file on SIGUSR2.
+ENV_HANDOFF_DIR = "NETCORE_WORKER_HANDOFF_DIR"
+ENV_SUCCESSOR = "NETCORE_WORKER_SUCCESSOR"
 # Player ids: 2**32 per worker incarnation, so that none is ever issued twice
 # while the cluster runs (below 2**53, which JavaScript clients read exactly).
 ID_SPACE_BITS = 32
@@ -89,7 +94,9 @@ def run_cluster(game: Game, config: ServerConfig, argv: list[str]) -> int:
         env = {ENV_SLOT: worker.slot, ENV_STATUS_FD: str(status_fd),
                ENV_LIFELINE: str(lifeline_fd),
                ENV_INCARNATION: str(worker.incarnation),
-               ENV_METRICS: "1" if config.metrics_port else "0"}
+               ENV_METRICS: "1" if config.metrics_port else "0",
+               ENV_HANDOFF_DIR: sup.handoff_dir,
+               ENV_SUCCESSOR: "1" if worker.successor else "0"}
         return args, env
 
     sup = Supervisor(slots, command, nats_servers=nats_servers(config),
@@ -102,6 +109,9 @@ def run_cluster(game: Game, config: ServerConfig, argv: list[str]) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # SIGHUP: restart the workers one at a time, nobody losing anything
+        # (netcore_server.restart); a second one during a restart is ignored.
+        loop.add_signal_handler(signal.SIGHUP, sup.request_rolling_restart)
         metrics = None
         try:
             # The database once, before any worker: one that cannot be used is
@@ -156,6 +166,9 @@ async def serve_worker(game: Game, config: ServerConfig, kind: str) -> int:
     slot = os.environ.pop(ENV_SLOT)
     status = os.fdopen(int(os.environ.pop(ENV_STATUS_FD)), "w", buffering=1)
     incarnation = int(os.environ.pop(ENV_INCARNATION, "0"))
+    handoff_dir = os.environ.pop(ENV_HANDOFF_DIR, "")
+    successor = os.environ.pop(ENV_SUCCESSOR, "0") == "1"
+    handoff = os.path.join(handoff_dir, f"{slot}.handoff") if handoff_dir else None
     node, cmap = cluster_map(config)
     index = cmap.slot_index(slot)
     base = ((incarnation % INCARNATIONS_PER_SLOT) * len(cmap.slots) + index) << ID_SPACE_BITS
@@ -171,14 +184,15 @@ async def serve_worker(game: Game, config: ServerConfig, kind: str) -> int:
     try:
         db = game.accounts(config)
         server = GameServer(config, db, link=link, player_ids=ids, game=game)
-        await server.start()
+        await server.start(successor=successor)
     except (DatabaseError, OSError, Exception) as exc:
         print(f"{game.command}: worker {slot}: {exc}", file=sys.stderr)
         if db is not None:
             await db.close()
         return 2
     loop = asyncio.get_running_loop()
-    quiesce, stop = asyncio.Event(), asyncio.Event()
+    quiesce, stop, hand = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    loop.add_signal_handler(signal.SIGUSR2, hand.set)
     lifeline = int(os.environ.pop(ENV_LIFELINE, "-1"))
     if lifeline >= 0:
         def supervisor_gone():
@@ -189,6 +203,21 @@ async def serve_worker(game: Game, config: ServerConfig, kind: str) -> int:
     loop.add_signal_handler(signal.SIGUSR1, quiesce.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    if successor:
+        # Listening to the slot's messages; SIGUSR2 once the predecessor
+        # has written its handover (or is gone without one).
+        status.write("attached\n")
+        await _first_of(hand, stop)
+        hand.clear()
+        if stop.is_set():
+            await server.stop()
+            return 0
+        try:
+            await server.take_over(handoff if handoff and os.path.exists(handoff) else None)
+        except Exception as exc:
+            log.exception("worker %s: taking over failed", slot)
+            print(f"{game.command}: worker {slot}: taking over failed: {exc}", file=sys.stderr)
+            return 2
     metrics_port = 0
     if with_metrics:
         server.metrics = MetricsServer(server, "127.0.0.1", 0)
@@ -197,11 +226,28 @@ async def serve_worker(game: Game, config: ServerConfig, kind: str) -> int:
                                         "pid": os.getpid(), "metrics_port": metrics_port}) + "\n")
     log.info("worker %s (pid %d, %s) serving", slot, os.getpid(), kind)
     quiesced = loop.create_task(_quiesce_on(quiesce, server, status))
-    await stop.wait()
+    while True:
+        await _first_of(stop, hand)
+        if stop.is_set() or handoff:
+            break
+        hand.clear()                    # no handover directory: nowhere to hand to
     quiesced.cancel()
+    if not stop.is_set():
+        await server.hand_off(handoff, lambda counts: status.write(
+            "handed " + json.dumps(counts) + "\n"))
+        return 0
     log.info("worker %s shutting down: %d sessions", slot, len(server.service))
     await server.stop()
     return 0
+
+
+async def _first_of(*events) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 async def _quiesce_on(event, server, status):
