@@ -92,9 +92,10 @@ class ClusterProcess(ServerProcess):
     """`netcore-server --workers N` (the supervisor and its workers)."""
 
     def __init__(self, tmp_path, loop_kind, workers, *args, node="t", cluster=None, db=None,
-                 env=None):
+                 env=None, module="netcore_game.cli"):
         super().__init__(tmp_path, loop_kind, "--workers", str(workers), "--node-id", node,
-                         *(["--cluster", cluster] if cluster else []), *args, db=db, env=env)
+                         *(["--cluster", cluster] if cluster else []), *args, db=db, env=env,
+                         module=module)
         self.cmap = ClusterMap.parse(cluster) if cluster else ClusterMap.single(node, workers)
         self.placement = Placement(self.cmap)
         self.node = node

@@ -22,12 +22,13 @@ class ServerProcess:
     """`python -m netcore_game.cli` (what netcore-server runs) on a free port."""
 
     def __init__(self, tmp_path: Path, loop_kind: str, *args: str, preexec_fn=None, db=None,
-                 env=None):
+                 env=None, module="netcore_game.cli"):
         """db: what --db says (default: game.db in tmp_path; a PostgreSQL URL works too);
-        env: variables beside this process's (settings: NETCORE_<NAME>)."""
+        env: variables beside this process's (settings: NETCORE_<NAME>); module: the
+        game's command (`python -m` it)."""
         self.log_path = tmp_path / "server.log"
         self.db = tmp_path / "game.db" if db is None else db
-        self.args = [sys.executable, "-m", "netcore_game.cli", "--port", "0", "--db", str(self.db),
+        self.args = [sys.executable, "-m", module, "--port", "0", "--db", str(self.db),
                      "--loop", loop_kind, *args]
         self.preexec_fn = preexec_fn        # run in the child before exec (limits, privileges)
         self.env = None if env is None else {**os.environ, **env}
