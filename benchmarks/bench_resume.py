@@ -17,16 +17,30 @@
    and resumes on a new connection: the time from the connect call to its
    S_RESUME, and to the first live chat after the replay (p50, p99), and
    the chats each missed, checked exactly once and in order.
+4. A rolling restart under load (--rolling, on by default; --no-rolling to
+   skip it): `netcore-server --workers N` (--rolling-workers, 4) on core 0
+   (the supervisor, its workers and its nats-server share it), and one
+   netcore-dummy on core 1 with --rolling-clients (2,000) resumable clients
+   in --rolling-rooms rooms at 1 chat/s for --rolling-duration s; halfway
+   through the dummy sends the server SIGHUP (--rolling-restart), every
+   worker is replaced in turn, and every client a worker closes resumes.
+   Printed: chats sent, lost, duplicated, out of order, clients closed by
+   the server, resumed, resumes that failed, the gap each saw (from the
+   connection's loss to its S_RESUME: p50, p99, max), the restart's
+   duration and workers handed over (the supervisor's "rolling restart
+   done" log line) and the run's chat latency p99 (targets: lost 0, failed
+   resumes 0). One run, no medians. Only this row:
 
-Not measured: the rolling restart of 4 workers (not built: a restarted
-worker's holds end with it, docs/architecture.md).
+       python benchmarks/bench_resume.py --only rolling
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import os
+import re
 import statistics
 import struct
 import subprocess
@@ -234,6 +248,78 @@ def latency(args):
           f"{statistics.median(missed):.0f}; every chat exactly once, in order")
 
 
+ROLLING_DONE = re.compile(
+    r"rolling restart done in ([\d.]+) s: (\d+) of (\d+) workers handed over")
+
+
+def rolling(args):
+    """Section 4 of the module docstring: one run."""
+    workers, clients, rooms = args.rolling_workers, args.rolling_clients, args.rolling_rooms
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "server.log"
+        with open(log_path, "w") as log:
+            # Every client comes from 127.0.0.1: no per-address cap, as if
+            # from many players (a handover moves a worker's clients onto
+            # the others, more than 1,000 each with the default).
+            server = subprocess.Popen(
+                ["taskset", "-c", SERVER_CORE, *SERVER.split(), "--port", "0",
+                 "--workers", str(workers), "--log-level", "INFO", "--db", f"{tmp}/r.db",
+                 "--loop", args.loop, "--max-sessions-per-address", "0"],
+                stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            banner = server.stdout.readline()
+            if "listening on " not in banner:
+                raise RuntimeError(f"--workers {workers} did not start: {banner!r}\n"
+                                   f"{log_path.read_text()[-4000:]}")
+            port = int(banner.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+            dummy = subprocess.run(
+                ["taskset", "-c", LOAD_CORE, sys.executable, "-m", "netcore_dummy.cli",
+                 "--port", str(port), "--clients", str(clients), "--rooms", str(rooms),
+                 "--rate", "1", "--duration", str(args.rolling_duration), "--json",
+                 "--loop", args.loop, "--enter-timeout", "60", "--drain-timeout", "30",
+                 "--resumable", "--rolling-restart", str(server.pid)],
+                capture_output=True, text=True, timeout=args.rolling_duration + 240, check=False)
+            try:
+                report = json.loads(dummy.stdout.strip().splitlines()[-1])
+            except (IndexError, ValueError):
+                raise RuntimeError(f"the dummy gave no report (exit {dummy.returncode}): "
+                                   f"{dummy.stdout[-2000:]!r} {dummy.stderr[-2000:]!r}") from None
+            # The restart may outlast the chat: wait for the supervisor's line.
+            deadline = time.monotonic() + (120 if report["resumes"]["restart_signalled"] else 0)
+            done = ROLLING_DONE.search(log_path.read_text())
+            while done is None and time.monotonic() < deadline and server.poll() is None:
+                time.sleep(0.2)
+                done = ROLLING_DONE.search(log_path.read_text())
+        finally:
+            server.terminate()
+            server.wait(60)
+    r = report["resumes"]
+    gap = r["gap_ms"]
+    took, handed = ((f"{float(done[1]):.1f}", f"{done[2]} of {done[3]}") if done
+                    else ("-", "not done"))
+    print(f"rolling restart of {workers} workers under {clients} resumable clients in {rooms} "
+          f"rooms, 1 chat/s for {args.rolling_duration:.0f} s, SIGHUP at "
+          f"{args.rolling_duration / 2:.0f} s, {args.loop}, server on core {SERVER_CORE}, "
+          f"dummy on core {LOAD_CORE}, one run (no medians)"
+          + ("" if r["restart_signalled"] else "; the SIGHUP was NOT sent"))
+    print(f"{'workers':>7} {'clients':>7} {'chats sent':>10} {'lost':>5} {'duplicated':>10} "
+          f"{'out of order':>12} {'closed':>7} {'resumed':>7} {'failed':>6} {'gap p50':>7} "
+          f"{'gap p99':>7} {'gap max':>7} {'restart s':>9} {'handed over':>11} "
+          f"{'chat p99':>8}  (gaps and latency in ms; closed: by the server)")
+    print(f"{workers:>7} {clients:>7} {report['sent']:>10,} {report['lost']:>5,} "
+          f"{report['duplicated']:>10,} {report['out_of_order']:>12,} "
+          f"{r['server_closed']:>7,} {r['resumed']:>7,} {r['failed']:>6,} {gap['p50']:>7.1f} "
+          f"{gap['p99']:>7.1f} {gap['max']:>7.1f} {took:>9} {handed:>11} "
+          f"{report['latency_ms']['p99']:>8.1f}")
+    met = report["lost"] == 0 and r["failed"] == 0
+    extra = "" if not report.get("errors") else f"; dummy errors: {report['errors'][:3]}"
+    if report["failed"]:
+        extra += f"; {report['failed']} clients failed"
+    print(f"chats lost {report['lost']} (target 0), resumes failed {r['failed']} (target 0): "
+          f"{'PASS' if met else 'FAIL'}; every chat exactly once and in order: "
+          f"{'yes' if not (report['duplicated'] or report['out_of_order']) else 'NO'}{extra}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=1000)
@@ -243,14 +329,18 @@ def main(argv=None):
     ap.add_argument("--idle", type=int, default=2000)
     ap.add_argument("--resumes", type=int, default=200)
     ap.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"])
-    ap.add_argument("--only", choices=["cost", "memory", "latency"])
+    ap.add_argument("--rolling", action=argparse.BooleanOptionalAction, default=True,
+                    help="the rolling-restart row (section 4)")
+    ap.add_argument("--rolling-workers", type=int, default=4)
+    ap.add_argument("--rolling-clients", type=int, default=2000)
+    ap.add_argument("--rolling-rooms", type=int, default=20)
+    ap.add_argument("--rolling-duration", type=float, default=20.0)
+    ap.add_argument("--only", choices=["cost", "memory", "latency", "rolling"])
     args = ap.parse_args(argv)
-    for part in (cost, memory, latency):
-        if args.only in (None, part.__name__):
+    for part in (cost, memory, latency, rolling):
+        if args.only == part.__name__ or (args.only is None and (part is not rolling
+                                                                  or args.rolling)):
             part(args)
-    if args.only is None:
-        print("rolling restart of 4 workers under 2,000 clients: not measured (not built: "
-              "a restarted worker's holds end with it)")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 import netcore
 from netcore import make_packet, send_to_all_coalesced
 
-from support import FakeTransport, Recorder
+from support import FakeTransport, Recorder, feed
 
 
 def session():
@@ -180,4 +180,83 @@ def test_hold_needs_numbering_and_keep_sent_a_bound(run):
         with pytest.raises(ValueError, match="max_bytes"):
             s.keep_sent(0)
         assert isinstance(s, netcore.PacketSession)
+    run(go())
+
+
+# -- a rolling restart: the peer told by our FIN, and a hold carried over ------
+
+def test_shut_output_sends_our_fin_and_still_handles_what_the_peer_sends(run):
+    # A worker handing its players over (netcore_server.restart): what was
+    # queued goes, then the FIN; the client's packets until it closes are
+    # still handled (none lost), and what is queued later is kept, never written.
+    async def go():
+        s, t = session()
+        s.keep_sent(1 << 16)
+        s.send(chat(0))
+        s.send(chat(1))
+        s.shut_output()
+        assert t.eof_written and s.output_shut and s.connected
+        assert wire(t) == [(1005, b"0"), (1005, b"1")]
+        s.send(chat(2))
+        await asyncio.sleep(0)
+        assert wire(t) == [(1005, b"0"), (1005, b"1")]     # kept, not written
+        assert s.packets_numbered == 3
+        feed(s, bytes(make_packet(1004, b"sent before it saw the FIN")))
+        assert s.packets == [(1004, b"sent before it saw the FIN")]
+        s.shut_output()                                     # once is enough
+    run(go())
+
+
+def test_shut_output_closes_a_transport_that_cannot_half_close(run):
+    async def go():
+        s, t = session()
+        t.can_write_eof = lambda: False
+        s.send(chat(0))
+        s.shut_output()
+        assert t.closed and not s.output_shut and not s.connected
+        assert wire(t) == [(1005, b"0")]
+    run(go())
+
+
+def test_a_hold_carried_to_another_session_object_resumes_as_the_original(run):
+    # restart.py moves a hold between processes as (first_kept, kept_run):
+    # restored, it is held, numbers on, and replays exactly what the
+    # original would have, a coalesced run split at the count.
+    async def go():
+        old, _ = session()
+        old.keep_sent(1 << 16)
+        old.send(chat(0))
+        for i in range(1, 5):
+            send_to_all_coalesced([old], chat(i))
+        old.send(chat(5))
+        old.hold()
+        carried = Recorder()
+        carried.restore_kept(old.first_kept, netcore.copy_frames(old.kept_run()), 1 << 16)
+        assert (carried.held, carried.packets_numbered, carried.first_kept,
+                carried.kept_bytes) == (True, 6, 1, old.kept_bytes)
+        carried.send(chat(6))                               # held: numbered and kept
+        assert carried.packets_numbered == 7
+        new, t = session()
+        assert new.resume_from(carried, 2) == 5
+        await asyncio.sleep(0)
+        assert wire(t) == [(1005, b"%d" % i) for i in range(2, 7)]
+        assert new.packets_numbered == 7
+    run(go())
+
+
+def test_a_carried_hold_with_nothing_kept_numbers_on_from_its_count(run):
+    async def go():
+        carried = Recorder()
+        carried.restore_kept(41, None, 1 << 10)             # 40 sent, all of them read
+        assert (carried.packets_numbered, carried.first_kept, carried.kept_bytes) == (40, 41, 0)
+        carried.send(chat(41))
+        new, t = session()
+        assert new.resume_from(carried, 40) == 1
+        await asyncio.sleep(0)
+        assert wire(t) == [(1005, b"41")]
+        live, _ = session()
+        with pytest.raises(ValueError):
+            live.restore_kept(1, None, 1 << 10)             # a connected session: no
+        with pytest.raises(ValueError):
+            Recorder().restore_kept(0, None, 1 << 10)        # packets are numbered from 1
     run(go())

@@ -228,3 +228,36 @@ def test_random_walks_keep_every_view_exact(starts, walk, leave_at):
         if step == leave_at and len(ids) > 1:
             w.remove(ids[-1])
         w.check()
+
+
+def test_a_field_rebuilt_quietly_from_its_positions_goes_on_as_it_was():
+    # A rolling restart's successor rebuilds a room's field from where
+    # everyone is (FieldRoom.on_restore): nobody is sent anything, every view
+    # is the one its players already hold, and moves go on from there.
+    import random
+    rng = random.Random(25)
+    w = World()
+    for i in range(1, 41):
+        w.add(i, rng.uniform(0, 100), rng.uniform(0, 100), player=i <= 30)
+    for _ in range(200):
+        i = rng.randrange(1, 41)
+        x, y = w.positions[i]
+        w.move(i, x + rng.uniform(-9, 9), y + rng.uniform(-9, 9))
+    w.deliver()
+    w.check()
+    old = w.field
+    w.field = Field(100.0, 25.0, 10.0, move_id=MOVE, spawn_id=SPAWN, despawn_id=DESPAWN)
+    w.field.remote_sink = w.sink
+    for i in rng.sample(sorted(w.positions), len(w.positions)):
+        player = i <= 30
+        w.slots[i] = w.field.add(i, *w.positions[i], player_tail(*w.names[i]), remote=player,
+                                 observer=player, quiet=True)
+    assert not w.sink.inbox, "a quiet add sent something"
+    assert w.field.count == old.count
+    w.check()
+    for _ in range(200):
+        i = rng.randrange(1, 41)
+        x, y = w.positions[i]
+        w.move(i, x + rng.uniform(-9, 9), y + rng.uniform(-9, 9))
+        w.deliver()
+    w.check()

@@ -126,8 +126,16 @@ def snapshot(server) -> dict:
             "first": session.first_kept, "kept": session.kept_run()})
     rooms = []
     for room in server.rooms.all():
-        state = room.on_handover()
-        check_plain(state, f"room {room.room_id} ({room.kind}): on_handover()")
+        try:
+            state = room.on_handover()
+            check_plain(state, f"room {room.room_id} ({room.kind}): on_handover()")
+            carried = True
+        except Exception:
+            # Its members still go over; the room starts its own state
+            # afresh there (on_create), as after its owner's crash.
+            log.exception("room %d (%s): on_handover failed: its state is not carried",
+                          room.room_id, room.kind)
+            state, carried = None, False
         members = []
         for pid, player in room.players.items():
             if player.gateway is not None:
@@ -138,7 +146,7 @@ def snapshot(server) -> dict:
                 log.warning("room %d: player %d is neither held nor of another worker: "
                             "not handed over", room.room_id, pid)
         rooms.append({"id": room.room_id, "tick_rate": room.tick_rate, "state": state,
-                      "members": members})
+                      "carried": carried, "members": members})
     return {"version": VERSION, "slot": server.link.slot, "link": server.link.export_state(),
             "rooms": rooms, "holds": holds}
 
@@ -174,7 +182,7 @@ def take_over(server, path: str) -> dict:
     for r in state["rooms"]:
         members = [players[pid] if card is None else player_class.from_card(card, gateway)
                    for pid, card, gateway in r["members"] if card is not None or pid in players]
-        server.rooms.restore(r["id"], members, r["state"], r["tick_rate"])
+        server.rooms.restore(r["id"], members, r["state"], r["tick_rate"], r["carried"])
     server.link.take_over()
     counts = {"rooms": len(state["rooms"]), "holds": len(players)}
     log.info("took over from the predecessor: %(rooms)d rooms, %(holds)d held players", counts)

@@ -396,9 +396,11 @@ class Rooms:
             room.do_async(_created, room)
         return room
 
-    def restore(self, room_id: int, members: list, state: Any, tick_rate: float) -> Room:
+    def restore(self, room_id: int, members: list, state: Any, tick_rate: float,
+                carried: bool = True) -> Room:
         """A room handed over by a rolling restart (netcore_server.restart):
-        made with its members in it, then on_restore(state) as its first job."""
+        made with its members in it, then on_restore(state) as its first job
+        (on_create where its on_handover failed: `carried` False)."""
         room = self._rooms[room_id] = self.room_for(room_id)(room_id, self)
         room.tick_rate = tick_rate
         if self.cluster is not None:
@@ -410,7 +412,10 @@ class Rooms:
                 self.cluster.restored_member(stream, player)
         room._sessions = None               # the fan-out list: made at the first broadcast
         room.delay_histogram = self.delay_histogram
-        room.do_async(_restored, room, state)
+        if carried:
+            room.do_async(_restored, room, state)
+        else:
+            room.do_async(_created, room)
         return room
 
     def totals(self, kind: str) -> TickTotals:
