@@ -709,6 +709,11 @@ def test_nothing_listening_is_one_clear_line(loop_kind, capsys):
     # go negative mid-run (it was a traceback once the chats began).
     (["--epoch-us", str(time.time_ns() // 1000)], "--epoch-us must be a CLOCK_MONOTONIC"),
     (["--epoch-us", "-5"], "--epoch-us must be a CLOCK_MONOTONIC reading"),
+    (["--rolling-restart", "123"], "--rolling-restart needs --resumable"),
+    (["--rolling-restart", "123", "--resumable", "--transport", "ws"],
+     "--rolling-restart needs --resumable, and resumes TCP chat clients"),
+    (["--rolling-restart", "-4", "--resumable"], "--rolling-restart must be a process id"),
+    (["--drop-every", "1"], "--drop-every needs --resumable"),
 ])
 def test_bad_arguments_are_refused_before_connecting(capsys, args, message):
     with pytest.raises(SystemExit) as info:

@@ -3,6 +3,7 @@ import asyncio
 import json
 import platform
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -229,3 +230,20 @@ def test_healthz_says_when_the_server_does_not_accept_or_its_loop_stalls(run, tm
     assert json.loads(closed[1]) | {"seconds_since_loop_beat": 0} == {
         "accepting": False, "loop_alive": True, "seconds_since_loop_beat": 0}
     assert stalled[0] == 503 and json.loads(stalled[1])["loop_alive"] is False
+
+
+def test_one_process_logs_a_sighup_and_serves_on(run, tmp_path, loop_kind):
+    # A rolling restart needs --workers N: one process has nobody to hand
+    # its players to. SIGHUP's default would kill it; it says so instead.
+    with ServerProcess(tmp_path, loop_kind) as server:
+        (before,) = run(in_game(server.port, 1))
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "a rolling restart needs --workers N" not in server.log_text():
+            assert time.monotonic() < deadline, server.log_text()
+            time.sleep(0.02)        # another process's log: nothing to await
+        (after,) = run(in_game(server.port, 1))
+        assert server.proc.poll() is None
+        before.disconnect()
+        after.disconnect()
+        assert server.stop() == 0
