@@ -166,7 +166,7 @@ def test_metrics_follow_prometheus_conventions(run, tmp_path, loop_kind):
         assert "peer_closed" in reasons
         states = {s.labels["state"]: s.value for s in fresh["netcore_sessions"].samples}
         assert states == {"connected": 0, "logging_in": 0, "logged_in": 0, "in_game": 0,
-                          "resuming": 0, "resumed": 0}
+                          "resuming": 0, "resumed": 0, "relayed": 0}
         packets_in = {s.labels["packet"] for s in fresh["netcore_packets_in"].samples}
         packets_out = {s.labels["packet"] for s in fresh["netcore_packets_out"].samples}
         # ...and none that cannot: a server never receives an S_ packet or sends a C_ one.

@@ -65,9 +65,11 @@ class ClusterLink:
                  retransmit_after: float = 1.0, give_up_after: float = 30.0,
                  rebuild_timeout: float = 2.0, sub_pending_bytes: int = 64 << 20,
                  max_outbox_bytes: int = 64 << 20, epoch: int | None = None,
-                 auth: "NatsAuth | None" = None):
+                 auth: "NatsAuth | None" = None, address: str | None = None):
         """auth: how to authenticate to the servers (auth.NatsAuth). A worker
-        whose supervisor handed it credentials (auth.ENV_FD) uses those."""
+        whose supervisor handed it credentials (auth.ENV_FD) uses those.
+        address: "host:port", where the other machines reach this one's game
+        port (said in every control message; `addresses` has the others')."""
         if slot not in cmap.slots:
             raise ValueError(f"slot {slot} is not in the cluster {cmap}")
         self.cmap = cmap
@@ -81,6 +83,8 @@ class ClusterLink:
         self.rooms = None                       # the game's Rooms, bound by start()
         self.nc = None
         self.known: dict[str, int] = {slot: self.epoch}     # slot -> epoch that holds it
+        self.address = address
+        self.addresses: dict[str, tuple[str, int]] = {}     # slot -> its machine's game port
         self.owner = Owner(self, rebuild_timeout)
         self.gateway = Gateway(self, max_pending_ops, retransmit_after, give_up_after)
         self._subs: dict[int, object] = {}
@@ -337,16 +341,20 @@ class ClusterLink:
     def _ctl(self, op: str, **extra) -> None:
         msg = {"op": op, "slot": self.slot, "epoch": self.epoch, "cluster": str(self.cmap),
                **extra}
+        if self.address:
+            msg["addr"] = self.address
         self._publish(f"{self.prefix}.ctl", json.dumps(msg).encode())
         self._outbox_ready.set()
 
     def _on_ctl(self, data) -> None:
-        op, slot, epoch, cluster = read_ctl(data)
+        op, slot, epoch, cluster, address = read_ctl(data)
         if slot not in self.cmap.slots:
             if cluster is not None and cluster != str(self.cmap):
                 raise wire.WireError(f"{slot} runs cluster {cluster}, this worker {self.cmap}: "
                                      f"rooms will be misrouted")
             raise wire.WireError(f"slot {slot} is not in cluster {self.cmap}")
+        if address is not None and slot != self.slot:
+            self.addresses[slot] = address
         if op == "who":
             if slot != self.slot:
                 self._ctl("hello")
@@ -586,8 +594,9 @@ class ClusterLink:
 CTL_OPS = ("hello", "who", "down")
 
 
-def read_ctl(data) -> tuple[str, str, int, str | None]:
-    """(op, slot, epoch, cluster) of a control message, every field checked."""
+def read_ctl(data) -> tuple[str, str, int, str | None, tuple[str, int] | None]:
+    """(op, slot, epoch, cluster, address) of a control message, every
+    field checked (address: (host, port) of the sender's machine, or None)."""
     try:
         msg = json.loads(data)
     except (ValueError, RecursionError) as exc:
@@ -604,4 +613,19 @@ def read_ctl(data) -> tuple[str, str, int, str | None]:
         raise wire.WireError(f"control message with epoch {epoch!r}, not in 1..2**64-1")
     if cluster is not None and not isinstance(cluster, str):
         raise wire.WireError("control message with a cluster that is not a string")
-    return op, slot, epoch, cluster
+    address = msg.get("addr")
+    if address is not None:
+        address = read_address(address)
+    return op, slot, epoch, cluster, address
+
+
+def read_address(text) -> tuple[str, int]:
+    """("host", port) of "host:port" (an IPv6 host in brackets), checked."""
+    if not isinstance(text, str) or not 3 <= len(text) <= 260:
+        raise wire.WireError("control message with an address that is not host:port")
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if (not sep or not port.isdigit() or not 1 <= int(port) <= 65535 or not host
+            or not all(c.isalnum() or c in ".-_:" for c in host)):
+        raise wire.WireError(f"control message with address {text[:64]!r}, not host:port")
+    return host, int(port)

@@ -171,6 +171,12 @@ class ServerConfig:
         "seconds a resumable client that dropped keeps its place (0: no resumes)"))
     resume_buffer_bytes: int = setting(256 << 10, min=1024, max=64 << 20, help=(
         "bytes of packets kept per resumable client for its resume"))
+    # Where the other machines of a cluster reach this one's game port: a
+    # resume that lands on another machine is relayed here (netcore_server.relay).
+    advertise_host: str = setting("", help=(
+        "the address other machines of the cluster reach this one's game port at, for "
+        "resumes that land there (\"\": --host, or this machine's name where --host is "
+        "a wildcard)"))
     max_room_players: int = setting(5000, min=1,
                                     help="players in one room; more are refused")
     max_room_queue: int = setting(10000, min=1, help=(

@@ -22,6 +22,7 @@ from netcore.logs import peer_line
 from netcore_server.db import GUEST_CHARACTERS, LoginResult, LoginStatus
 from netcore_server.replies import ENTER_REFUSED, LOGIN_REFUSED
 from netcore_server.room import Room
+from netcore_server.relay import relay
 from netcore_server.session import State
 
 log = logging.getLogger("netcore_server.handlers")
@@ -220,16 +221,24 @@ def begin_resume(session, token: str, received: int) -> None:
         return
     elsewhere = holds.holder_of(token)
     if elsewhere is not None:
-        # Another worker's token: the connection goes to it, or nowhere.
+        # Another worker's token: a TCP connection moves to it, if it is of
+        # this machine; anything else is relayed to its machine's game port.
         handover = server.handover
-        if (handover is not None and session.transport_kind == "tcp"
-                and elsewhere in server.sibling_slots):
-            server.spawn(handover.pass_on(session, elsewhere, token, received))
+        tcp = session.transport_kind == "tcp"
+        if elsewhere in server.sibling_slots and tcp:
+            if handover is not None:
+                server.spawn(handover.pass_on(session, elsewhere, token, received))
+                return
+            address = None                  # relayed here, it would come back here
+        else:
+            address = server.relay_address(elsewhere)
+        if address is not None:
+            server.spawn(relay(session, address, elsewhere, token, received))
             return
         session.resume_refused("not_resumable", "resume refused: the session is held by "
-                               "worker %s, which this connection cannot reach (%s)", elsewhere,
-                               "a WebSocket" if session.transport_kind != "tcp"
-                               else "another machine, or gone")
+                               "worker %s, which this worker cannot reach (%s)", elsewhere,
+                               "no resume channel" if tcp else "its machine's address is not "
+                               "known")
         return
     old = holds.find(token)
     if old is None or old is session or old.player is None:

@@ -155,6 +155,9 @@ class ServerCollector:
                                   value=c.resumed)
         yield CounterMetricFamily("netcore_resume_replayed_packets",
                                   "Packets sent again by resumes", value=c.replayed)
+        yield CounterMetricFamily("netcore_resume_relayed",
+                                  "Resumes relayed to the holder's machine (a WebSocket, or "
+                                  "another machine's token)", value=self.server.relays)
         ended = CounterMetricFamily("netcore_resume_holds_ended",
                                     "Holds that ended with the player leaving, by why: past "
                                     "--resume-window or --resume-buffer-bytes",

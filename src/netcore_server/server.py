@@ -78,6 +78,7 @@ class GameServer:
         self.sibling_slots: frozenset[str] = frozenset()
         self.stopping = False
         self.restarting = False             # handing its players to a successor (restart.py)
+        self.relays = 0                     # resumes relayed to the holder's machine (relay.py)
         if (config.resume_window > 0
                 and all(n in game.protocol.packet_ids for n in RESUME_PACKETS)):
             if link is None:
@@ -126,6 +127,18 @@ class GameServer:
         self._tasks: set[asyncio.Task] = set()
         self._summary_task: asyncio.Task | None = None
         self._last_summary: dict | None = None
+
+    def relay_address(self, slot: str) -> tuple[str, int] | None:
+        """Where a resume for the worker at `slot` is relayed (relay.py):
+        this machine's game port for a worker of this machine, the address
+        its machine says for another; None where there is none known."""
+        if self.link is None:
+            return None
+        if slot in self.sibling_slots or slot == self.link.slot:
+            host = self.config.host
+            host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+            return host, self.config.port or self.port
+        return self.link.addresses.get(slot)
 
     @property
     def port(self) -> int:

@@ -42,6 +42,7 @@ class State(enum.Enum):
     IN_GAME = "in game"
     RESUMING = "resuming"           # its C_RESUME waits for the room's job
     RESUMED = "resumed"             # another connection took its player
+    RELAYED = "relayed"             # its packets go to the holder's machine (netcore_server.relay)
 
 
 class GameSession(netcore.PacketSession):
@@ -49,7 +50,7 @@ class GameSession(netcore.PacketSession):
     # thousands a second (a subclass that adds attributes gets a __dict__ back).
     __slots__ = ("server", "state", "account", "characters", "player_ids", "player",
                  "failed_logins", "entered", "resume_asked", "enter_pending", "resume_token",
-                 "hold_timer", "__weakref__")
+                 "hold_timer", "relay", "__weakref__")
 
     def __init__(self, server):
         """server: the GameServer (netcore_server.server) this session belongs to."""
@@ -65,11 +66,21 @@ class GameSession(netcore.PacketSession):
         self.enter_pending = False                # ... and its S_ENTER_GAME has not come
         self.resume_token: str | None = None      # its current one (Holds; never logged)
         self.hold_timer = None                    # the end of its hold's window
+        self.relay = None                         # RELAYED: the connection to the holder
 
     def on_recv_packet(self, pkt_id: int, payload: bytes) -> None:
-        self.server.dispatcher.dispatch(self, pkt_id, payload)
+        relay = self.relay
+        if relay is None:
+            self.server.dispatcher.dispatch(self, pkt_id, payload)
+        elif relay.connected:
+            relay.send(netcore.make_packet(pkt_id, payload))    # the holder's to handle
 
     def on_disconnected(self, reason: netcore.Disconnect) -> None:
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            relay.client = None
+            relay.disconnect()              # the holder holds its player again
+            return
         if self.state is State.RESUMED:
             return                          # its player and ids went to the new connection
         holds = self.server.holds

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 
 from netcore_cluster.auth import NatsAuth, redact_url
@@ -60,6 +61,14 @@ def cluster_map(config: ServerConfig):
     else:
         cmap = ClusterMap.single(node, config.workers)
     return node, cmap
+
+
+def advertised(config: ServerConfig) -> str:
+    """"host:port" of this machine's game port, for the other machines."""
+    host = config.advertise_host or config.host
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"[{host}]:{config.port}" if ":" in host else f"{host}:{config.port}"
 
 
 def nats_servers(config: ServerConfig) -> list[str]:
@@ -174,7 +183,7 @@ async def serve_worker(game: Game, config: ServerConfig, kind: str) -> int:
     base = ((incarnation % INCARNATIONS_PER_SLOT) * len(cmap.slots) + index) << ID_SPACE_BITS
     # Credentials the supervisor hands over (the private broker's) take precedence.
     link = ClusterLink(cmap, slot, nats_servers(config), prefix=config.cluster_prefix,
-                       auth=NatsAuth.from_settings(config))
+                       auth=NatsAuth.from_settings(config), address=advertised(config))
     ids = PlayerIdAllocator(first=base + 1, last=base + (1 << ID_SPACE_BITS) - 1)
     # The machine's metrics port is the supervisor's; a worker serves its own
     # on loopback, for the supervisor to scrape.

@@ -98,3 +98,109 @@ def test_dummies_dropping_at_random_across_two_workers_lose_no_chat(tmp_path, lo
         assert report["unique"] == report["expected"] > 0
         assert "handed to worker" in server.log_text()      # some landed on the other worker
         assert server.stop() == 0
+
+
+# -- relayed: a WebSocket on another worker, a connection on another machine ----------
+
+from netcore import ClientService  # noqa: E402
+
+from cluster_support import NatsProcess, free_port  # noqa: E402
+from resume_support import ResumeClient  # noqa: E402
+
+
+async def ws_dial(port, received=None):
+    service = ClientService(lambda: ResumeClient(received), port=port, count=1, transport="ws")
+    (client,) = await service.start()
+    return client
+
+
+async def ws_resume(port, token, received):
+    client = await ws_dial(port, received)
+    client.send_pkt(pb.C_RESUME(token=token, received=received))
+    return client, await client.expect("S_RESUME")
+
+
+async def drop_and_resume(server, chatter, a, entered, tag, resume_at):
+    """a's connection ends mid-chat; chats go on; a resumes (resume_at:
+    an awaitable's factory, (token, count) -> (client, S_RESUME)); it must
+    get every chat exactly once, in order, then live ones, and be heard."""
+    for i in range(5):
+        chatter.send_pkt(pb.C_CHAT(msg=f"{tag}.before {i}"))
+    await a.until(lambda: sum(m.startswith(f"{tag}.before") for _, m in a.chats) >= 2)
+    held = server.log_text().count("held for a resume")
+    a.disconnect()                          # its worker holds it
+    await log_shows(server, "held for a resume", count=held + 1)
+    for i in range(5):
+        chatter.send_pkt(pb.C_CHAT(msg=f"{tag}.during {i}"))
+    a2, answer = await resume_at(entered.resumeToken, a.received)
+    assert answer.success and answer.playerId == entered.playerId
+    chatter.send_pkt(pb.C_CHAT(msg=f"{tag}.after"))
+    await a2.until(lambda: any(m == f"{tag}.after" for _, m in a2.chats))
+    mine = [m for _, m in a.chats + a2.chats if m.startswith(f"{tag}.")]
+    assert mine == ([f"{tag}.before {i}" for i in range(5)]
+                    + [f"{tag}.during {i}" for i in range(5)] + [f"{tag}.after"])
+    a2.send_pkt(pb.C_CHAT(msg=f"{tag}.back"))
+    await chatter.until(lambda: (entered.playerId, f"{tag}.back") in chatter.chats)
+    return a2
+
+
+def test_a_websocket_client_resumes_on_whichever_worker_it_lands(run, tmp_path, loop_kind):
+    # picows holds a WebSocket's framing in the process that upgraded it, so
+    # on the other worker the resume is relayed to the machine's game port
+    # (netcore_server.relay), which hands it to the holder.
+    with ClusterProcess(tmp_path, loop_kind, 2, "--ws-port", str(free_port())) as server:
+        room = server.rooms_owned_by("t-1", 1)[0]
+
+        async def go():
+            (chatter,) = await in_game(server.port, 1, room=room)
+            seen = {"here": 0, "relayed": 0}
+            attempt = 0
+            while not (seen["here"] and seen["relayed"]):
+                attempt += 1
+                assert attempt <= 24, seen      # each lands on either worker: 2**-23 to fail
+                a = await ws_dial(server.ws_port)
+                entered = await a.enter_resumable(room)
+                relayed = server.log_text().count("is relayed to")
+                a2 = await drop_and_resume(server, chatter, a, entered, str(attempt),
+                                           lambda t, n: ws_resume(server.ws_port, t, n))
+                seen["relayed" if server.log_text().count("is relayed to") > relayed
+                     else "here"] += 1
+                a2.send_pkt(pb.C_LEAVE())
+                await leave(a2)
+            await leave(chatter)
+
+        run(go(), timeout=120)
+        assert server.stop() == 0
+
+
+def test_a_client_resumes_on_another_machine_of_the_deployment(run, tmp_path, loop_kind):
+    # Two machines (nodes alpha and beta on one NATS): a player of alpha
+    # comes back on beta, which relays its resume to the address alpha's
+    # workers say (--advertise-host, else --host) and goes on relaying.
+    nats = NatsProcess(tmp_path).start()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cluster = "alpha=1,beta=1"
+    try:
+        with ClusterProcess(tmp_path / "a", loop_kind, 1, "--nats", nats.url, node="alpha",
+                            cluster=cluster) as ma, \
+                ClusterProcess(tmp_path / "b", loop_kind, 1, "--nats", nats.url, node="beta",
+                               cluster=cluster) as mb:
+            room = ma.rooms_owned_by("beta-0", 1)[0]
+
+            async def go():
+                (chatter,) = await in_game(mb.port, 1, room=room)
+                a = await dial(ma.port)
+                entered = await a.enter_resumable(room)
+                assert entered.resumeToken.startswith("0.")        # alpha-0's
+                a2 = await drop_and_resume(ma, chatter, a, entered, "x",
+                                           lambda t, n: resume(mb.port, t, n))
+                assert f"is relayed to 127.0.0.1:{ma.port}, the machine of worker alpha-0" \
+                    in mb.log_text()
+                a2.send_pkt(pb.C_LEAVE())
+                await leave(a2, chatter)
+
+            run(go(), timeout=120)
+            assert ma.stop() == 0 and mb.stop() == 0
+    finally:
+        nats.stop(signal.SIGKILL)
