@@ -49,6 +49,15 @@ def forged_messages(prefix, node, real, other, room):
         ctl(op="down", slot=other),
         ctl(op="reboot", slot=real, epoch=3),
         ctl(op="hello", slot=real, epoch=3, cluster=7),
+        # Where a machine's game port is (a relayed resume goes there): host:port or nothing.
+        ctl(op="hello", slot=other, epoch=3, cluster=cmap, addr="no-port"),
+        ctl(op="hello", slot=other, epoch=3, cluster=cmap, addr="h:0"),
+        ctl(op="hello", slot=other, epoch=3, cluster=cmap, addr="h:65536"),
+        ctl(op="hello", slot=other, epoch=3, cluster=cmap, addr=":80"),
+        ctl(op="hello", slot=other, epoch=3, cluster=cmap, addr="bad host:80"),
+        ctl(op="hello", slot=other, epoch=3, cluster=cmap, addr="h/../x:80"),
+        ctl(op="hello", slot=other, epoch=3, cluster=cmap, addr="h" * 300 + ":80"),
+        ctl(op="hello", slot=other, epoch=3, cluster=cmap, addr=8080),
         b"not json", b"[1, 2]", b"3", b"\xff\xfe", b"[" * 100000,
     ]
     up = wire.up_header(5, 6, other)

@@ -4,6 +4,7 @@ resume is local, on the other the connection is handed over
 (netcore_server.handover). Either way the client gets every chat exactly
 once, in order, then the live stream, whether the room is owned by the
 worker it is connected to or by the other."""
+import asyncio
 import json
 import signal
 import subprocess
@@ -199,8 +200,32 @@ def test_a_client_resumes_on_another_machine_of_the_deployment(run, tmp_path, lo
                     in mb.log_text()
                 a2.send_pkt(pb.C_LEAVE())
                 await leave(a2, chatter)
+                c = await dial(ma.port)
+                return (await c.enter_resumable(room)).resumeToken
 
-            run(go(), timeout=120)
-            assert ma.stop() == 0 and mb.stop() == 0
+            token = run(go(), timeout=120)
+            # Machine alpha is gone: a resume for it, read on beta, is told so
+            # at once, and the connection goes on as a new one.
+            assert ma.stop(signal.SIGKILL) == -signal.SIGKILL
+
+            async def gone():
+                async def refused():
+                    # Its workers follow their supervisor (the lifeline): until
+                    # the last is gone, a relayed resume could still reach it.
+                    while True:
+                        try:
+                            _, w = await asyncio.open_connection("127.0.0.1", ma.port)
+                        except OSError:
+                            return
+                        w.close()
+                        await asyncio.sleep(0.02)
+                await asyncio.wait_for(refused(), 20)
+                b, answer = await resume(mb.port, token, 0)
+                assert not answer.success
+                assert (await b.login()).success
+                await leave(b)
+            run(gone(), timeout=60)
+            assert "whose machine (127.0.0.1:%d) could not be reached" % ma.port in mb.log_text()
+            assert mb.stop() == 0
     finally:
         nats.stop(signal.SIGKILL)

@@ -5,12 +5,15 @@ it has for a moment deliver one room's messages in two orders, which it
 puts back in one. The whole restart, over real processes:
 test_cluster_rolling.py."""
 import asyncio
+import json
 import types
+
+import pytest
 
 from netcore import make_packet
 
 from netcore_cluster import wire
-from netcore_cluster.link import ClusterLink
+from netcore_cluster.link import ClusterLink, read_address
 from netcore_cluster.placement import ClusterMap
 
 EPOCH = 77
@@ -40,6 +43,21 @@ def message(seq, text):
     packet = bytes(make_packet(1005, text.encode()))
     return (wire.down_header(ROOM, EPOCH, 1, seq, seq - 1)
             + wire.data_segment_head(1, len(packet)) + packet)
+
+
+@pytest.mark.parametrize("text, address", [
+    ("127.0.0.1:7777", ("127.0.0.1", 7777)), ("[::1]:80", ("::1", 80)),
+    ("game-3.example.net:65535", ("game-3.example.net", 65535)),
+])
+def test_a_machine_says_where_its_game_port_is(text, address):
+    # In every control message (--advertise-host): where a resume that
+    # lands on another machine is relayed (netcore_server.relay). The bad
+    # ones: test_cluster_forged.py.
+    assert read_address(text) == address
+    lk = link()
+    lk._on_ctl(json.dumps({"op": "hello", "slot": "t-1", "epoch": EPOCH,
+                           "cluster": str(lk.cmap), "addr": text}).encode())
+    assert lk.addresses == {"t-1": address}
 
 
 def test_a_message_seen_already_is_a_repeat_not_a_gap():
@@ -121,8 +139,6 @@ def test_the_owner_side_carries_numberings_and_stream_positions():
 
 
 # -- a successor in one process: a field room and its holds, carried ------------------
-
-import pytest  # noqa: E402
 
 from netcore_packets import Protocol_pb2 as pb  # noqa: E402
 
