@@ -307,6 +307,7 @@ class Supervisor:
 
     async def _replace(self, w: Worker) -> bool:
         old, old_epoch, old_handed = w.proc, w.epoch, w.handed
+        old_events = (w.ready, w.quiesced, w.attached, w.handed)
         if old is None or old.returncode is not None:
             return False
         path = os.path.join(self.handoff_dir, f"{w.slot}.handoff")
@@ -325,6 +326,8 @@ class Supervisor:
                     await new.wait()
                 os.close(w.lifeline)
                 w.proc, w.epoch, w.lifeline = old, old_epoch, old_lifeline
+                w.ready, w.quiesced, w.attached, w.handed = old_events     # its own again
+                w.successor = False
                 return False
             _signal_proc(old, signal.SIGUSR2)
             # The file is written (renamed into place) before the line: a
