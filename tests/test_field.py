@@ -239,12 +239,15 @@ def test_a_field_rebuilt_quietly_from_its_positions_goes_on_as_it_was():
     w = World()
     for i in range(1, 41):
         w.add(i, rng.uniform(0, 100), rng.uniform(0, 100), player=i <= 30)
-    for _ in range(200):
-        i = rng.randrange(1, 41)
-        x, y = w.positions[i]
-        w.move(i, x + rng.uniform(-9, 9), y + rng.uniform(-9, 9))
-    w.deliver()
-    w.check()
+
+    def wander():
+        for _ in range(200):
+            i = rng.randrange(1, 41)
+            x, y = w.positions[i]
+            w.move(i, x + rng.uniform(-9, 9), y + rng.uniform(-9, 9))
+            w.deliver()
+        w.check()
+    wander()
     old = w.field
     w.field = Field(100.0, 25.0, 10.0, move_id=MOVE, spawn_id=SPAWN, despawn_id=DESPAWN)
     w.field.remote_sink = w.sink
@@ -255,9 +258,4 @@ def test_a_field_rebuilt_quietly_from_its_positions_goes_on_as_it_was():
     assert not w.sink.inbox, "a quiet add sent something"
     assert w.field.count == old.count
     w.check()
-    for _ in range(200):
-        i = rng.randrange(1, 41)
-        x, y = w.positions[i]
-        w.move(i, x + rng.uniform(-9, 9), y + rng.uniform(-9, 9))
-        w.deliver()
-    w.check()
+    wander()

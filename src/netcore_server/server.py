@@ -201,12 +201,7 @@ class GameServer:
         if self.holds is not None:
             self.holds.close()
         await self.link.abandon()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.db.close()
-        if self.metrics is not None:
-            self.metrics.stop()
+        await self._close_the_rest()
         return counts
 
     async def _unstart(self) -> None:
@@ -324,6 +319,10 @@ class GameServer:
         self.rooms.close()
         if self.link is not None:
             await self.link.close()
+        await self._close_the_rest()
+
+    async def _close_the_rest(self) -> None:
+        """The logins in flight, the database, the metrics port."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
