@@ -477,6 +477,8 @@ class DummyRun:
             await wait_for(done, self.config.drain_timeout)
         except asyncio.TimeoutError:
             pass
+        if self._resuming:          # resumes still under way (each bounded by enter_timeout)
+            await asyncio.gather(*self._resuming, return_exceptions=True)
 
     @property
     def expected_here(self) -> int:

@@ -66,6 +66,7 @@ def test_a_rolling_restart_of_three_workers_under_load_loses_nothing(run, tmp_pa
         assert resumes["server_closed"] == resumes["resumed"] == 1000, resumes
         assert report["lost"] == report["duplicated"] == report["out_of_order"] == 0, report
         assert report["unique"] == report["expected"] > 0
+        run(wait_for(lambda: restarts_done(server), what="the restart's end"), timeout=60)
         assert restarts_done(server) == [(3, 3)]
         log = server.log_text()
         assert log.count("took over from the predecessor") == 3
