@@ -25,7 +25,8 @@
    through the dummy sends the server SIGHUP (--rolling-restart), every
    worker is replaced in turn, and every client a worker closes resumes.
    Printed: chats sent, lost, duplicated, out of order, clients closed by
-   the server, resumed, resumes that failed, the gap each saw (from the
+   the server, resumed, resumes that failed, chats replayed (received after
+   a resume, sent before its S_RESUME came), the gap each saw (from the
    connection's loss to its S_RESUME: p50, p99, max), the restart's
    duration and workers handed over (the supervisor's "rolling restart
    done" log line) and the run's chat latency p99 (targets: lost 0, failed
@@ -303,12 +304,14 @@ def rolling(args):
           f"dummy on core {LOAD_CORE}, one run (no medians)"
           + ("" if r["restart_signalled"] else "; the SIGHUP was NOT sent"))
     print(f"{'workers':>7} {'clients':>7} {'chats sent':>10} {'lost':>5} {'duplicated':>10} "
-          f"{'out of order':>12} {'closed':>7} {'resumed':>7} {'failed':>6} {'gap p50':>7} "
+          f"{'out of order':>12} {'closed':>7} {'resumed':>7} {'failed':>6} {'replayed':>8} "
+          f"{'gap p50':>7} "
           f"{'gap p99':>7} {'gap max':>7} {'restart s':>9} {'handed over':>11} "
           f"{'chat p99':>8}  (gaps and latency in ms; closed: by the server)")
     print(f"{workers:>7} {clients:>7} {report['sent']:>10,} {report['lost']:>5,} "
           f"{report['duplicated']:>10,} {report['out_of_order']:>12,} "
-          f"{r['server_closed']:>7,} {r['resumed']:>7,} {r['failed']:>6,} {gap['p50']:>7.1f} "
+          f"{r['server_closed']:>7,} {r['resumed']:>7,} {r['failed']:>6,} "
+          f"{r['replayed']:>8,} {gap['p50']:>7.1f} "
           f"{gap['p99']:>7.1f} {gap['max']:>7.1f} {took:>9} {handed:>11} "
           f"{report['latency_ms']['p99']:>8.1f}")
     met = report["lost"] == 0 and r["failed"] == 0

@@ -207,7 +207,8 @@ def table(config: DummyConfig, kind: str, r: Report) -> str:
         rows.append(("resumes", f"{r.resumes['dropped']:,} cut, "
                                 f"{r.resumes['server_closed']:,} closed by the server, "
                                 f"{r.resumes['resumed']:,} resumed, {r.resumes['failed']:,} "
-                                "failed; lost to S_RESUME ms "
+                                f"failed, {r.resumes['replayed']:,} chats replayed; "
+                                "lost to S_RESUME ms "
                                 + "  ".join(f"{k} {gap[k]:.2f}" for k in ("p50", "p99", "max"))))
     rows += [
         ("result", "OK" if r.ok else "FAILED"),

@@ -370,7 +370,7 @@ class DummyRun:
         size = self.config.size
         for m in range(start, stop):
             s = players[m % n]
-            if s.connected:
+            if s.connected and not s.quiet:
                 s.chat(stamp, size)
                 self.sent += 1
                 self.expected += self.room_size[s.room]
@@ -438,6 +438,15 @@ class DummyRun:
         until enter_timeout."""
         old = self.players[i]
         loop = asyncio.get_running_loop()
+        if cut:
+            # Cut between chats: once its own last chat has come back, so
+            # that every chat counted as sent reached the server (what a
+            # drop takes on its way up is not resumption's to bring back:
+            # the protocol resumes what the server sends).
+            old.quiet = True
+            deadline = loop.time() + self.config.enter_timeout
+            while old.connected and old.own_chats_back < old.seq and loop.time() < deadline:
+                await asyncio.sleep(0.001)
         count, token = old.received, old.resume_token
         if cut:
             old.cut()
@@ -593,6 +602,7 @@ class DummyRun:
             return round(gaps[min(len(gaps) - 1, int(p * len(gaps)))], 3) if gaps else 0.0
         return {"dropped": self.drops, "server_closed": self.server_closes,
                 "resumed": self.resumed, "failed": self.resume_failures,
+                "replayed": sum(s.replayed for s in self.resumed_sessions),
                 "restart_signalled": self.restart_signalled,
                 "gap_ms": {"p50": q(0.5), "p99": q(0.99), "max": gaps[-1] if gaps else 0.0}}
 

@@ -13,7 +13,7 @@ from netcore_packets.Protocol_pb2 import C_CHAT, C_LOGIN, C_RESUME
 from netcore_packets.client_dispatch import ClientPacketDispatcher, make_send_buffer
 
 from netcore_dummy import client_handlers
-from netcore_dummy.tally import DummySessionCore, format_chat
+from netcore_dummy.tally import DummySessionCore, format_chat, now_us
 
 
 def reset(transport):
@@ -52,6 +52,7 @@ class DummySession(DummySessionCore, asyncio.BufferedProtocol):
         # Called with this session when the server ends its connection while
         # in game (a rolling restart's worker handing over): the run resumes it.
         self.on_lost = None
+        self.quiet = False              # about to be cut: the run sends it nothing more
 
     # -- netcore callbacks ---------------------------------------------------------
 
@@ -103,6 +104,7 @@ class DummySession(DummySessionCore, asyncio.BufferedProtocol):
             self.fail("resume refused")
             return
         self.resumed_at = asyncio.get_running_loop().time()
+        self.replay_before_us = now_us()
         self.take_over(old)
         self.seq = old.seq
         self.resume_token = pkt.resumeToken

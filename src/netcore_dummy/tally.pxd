@@ -115,6 +115,10 @@ cdef class DummySessionCore(PacketSession):
     cdef readonly Py_ssize_t index          # this client's index in the run
     cdef readonly int room
     cdef readonly uint64_t chats_received   # S_CHATs this session tallied
+    # A resumed session: chats sent before its S_RESUME came (a clock
+    # reading, 0: not resumed) are what the server kept for it and sent again.
+    cdef public int64_t replay_before_us
+    cdef readonly uint64_t replayed
     cdef int64_t read_us                    # clock at the current read
     cdef uint32_t* next_seq                 # per sender slot of the room; NULL until armed
     cdef Py_ssize_t n_slots

@@ -122,6 +122,8 @@ cdef inline void tally_chat(DummySessionCore s, Tally t, const unsigned char* pa
         t.c.out_of_order += 1
     next_seq[0] = <uint32_t>(f.seq + 1)
     t.c.unique += 1
+    if <int64_t>f.sent_us + t.epoch_us < s.replay_before_us:
+        s.replayed += 1                 # kept while it was away, sent again
     if t.first_us == 0:
         t.first_us = s.read_us
     t.last_us = s.read_us
@@ -291,6 +293,19 @@ cdef class DummySessionCore(PacketSession):
     @property
     def armed(self):
         return self.next_seq != NULL
+
+    @property
+    def own_chats_back(self):
+        """How many of its own chats have come back to it (a room sends a
+        chat to its sender too): all it sent reached the server once this is
+        its seq. -1 before it is armed."""
+        cdef int32_t slot
+        if self.next_seq == NULL or self.tally is None or self.index >= self.tally.n_clients:
+            return -1
+        slot = self.tally.members[self.index].slot
+        if slot < 0 or slot >= self.n_slots:
+            return -1
+        return self.next_seq[slot]
 
     def take_over(self, DummySessionCore old not None):
         """A resume (--resumable --drop-every): this connection is old's

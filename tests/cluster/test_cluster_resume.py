@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -105,7 +106,7 @@ def test_dummies_dropping_at_random_across_two_workers_lose_no_chat(tmp_path, lo
 
 from netcore import ClientService  # noqa: E402
 
-from cluster_support import NatsProcess, free_port  # noqa: E402
+from cluster_support import NatsProcess, free_port, wait_for  # noqa: E402
 from resume_support import ResumeClient  # noqa: E402
 
 
@@ -149,8 +150,17 @@ def test_a_websocket_client_resumes_on_whichever_worker_it_lands(run, tmp_path, 
     # picows holds a WebSocket's framing in the process that upgraded it, so
     # on the other worker the resume is relayed to the machine's game port
     # (netcore_server.relay), which hands it to the holder.
-    with ClusterProcess(tmp_path, loop_kind, 2, "--ws-port", str(free_port())) as server:
+    metrics_port = free_port()
+    with ClusterProcess(tmp_path, loop_kind, 2, "--ws-port", str(free_port()),
+                        "--metrics-port", str(metrics_port)) as server:
         room = server.rooms_owned_by("t-1", 1)[0]
+
+        def relays():
+            # Counted before the C_RESUME goes on, so before its answer can
+            # come back: read after a resume, it says whether that one was.
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as page:
+                return sum(float(line.split()[-1]) for line in page.read().decode().splitlines()
+                           if line.startswith("netcore_resume_relayed_total"))
 
         async def go():
             (chatter,) = await in_game(server.port, 1, room=room)
@@ -161,11 +171,10 @@ def test_a_websocket_client_resumes_on_whichever_worker_it_lands(run, tmp_path, 
                 assert attempt <= 24, seen      # each lands on either worker: 2**-23 to fail
                 a = await ws_dial(server.ws_port)
                 entered = await a.enter_resumable(room)
-                relayed = server.log_text().count("is relayed to")
+                relayed = relays()
                 a2 = await drop_and_resume(server, chatter, a, entered, str(attempt),
                                            lambda t, n: ws_resume(server.ws_port, t, n))
-                seen["relayed" if server.log_text().count("is relayed to") > relayed
-                     else "here"] += 1
+                seen["relayed" if relays() > relayed else "here"] += 1
                 a2.send_pkt(pb.C_LEAVE())
                 await leave(a2)
             await leave(chatter)
@@ -196,8 +205,8 @@ def test_a_client_resumes_on_another_machine_of_the_deployment(run, tmp_path, lo
                 assert entered.resumeToken.startswith("0.")        # alpha-0's
                 a2 = await drop_and_resume(ma, chatter, a, entered, "x",
                                            lambda t, n: resume(mb.port, t, n))
-                assert f"is relayed to 127.0.0.1:{ma.port}, the machine of worker alpha-0" \
-                    in mb.log_text()
+                await wait_for(lambda: f"is relayed to 127.0.0.1:{ma.port}, the machine of "
+                               "worker alpha-0" in mb.log_text(), what="the relay's log line")
                 a2.send_pkt(pb.C_LEAVE())
                 await leave(a2, chatter)
                 c = await dial(ma.port)
@@ -225,7 +234,9 @@ def test_a_client_resumes_on_another_machine_of_the_deployment(run, tmp_path, lo
                 assert (await b.login()).success
                 await leave(b)
             run(gone(), timeout=60)
-            assert "whose machine (127.0.0.1:%d) could not be reached" % ma.port in mb.log_text()
+            # A worker's log is written by a thread of its own: waited for.
+            run(wait_for(lambda: "whose machine (127.0.0.1:%d) could not be reached" % ma.port
+                         in mb.log_text(), what="the refusal's log line"), timeout=30)
             assert mb.stop() == 0
     finally:
         nats.stop(signal.SIGKILL)
