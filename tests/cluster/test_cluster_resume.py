@@ -1,9 +1,10 @@
 """Resuming under --workers (docs/protocol.md, "Resuming a session"): the
 kernel gives the new connection to either worker; on the holding one the
 resume is local, on the other the connection is handed over
-(netcore_server.handover). Either way the client gets every chat exactly
-once, in order, then the live stream, whether the room is owned by the
-worker it is connected to or by the other."""
+(netcore_server.handover), or relayed where it cannot be (a WebSocket,
+another machine: netcore_server.relay). Either way the client gets every
+chat exactly once, in order, then the live stream, whether the room is
+owned by the worker it is connected to or by the other."""
 import asyncio
 import json
 import signal
@@ -22,6 +23,34 @@ from resume_support import dial, log_shows, reset, resume
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX processes")
 
 
+async def drop_and_resume(server, chatter, a, entered, tag, resume_at, cut=None):
+    """a's connection ends mid-chat (cut(a); by default a closes it); chats
+    go on; a resumes (resume_at: an awaitable's factory, (token, count) ->
+    (client, S_RESUME)); it must get every chat exactly once, in order, then
+    live ones, and be heard."""
+    for i in range(5):
+        chatter.send_pkt(pb.C_CHAT(msg=f"{tag}.before {i}"))
+    await a.until(lambda: sum(m.startswith(f"{tag}.before") for _, m in a.chats) >= 2)
+    held = server.log_text().count("held for a resume")
+    if cut is None:
+        a.disconnect()                      # its worker holds it
+    else:
+        cut(a)
+    await log_shows(server, "held for a resume", count=held + 1)
+    for i in range(5):
+        chatter.send_pkt(pb.C_CHAT(msg=f"{tag}.during {i}"))
+    a2, answer = await resume_at(entered.resumeToken, a.received)
+    assert answer.success and answer.playerId == entered.playerId
+    chatter.send_pkt(pb.C_CHAT(msg=f"{tag}.after"))
+    await a2.until(lambda: any(m == f"{tag}.after" for _, m in a2.chats))
+    mine = [m for _, m in a.chats + a2.chats if m.startswith(f"{tag}.")]
+    assert mine == ([f"{tag}.before {i}" for i in range(5)]
+                    + [f"{tag}.during {i}" for i in range(5)] + [f"{tag}.after"])
+    a2.send_pkt(pb.C_CHAT(msg=f"{tag}.back"))
+    await chatter.until(lambda: (entered.playerId, f"{tag}.back") in chatter.chats)
+    return a2
+
+
 def test_a_client_resumes_on_whichever_worker_its_new_connection_lands(run, tmp_path,
                                                                        loop_kind):
     with ClusterProcess(tmp_path, loop_kind, 2) as server:
@@ -36,25 +65,9 @@ def test_a_client_resumes_on_whichever_worker_its_new_connection_lands(run, tmp_
                 assert attempt <= 24, seen      # each lands on either worker: 2**-23 to fail
                 a = await dial(server.port)
                 entered = await a.enter_resumable(room)
-                for i in range(5):
-                    b.send_pkt(pb.C_CHAT(msg=f"{attempt}.before {i}"))
-                await a.until(lambda: len(a.chats) >= 2)
-                reset(a)
-                await log_shows(server, "held for a resume", count=attempt)
-                for i in range(5):
-                    b.send_pkt(pb.C_CHAT(msg=f"{attempt}.during {i}"))
                 handed = server.log_text().count("handed to worker")
-                a2, answer = await resume(server.port, entered.resumeToken, a.received)
-                assert answer.success and answer.playerId == entered.playerId
-                b.send_pkt(pb.C_CHAT(msg=f"{attempt}.after"))
-                await a2.until(lambda: any(m.endswith(".after") for _, m in a2.chats))
-                mine = [m for _, m in a.chats + a2.chats if m.startswith(f"{attempt}.")]
-                assert mine == ([f"{attempt}.before {i}" for i in range(5)]
-                                + [f"{attempt}.during {i}" for i in range(5)]
-                                + [f"{attempt}.after"])
-                # Still the same player to the room: its chat reaches b.
-                a2.send_pkt(pb.C_CHAT(msg=f"{attempt}.back"))
-                await b.until(lambda: (entered.playerId, f"{attempt}.back") in b.chats)
+                a2 = await drop_and_resume(server, b, a, entered, str(attempt),
+                                           lambda t, n: resume(server.port, t, n), cut=reset)
                 await log_shows(server, "resumed player", count=attempt)
                 seen["handed" if server.log_text().count("handed to worker") > handed
                      else "here"] += 1
@@ -120,30 +133,6 @@ async def ws_resume(port, token, received):
     client = await ws_dial(port, received)
     client.send_pkt(pb.C_RESUME(token=token, received=received))
     return client, await client.expect("S_RESUME")
-
-
-async def drop_and_resume(server, chatter, a, entered, tag, resume_at):
-    """a's connection ends mid-chat; chats go on; a resumes (resume_at:
-    an awaitable's factory, (token, count) -> (client, S_RESUME)); it must
-    get every chat exactly once, in order, then live ones, and be heard."""
-    for i in range(5):
-        chatter.send_pkt(pb.C_CHAT(msg=f"{tag}.before {i}"))
-    await a.until(lambda: sum(m.startswith(f"{tag}.before") for _, m in a.chats) >= 2)
-    held = server.log_text().count("held for a resume")
-    a.disconnect()                          # its worker holds it
-    await log_shows(server, "held for a resume", count=held + 1)
-    for i in range(5):
-        chatter.send_pkt(pb.C_CHAT(msg=f"{tag}.during {i}"))
-    a2, answer = await resume_at(entered.resumeToken, a.received)
-    assert answer.success and answer.playerId == entered.playerId
-    chatter.send_pkt(pb.C_CHAT(msg=f"{tag}.after"))
-    await a2.until(lambda: any(m == f"{tag}.after" for _, m in a2.chats))
-    mine = [m for _, m in a.chats + a2.chats if m.startswith(f"{tag}.")]
-    assert mine == ([f"{tag}.before {i}" for i in range(5)]
-                    + [f"{tag}.during {i}" for i in range(5)] + [f"{tag}.after"])
-    a2.send_pkt(pb.C_CHAT(msg=f"{tag}.back"))
-    await chatter.until(lambda: (entered.playerId, f"{tag}.back") in chatter.chats)
-    return a2
 
 
 def test_a_websocket_client_resumes_on_whichever_worker_it_lands(run, tmp_path, loop_kind):
