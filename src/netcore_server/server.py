@@ -134,7 +134,7 @@ class GameServer:
         its machine says for another; None where there is none known."""
         if self.link is None:
             return None
-        if slot in self.sibling_slots or slot == self.link.slot:
+        if slot in self.sibling_slots:
             host = self.config.host
             host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
             return host, self.config.port or self.port
